@@ -1,0 +1,129 @@
+// Hashes, keys, signatures and addresses (ECDSA over NIST P-256 with SHA-256, via Botan).
+//
+// Signatures are 64 bytes r||s, deterministic (RFC 6979) and normalised to low S: for every
+// (r, s) the twin (r, n-s) is also a valid ECDSA signature, so verify() accepts only
+// s <= n/2 and a third party cannot produce a second valid encoding of a signature.
+// Public keys are 33-byte compressed SEC1 points.
+#pragma once
+
+#include <popchain/bytes.hpp>
+#include <popchain/result.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <deque>
+#include <unordered_set>
+
+namespace popchain {
+
+struct Hash256Tag {};
+struct PublicKeyTag {};
+struct SignatureTag {};
+struct AddressTag {};
+
+using Hash256 = FixedBytes<32, Hash256Tag>;
+using PublicKey = FixedBytes<33, PublicKeyTag>;
+using Signature = FixedBytes<64, SignatureTag>;
+
+// SHA-256 of a byte string.
+Hash256 sha256(ByteView data);
+inline Hash256 sha256(std::string_view s) { return sha256(as_bytes(s)); }
+
+// Incremental SHA-256, for hashing structures without building one big buffer.
+class Sha256 {
+public:
+    Sha256();
+    ~Sha256();
+    Sha256(Sha256&&) noexcept;
+    Sha256& operator=(Sha256&&) noexcept;
+    Sha256& update(ByteView data);
+    Sha256& update(std::string_view s) { return update(as_bytes(s)); }
+    template <std::size_t N, class Tag>
+    Sha256& update(const FixedBytes<N, Tag>& v) {
+        return update(v.view());
+    }
+    Hash256 finish();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// An account identifier: the first 20 bytes of SHA-256(compressed public key).
+//
+// Text form: "pop" followed by 48 lower-case hex digits: the 20 address bytes, then a
+// 4-byte checksum, the first 4 bytes of SHA-256("popchain-address" || address bytes).
+// parse() rejects a wrong prefix, wrong length, non-hex digits and a checksum mismatch,
+// so a mistyped address is caught before any funds move. Upper-case hex is accepted.
+struct Address : FixedBytes<20, AddressTag> {
+    static Address of(const PublicKey& key);
+    static Result<Address> parse(std::string_view text);
+    std::string to_string() const;
+};
+
+// Checks that 33 bytes are a valid compressed point on P-256.
+Result<PublicKey> parse_public_key(ByteView bytes);
+
+// Verifies a signature over a 32-byte digest. False for high-S signatures, malformed keys
+// and any mismatch. Thread-safe.
+bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig);
+
+// A P-256 private key. Move-only; the secret is wiped when the key is destroyed.
+// sign() is thread-safe.
+class SigningKey {
+public:
+    static SigningKey generate();
+    // The 32-byte big-endian secret scalar; rejects zero and values >= the group order.
+    static Result<SigningKey> from_secret(ByteView secret);
+
+    SigningKey(SigningKey&&) noexcept;
+    SigningKey& operator=(SigningKey&&) noexcept;
+    ~SigningKey();
+
+    const PublicKey& public_key() const { return public_key_; }
+    Address address() const { return Address::of(public_key_); }
+    Signature sign(const Hash256& digest) const;
+
+    // For keystore encryption only; never write the result to disk unencrypted.
+    std::string encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const;
+    static Result<SigningKey> from_encrypted_pem(std::string_view pem, std::string_view passphrase);
+
+private:
+    struct Impl;
+    explicit SigningKey(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+    PublicKey public_key_;
+};
+
+// A bounded cache of signature checks that succeeded, so a transaction seen in the mempool
+// is not verified again when its block arrives. Thread-safe; the oldest entries are
+// evicted first. Failed checks are never cached.
+class SignatureCache {
+public:
+    explicit SignatureCache(std::size_t capacity = 1 << 16) : capacity_(capacity) {}
+
+    bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig);
+    std::size_t size() const;
+    std::size_t hits() const;
+
+private:
+    static Hash256 entry_id(const PublicKey& key, const Hash256& digest, const Signature& sig);
+
+    std::size_t capacity_;
+    mutable std::mutex mutex_;
+    std::deque<Hash256> order_; // insertion order, for eviction
+    std::unordered_set<Hash256, FixedBytesHash> entries_;
+    std::size_t hits_ = 0;
+};
+
+} // namespace popchain
+
+template <>
+struct std::hash<popchain::Address> {
+    std::size_t operator()(const popchain::Address& a) const noexcept {
+        return popchain::FixedBytesHash{}(a);
+    }
+};

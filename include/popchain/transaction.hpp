@@ -1,0 +1,102 @@
+// Transactions: the signed value type every ledger change comes from.
+#pragma once
+
+#include <popchain/codec.hpp>
+#include <popchain/crypto.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace popchain {
+
+enum class TxKind : std::uint8_t {
+    transfer = 1,       // from -> to, amount
+    mint = 2,           // authority credits `to` with `amount` (an approved top-up)
+    escrow_open = 3,    // buyer (from) locks `amount` for seller (`to`) under `trade_id`
+    escrow_release = 4, // buyer confirms receipt: the locked amount goes to the seller
+    escrow_refund = 5,  // seller cancels any time, or the buyer reclaims after `deadline`
+    config = 6,         // authority changes the replica set; `payload` is a ConfigChange
+};
+
+const char* tx_kind_name(TxKind kind) noexcept;
+std::optional<TxKind> tx_kind_from_name(std::string_view name) noexcept;
+
+// Limits enforced by decoding and by check_tx_shape().
+inline constexpr std::size_t max_chain_id_bytes = 64;
+inline constexpr std::size_t max_payload_bytes = 4096;
+
+// Field use by kind (fields a kind does not use must be zero/empty):
+//
+//   kind            to        amount  trade_id  deadline  payload
+//   transfer        payee     > 0     -         -         optional memo
+//   mint            payee     > 0     -         -         optional memo
+//   escrow_open     seller    > 0     new id    height    optional memo
+//   escrow_release  -         -       trade     -         optional memo
+//   escrow_refund   -         -       trade     -         optional memo
+//   config          -         -       -         -         ConfigChange
+//
+// `from` is always Address::of(public_key); `nonce` is the sender's next nonce (from 0).
+struct Tx {
+    TxKind kind = TxKind::transfer;
+    std::string chain_id;
+    Address from;
+    Address to;
+    std::uint64_t amount = 0;
+    std::uint64_t nonce = 0;
+    Hash256 trade_id;
+    std::uint64_t deadline = 0;
+    Bytes payload;
+    PublicKey public_key;
+    Signature signature;
+
+    // The bytes the signature covers: a domain tag and every field but the signature.
+    Bytes signing_bytes() const;
+    // txid: SHA-256 of signing_bytes(). The signature is not part of it, so nobody can
+    // change a transaction's id by re-encoding its signature.
+    Hash256 id() const;
+    Bytes encode() const;
+
+    friend bool operator==(const Tx&, const Tx&) = default;
+};
+
+void encode_tx(Writer& w, const Tx& tx);
+Tx decode_tx(Reader& r);
+Result<Tx> decode_tx(ByteView bytes);
+
+// Fills in public_key and from, then signs. The rest of `tx` must be set already.
+Tx sign_tx(Tx tx, const SigningKey& key);
+
+// Everything that can be checked without ledger state: field shapes, chain id, sender
+// matches the key, signature. `cache` (optional) skips repeated signature checks.
+Result<void> check_tx_shape(const Tx& tx);
+Result<void> check_tx_stateless(const Tx& tx, std::string_view chain_id,
+                                SignatureCache* cache = nullptr);
+// The same, for a caller that already computed `txid` (== tx.id()).
+Result<void> check_tx_stateless(const Tx& tx, const Hash256& txid, std::string_view chain_id,
+                                SignatureCache* cache);
+
+// A replica as known to the ledger (membership lives in ledger state).
+struct ReplicaInfo {
+    std::uint32_t id = 0;
+    PublicKey key;
+    std::string endpoint; // "host:port"; empty in pure simulations
+    friend bool operator==(const ReplicaInfo&, const ReplicaInfo&) = default;
+};
+inline constexpr std::size_t max_endpoint_bytes = 256;
+inline constexpr std::size_t max_replicas = 1024;
+
+void encode_replica(Writer& w, const ReplicaInfo& r);
+ReplicaInfo decode_replica(Reader& r);
+
+// The payload of a `config` transaction.
+struct ConfigChange {
+    enum class Action : std::uint8_t { add_replica = 1, remove_replica = 2 };
+    Action action = Action::add_replica;
+    ReplicaInfo replica; // for remove, only `id` is used
+    Bytes encode() const;
+    friend bool operator==(const ConfigChange&, const ConfigChange&) = default;
+};
+Result<ConfigChange> decode_config_change(ByteView bytes);
+
+} // namespace popchain

@@ -1,0 +1,298 @@
+#include <popchain/crypto.hpp>
+#include <popchain/hex.hpp>
+
+#include <botan/auto_rng.h>
+#include <botan/bigint.h>
+#include <botan/data_src.h>
+#include <botan/ec_group.h>
+#include <botan/ecdsa.h>
+#include <botan/hash.h>
+#include <botan/pkcs8.h>
+#include <botan/pubkey.h>
+
+namespace popchain {
+
+namespace {
+
+const Botan::EC_Group& curve() {
+    static const Botan::EC_Group group("secp256r1");
+    return group;
+}
+
+// "Raw(SHA-256)": the input is already the SHA-256 digest; the hash name still selects
+// SHA-256 for the RFC 6979 nonce, so the result equals standard ECDSA-SHA256 over the
+// message the digest was taken of.
+constexpr const char* signature_scheme = "Raw(SHA-256)";
+
+Botan::RandomNumberGenerator& thread_rng() {
+    thread_local Botan::AutoSeeded_RNG rng;
+    return rng;
+}
+
+const Botan::BigInt& half_order() {
+    static const Botan::BigInt half = curve().get_order() >> 1;
+    return half;
+}
+
+} // namespace
+
+const char* errc_name(Errc code) noexcept {
+    switch (code) {
+    case Errc::truncated: return "truncated";
+    case Errc::trailing_bytes: return "trailing_bytes";
+    case Errc::too_large: return "too_large";
+    case Errc::malformed: return "malformed";
+    case Errc::bad_public_key: return "bad_public_key";
+    case Errc::bad_signature: return "bad_signature";
+    case Errc::bad_address: return "bad_address";
+    case Errc::wrong_passphrase: return "wrong_passphrase";
+    case Errc::unknown_kind: return "unknown_kind";
+    case Errc::wrong_chain_id: return "wrong_chain_id";
+    case Errc::sender_mismatch: return "sender_mismatch";
+    case Errc::nonce_reused: return "nonce_reused";
+    case Errc::nonce_gap: return "nonce_gap";
+    case Errc::zero_amount: return "zero_amount";
+    case Errc::insufficient_funds: return "insufficient_funds";
+    case Errc::amount_overflow: return "amount_overflow";
+    case Errc::not_authority: return "not_authority";
+    case Errc::escrow_exists: return "escrow_exists";
+    case Errc::unknown_escrow: return "unknown_escrow";
+    case Errc::escrow_closed: return "escrow_closed";
+    case Errc::not_escrow_party: return "not_escrow_party";
+    case Errc::refund_before_deadline: return "refund_before_deadline";
+    case Errc::deadline_passed: return "deadline_passed";
+    case Errc::bad_config: return "bad_config";
+    case Errc::wrong_height: return "wrong_height";
+    case Errc::wrong_prev_hash: return "wrong_prev_hash";
+    case Errc::bad_tx_root: return "bad_tx_root";
+    case Errc::bad_state_root: return "bad_state_root";
+    case Errc::duplicate_tx: return "duplicate_tx";
+    case Errc::too_many_txs: return "too_many_txs";
+    case Errc::mempool_full: return "mempool_full";
+    case Errc::already_known: return "already_known";
+    case Errc::not_found: return "not_found";
+    case Errc::io_error: return "io_error";
+    case Errc::storage_corrupt: return "storage_corrupt";
+    case Errc::invalid_argument: return "invalid_argument";
+    }
+    return "unknown_error";
+}
+
+// ---- hashing ----
+
+Hash256 sha256(ByteView data) {
+    thread_local auto fn = Botan::HashFunction::create_or_throw("SHA-256");
+    fn->update(data.data(), data.size());
+    Hash256 out;
+    fn->final(out.data());
+    return out;
+}
+
+struct Sha256::Impl {
+    std::unique_ptr<Botan::HashFunction> fn = Botan::HashFunction::create_or_throw("SHA-256");
+};
+Sha256::Sha256() : impl_(std::make_unique<Impl>()) {}
+Sha256::~Sha256() = default;
+Sha256::Sha256(Sha256&&) noexcept = default;
+Sha256& Sha256::operator=(Sha256&&) noexcept = default;
+Sha256& Sha256::update(ByteView data) {
+    impl_->fn->update(data.data(), data.size());
+    return *this;
+}
+Hash256 Sha256::finish() {
+    Hash256 out;
+    impl_->fn->final(out.data());
+    return out;
+}
+
+// ---- addresses ----
+
+namespace {
+constexpr std::string_view address_prefix = "pop";
+
+std::array<std::uint8_t, 4> address_checksum(const Address& a) {
+    Hash256 h = Sha256().update("popchain-address").update(a.view()).finish();
+    return {h.bytes[0], h.bytes[1], h.bytes[2], h.bytes[3]};
+}
+} // namespace
+
+Address Address::of(const PublicKey& key) {
+    Hash256 h = sha256(key.view());
+    Address a;
+    std::memcpy(a.data(), h.data(), Address::size());
+    return a;
+}
+
+std::string Address::to_string() const {
+    auto sum = address_checksum(*this);
+    return std::string(address_prefix) + to_hex(view()) + to_hex(ByteView(sum.data(), sum.size()));
+}
+
+Result<Address> Address::parse(std::string_view text) {
+    if (text.substr(0, address_prefix.size()) != address_prefix)
+        return make_error(Errc::bad_address, "address must start with \"pop\"");
+    text.remove_prefix(address_prefix.size());
+    if (text.size() != 2 * (Address::size() + 4))
+        return make_error(Errc::bad_address, "address must have 48 hex digits after \"pop\"");
+    auto raw = from_hex(text);
+    if (!raw) return make_error(Errc::bad_address, "address is not hex");
+    Address a;
+    std::memcpy(a.data(), raw->data(), Address::size());
+    auto sum = address_checksum(a);
+    if (std::memcmp(sum.data(), raw->data() + Address::size(), sum.size()) != 0)
+        return make_error(Errc::bad_address, "address checksum mismatch (mistyped?)");
+    return a;
+}
+
+// ---- public keys and verification ----
+
+namespace {
+std::unique_ptr<Botan::ECDSA_PublicKey> load_public(const PublicKey& key) {
+    try {
+        Botan::PointGFp point = curve().OS2ECP(key.data(), key.size());
+        if (point.is_zero() || !point.on_the_curve()) return nullptr;
+        return std::make_unique<Botan::ECDSA_PublicKey>(curve(), point);
+    } catch (const std::exception&) {
+        return nullptr;
+    }
+}
+} // namespace
+
+Result<PublicKey> parse_public_key(ByteView bytes) {
+    if (bytes.size() != PublicKey::size())
+        return make_error(Errc::bad_public_key, "public key must be 33 bytes (compressed)");
+    PublicKey key = PublicKey::from(bytes);
+    if (key.bytes[0] != 0x02 && key.bytes[0] != 0x03)
+        return make_error(Errc::bad_public_key, "public key must be a compressed point");
+    if (!load_public(key)) return make_error(Errc::bad_public_key, "not a point on P-256");
+    return key;
+}
+
+bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+    Botan::BigInt s(sig.data() + 32, 32);
+    if (s > half_order()) return false;
+    auto pub = load_public(key);
+    if (!pub) return false;
+    try {
+        Botan::PK_Verifier verifier(*pub, signature_scheme);
+        return verifier.verify_message(digest.data(), digest.size(), sig.data(), sig.size());
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+// ---- signing keys ----
+
+struct SigningKey::Impl {
+    explicit Impl(Botan::ECDSA_PrivateKey k) : key(std::move(k)) {}
+    Botan::ECDSA_PrivateKey key;
+    mutable std::mutex mutex;
+    mutable std::unique_ptr<Botan::PK_Signer> signer;
+};
+
+namespace {
+PublicKey encode_public(const Botan::ECDSA_PrivateKey& k) {
+    auto enc = k.public_point().encode(Botan::PointGFp::COMPRESSED);
+    return PublicKey::from(ByteView(enc.data(), enc.size()));
+}
+} // namespace
+
+SigningKey::SigningKey(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)), public_key_(encode_public(impl_->key)) {}
+SigningKey::SigningKey(SigningKey&&) noexcept = default;
+SigningKey& SigningKey::operator=(SigningKey&&) noexcept = default;
+SigningKey::~SigningKey() = default;
+
+SigningKey SigningKey::generate() {
+    return SigningKey(std::make_unique<Impl>(Botan::ECDSA_PrivateKey(thread_rng(), curve())));
+}
+
+Result<SigningKey> SigningKey::from_secret(ByteView secret) {
+    if (secret.size() != 32) return make_error(Errc::invalid_argument, "secret must be 32 bytes");
+    Botan::BigInt x(secret.data(), secret.size());
+    if (x.is_zero() || x >= curve().get_order())
+        return make_error(Errc::invalid_argument, "secret is not a valid P-256 scalar");
+    return SigningKey(std::make_unique<Impl>(Botan::ECDSA_PrivateKey(thread_rng(), curve(), x)));
+}
+
+Signature SigningKey::sign(const Hash256& digest) const {
+    std::vector<std::uint8_t> raw;
+    {
+        // A PK_Signer is not thread-safe; one per key, used under a lock.
+        std::lock_guard lock(impl_->mutex);
+        if (!impl_->signer)
+            impl_->signer = std::make_unique<Botan::PK_Signer>(impl_->key, thread_rng(), signature_scheme);
+        raw = impl_->signer->sign_message(digest.data(), digest.size(), thread_rng());
+    }
+    Signature sig = Signature::from(ByteView(raw.data(), raw.size()));
+    Botan::BigInt s(sig.data() + 32, 32);
+    if (s > half_order()) {
+        Botan::BigInt low = curve().get_order() - s;
+        low.binary_encode(sig.data() + 32, 32);
+    }
+    return sig;
+}
+
+std::string SigningKey::encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const {
+    return Botan::PKCS8::PEM_encode(impl_->key, thread_rng(), std::string(passphrase),
+                                    std::chrono::milliseconds(kdf_msec),
+                                    "PBES2(AES-256/GCM,Scrypt)");
+}
+
+Result<SigningKey> SigningKey::from_encrypted_pem(std::string_view pem, std::string_view passphrase) {
+    std::unique_ptr<Botan::Private_Key> loaded;
+    try {
+        Botan::DataSource_Memory src(std::string{pem});
+        loaded = Botan::PKCS8::load_key(src, std::string(passphrase));
+    } catch (const std::exception& e) {
+        // AES-GCM authenticates the ciphertext: a wrong passphrase and a corrupted file both
+        // fail here; the PEM armour is checked first so garbage gets its own message.
+        std::string what = e.what();
+        if (pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") == std::string_view::npos)
+            return make_error(Errc::malformed, "not an encrypted private key file");
+        return make_error(Errc::wrong_passphrase,
+                          "cannot decrypt key (wrong passphrase or corrupted file): " + what);
+    }
+    auto* ecdsa = dynamic_cast<Botan::ECDSA_PrivateKey*>(loaded.get());
+    if (!ecdsa || ecdsa->domain() != curve())
+        return make_error(Errc::malformed, "key file does not hold a P-256 ECDSA key");
+    return SigningKey(std::make_unique<Impl>(Botan::ECDSA_PrivateKey(thread_rng(), curve(), ecdsa->private_value())));
+}
+
+// ---- signature cache ----
+
+Hash256 SignatureCache::entry_id(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+    return Sha256().update(key).update(digest).update(sig).finish();
+}
+
+bool SignatureCache::verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+    Hash256 id = entry_id(key, digest, sig);
+    {
+        std::lock_guard lock(mutex_);
+        if (entries_.count(id)) {
+            ++hits_;
+            return true;
+        }
+    }
+    if (!popchain::verify(key, digest, sig)) return false;
+    std::lock_guard lock(mutex_);
+    if (capacity_ == 0 || entries_.count(id)) return true;
+    if (entries_.size() >= capacity_) {
+        entries_.erase(order_.front());
+        order_.pop_front();
+    }
+    order_.push_back(id);
+    entries_.insert(id);
+    return true;
+}
+
+std::size_t SignatureCache::size() const {
+    std::lock_guard lock(mutex_);
+    return entries_.size();
+}
+std::size_t SignatureCache::hits() const {
+    std::lock_guard lock(mutex_);
+    return hits_;
+}
+
+} // namespace popchain

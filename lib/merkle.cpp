@@ -1,0 +1,73 @@
+#include <popchain/merkle.hpp>
+
+namespace popchain {
+
+namespace {
+Hash256 leaf_hash(const Hash256& leaf) {
+    const std::uint8_t tag = 0x00;
+    return Sha256().update(ByteView(&tag, 1)).update(leaf).finish();
+}
+Hash256 node_hash(const Hash256& left, const Hash256& right) {
+    const std::uint8_t tag = 0x01;
+    return Sha256().update(ByteView(&tag, 1)).update(left).update(right).finish();
+}
+// Pairs up a level in place; an odd last node moves up unchanged.
+void next_level(std::vector<Hash256>& level) {
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < level.size(); i += 2)
+        level[out++] = i + 1 < level.size() ? node_hash(level[i], level[i + 1]) : level[i];
+    level.resize(out);
+}
+
+std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {
+    std::vector<Hash256> level;
+    level.reserve(leaves.size());
+    for (const auto& l : leaves) level.push_back(leaf_hash(l));
+    return level;
+}
+} // namespace
+
+Hash256 merkle_root(std::span<const Hash256> leaves) {
+    if (leaves.empty()) return Hash256{};
+    std::vector<Hash256> level = leaf_level(leaves);
+    while (level.size() > 1) {
+        next_level(level);
+    }
+    return level[0];
+}
+
+MerkleProof merkle_prove(std::span<const Hash256> leaves, std::size_t index) {
+    MerkleProof proof;
+    proof.index = static_cast<std::uint32_t>(index);
+    proof.leaf_count = static_cast<std::uint32_t>(leaves.size());
+    std::vector<Hash256> level = leaf_level(leaves);
+    std::size_t pos = index;
+    while (level.size() > 1) {
+        std::size_t sibling = pos ^ 1;
+        if (sibling < level.size()) proof.siblings.push_back(level[sibling]);
+        next_level(level);
+        pos /= 2;
+    }
+    return proof;
+}
+
+bool merkle_verify(const Hash256& root, const Hash256& leaf, const MerkleProof& proof) {
+    if (proof.leaf_count == 0 || proof.index >= proof.leaf_count) return false;
+    Hash256 acc = leaf_hash(leaf);
+    std::size_t pos = proof.index;
+    std::size_t width = proof.leaf_count;
+    std::size_t used = 0;
+    while (width > 1) {
+        std::size_t sibling = pos ^ 1;
+        if (sibling < width) {
+            if (used == proof.siblings.size()) return false;
+            const Hash256& s = proof.siblings[used++];
+            acc = (pos & 1) ? node_hash(s, acc) : node_hash(acc, s);
+        }
+        pos /= 2;
+        width = (width + 1) / 2;
+    }
+    return used == proof.siblings.size() && acc == root;
+}
+
+} // namespace popchain

@@ -1,0 +1,183 @@
+#include <popchain/transaction.hpp>
+
+namespace popchain {
+
+namespace {
+constexpr std::string_view tx_domain = "popchain/tx/v1";
+
+bool valid_kind(std::uint8_t k) { return k >= 1 && k <= 6; }
+
+void encode_unsigned(Writer& w, const Tx& tx) {
+    w.u8(static_cast<std::uint8_t>(tx.kind));
+    w.str(tx.chain_id);
+    w.fixed(tx.from);
+    w.fixed(tx.to);
+    w.u64(tx.amount);
+    w.u64(tx.nonce);
+    w.fixed(tx.trade_id);
+    w.u64(tx.deadline);
+    w.bytes(tx.payload);
+    w.fixed(tx.public_key);
+}
+} // namespace
+
+const char* tx_kind_name(TxKind kind) noexcept {
+    switch (kind) {
+    case TxKind::transfer: return "transfer";
+    case TxKind::mint: return "mint";
+    case TxKind::escrow_open: return "escrow_open";
+    case TxKind::escrow_release: return "escrow_release";
+    case TxKind::escrow_refund: return "escrow_refund";
+    case TxKind::config: return "config";
+    }
+    return "unknown";
+}
+
+std::optional<TxKind> tx_kind_from_name(std::string_view name) noexcept {
+    for (std::uint8_t k = 1; k <= 6; ++k)
+        if (name == tx_kind_name(static_cast<TxKind>(k))) return static_cast<TxKind>(k);
+    return std::nullopt;
+}
+
+Bytes Tx::signing_bytes() const {
+    Writer w(256 + payload.size());
+    w.raw(as_bytes(tx_domain));
+    encode_unsigned(w, *this);
+    return w.take();
+}
+
+Hash256 Tx::id() const { return sha256(signing_bytes()); }
+
+void encode_tx(Writer& w, const Tx& tx) {
+    encode_unsigned(w, tx);
+    w.fixed(tx.signature);
+}
+
+Bytes Tx::encode() const {
+    Writer w(256 + payload.size());
+    encode_tx(w, *this);
+    return w.take();
+}
+
+Tx decode_tx(Reader& r) {
+    Tx tx;
+    std::uint8_t kind = r.u8();
+    if (r.ok() && !valid_kind(kind)) r.fail(Errc::unknown_kind, "tx kind " + std::to_string(kind));
+    tx.kind = static_cast<TxKind>(kind);
+    tx.chain_id = r.str(max_chain_id_bytes);
+    tx.from = r.fixed<Address>();
+    tx.to = r.fixed<Address>();
+    tx.amount = r.u64();
+    tx.nonce = r.u64();
+    tx.trade_id = r.fixed<Hash256>();
+    tx.deadline = r.u64();
+    tx.payload = r.bytes(max_payload_bytes);
+    tx.public_key = r.fixed<PublicKey>();
+    tx.signature = r.fixed<Signature>();
+    return tx;
+}
+
+Result<Tx> decode_tx(ByteView bytes) {
+    return decode_all<Tx>(bytes, [](Reader& r) { return decode_tx(r); });
+}
+
+Tx sign_tx(Tx tx, const SigningKey& key) {
+    tx.public_key = key.public_key();
+    tx.from = key.address();
+    tx.signature = key.sign(tx.id());
+    return tx;
+}
+
+Result<void> check_tx_shape(const Tx& tx) {
+    auto unused = [](const char* field) {
+        return make_error(Errc::malformed, std::string(field) + " must be empty for this kind");
+    };
+    switch (tx.kind) {
+    case TxKind::transfer:
+    case TxKind::mint:
+    case TxKind::escrow_open:
+        if (tx.amount == 0) return make_error(Errc::zero_amount, "amount must be positive");
+        if (tx.kind != TxKind::escrow_open) {
+            if (!tx.trade_id.is_zero()) return unused("trade_id");
+            if (tx.deadline != 0) return unused("deadline");
+        } else if (tx.trade_id.is_zero()) {
+            return make_error(Errc::malformed, "escrow_open needs a trade_id");
+        }
+        break;
+    case TxKind::escrow_release:
+    case TxKind::escrow_refund:
+        if (tx.trade_id.is_zero()) return make_error(Errc::malformed, "escrow tx needs a trade_id");
+        if (tx.amount != 0) return unused("amount");
+        if (!tx.to.is_zero()) return unused("to");
+        if (tx.deadline != 0) return unused("deadline");
+        break;
+    case TxKind::config: {
+        if (tx.amount != 0) return unused("amount");
+        if (!tx.to.is_zero()) return unused("to");
+        if (!tx.trade_id.is_zero()) return unused("trade_id");
+        if (tx.deadline != 0) return unused("deadline");
+        auto change = decode_config_change(tx.payload);
+        if (!change) return make_error(Errc::bad_config, change.error().message());
+        break;
+    }
+    default: return make_error(Errc::unknown_kind);
+    }
+    if (tx.chain_id.size() > max_chain_id_bytes) return make_error(Errc::too_large, "chain id");
+    if (tx.payload.size() > max_payload_bytes) return make_error(Errc::too_large, "payload");
+    return {};
+}
+
+Result<void> check_tx_stateless(const Tx& tx, std::string_view chain_id, SignatureCache* cache) {
+    return check_tx_stateless(tx, tx.id(), chain_id, cache);
+}
+
+Result<void> check_tx_stateless(const Tx& tx, const Hash256& id, std::string_view chain_id,
+                                SignatureCache* cache) {
+    if (auto shape = check_tx_shape(tx); !shape) return shape;
+    if (tx.chain_id != chain_id)
+        return make_error(Errc::wrong_chain_id, "tx is for chain \"" + tx.chain_id + "\"");
+    if (Address::of(tx.public_key) != tx.from)
+        return make_error(Errc::sender_mismatch, "from is not the signer's address");
+    bool good = cache ? cache->verify(tx.public_key, id, tx.signature)
+                      : verify(tx.public_key, id, tx.signature);
+    if (!good) return make_error(Errc::bad_signature, "signature does not verify");
+    return {};
+}
+
+void encode_replica(Writer& w, const ReplicaInfo& r) {
+    w.u32(r.id);
+    w.fixed(r.key);
+    w.str(r.endpoint);
+}
+
+ReplicaInfo decode_replica(Reader& r) {
+    ReplicaInfo out;
+    out.id = r.u32();
+    out.key = r.fixed<PublicKey>();
+    out.endpoint = r.str(max_endpoint_bytes);
+    return out;
+}
+
+Bytes ConfigChange::encode() const {
+    Writer w;
+    w.u8(static_cast<std::uint8_t>(action));
+    encode_replica(w, replica);
+    return w.take();
+}
+
+Result<ConfigChange> decode_config_change(ByteView bytes) {
+    return decode_all<ConfigChange>(bytes, [](Reader& r) {
+        ConfigChange c;
+        std::uint8_t action = r.u8();
+        if (r.ok() && action != 1 && action != 2)
+            r.fail(Errc::bad_config, "unknown config action " + std::to_string(action));
+        c.action = static_cast<ConfigChange::Action>(action);
+        c.replica = decode_replica(r);
+        if (r.ok() && c.action == ConfigChange::Action::add_replica &&
+            !parse_public_key(c.replica.key.view()))
+            r.fail(Errc::bad_public_key, "new replica's key is not a P-256 point");
+        return c;
+    });
+}
+
+} // namespace popchain
