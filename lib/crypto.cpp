@@ -36,48 +36,6 @@ const Botan::BigInt& half_order() {
 
 } // namespace
 
-const char* errc_name(Errc code) noexcept {
-    switch (code) {
-    case Errc::truncated: return "truncated";
-    case Errc::trailing_bytes: return "trailing_bytes";
-    case Errc::too_large: return "too_large";
-    case Errc::malformed: return "malformed";
-    case Errc::bad_public_key: return "bad_public_key";
-    case Errc::bad_signature: return "bad_signature";
-    case Errc::bad_address: return "bad_address";
-    case Errc::wrong_passphrase: return "wrong_passphrase";
-    case Errc::unknown_kind: return "unknown_kind";
-    case Errc::wrong_chain_id: return "wrong_chain_id";
-    case Errc::sender_mismatch: return "sender_mismatch";
-    case Errc::nonce_reused: return "nonce_reused";
-    case Errc::nonce_gap: return "nonce_gap";
-    case Errc::zero_amount: return "zero_amount";
-    case Errc::insufficient_funds: return "insufficient_funds";
-    case Errc::amount_overflow: return "amount_overflow";
-    case Errc::not_authority: return "not_authority";
-    case Errc::escrow_exists: return "escrow_exists";
-    case Errc::unknown_escrow: return "unknown_escrow";
-    case Errc::escrow_closed: return "escrow_closed";
-    case Errc::not_escrow_party: return "not_escrow_party";
-    case Errc::refund_before_deadline: return "refund_before_deadline";
-    case Errc::deadline_passed: return "deadline_passed";
-    case Errc::bad_config: return "bad_config";
-    case Errc::wrong_height: return "wrong_height";
-    case Errc::wrong_prev_hash: return "wrong_prev_hash";
-    case Errc::bad_tx_root: return "bad_tx_root";
-    case Errc::bad_state_root: return "bad_state_root";
-    case Errc::duplicate_tx: return "duplicate_tx";
-    case Errc::too_many_txs: return "too_many_txs";
-    case Errc::mempool_full: return "mempool_full";
-    case Errc::already_known: return "already_known";
-    case Errc::not_found: return "not_found";
-    case Errc::io_error: return "io_error";
-    case Errc::storage_corrupt: return "storage_corrupt";
-    case Errc::invalid_argument: return "invalid_argument";
-    }
-    return "unknown_error";
-}
-
 // ---- hashing ----
 
 Hash256 sha256(ByteView data) {
@@ -233,25 +191,32 @@ Signature SigningKey::sign(const Hash256& digest) const {
     return sig;
 }
 
-std::string SigningKey::encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const {
-    return Botan::PKCS8::PEM_encode(impl_->key, thread_rng(), std::string(passphrase),
-                                    std::chrono::milliseconds(kdf_msec),
-                                    "PBES2(AES-256/GCM,Scrypt)");
+Result<std::string> SigningKey::encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const {
+    try {
+        return Botan::PKCS8::PEM_encode(impl_->key, thread_rng(), std::string(passphrase),
+                                        std::chrono::milliseconds(kdf_msec),
+                                        "PBES2(AES-256/GCM,Scrypt)");
+    } catch (const std::exception& e) {
+        return make_error(Errc::invalid_argument, std::string("cannot encrypt key: ") + e.what());
+    }
 }
 
 Result<SigningKey> SigningKey::from_encrypted_pem(std::string_view pem, std::string_view passphrase) {
+    // Checked before Botan sees the text: load_key would also take a plaintext key.
+    constexpr std::string_view armour = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    auto start = pem.find_first_not_of(" \t\r\n");
+    if (start == std::string_view::npos || pem.substr(start, armour.size()) != armour)
+        return make_error(Errc::malformed, "not an encrypted private key file");
     std::unique_ptr<Botan::Private_Key> loaded;
     try {
         Botan::DataSource_Memory src(std::string{pem});
         loaded = Botan::PKCS8::load_key(src, std::string(passphrase));
     } catch (const std::exception& e) {
-        // AES-GCM authenticates the ciphertext: a wrong passphrase and a corrupted file both
-        // fail here; the PEM armour is checked first so garbage gets its own message.
-        std::string what = e.what();
-        if (pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") == std::string_view::npos)
-            return make_error(Errc::malformed, "not an encrypted private key file");
+        // AES-GCM authenticates the ciphertext, so a wrong passphrase and a damaged body look
+        // alike here.
         return make_error(Errc::wrong_passphrase,
-                          "cannot decrypt key (wrong passphrase or corrupted file): " + what);
+                          std::string("cannot decrypt key (wrong passphrase or damaged file): ") +
+                              e.what());
     }
     auto* ecdsa = dynamic_cast<Botan::ECDSA_PrivateKey*>(loaded.get());
     if (!ecdsa || ecdsa->domain() != curve())

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -18,8 +19,8 @@ constexpr std::string_view genesis_domain = "popchain/genesis/v1";
 Error bad(std::string what) { return make_error(Errc::malformed, "genesis: " + std::move(what)); }
 
 Result<void> only_keys(const json& obj, std::initializer_list<const char*> allowed, const char* where) {
-    for (const auto& [key, value] : obj.items()) {
-        (void)value;
+    for (const auto& item : obj.items()) {
+        const std::string& key = item.key();
         if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
             return bad(std::string("unknown field \"") + key + "\" in " + where);
     }
@@ -40,6 +41,45 @@ Result<std::uint64_t> uint_field(const json& obj, const char* name) {
         return bad(std::string(name) + " must be a non-negative integer");
     return obj[name].get<std::uint64_t>();
 }
+// Printable ASCII only: these strings end up in JSON, logs and HTTP headers.
+bool printable(std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+// Everything a genesis must satisfy, whether it came from a file or was built in code.
+Result<void> validate(const Genesis& g) {
+    const std::string& id = g.params.chain_id;
+    if (id.empty() || id.size() > max_chain_id_bytes || !printable(id))
+        return bad("chain_id must be 1.." + std::to_string(max_chain_id_bytes) +
+                   " printable ASCII characters");
+    if (!parse_public_key(g.params.authority.view())) return bad("authority is not a P-256 key");
+    if (g.replicas.empty()) return bad("the replica set is empty");
+    if (g.replicas.size() > max_replicas) return bad("too many replicas");
+    std::set<std::uint32_t> ids;
+    std::set<PublicKey> keys;
+    for (const auto& r : g.replicas) {
+        if (!ids.insert(r.id).second) return bad("duplicate replica id " + std::to_string(r.id));
+        if (!keys.insert(r.key).second) return bad("duplicate replica public key");
+        if (!parse_public_key(r.key.view())) return bad("replica key is not a P-256 key");
+        if (r.endpoint.size() > max_endpoint_bytes || !printable(r.endpoint))
+            return bad("endpoint must be at most " + std::to_string(max_endpoint_bytes) +
+                       " printable ASCII characters");
+    }
+    std::set<Address> seen;
+    std::uint64_t total = 0;
+    for (const auto& [a, amount] : g.balances) {
+        if (!seen.insert(a).second) return bad("address listed twice in balances");
+        if (total > std::numeric_limits<std::uint64_t>::max() - amount)
+            return bad("initial balances overflow 64 bits");
+        total += amount;
+    }
+    return {};
+}
+
+std::vector<ReplicaInfo> sorted_by_id(std::vector<ReplicaInfo> replicas) {
+    std::sort(replicas.begin(), replicas.end(), [](auto& x, auto& y) { return x.id < y.id; });
+    return replicas;
+}
 } // namespace
 
 Result<Genesis> Genesis::from_json(std::string_view text) {
@@ -52,8 +92,6 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
     Genesis g;
     if (!doc.contains("chain_id") || !doc["chain_id"].is_string()) return bad("missing chain_id");
     g.params.chain_id = doc["chain_id"].get<std::string>();
-    if (g.params.chain_id.empty() || g.params.chain_id.size() > max_chain_id_bytes)
-        return bad("chain_id must be 1.." + std::to_string(max_chain_id_bytes) + " bytes");
     if (doc.contains("timestamp_ms")) {
         auto ts = uint_field(doc, "timestamp_ms");
         if (!ts) return ts.error();
@@ -76,22 +114,11 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
         if (r.contains("endpoint")) {
             if (!r["endpoint"].is_string()) return bad("endpoint must be a string");
             endpoint = r["endpoint"].get<std::string>();
-            if (endpoint.size() > max_endpoint_bytes) return bad("endpoint too long");
         }
         g.replicas.push_back({static_cast<std::uint32_t>(*id), *key, endpoint});
     }
-    std::sort(g.replicas.begin(), g.replicas.end(), [](auto& x, auto& y) { return x.id < y.id; });
-    for (std::size_t i = 1; i < g.replicas.size(); ++i) {
-        if (g.replicas[i - 1].id == g.replicas[i].id) return bad("duplicate replica id");
-    }
-    std::set<PublicKey> keys;
-    for (const auto& r : g.replicas)
-        if (!keys.insert(r.key).second) return bad("duplicate replica public key");
-    if (g.replicas.size() > max_replicas) return bad("too many replicas");
-
     if (doc.contains("balances")) {
         if (!doc["balances"].is_array()) return bad("balances must be an array");
-        std::set<Address> seen;
         for (const auto& b : doc["balances"]) {
             if (!b.is_object()) return bad("balance entries must be objects");
             if (auto ok = only_keys(b, {"address", "amount"}, "balance"); !ok) return ok.error();
@@ -100,11 +127,11 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
             if (!address) return bad(address.error().message());
             auto amount = uint_field(b, "amount");
             if (!amount) return amount.error();
-            if (!seen.insert(*address).second) return bad("address listed twice in balances");
             g.balances.emplace_back(*address, *amount);
         }
     }
-    if (auto built = g.build(); !built) return built.error();
+    g.replicas = sorted_by_id(std::move(g.replicas));
+    if (auto ok = validate(g); !ok) return ok.error();
     return g;
 }
 
@@ -122,7 +149,7 @@ std::string Genesis::to_json() const {
     doc["timestamp_ms"] = timestamp_ms;
     doc["authority"] = to_hex(params.authority);
     doc["replicas"] = json::array();
-    for (const auto& r : replicas)
+    for (const auto& r : sorted_by_id(replicas))
         doc["replicas"].push_back({{"id", r.id}, {"public_key", to_hex(r.key)}, {"endpoint", r.endpoint}});
     doc["balances"] = json::array();
     for (const auto& [a, amount] : balances)
@@ -131,18 +158,15 @@ std::string Genesis::to_json() const {
 }
 
 Result<BuiltBlock> Genesis::build() const {
+    if (auto ok = validate(*this); !ok) return ok.error();
     BuiltBlock out;
     StateDelta& d = out.delta;
     d.height = 0;
-    for (const auto& [a, amount] : balances) {
-        if (d.total_minted > std::numeric_limits<std::uint64_t>::max() - amount)
-            return bad("initial balances overflow 64 bits");
+    for (const auto& [a, amount] : balances) { // validate() ruled out overflow
         d.total_minted += amount;
         d.accounts[a].balance += amount;
     }
-    std::vector<ReplicaInfo> sorted = replicas;
-    std::sort(sorted.begin(), sorted.end(), [](auto& x, auto& y) { return x.id < y.id; });
-    d.replicas = sorted;
+    d.replicas = sorted_by_id(replicas);
     BlockHeader& h = out.block.header;
     h.height = 0;
     // The genesis block's parent hash commits to the chain parameters, so two chains that

@@ -326,7 +326,9 @@ BuiltBlock Ledger::build_block(const std::vector<Tx>& candidates, std::uint64_t 
     for (const Tx& tx : candidates) {
         if (out.block.txs.size() == max_block_txs) break;
         Hash256 id = tx.id();
-        if (!seen.insert(id).second) {
+        // Only accepted txs count as seen: a candidate rejected for a nonce gap may become
+        // valid once an earlier candidate fills the gap.
+        if (seen.count(id)) {
             out.rejected.push_back({id, make_error(Errc::duplicate_tx)});
             continue;
         }
@@ -334,6 +336,7 @@ BuiltBlock Ledger::build_block(const std::vector<Tx>& candidates, std::uint64_t 
             out.rejected.push_back({id, ok.error()});
             continue;
         }
+        seen.insert(id);
         out.block.txs.push_back(tx);
         ids.push_back(id);
     }

@@ -1,3 +1,4 @@
+#include <popchain/codec.hpp>
 #include <popchain/merkle.hpp>
 
 namespace popchain {
@@ -19,6 +20,15 @@ void next_level(std::vector<Hash256>& level) {
     level.resize(out);
 }
 
+// The root commits to the number of leaves: without it a proof for leaf i of n could be
+// relabelled as a proof for another position in a tree of another size and still verify.
+Hash256 seal_root(const Hash256& top, std::size_t leaf_count) {
+    const std::uint8_t tag = 0x02;
+    Writer count;
+    count.u32(static_cast<std::uint32_t>(leaf_count));
+    return Sha256().update(ByteView(&tag, 1)).update(count.data()).update(top).finish();
+}
+
 std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {
     std::vector<Hash256> level;
     level.reserve(leaves.size());
@@ -30,10 +40,8 @@ std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {
 Hash256 merkle_root(std::span<const Hash256> leaves) {
     if (leaves.empty()) return Hash256{};
     std::vector<Hash256> level = leaf_level(leaves);
-    while (level.size() > 1) {
-        next_level(level);
-    }
-    return level[0];
+    while (level.size() > 1) next_level(level);
+    return seal_root(level[0], leaves.size());
 }
 
 MerkleProof merkle_prove(std::span<const Hash256> leaves, std::size_t index) {
@@ -67,7 +75,7 @@ bool merkle_verify(const Hash256& root, const Hash256& leaf, const MerkleProof& 
         pos /= 2;
         width = (width + 1) / 2;
     }
-    return used == proof.siblings.size() && acc == root;
+    return used == proof.siblings.size() && seal_root(acc, proof.leaf_count) == root;
 }
 
 } // namespace popchain

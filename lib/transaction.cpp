@@ -97,6 +97,8 @@ Result<void> check_tx_shape(const Tx& tx) {
     case TxKind::mint:
     case TxKind::escrow_open:
         if (tx.amount == 0) return make_error(Errc::zero_amount, "amount must be positive");
+        // Nobody holds the key of the zero address: funds sent there would be lost for good.
+        if (tx.to.is_zero()) return make_error(Errc::malformed, "recipient address is zero");
         if (tx.kind != TxKind::escrow_open) {
             if (!tx.trade_id.is_zero()) return unused("trade_id");
             if (tx.deadline != 0) return unused("deadline");

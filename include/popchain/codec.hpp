@@ -14,6 +14,7 @@
 #include <popchain/bytes.hpp>
 #include <popchain/result.hpp>
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,8 @@ public:
     void fixed(const FixedBytes<N, Tag>& v) {
         raw(v.view());
     }
+    // Callers bound every field far below 4 GiB (see the max_* limits), so the u32 length
+    // cannot wrap.
     void bytes(ByteView v) {
         u32(static_cast<std::uint32_t>(v.size()));
         raw(v);

@@ -59,6 +59,11 @@ private:
 // parse() rejects a wrong prefix, wrong length, non-hex digits and a checksum mismatch,
 // so a mistyped address is caught before any funds move. Upper-case hex is accepted.
 struct Address : FixedBytes<20, AddressTag> {
+    Address() = default;
+    Address(const FixedBytes<20, AddressTag>& raw) : FixedBytes(raw) {}
+    // Exactly 20 bytes, else the zero address (hides the base's from(), which would
+    // return the base type).
+    static Address from(ByteView v) { return Address(FixedBytes::from(v)); }
     static Address of(const PublicKey& key);
     static Result<Address> parse(std::string_view text);
     std::string to_string() const;
@@ -87,8 +92,10 @@ public:
     Address address() const { return Address::of(public_key_); }
     Signature sign(const Hash256& digest) const;
 
-    // For keystore encryption only; never write the result to disk unencrypted.
-    std::string encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const;
+    // The key as encrypted PKCS#8 PEM (PBES2: scrypt tuned to take about kdf_msec, then
+    // AES-256/GCM). Used by the keystore; the secret never leaves unencrypted.
+    Result<std::string> encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const;
+    // Only an ENCRYPTED PRIVATE KEY block is accepted: a plaintext key file is refused.
     static Result<SigningKey> from_encrypted_pem(std::string_view pem, std::string_view passphrase);
 
 private:

@@ -3,7 +3,9 @@
 // Leaves and inner nodes are domain-separated (leaf = H(0x00 || id), node = H(0x01 || l || r))
 // so a leaf can never pass for an inner node. An odd node at the end of a level moves up
 // unchanged instead of being paired with a copy of itself, so two different lists of ids
-// never share a root. The root of no leaves is the all-zero hash.
+// never share a root. The root seals the tree with its leaf count (root = H(0x02 || u32 count ||
+// top node)), so a proof cannot be relabelled with another index or tree size. The root of
+// no leaves is the all-zero hash.
 #pragma once
 
 #include <popchain/crypto.hpp>
