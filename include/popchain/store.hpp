@@ -20,11 +20,49 @@ struct TxRecord {
     friend bool operator==(const TxRecord&, const TxRecord&) = default;
 };
 
+// The addresses a transaction is listed under by BlockStore::txs_of_address, in this order
+// and without duplicates: the sender; the recipient for transfer, mint and escrow_open; for
+// escrow_release and escrow_refund both parties (buyer, then seller) of the escrow it closes;
+// nothing more for config. `find_escrow(trade_id)` returns that escrow (nullptr if unknown,
+// leaving only the sender). A release or refund can close an escrow opened in the same
+// block, so a store appending a block looks in the block's delta before its stored state.
+template <class FindEscrow>
+std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
+    std::vector<Address> out{tx.from};
+    auto add = [&out](const Address& a) {
+        for (const auto& seen : out)
+            if (seen == a) return;
+        out.push_back(a);
+    };
+    switch (tx.kind) {
+    case TxKind::transfer:
+    case TxKind::mint:
+    case TxKind::escrow_open:
+        add(tx.to);
+        break;
+    case TxKind::escrow_release:
+    case TxKind::escrow_refund:
+        if (const Escrow* e = find_escrow(tx.trade_id)) {
+            add(e->buyer);
+            add(e->seller);
+        }
+        break;
+    case TxKind::config:
+        break;
+    }
+    return out;
+}
+
+// Implementations must be thread-safe: any member may be called from several threads at
+// once, readers beside a writer, and each call sees the store before or after a whole
+// append(), never part of one. MemoryStore and SqliteStore both are.
 class BlockStore {
 public:
     virtual ~BlockStore() = default;
 
-    // Height of the last stored block; nullopt for an empty store (no genesis yet).
+    // Height of the last stored block; nullopt for an empty store (no genesis yet). Cannot
+    // fail: implementations answer from memory (SqliteStore keeps a copy of the tip that
+    // open() loads and append() updates once its transaction has committed).
     virtual std::optional<std::uint64_t> tip_height() const = 0;
 
     // Stores `block` (with its certificate) and the state change it made. The block's height
@@ -35,18 +73,22 @@ public:
     virtual Result<Block> block_at(std::uint64_t height) const = 0;
     virtual Result<Block> block_by_hash(const Hash256& hash) const = 0;
     virtual Result<TxRecord> tx_by_id(const Hash256& txid) const = 0;
-    // Transactions sent or received by `address` (from, to, or escrow counterparty), oldest
-    // first, skipping `offset` of them and returning at most `limit`.
-    virtual std::vector<TxRecord> txs_of_address(const Address& address, std::uint64_t offset,
-                                                 std::uint32_t limit) const = 0;
+    // Transactions that list `address` among their tx_parties(), escrow parties resolved as
+    // of the block that holds the transaction; oldest first (by height, then position in the
+    // block), skipping `offset` of them and returning at most `limit`. An address with no
+    // transactions, or an offset past the end, gives an empty list; a store that cannot read
+    // the history gives an error, never a shortened or empty list.
+    virtual Result<std::vector<TxRecord>>
+    txs_of_address(const Address& address, std::uint64_t offset, std::uint32_t limit) const = 0;
 
     // The ledger state after the tip (empty State for an empty store).
     virtual Result<State> load_state() const = 0;
 
     // Small named values other layers keep beside the chain (consensus view, etc.).
-    // Written in their own transaction; durable when put_meta returns.
+    // Written in their own transaction; durable when put_meta returns. get_meta gives
+    // nullopt for a key never put, and an error when the value cannot be read.
     virtual Result<void> put_meta(const std::string& key, ByteView value) = 0;
-    virtual std::optional<Bytes> get_meta(const std::string& key) const = 0;
+    virtual Result<std::optional<Bytes>> get_meta(const std::string& key) const = 0;
 };
 
 } // namespace popchain

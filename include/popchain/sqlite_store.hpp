@@ -1,0 +1,61 @@
+// A durable BlockStore in one SQLite database file.
+//
+// Durability: the database runs in WAL mode with synchronous=FULL, so when append() or
+// put_meta() returns success the change is on stable storage; a crash (kill -9, power loss)
+// at any instant leaves the chain at a block boundary, with blocks, transaction indexes and
+// state from the same block. Every append is a single SQL transaction.
+//
+// Errors: SQLite failures come back as Errc::io_error carrying SQLite's message (a database
+// SQLite itself finds damaged as Errc::storage_corrupt); a stored row that does not decode,
+// or decodes to something other than what its keys say, is Errc::storage_corrupt.
+//
+// Thread-safe, as BlockStore requires: calls are serialised on one connection. Several
+// processes may open the same file (SQLite's locking keeps them consistent), but one writer
+// per chain is the intended use; tip_height() does not see another process's appends.
+#pragma once
+
+#include <popchain/store.hpp>
+
+#include <filesystem>
+#include <memory>
+
+namespace popchain {
+
+class SqliteStore final : public BlockStore {
+public:
+    // The schema version this build writes and the newest it can read.
+    static constexpr int schema_version = 1;
+
+    // Opens `file`, creating a new empty store when the file does not exist or is empty.
+    // Fails with Errc::invalid_argument for an SQLite database that is not a popchain store
+    // or has a newer schema version, Errc::storage_corrupt for a file that is not an SQLite
+    // database at all or a store whose chain summary disagrees with its blocks, and
+    // Errc::io_error when the file cannot be opened.
+    static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+
+    ~SqliteStore() override;
+    SqliteStore(const SqliteStore&) = delete;
+    SqliteStore& operator=(const SqliteStore&) = delete;
+
+    // From memory, never from the file: open() loads the tip and append() updates it only
+    // after its COMMIT succeeded. Blocks another process appends to the same file are not
+    // seen here until the store is reopened; append() re-reads the tip inside its own
+    // transaction, so such a block makes it fail with Errc::wrong_height, never fork.
+    std::optional<std::uint64_t> tip_height() const override;
+    Result<void> append(const Block& block, const StateDelta& delta) override;
+    Result<Block> block_at(std::uint64_t height) const override;
+    Result<Block> block_by_hash(const Hash256& hash) const override;
+    Result<TxRecord> tx_by_id(const Hash256& txid) const override;
+    Result<std::vector<TxRecord>> txs_of_address(const Address& address, std::uint64_t offset,
+                                                 std::uint32_t limit) const override;
+    Result<State> load_state() const override;
+    Result<void> put_meta(const std::string& key, ByteView value) override;
+    Result<std::optional<Bytes>> get_meta(const std::string& key) const override;
+
+private:
+    struct Impl;
+    explicit SqliteStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace popchain

@@ -1,0 +1,946 @@
+#include <popchain/hex.hpp>
+#include <popchain/sqlite_store.hpp>
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+namespace popchain {
+
+namespace {
+
+// Schema version 1. Integers that are u64 in C++ (heights, amounts, nonces) are stored as
+// the int64 with the same bits: SQLite integers are signed, and a bit-cast round-trips every
+// value exactly. Hashes, addresses and keys are fixed-size BLOBs; their lengths are checked
+// by constraints on write and again when read back.
+constexpr const char* schema_sql = R"sql(
+CREATE TABLE popchain_meta (
+    key   TEXT PRIMARY KEY,
+    value NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE blocks (
+    height INTEGER PRIMARY KEY CHECK (height >= 0),
+    hash   BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
+    data   BLOB NOT NULL  -- Block::encode(): header, transactions and commit certificate
+);
+
+CREATE TABLE txs (
+    txid   BLOB PRIMARY KEY CHECK (length(txid) = 32),
+    height INTEGER NOT NULL REFERENCES blocks (height),
+    idx    INTEGER NOT NULL CHECK (idx >= 0),
+    data   BLOB NOT NULL,  -- Tx::encode()
+    UNIQUE (height, idx)
+) WITHOUT ROWID;
+
+-- One row per (party, transaction); the primary key is the index txs_of_address pages on.
+CREATE TABLE address_txs (
+    address BLOB NOT NULL CHECK (length(address) = 20),
+    height  INTEGER NOT NULL,
+    idx     INTEGER NOT NULL,
+    txid    BLOB NOT NULL REFERENCES txs (txid),
+    PRIMARY KEY (address, height, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE accounts (
+    address BLOB PRIMARY KEY CHECK (length(address) = 20),
+    balance INTEGER NOT NULL,
+    nonce   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE escrows (
+    trade_id  BLOB PRIMARY KEY CHECK (length(trade_id) = 32),
+    buyer     BLOB NOT NULL CHECK (length(buyer) = 20),
+    seller    BLOB NOT NULL CHECK (length(seller) = 20),
+    amount    INTEGER NOT NULL,
+    deadline  INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    status    INTEGER NOT NULL CHECK (status IN (1, 2, 3))
+) WITHOUT ROWID;
+
+CREATE TABLE replicas (
+    id         INTEGER PRIMARY KEY CHECK (id BETWEEN 0 AND 4294967295),
+    public_key BLOB NOT NULL CHECK (length(public_key) = 33),
+    endpoint   TEXT NOT NULL
+);
+
+-- The chain summary: one row once genesis is stored, none before.
+CREATE TABLE chain (
+    id           INTEGER PRIMARY KEY CHECK (id = 0),
+    height       INTEGER NOT NULL REFERENCES blocks (height),
+    tip_hash     BLOB NOT NULL CHECK (length(tip_hash) = 32),
+    state_root   BLOB NOT NULL CHECK (length(state_root) = 32),
+    total_minted INTEGER NOT NULL
+);
+
+CREATE TABLE user_meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+constexpr std::string_view format_name = "popchain-store";
+
+std::int64_t to_sql(std::uint64_t v) {
+    return static_cast<std::int64_t>(v);
+}
+std::uint64_t from_sql(std::int64_t v) {
+    return static_cast<std::uint64_t>(v);
+}
+
+Error corrupt(std::string detail) {
+    return make_error(Errc::storage_corrupt, std::move(detail));
+}
+
+// SQLite's own verdict that the file is damaged is storage_corrupt; every other failure
+// (I/O, locking, full disk, out of memory) is io_error.
+Error sql_error(int rc, const char* message, std::string_view context) {
+    const int primary = rc & 0xff;
+    const Errc code = primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ? Errc::storage_corrupt
+                                                                            : Errc::io_error;
+    return make_error(code, std::string(context) + ": " + (message ? message : sqlite3_errstr(rc)));
+}
+
+Error sql_error(sqlite3* db, int rc, std::string_view context) {
+    return sql_error(rc, db ? sqlite3_errmsg(db) : nullptr, context);
+}
+
+// Owns a prepared statement.
+class Stmt {
+public:
+    Stmt() = default;
+    explicit Stmt(sqlite3_stmt* s) : s_(s) {}
+    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Stmt& operator=(Stmt&& o) noexcept {
+        if (this != &o) {
+            sqlite3_finalize(s_);
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+    ~Stmt() { sqlite3_finalize(s_); }
+    sqlite3_stmt* get() const { return s_; }
+
+private:
+    sqlite3_stmt* s_ = nullptr;
+};
+
+// One use of a cached statement: binds, steps, reads columns, and resets the statement on
+// scope exit so it never stays active (an active statement would pin a read snapshot).
+// The first bind failure is kept and reported by the next step().
+class Query {
+public:
+    Query(sqlite3* db, const Stmt& stmt, std::string_view context)
+        : db_(db), s_(stmt.get()), context_(context) {}
+    ~Query() {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);
+    }
+    Query(const Query&) = delete;
+    Query& operator=(const Query&) = delete;
+
+    Query& i64(int col, std::int64_t v) { return check(sqlite3_bind_int64(s_, col, v)); }
+    Query& u64(int col, std::uint64_t v) { return i64(col, to_sql(v)); }
+    Query& blob(int col, ByteView v) {
+        // A null pointer would bind SQL NULL, not an empty blob.
+        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
+        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_TRANSIENT));
+    }
+    template <std::size_t N, class Tag>
+    Query& blob(int col, const FixedBytes<N, Tag>& v) {
+        return blob(col, v.view());
+    }
+    Query& text(int col, std::string_view v) {
+        return check(sqlite3_bind_text64(s_, col, v.empty() ? "" : v.data(), v.size(),
+                                         SQLITE_TRANSIENT, SQLITE_UTF8));
+    }
+
+    // true: a row is ready; false: done.
+    Result<bool> step() {
+        if (bind_rc_ != SQLITE_OK) return sql_error(db_, bind_rc_, context_);
+        const int rc = sqlite3_step(s_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        return sql_error(db_, rc, context_);
+    }
+    // For statements that return no rows.
+    Result<void> run() {
+        auto r = step();
+        if (!r) return r.error();
+        return {};
+    }
+    // The extended code of the last failure, to tell one constraint from another.
+    int last_rc() const { return sqlite3_extended_errcode(db_); }
+
+    bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+
+    Result<std::int64_t> col_i64(int col, std::string_view what) const {
+        if (sqlite3_column_type(s_, col) != SQLITE_INTEGER)
+            return corrupt(std::string(what) + " is not an integer");
+        return sqlite3_column_int64(s_, col);
+    }
+    Result<std::uint64_t> col_u64(int col, std::string_view what) const {
+        auto v = col_i64(col, what);
+        if (!v) return v.error();
+        return from_sql(*v);
+    }
+    Result<Bytes> col_blob(int col, std::string_view what) const {
+        if (sqlite3_column_type(s_, col) != SQLITE_BLOB)
+            return corrupt(std::string(what) + " is not a blob");
+        // Pointer first, then size: that order keeps the size valid (sqlite3.h).
+        const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, col));
+        const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
+        if (n == 0) return Bytes{};
+        if (!p) return make_error(Errc::io_error, std::string(what) + ": out of memory");
+        return Bytes(p, p + n);
+    }
+    template <class Fixed>
+    Result<Fixed> col_fixed(int col, std::string_view what) const {
+        auto b = col_blob(col, what);
+        if (!b) return b.error();
+        if (b->size() != Fixed::size())
+            return corrupt(std::string(what) + " has " + std::to_string(b->size()) +
+                           " bytes, expected " + std::to_string(Fixed::size()));
+        // Not Fixed::from(): for Address that returns the FixedBytes base, not an Address.
+        Fixed out;
+        std::memcpy(out.data(), b->data(), Fixed::size());
+        return out;
+    }
+    Result<std::string> col_text(int col, std::string_view what) const {
+        if (sqlite3_column_type(s_, col) != SQLITE_TEXT)
+            return corrupt(std::string(what) + " is not text");
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+        const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
+        if (n == 0) return std::string{};
+        if (!p) return make_error(Errc::io_error, std::string(what) + ": out of memory");
+        return std::string(p, n);
+    }
+
+private:
+    Query& check(int rc) {
+        if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+        return *this;
+    }
+
+    sqlite3* db_;
+    sqlite3_stmt* s_;
+    std::string_view context_;
+    int bind_rc_ = SQLITE_OK;
+};
+
+Result<void> exec(sqlite3* db, const char* sql, std::string_view context) {
+    char* msg = nullptr;
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &msg);
+    if (rc == SQLITE_OK) return {};
+    Error e = sql_error(rc, msg, context);
+    sqlite3_free(msg);
+    return e;
+}
+
+Result<Stmt> prepare(sqlite3* db, const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    const int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_error(db, rc, std::string("preparing \"") + sql + "\"");
+    }
+    return Stmt(s);
+}
+
+// Rolls back on scope exit unless committed, so every early return and every exception
+// inside a transaction leaves the database as it was.
+class Transaction {
+public:
+    Transaction(sqlite3* db, const Stmt& commit, const Stmt& rollback)
+        : db_(db), commit_(commit), rollback_(rollback) {}
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction() {
+        // SQLite rolls some failures back by itself; ROLLBACK then would be an error.
+        if (open_ && !sqlite3_get_autocommit(db_)) {
+            Query q(db_, rollback_, "rollback");
+            (void)q.run();
+        }
+    }
+    Result<void> begin(const Stmt& stmt) {
+        Query q(db_, stmt, "begin transaction");
+        if (auto r = q.run(); !r) return r;
+        open_ = true;
+        return {};
+    }
+    Result<void> commit() {
+        Query q(db_, commit_, "commit");
+        if (auto r = q.run(); !r) return r;
+        open_ = false;
+        return {};
+    }
+
+private:
+    sqlite3* db_;
+    const Stmt& commit_;
+    const Stmt& rollback_;
+    bool open_ = false;
+};
+
+struct ChainRow {
+    std::uint64_t height = 0;
+    Hash256 tip_hash;
+    Hash256 state_root;
+    std::uint64_t total_minted = 0;
+};
+
+} // namespace
+
+struct SqliteStore::Impl {
+    sqlite3* db = nullptr;
+    std::string path; // for messages
+    mutable std::mutex mutex;
+    // The chain's height as of the last COMMIT this connection saw (open() or append()), so
+    // tip_height() never touches the file. Guarded by `mutex`.
+    std::optional<std::uint64_t> tip;
+
+    // Cached statements, prepared once at open.
+    Stmt begin_read, begin_write, commit, rollback;
+    Stmt get_chain, put_chain;
+    Stmt get_block_at, get_block_by_hash, put_block;
+    Stmt get_tx, put_tx, get_address_txs, put_address_tx;
+    Stmt get_escrow_parties;
+    Stmt all_accounts, put_account, all_escrows, put_escrow;
+    Stmt all_replicas, clear_replicas, put_replica;
+    Stmt get_user_meta, put_user_meta;
+
+    ~Impl() {
+        // Statements must be finalized before the connection closes.
+        for (Stmt* s : {&begin_read,     &begin_write,
+                        &commit,         &rollback,
+                        &get_chain,      &put_chain,
+                        &get_block_at,   &get_block_by_hash,
+                        &put_block,      &get_tx,
+                        &put_tx,         &get_address_txs,
+                        &put_address_tx, &get_escrow_parties,
+                        &all_accounts,   &put_account,
+                        &all_escrows,    &put_escrow,
+                        &all_replicas,   &clear_replicas,
+                        &put_replica,    &get_user_meta,
+                        &put_user_meta})
+            *s = Stmt();
+        sqlite3_close_v2(db);
+    }
+
+    Result<void> prepare_all();
+    Result<std::optional<ChainRow>> read_chain() const;
+    Result<std::optional<std::uint64_t>> check_chain_consistent() const;
+    Result<Block> decode_block_row(std::uint64_t height, const Hash256& hash,
+                                   const Bytes& data) const;
+    Result<Tx> decode_tx_row(const Hash256& txid, const Bytes& data) const;
+    Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
+    Result<State> load_state_locked() const;
+    Result<std::vector<TxRecord>>
+    txs_of_address_locked(const Address& address, std::uint64_t offset, std::uint32_t limit) const;
+};
+
+Result<void> SqliteStore::Impl::prepare_all() {
+    struct Entry {
+        Stmt* stmt;
+        const char* sql;
+    };
+    const Entry entries[] = {
+        {&begin_read, "BEGIN DEFERRED"},
+        {&begin_write, "BEGIN IMMEDIATE"},
+        {&commit, "COMMIT"},
+        {&rollback, "ROLLBACK"},
+        {&get_chain, "SELECT height, tip_hash, state_root, total_minted FROM chain WHERE id = 0"},
+        {&put_chain, "INSERT INTO chain (id, height, tip_hash, state_root, total_minted) "
+                     "VALUES (0, ?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET "
+                     "height = excluded.height, tip_hash = excluded.tip_hash, "
+                     "state_root = excluded.state_root, total_minted = excluded.total_minted"},
+        {&get_block_at, "SELECT hash, data FROM blocks WHERE height = ?1"},
+        {&get_block_by_hash, "SELECT height, data FROM blocks WHERE hash = ?1"},
+        {&put_block, "INSERT INTO blocks (height, hash, data) VALUES (?1, ?2, ?3)"},
+        {&get_tx, "SELECT height, idx, data FROM txs WHERE txid = ?1"},
+        {&put_tx, "INSERT INTO txs (txid, height, idx, data) VALUES (?1, ?2, ?3, ?4)"},
+        {&get_address_txs, "SELECT t.txid, t.height, t.idx, t.data FROM address_txs AS a "
+                           "JOIN txs AS t ON t.txid = a.txid WHERE a.address = ?1 "
+                           "ORDER BY a.height, a.idx LIMIT ?2 OFFSET ?3"},
+        {&put_address_tx,
+         "INSERT INTO address_txs (address, height, idx, txid) VALUES (?1, ?2, ?3, ?4)"},
+        {&get_escrow_parties, "SELECT buyer, seller FROM escrows WHERE trade_id = ?1"},
+        {&all_accounts, "SELECT address, balance, nonce FROM accounts"},
+        {&put_account, "INSERT INTO accounts (address, balance, nonce) VALUES (?1, ?2, ?3) "
+                       "ON CONFLICT (address) DO UPDATE SET "
+                       "balance = excluded.balance, nonce = excluded.nonce"},
+        {&all_escrows,
+         "SELECT trade_id, buyer, seller, amount, deadline, opened_at, status FROM escrows"},
+        {&put_escrow,
+         "INSERT INTO escrows (trade_id, buyer, seller, amount, deadline, opened_at, status) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (trade_id) DO UPDATE SET "
+         "buyer = excluded.buyer, seller = excluded.seller, amount = excluded.amount, "
+         "deadline = excluded.deadline, opened_at = excluded.opened_at, "
+         "status = excluded.status"},
+        {&all_replicas, "SELECT id, public_key, endpoint FROM replicas ORDER BY id"},
+        {&clear_replicas, "DELETE FROM replicas"},
+        {&put_replica, "INSERT INTO replicas (id, public_key, endpoint) VALUES (?1, ?2, ?3)"},
+        {&get_user_meta, "SELECT value FROM user_meta WHERE key = ?1"},
+        {&put_user_meta, "INSERT INTO user_meta (key, value) VALUES (?1, ?2) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
+    };
+    for (const auto& e : entries) {
+        auto s = prepare(db, e.sql);
+        if (!s) return s.error();
+        *e.stmt = std::move(*s);
+    }
+    return {};
+}
+
+Result<std::optional<ChainRow>> SqliteStore::Impl::read_chain() const {
+    Query q(db, get_chain, "reading the chain summary");
+    auto row = q.step();
+    if (!row) return row.error();
+    if (!*row) return std::optional<ChainRow>{};
+    ChainRow c;
+    auto height = q.col_u64(0, "chain height");
+    auto tip = q.col_fixed<Hash256>(1, "chain tip hash");
+    auto root = q.col_fixed<Hash256>(2, "chain state root");
+    auto minted = q.col_u64(3, "chain total minted");
+    if (!height) return height.error();
+    if (!tip) return tip.error();
+    if (!root) return root.error();
+    if (!minted) return minted.error();
+    return std::optional<ChainRow>(ChainRow{*height, *tip, *root, *minted});
+}
+
+// The chain summary and the blocks are written in the same transaction, so they agree in any
+// store SQLite opens; a disagreement means the file was altered behind our back. Gives the
+// tip height (nullopt for an empty store) read in the same snapshot.
+Result<std::optional<std::uint64_t>> SqliteStore::Impl::check_chain_consistent() const {
+    // max() rather than count(): O(log n) on the primary key, so opening a long chain stays
+    // fast. append() keeps heights contiguous, so the highest block is the whole story.
+    Stmt max_height;
+    {
+        auto s = prepare(db, "SELECT max(height) FROM blocks");
+        if (!s) return s.error();
+        max_height = std::move(*s);
+    }
+    // One snapshot, or a writer in another process could make a sound store look torn.
+    Transaction txn(db, commit, rollback);
+    if (auto r = txn.begin(begin_read); !r) return r.error();
+    Query q(db, max_height, "checking the chain summary");
+    if (auto row = q.step(); !row) return row.error();
+    auto chain = read_chain();
+    if (!chain) return chain.error();
+    if (!*chain) {
+        if (!q.is_null(0)) return corrupt("blocks are stored but the chain summary is missing");
+        return std::optional<std::uint64_t>{};
+    }
+    auto max = q.col_u64(0, "highest block");
+    if (!max) return max.error();
+    if (*max != (*chain)->height)
+        return corrupt("chain summary says height " + std::to_string((*chain)->height) +
+                       ", highest stored block is " + std::to_string(*max));
+    Query tip(db, get_block_at, "checking the chain summary");
+    auto tip_row = tip.u64(1, *max).step();
+    if (!tip_row) return tip_row.error();
+    if (!*tip_row) return corrupt("tip block vanished");
+    auto tip_hash = tip.col_fixed<Hash256>(0, "tip block hash");
+    if (!tip_hash) return tip_hash.error();
+    if (*tip_hash != (*chain)->tip_hash) return corrupt("chain summary names another tip block");
+    return std::optional<std::uint64_t>(*max);
+}
+
+Result<Block> SqliteStore::Impl::decode_block_row(std::uint64_t height, const Hash256& hash,
+                                                  const Bytes& data) const {
+    auto block = decode_block(data);
+    const std::string where = "block at height " + std::to_string(height);
+    if (!block) return corrupt(where + ": " + block.error().message());
+    if (block->header.height != height)
+        return corrupt(where + " decodes to height " + std::to_string(block->header.height));
+    if (block->hash() != hash) return corrupt(where + " does not match its stored hash");
+    return block;
+}
+
+Result<Tx> SqliteStore::Impl::decode_tx_row(const Hash256& txid, const Bytes& data) const {
+    auto tx = decode_tx(data);
+    if (!tx) return corrupt("stored transaction: " + tx.error().message());
+    if (tx->id() != txid) return corrupt("stored transaction does not match its id");
+    return tx;
+}
+
+Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
+                                              const StateDelta& delta) {
+    const std::uint64_t height = block.header.height;
+    Transaction txn(db, commit, rollback);
+    // IMMEDIATE takes the write lock now, so the tip read below cannot go stale before
+    // the writes that depend on it.
+    if (auto r = txn.begin(begin_write); !r) return r;
+
+    auto chain = read_chain();
+    if (!chain) return chain.error();
+    const std::uint64_t expected = *chain ? (*chain)->height + 1 : 0;
+    if (height != expected)
+        return make_error(Errc::wrong_height, "expected height " + std::to_string(expected) +
+                                                  ", got " + std::to_string(height));
+    // Genesis has no parent to check (its prev_hash commits to the chain parameters).
+    if (*chain && block.header.prev_hash != (*chain)->tip_hash)
+        return make_error(Errc::wrong_prev_hash, "block does not extend the tip");
+
+    {
+        Query q(db, put_block, "storing block");
+        auto r = q.u64(1, height).blob(2, hash).blob(3, block.encode()).run();
+        if (!r) {
+            if (q.last_rc() == SQLITE_CONSTRAINT_UNIQUE)
+                return make_error(Errc::invalid_argument, "a block with this hash is stored");
+            return r;
+        }
+    }
+
+    // A release or refund names only the trade; its parties come from the escrow, which
+    // this block may have opened (then only the delta knows it) or an earlier one did.
+    std::optional<Escrow> looked_up;
+    std::optional<Error> lookup_error;
+    auto find_escrow = [&](const Hash256& trade_id) -> const Escrow* {
+        if (auto it = delta.escrows.find(trade_id); it != delta.escrows.end()) return &it->second;
+        Query q(db, get_escrow_parties, "looking up escrow parties");
+        auto row = q.blob(1, trade_id).step();
+        if (!row) {
+            lookup_error = row.error();
+            return nullptr;
+        }
+        if (!*row) return nullptr;
+        auto buyer = q.col_fixed<Address>(0, "escrow buyer");
+        auto seller = q.col_fixed<Address>(1, "escrow seller");
+        if (!buyer || !seller) {
+            lookup_error = buyer ? seller.error() : buyer.error();
+            return nullptr;
+        }
+        looked_up = Escrow{};
+        looked_up->buyer = *buyer;
+        looked_up->seller = *seller;
+        return &*looked_up;
+    };
+
+    for (std::size_t i = 0; i < block.txs.size(); ++i) {
+        const Tx& tx = block.txs[i];
+        const Hash256 txid = tx.id();
+        const auto idx = static_cast<std::int64_t>(i);
+        {
+            Query q(db, put_tx, "storing transaction");
+            auto r = q.blob(1, txid).u64(2, height).i64(3, idx).blob(4, tx.encode()).run();
+            if (!r) {
+                if (q.last_rc() == SQLITE_CONSTRAINT_PRIMARYKEY)
+                    return make_error(Errc::duplicate_tx,
+                                      "transaction " + std::to_string(i) + " is stored already");
+                return r;
+            }
+        }
+        auto parties = tx_parties(tx, find_escrow);
+        if (lookup_error) return *lookup_error;
+        for (const Address& party : parties) {
+            Query q(db, put_address_tx, "indexing transaction");
+            auto r = q.blob(1, party).u64(2, height).i64(3, idx).blob(4, txid).run();
+            if (!r) return r;
+        }
+    }
+
+    for (const auto& [address, account] : delta.accounts) {
+        Query q(db, put_account, "storing account");
+        auto r = q.blob(1, address).u64(2, account.balance).u64(3, account.nonce).run();
+        if (!r) return r;
+    }
+    for (const auto& [trade_id, e] : delta.escrows) {
+        Query q(db, put_escrow, "storing escrow");
+        auto r = q.blob(1, trade_id)
+                     .blob(2, e.buyer)
+                     .blob(3, e.seller)
+                     .u64(4, e.amount)
+                     .u64(5, e.deadline)
+                     .u64(6, e.opened_at)
+                     .i64(7, static_cast<std::int64_t>(e.status))
+                     .run();
+        if (!r) return r;
+    }
+    if (delta.replicas) {
+        {
+            Query q(db, clear_replicas, "replacing replicas");
+            if (auto r = q.run(); !r) return r;
+        }
+        for (const auto& rep : *delta.replicas) {
+            Query q(db, put_replica, "storing replica");
+            auto r = q.i64(1, rep.id).blob(2, rep.key).text(3, rep.endpoint).run();
+            if (!r) return r;
+        }
+    }
+    {
+        Query q(db, put_chain, "storing the chain summary");
+        auto r = q.u64(1, height)
+                     .blob(2, hash)
+                     .blob(3, delta.state_root)
+                     .u64(4, delta.total_minted)
+                     .run();
+        if (!r) return r;
+    }
+    if (auto r = txn.commit(); !r) return r;
+    // Only now: a failed COMMIT leaves the stored tip, and so this copy, where it was.
+    tip = height;
+    return {};
+}
+
+Result<State> SqliteStore::Impl::load_state_locked() const {
+    // One read transaction: a consistent snapshot even if another process appends.
+    Transaction txn(db, commit, rollback);
+    if (auto r = txn.begin(begin_read); !r) return r.error();
+    State state;
+    auto chain = read_chain();
+    if (!chain) return chain.error();
+    if (!*chain) return state;
+    state.height = (*chain)->height;
+    state.tip_hash = (*chain)->tip_hash;
+    state.state_root = (*chain)->state_root;
+    state.total_minted = (*chain)->total_minted;
+
+    {
+        Query q(db, all_accounts, "loading accounts");
+        for (;;) {
+            auto row = q.step();
+            if (!row) return row.error();
+            if (!*row) break;
+            auto address = q.col_fixed<Address>(0, "account address");
+            auto balance = q.col_u64(1, "account balance");
+            auto nonce = q.col_u64(2, "account nonce");
+            if (!address) return address.error();
+            if (!balance) return balance.error();
+            if (!nonce) return nonce.error();
+            state.accounts.emplace(*address, Account{*balance, *nonce});
+        }
+    }
+    {
+        Query q(db, all_escrows, "loading escrows");
+        for (;;) {
+            auto row = q.step();
+            if (!row) return row.error();
+            if (!*row) break;
+            auto trade_id = q.col_fixed<Hash256>(0, "escrow trade id");
+            auto buyer = q.col_fixed<Address>(1, "escrow buyer");
+            auto seller = q.col_fixed<Address>(2, "escrow seller");
+            auto amount = q.col_u64(3, "escrow amount");
+            auto deadline = q.col_u64(4, "escrow deadline");
+            auto opened_at = q.col_u64(5, "escrow opened_at");
+            auto status = q.col_i64(6, "escrow status");
+            if (!trade_id) return trade_id.error();
+            if (!buyer) return buyer.error();
+            if (!seller) return seller.error();
+            if (!amount) return amount.error();
+            if (!deadline) return deadline.error();
+            if (!opened_at) return opened_at.error();
+            if (!status) return status.error();
+            if (*status < static_cast<int>(EscrowStatus::open) ||
+                *status > static_cast<int>(EscrowStatus::refunded))
+                return corrupt("escrow status " + std::to_string(*status));
+            state.escrows.emplace(*trade_id, Escrow{*buyer, *seller, *amount, *deadline, *opened_at,
+                                                    static_cast<EscrowStatus>(*status)});
+        }
+    }
+    {
+        Query q(db, all_replicas, "loading replicas");
+        for (;;) {
+            auto row = q.step();
+            if (!row) return row.error();
+            if (!*row) break;
+            auto id = q.col_i64(0, "replica id");
+            auto key = q.col_fixed<PublicKey>(1, "replica key");
+            auto endpoint = q.col_text(2, "replica endpoint");
+            if (!id) return id.error();
+            if (!key) return key.error();
+            if (!endpoint) return endpoint.error();
+            if (*id < 0 || *id > std::int64_t{UINT32_MAX})
+                return corrupt("replica id " + std::to_string(*id));
+            state.replicas.push_back(
+                ReplicaInfo{static_cast<std::uint32_t>(*id), *key, std::move(*endpoint)});
+        }
+    }
+    if (auto r = txn.commit(); !r) return r.error();
+    return state;
+}
+
+Result<std::vector<TxRecord>> SqliteStore::Impl::txs_of_address_locked(const Address& address,
+                                                                       std::uint64_t offset,
+                                                                       std::uint32_t limit) const {
+    std::vector<TxRecord> out;
+    // SQLite's OFFSET is signed; no store holds 2^63 transactions for one address.
+    if (limit == 0 || offset > static_cast<std::uint64_t>(INT64_MAX)) return out;
+    Query q(db, get_address_txs, "listing transactions of an address");
+    q.blob(1, address).i64(2, limit).u64(3, offset);
+    for (;;) {
+        auto row = q.step();
+        if (!row) return row.error();
+        if (!*row) break;
+        auto txid = q.col_fixed<Hash256>(0, "txid");
+        auto height = q.col_u64(1, "transaction height");
+        auto idx = q.col_i64(2, "transaction index");
+        auto data = q.col_blob(3, "transaction data");
+        if (!txid) return txid.error();
+        if (!height) return height.error();
+        if (!idx) return idx.error();
+        if (!data) return data.error();
+        if (*idx < 0 || *idx > std::int64_t{UINT32_MAX})
+            return corrupt("transaction index " + std::to_string(*idx));
+        auto tx = decode_tx_row(*txid, *data);
+        if (!tx) return tx.error();
+        out.push_back(TxRecord{std::move(*tx), *height, static_cast<std::uint32_t>(*idx)});
+    }
+    return out;
+}
+
+namespace {
+
+enum class Identity { fresh, ours };
+
+// Decides whether `db` is an empty database (to initialise), a popchain store this build can
+// read, or something else, before anything is written to it.
+Result<Identity> identify(sqlite3* db, const std::string& path) {
+    // The first read of the file: where SQLite notices it is not a database at all.
+    auto count_stmt = prepare(db, "SELECT count(*) FROM sqlite_master");
+    // Only SQLite's "not a database" verdict means a foreign file; "locked" does not.
+    auto not_ours = [&](const Error& e) {
+        if (e.code != Errc::storage_corrupt) return e;
+        return make_error(e.code, path + " is not a popchain store: " + e.detail);
+    };
+    if (!count_stmt) return not_ours(count_stmt.error());
+    Query count(db, *count_stmt, "reading the schema");
+    auto row = count.step();
+    if (!row) return not_ours(row.error());
+    auto objects = count.col_i64(0, "schema size");
+    if (!objects) return objects.error();
+    if (*objects == 0) return Identity::fresh;
+
+    auto has_meta = prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                                "'popchain_meta'");
+    if (!has_meta) return has_meta.error();
+    Query meta_table(db, *has_meta, "reading the schema");
+    auto found = meta_table.step();
+    if (!found) return found.error();
+    if (!*found)
+        return make_error(Errc::invalid_argument,
+                          path + " is an SQLite database but not a popchain store");
+
+    auto meta = prepare(db, "SELECT value FROM popchain_meta WHERE key = ?1");
+    if (!meta) return meta.error();
+    {
+        Query q(db, *meta, "reading the store format");
+        auto r = q.text(1, "format").step();
+        if (!r) return r.error();
+        std::optional<std::string> format;
+        if (*r && sqlite3_column_type(meta->get(), 0) == SQLITE_TEXT) {
+            auto t = q.col_text(0, "format");
+            if (!t) return t.error();
+            format = *t;
+        }
+        if (format != format_name)
+            return make_error(Errc::invalid_argument,
+                              path + " is an SQLite database but not a popchain store");
+    }
+    Query q(db, *meta, "reading the schema version");
+    auto r = q.text(1, "schema_version").step();
+    if (!r) return r.error();
+    if (!*r) return corrupt(path + ": schema version missing");
+    auto version = q.col_i64(0, "schema version");
+    if (!version) return version.error();
+    if (*version > SqliteStore::schema_version)
+        return make_error(Errc::invalid_argument,
+                          path + " has schema version " + std::to_string(*version) +
+                              ", newer than the " + std::to_string(SqliteStore::schema_version) +
+                              " this build reads; upgrade popchain");
+    if (*version < 1) return corrupt(path + ": schema version " + std::to_string(*version));
+    // Versions older than the current one would be migrated here; version 1 is the first.
+    return Identity::ours;
+}
+
+Result<void> pragma_expect(sqlite3* db, const char* sql, std::string_view expected) {
+    auto stmt = prepare(db, sql);
+    if (!stmt) return stmt.error();
+    Query q(db, *stmt, sql);
+    auto row = q.step();
+    if (!row) return row.error();
+    std::string got;
+    if (*row) {
+        const auto* t = sqlite3_column_text(stmt->get(), 0);
+        if (t) got = reinterpret_cast<const char*>(t);
+    }
+    if (got != expected)
+        return make_error(Errc::io_error, std::string(sql) + " gave \"" + got + "\", expected \"" +
+                                              std::string(expected) + "\"");
+    return {};
+}
+
+Result<void> create_schema(sqlite3* db) {
+    if (auto r = exec(db, "BEGIN IMMEDIATE", "creating the schema"); !r) return r;
+    // Another process may have created the store since identify() looked.
+    auto again = identify(db, "");
+    if (again && *again == Identity::ours) return exec(db, "ROLLBACK", "creating the schema");
+    const std::string sql = std::string(schema_sql) +
+                            "INSERT INTO popchain_meta (key, value) VALUES ('format', '" +
+                            std::string(format_name) + "'), ('schema_version', " +
+                            std::to_string(SqliteStore::schema_version) + ");";
+    if (auto r = exec(db, sql.c_str(), "creating the schema"); !r) {
+        (void)exec(db, "ROLLBACK", "creating the schema");
+        return r;
+    }
+    if (auto r = exec(db, "COMMIT", "creating the schema"); !r) {
+        if (!sqlite3_get_autocommit(db)) (void)exec(db, "ROLLBACK", "creating the schema");
+        return r;
+    }
+    return {};
+}
+
+} // namespace
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
+    auto impl = std::make_unique<Impl>();
+    impl->path = file.string();
+    // NOMUTEX: Impl::mutex already serialises every use of the connection.
+    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    const int rc = sqlite3_open_v2(impl->path.c_str(), &impl->db, flags, nullptr);
+    if (rc != SQLITE_OK) {
+        Error e = sql_error(impl->db, rc, "opening " + impl->path);
+        e.code = Errc::io_error;
+        return e;
+    }
+    sqlite3_extended_result_codes(impl->db, 1);
+    // Another process holding the write lock is waited for rather than failed on.
+    sqlite3_busy_timeout(impl->db, 5000);
+    // Refuse writes to sqlite_master and other footguns a hostile or damaged file could use.
+    sqlite3_db_config(impl->db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+    sqlite3_db_config(impl->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+
+    auto identity = identify(impl->db, impl->path);
+    if (!identity) return identity.error();
+
+    // WAL: a commit is one append to the log, and readers never block the writer.
+    // synchronous=FULL: the log is fsynced at every commit, so a block append() reported
+    // stored survives power loss, not just a crash of this process.
+    if (auto r = pragma_expect(impl->db, "PRAGMA journal_mode = WAL", "wal"); !r) return r.error();
+    if (auto r = exec(impl->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                      "configuring the connection");
+        !r)
+        return r.error();
+    if (auto r = pragma_expect(impl->db, "PRAGMA foreign_keys", "1"); !r) return r.error();
+
+    if (*identity == Identity::fresh) {
+        if (auto r = create_schema(impl->db); !r) return r.error();
+        auto again = identify(impl->db, impl->path);
+        if (!again) return again.error();
+    }
+    if (auto r = impl->prepare_all(); !r) return r.error();
+    auto tip = impl->check_chain_consistent();
+    if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
+    impl->tip = *tip;
+    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteStore::~SqliteStore() = default;
+
+std::optional<std::uint64_t> SqliteStore::tip_height() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->tip;
+}
+
+Result<void> SqliteStore::append(const Block& block, const StateDelta& delta) {
+    const Hash256 hash = block.hash();
+    if (delta.height != block.header.height)
+        return make_error(Errc::invalid_argument, "delta is for height " +
+                                                      std::to_string(delta.height) + ", block is " +
+                                                      std::to_string(block.header.height));
+    if (delta.block_hash != hash)
+        return make_error(Errc::invalid_argument, "delta is for a different block");
+    if (delta.state_root != block.header.state_root)
+        return make_error(Errc::invalid_argument, "delta state root differs from the header's");
+    // Heights are stored as signed integers.
+    if (block.header.height > static_cast<std::uint64_t>(INT64_MAX))
+        return make_error(Errc::wrong_height, "height out of range");
+    std::lock_guard lock(impl_->mutex);
+    return impl_->append_locked(block, hash, delta);
+}
+
+Result<Block> SqliteStore::block_at(std::uint64_t height) const {
+    std::lock_guard lock(impl_->mutex);
+    Query q(impl_->db, impl_->get_block_at, "reading block");
+    auto row = q.u64(1, height).step();
+    if (!row) return row.error();
+    if (!*row) return make_error(Errc::not_found, "no block at height " + std::to_string(height));
+    auto hash = q.col_fixed<Hash256>(0, "block hash");
+    if (!hash) return hash.error();
+    auto data = q.col_blob(1, "block data");
+    if (!data) return data.error();
+    return impl_->decode_block_row(height, *hash, *data);
+}
+
+Result<Block> SqliteStore::block_by_hash(const Hash256& hash) const {
+    std::lock_guard lock(impl_->mutex);
+    Query q(impl_->db, impl_->get_block_by_hash, "reading block");
+    auto row = q.blob(1, hash).step();
+    if (!row) return row.error();
+    if (!*row) return make_error(Errc::not_found, "no block with hash " + to_hex(hash));
+    auto height = q.col_u64(0, "block height");
+    if (!height) return height.error();
+    auto data = q.col_blob(1, "block data");
+    if (!data) return data.error();
+    return impl_->decode_block_row(*height, hash, *data);
+}
+
+Result<TxRecord> SqliteStore::tx_by_id(const Hash256& txid) const {
+    std::lock_guard lock(impl_->mutex);
+    Query q(impl_->db, impl_->get_tx, "reading transaction");
+    auto row = q.blob(1, txid).step();
+    if (!row) return row.error();
+    if (!*row) return make_error(Errc::not_found, "no transaction with id " + to_hex(txid));
+    auto height = q.col_u64(0, "transaction height");
+    auto idx = q.col_i64(1, "transaction index");
+    auto data = q.col_blob(2, "transaction data");
+    if (!height) return height.error();
+    if (!idx) return idx.error();
+    if (!data) return data.error();
+    if (*idx < 0 || *idx > std::int64_t{UINT32_MAX})
+        return corrupt("transaction index " + std::to_string(*idx));
+    auto tx = impl_->decode_tx_row(txid, *data);
+    if (!tx) return tx.error();
+    return TxRecord{std::move(*tx), *height, static_cast<std::uint32_t>(*idx)};
+}
+
+Result<std::vector<TxRecord>> SqliteStore::txs_of_address(const Address& address,
+                                                          std::uint64_t offset,
+                                                          std::uint32_t limit) const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->txs_of_address_locked(address, offset, limit);
+}
+
+Result<State> SqliteStore::load_state() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->load_state_locked();
+}
+
+Result<void> SqliteStore::put_meta(const std::string& key, ByteView value) {
+    std::lock_guard lock(impl_->mutex);
+    // A single statement outside BEGIN is its own transaction, durable at return.
+    Query q(impl_->db, impl_->put_user_meta, "storing meta value");
+    return q.text(1, key).blob(2, value).run();
+}
+
+Result<std::optional<Bytes>> SqliteStore::get_meta(const std::string& key) const {
+    std::lock_guard lock(impl_->mutex);
+    Query q(impl_->db, impl_->get_user_meta, "reading meta value");
+    auto row = q.text(1, key).step();
+    if (!row) return row.error();
+    if (!*row) return std::optional<Bytes>{};
+    auto value = q.col_blob(0, "meta value");
+    if (!value) return value.error();
+    return std::optional<Bytes>(std::move(*value));
+}
+
+} // namespace popchain

@@ -1,0 +1,608 @@
+// BlockStore contract tests, run against every implementation, plus SqliteStore's own
+// promises (reopening, rollback of a failed append, refusing foreign files).
+#include <popchain/genesis.hpp>
+#include <popchain/ledger.hpp>
+#include <popchain/memory_store.hpp>
+#include <popchain/sqlite_store.hpp>
+
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace popchain;
+namespace fs = std::filesystem;
+
+// A scratch directory, removed with everything in it at scope exit.
+class TempDir {
+public:
+    TempDir() {
+        static std::atomic<int> counter{0};
+        path_ = fs::temp_directory_path() / ("popchain-store-test-" + std::to_string(::getpid()) +
+                                             "-" + std::to_string(counter++));
+        fs::remove_all(path_);
+        fs::create_directories(path_);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+std::unique_ptr<SqliteStore> open_sqlite(const fs::path& file) {
+    auto store = SqliteStore::open(file);
+    INFO((store ? std::string() : store.error().message()));
+    REQUIRE(store.ok());
+    return std::move(*store);
+}
+
+struct MemoryFactory {
+    std::unique_ptr<BlockStore> make() { return std::make_unique<MemoryStore>(); }
+};
+
+struct SqliteFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() { return open_sqlite(dir.path() / "chain.db"); }
+};
+
+// A small chain that touches every kind of state change a store keeps: transfers (one to
+// self), a mint, escrows released and refunded (one opened and refunded in the same block),
+// a replica added, an empty block. Blocks carry commit certificates.
+class TestChain {
+public:
+    TestChain() {
+        for (int i = 0; i < 4; ++i)
+            replica_keys.push_back(SigningKey::generate());
+        genesis.params.chain_id = "store-test";
+        genesis.params.authority = authority.public_key();
+        genesis.timestamp_ms = 1'700'000'000'000;
+        for (std::uint32_t i = 0; i < replica_keys.size(); ++i)
+            genesis.replicas.push_back(
+                {i, replica_keys[i].public_key(), "127.0.0.1:" + std::to_string(7000 + i)});
+        genesis.balances = {{alice.address(), 1000}, {bob.address(), 500}};
+
+        auto built = genesis.build();
+        REQUIRE(built.ok());
+        blocks.push_back(certify(std::move(*built)));
+        auto l = genesis.ledger();
+        REQUIRE(l.ok());
+        ledger.emplace(std::move(*l));
+
+        const Hash256 t1 = sha256("trade-1"), t2 = sha256("trade-2");
+        extend({transfer(alice, bob, 100), transfer(bob, carol, 50), mint(carol, 1000)});
+        extend({escrow_open(alice, bob, 200, t1, 10), transfer(carol, carol, 1)});
+        extend({escrow_close(alice, TxKind::escrow_release, t1), escrow_open(bob, carol, 30, t2, 3),
+                escrow_close(carol, TxKind::escrow_refund, t2)});
+        ConfigChange add{ConfigChange::Action::add_replica,
+                         {4, SigningKey::generate().public_key(), "10.0.0.4:7000"}};
+        extend({config(add), transfer(carol, alice, 10)});
+        extend({});
+    }
+
+    // The next block on top of the chain, not yet part of it.
+    BuiltBlock next(const std::vector<Tx>& txs) {
+        auto b = ledger->build_block(txs, 7, 1, 1'700'000'000'000 + blocks.size());
+        REQUIRE(b.rejected.empty());
+        return certify(std::move(b));
+    }
+    void extend(const std::vector<Tx>& txs) {
+        blocks.push_back(next(txs));
+        ledger->commit(blocks.back().delta);
+    }
+
+    Tx transfer(const SigningKey& from, const SigningKey& to, std::uint64_t amount) {
+        Tx tx = base(TxKind::transfer, from);
+        tx.to = to.address();
+        tx.amount = amount;
+        return sign_tx(tx, from);
+    }
+    Tx mint(const SigningKey& to, std::uint64_t amount) {
+        Tx tx = base(TxKind::mint, authority);
+        tx.to = to.address();
+        tx.amount = amount;
+        return sign_tx(tx, authority);
+    }
+    Tx escrow_open(const SigningKey& buyer, const SigningKey& seller, std::uint64_t amount,
+                   const Hash256& trade_id, std::uint64_t deadline) {
+        Tx tx = base(TxKind::escrow_open, buyer);
+        tx.to = seller.address();
+        tx.amount = amount;
+        tx.trade_id = trade_id;
+        tx.deadline = deadline;
+        return sign_tx(tx, buyer);
+    }
+    Tx escrow_close(const SigningKey& from, TxKind kind, const Hash256& trade_id) {
+        Tx tx = base(kind, from);
+        tx.trade_id = trade_id;
+        return sign_tx(tx, from);
+    }
+    Tx config(const ConfigChange& change) {
+        Tx tx = base(TxKind::config, authority);
+        tx.payload = change.encode();
+        return sign_tx(tx, authority);
+    }
+
+    // Who a store must list each transaction under, worked out from the final ledger state
+    // (closed escrows stay in it).
+    std::map<Address, std::vector<TxRecord>> expected_histories() const {
+        std::map<Address, std::vector<TxRecord>> out;
+        for (const auto& b : blocks) {
+            for (std::uint32_t i = 0; i < b.block.txs.size(); ++i) {
+                const Tx& tx = b.block.txs[i];
+                std::set<Address> parties{tx.from};
+                if (tx.kind == TxKind::transfer || tx.kind == TxKind::mint ||
+                    tx.kind == TxKind::escrow_open)
+                    parties.insert(tx.to);
+                if (tx.kind == TxKind::escrow_release || tx.kind == TxKind::escrow_refund) {
+                    auto e = ledger->escrow(tx.trade_id);
+                    REQUIRE(e.has_value());
+                    parties.insert(e->buyer);
+                    parties.insert(e->seller);
+                }
+                for (const auto& p : parties)
+                    out[p].push_back({tx, b.block.header.height, i});
+            }
+        }
+        return out;
+    }
+
+    std::vector<Address> addresses() const {
+        return {authority.address(), alice.address(), bob.address(), carol.address(),
+                nobody.address()};
+    }
+
+    SigningKey authority = SigningKey::generate();
+    SigningKey alice = SigningKey::generate();
+    SigningKey bob = SigningKey::generate();
+    SigningKey carol = SigningKey::generate();
+    SigningKey nobody = SigningKey::generate(); // never transacts
+    std::vector<SigningKey> replica_keys;
+    Genesis genesis;
+    std::optional<Ledger> ledger;   // after the last of `blocks`
+    std::vector<BuiltBlock> blocks; // blocks[h] is height h, genesis first
+
+private:
+    Tx base(TxKind kind, const SigningKey& from) {
+        Tx tx;
+        tx.kind = kind;
+        tx.chain_id = genesis.params.chain_id;
+        tx.nonce = nonces[from.address()]++;
+        return tx;
+    }
+    // A certificate is not covered by the block hash, so it can be added after building;
+    // stores must keep it anyway.
+    BuiltBlock certify(BuiltBlock b) {
+        b.block.certificate.view = 7;
+        for (std::uint32_t i = 0; i < 3; ++i)
+            b.block.certificate.signatures.push_back({i, replica_keys[i].sign(b.block.hash())});
+        return b;
+    }
+    std::map<Address, std::uint64_t> nonces;
+};
+
+// txs_of_address, insisting it succeeds.
+std::vector<TxRecord> history(const BlockStore& store, const Address& address,
+                              std::uint64_t offset = 0, std::uint32_t limit = 1000) {
+    auto r = store.txs_of_address(address, offset, limit);
+    INFO((r ? std::string() : r.error().message()));
+    REQUIRE(r.ok());
+    return std::move(*r);
+}
+
+// get_meta, insisting it succeeds.
+std::optional<Bytes> meta(const BlockStore& store, const std::string& key) {
+    auto r = store.get_meta(key);
+    INFO((r ? std::string() : r.error().message()));
+    REQUIRE(r.ok());
+    return std::move(*r);
+}
+
+void append_all(BlockStore& store, const TestChain& chain) {
+    for (const auto& b : chain.blocks) {
+        auto r = store.append(b.block, b.delta);
+        INFO("height ", b.block.header.height, ": ", (r ? std::string() : r.error().message()));
+        REQUIRE(r.ok());
+    }
+}
+
+// Everything observable about a store, to show a rejected append changed nothing.
+struct Snapshot {
+    std::optional<std::uint64_t> tip;
+    State state;
+    std::map<Address, std::vector<TxRecord>> histories;
+    bool operator==(const Snapshot&) const = default;
+};
+
+Snapshot snapshot(const BlockStore& store, const TestChain& chain) {
+    Snapshot s;
+    s.tip = store.tip_height();
+    auto state = store.load_state();
+    REQUIRE(state.ok());
+    s.state = std::move(*state);
+    for (const auto& a : chain.addresses())
+        s.histories[a] = history(store, a);
+    return s;
+}
+
+// Appending `b` must fail with `code` and leave `store` as it was, including the transactions
+// and the hash of the rejected block.
+void expect_rejected(BlockStore& store, const TestChain& chain, const Block& b,
+                     const StateDelta& delta, Errc code) {
+    const Snapshot before = snapshot(store, chain);
+    const bool hash_was_stored = store.block_by_hash(b.hash()).ok();
+    auto r = store.append(b, delta);
+    REQUIRE_FALSE(r.ok());
+    CHECK_MESSAGE(r.code() == code, r.error().message());
+    CHECK(snapshot(store, chain) == before);
+    CHECK(store.block_at(before.tip ? *before.tip + 1 : 0).code() == Errc::not_found);
+    CHECK(store.block_by_hash(b.hash()).ok() == hash_was_stored);
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, SqliteFactory) {
+    F factory;
+    auto store = factory.make();
+    CHECK_FALSE(store->tip_height().has_value());
+    auto state = store->load_state();
+    REQUIRE(state.ok());
+    CHECK(*state == State{});
+    CHECK(store->block_at(0).code() == Errc::not_found);
+    CHECK(store->block_by_hash(sha256("x")).code() == Errc::not_found);
+    CHECK(store->tx_by_id(sha256("x")).code() == Errc::not_found);
+    CHECK(history(*store, Address{}, 0, 10).empty());
+    CHECK_FALSE(meta(*store, "view").has_value());
+}
+
+TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, MemoryFactory,
+                   SqliteFactory) {
+    TestChain chain;
+    F factory;
+    auto store = factory.make();
+    append_all(*store, chain);
+
+    REQUIRE(store->tip_height() == chain.blocks.size() - 1);
+
+    SUBCASE("blocks by height and hash, certificates included") {
+        for (const auto& b : chain.blocks) {
+            auto at = store->block_at(b.block.header.height);
+            REQUIRE(at.ok());
+            CHECK(*at == b.block);
+            CHECK_FALSE(at->certificate.empty());
+            auto by_hash = store->block_by_hash(b.block.hash());
+            REQUIRE(by_hash.ok());
+            CHECK(*by_hash == b.block);
+        }
+        CHECK(store->block_at(chain.blocks.size()).code() == Errc::not_found);
+        CHECK(store->block_at(UINT64_MAX).code() == Errc::not_found);
+        CHECK(store->block_by_hash(Hash256{}).code() == Errc::not_found);
+    }
+
+    SUBCASE("transactions by id") {
+        std::size_t n = 0;
+        for (const auto& b : chain.blocks) {
+            for (std::uint32_t i = 0; i < b.block.txs.size(); ++i, ++n) {
+                auto rec = store->tx_by_id(b.block.txs[i].id());
+                REQUIRE(rec.ok());
+                CHECK(*rec == TxRecord{b.block.txs[i], b.block.header.height, i});
+            }
+        }
+        CHECK(n == 10);
+        CHECK(store->tx_by_id(sha256("no such tx")).code() == Errc::not_found);
+    }
+
+    SUBCASE("transactions by address, oldest first, paged") {
+        const auto expected = chain.expected_histories();
+        for (const auto& a : chain.addresses()) {
+            auto it = expected.find(a);
+            const auto& want = it == expected.end() ? std::vector<TxRecord>{} : it->second;
+            CHECK(history(*store, a) == want);
+            for (std::uint32_t limit = 1; limit <= 4; ++limit) {
+                std::vector<TxRecord> paged;
+                for (std::uint64_t offset = 0; offset < want.size(); offset += limit) {
+                    auto page = history(*store, a, offset, limit);
+                    CHECK(page.size() == std::min<std::size_t>(limit, want.size() - offset));
+                    paged.insert(paged.end(), page.begin(), page.end());
+                }
+                CHECK(paged == want);
+            }
+            CHECK(history(*store, a, want.size(), 10).empty());
+            CHECK(history(*store, a, UINT64_MAX, 10).empty());
+            CHECK(history(*store, a, 0, 0).empty());
+        }
+        // Spot checks of the rules, independent of expected_histories().
+        const auto carol = history(*store, chain.carol.address());
+        // bob->carol, mint, self-transfer (once), escrow_open to carol, refund, carol->alice.
+        CHECK(carol.size() == 6);
+        const auto bob = history(*store, chain.bob.address());
+        // Bob is the seller of trade 1: its release by alice is in his history.
+        CHECK(std::any_of(bob.begin(), bob.end(),
+                          [](const TxRecord& r) { return r.tx.kind == TxKind::escrow_release; }));
+        CHECK(history(*store, chain.nobody.address()).empty());
+    }
+
+    SUBCASE("state equals the ledger's") {
+        auto state = store->load_state();
+        REQUIRE(state.ok());
+        CHECK(*state == chain.ledger->state());
+        CHECK(state_digest(*state) == chain.ledger->state_digest());
+        CHECK(state->escrows.size() == 2); // both closed, both kept
+        CHECK(state->replicas.size() == 5);
+    }
+}
+
+TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, MemoryFactory,
+                   SqliteFactory) {
+    TestChain chain;
+    F factory;
+    auto store = factory.make();
+    const auto& g = chain.blocks[0];
+    const auto& b1 = chain.blocks[1];
+
+    // Empty store: only height 0 fits.
+    expect_rejected(*store, chain, b1.block, b1.delta, Errc::wrong_height);
+    REQUIRE(store->append(g.block, g.delta).ok());
+    expect_rejected(*store, chain, g.block, g.delta, Errc::wrong_height);
+    expect_rejected(*store, chain, chain.blocks[2].block, chain.blocks[2].delta,
+                    Errc::wrong_height);
+    REQUIRE(store->append(b1.block, b1.delta).ok());
+    expect_rejected(*store, chain, b1.block, b1.delta, Errc::wrong_height);
+
+    const auto& b2 = chain.blocks[2];
+    SUBCASE("wrong prev hash") {
+        Block bad = b2.block;
+        bad.header.prev_hash = sha256("elsewhere");
+        StateDelta delta = b2.delta;
+        delta.block_hash = bad.hash();
+        expect_rejected(*store, chain, bad, delta, Errc::wrong_prev_hash);
+    }
+    SUBCASE("delta for another height") {
+        StateDelta delta = b2.delta;
+        delta.height = 3;
+        expect_rejected(*store, chain, b2.block, delta, Errc::invalid_argument);
+    }
+    SUBCASE("delta for another block") {
+        StateDelta delta = b2.delta;
+        delta.block_hash = b1.block.hash();
+        expect_rejected(*store, chain, b2.block, delta, Errc::invalid_argument);
+    }
+    SUBCASE("delta with another state root") {
+        StateDelta delta = b2.delta;
+        delta.state_root = sha256("other");
+        expect_rejected(*store, chain, b2.block, delta, Errc::invalid_argument);
+    }
+    SUBCASE("a transaction that is stored already") {
+        // Fails only after the block row and its first transaction were written: the store
+        // must undo them. The store is not the ledger, so a bad tx root does not stop it.
+        Block bad = b2.block;
+        bad.txs.push_back(b1.block.txs[0]);
+        StateDelta delta = b2.delta;
+        delta.block_hash = bad.hash();
+        expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
+        for (const auto& tx : b2.block.txs)
+            CHECK(store->tx_by_id(tx.id()).code() == Errc::not_found);
+    }
+    SUBCASE("the same transaction twice in one block") {
+        Block bad = b2.block;
+        bad.txs.push_back(bad.txs[0]);
+        StateDelta delta = b2.delta;
+        delta.block_hash = bad.hash();
+        expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
+    }
+
+    // Still usable after every rejection.
+    for (std::size_t h = 2; h < chain.blocks.size(); ++h)
+        REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+    auto state = store->load_state();
+    REQUIRE(state.ok());
+    CHECK(*state == chain.ledger->state());
+}
+
+TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory) {
+    F factory;
+    auto store = factory.make();
+    const Bytes binary{0, 1, 0, 255, 0};
+    REQUIRE(store->put_meta("view", to_bytes("12")).ok());
+    REQUIRE(store->put_meta("binary", binary).ok());
+    REQUIRE(store->put_meta("empty", Bytes{}).ok());
+    CHECK(meta(*store, "view") == to_bytes("12"));
+    CHECK(meta(*store, "binary") == binary);
+    CHECK(meta(*store, "empty") == Bytes{});
+    CHECK_FALSE(meta(*store, "absent").has_value());
+    CHECK_FALSE(meta(*store, "VIEW").has_value());
+    REQUIRE(store->put_meta("view", to_bytes("13")).ok());
+    CHECK(meta(*store, "view") == to_bytes("13"));
+}
+
+TEST_CASE("SqliteStore: reopening restores the exact state") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    {
+        auto store = open_sqlite(file);
+        append_all(*store, chain);
+        REQUIRE(store->put_meta("view", to_bytes("7")).ok());
+    }
+    auto store = open_sqlite(file);
+    CHECK(store->tip_height() == chain.blocks.size() - 1);
+    auto state = store->load_state();
+    REQUIRE(state.ok());
+    CHECK(*state == chain.ledger->state());
+    // A ledger resumed from the reopened store is the ledger that built the chain.
+    Ledger resumed(chain.genesis.params, *state);
+    CHECK(resumed.state_digest() == chain.ledger->state_digest());
+    CHECK(resumed.check_invariants().ok());
+    for (const auto& b : chain.blocks) {
+        auto stored = store->block_at(b.block.header.height);
+        REQUIRE(stored.ok());
+        CHECK(*stored == b.block);
+    }
+    auto expected = chain.expected_histories();
+    for (const auto& a : chain.addresses())
+        (void)expected[a]; // those without history, too
+    CHECK(snapshot(*store, chain).histories == expected);
+    CHECK(meta(*store, "view") == to_bytes("7"));
+
+    // And the chain goes on from there.
+    auto next = resumed.build_block({chain.transfer(chain.alice, chain.carol, 5)}, 8, 2, 0);
+    REQUIRE(next.rejected.empty());
+    REQUIRE(store->append(next.block, next.delta).ok());
+    REQUIRE(resumed.apply(next.block).ok());
+    store.reset();
+    store = open_sqlite(file);
+    auto again = store->load_state();
+    REQUIRE(again.ok());
+    CHECK(*again == resumed.state());
+}
+
+TEST_CASE("SqliteStore: a failed append leaves the file unchanged") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    Snapshot before;
+    {
+        auto store = open_sqlite(file);
+        for (std::size_t h = 0; h < 3; ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        before = snapshot(*store, chain);
+        Block bad = chain.blocks[3].block;
+        bad.txs.push_back(chain.blocks[1].block.txs[0]);
+        StateDelta delta = chain.blocks[3].delta;
+        delta.block_hash = bad.hash();
+        expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
+    }
+    auto store = open_sqlite(file);
+    CHECK(snapshot(*store, chain) == before);
+    CHECK(store->block_at(3).code() == Errc::not_found);
+    REQUIRE(store->append(chain.blocks[3].block, chain.blocks[3].delta).ok());
+}
+
+TEST_CASE("SqliteStore: refuses files that are not popchain stores") {
+    TempDir dir;
+
+    SUBCASE("garbage") {
+        const fs::path file = dir.path() / "garbage.db";
+        std::string junk(8192, '\0');
+        std::mt19937 rng(42);
+        for (auto& c : junk)
+            c = static_cast<char>(rng());
+        std::ofstream(file, std::ios::binary) << junk;
+        auto store = SqliteStore::open(file);
+        REQUIRE_FALSE(store.ok());
+        CHECK(store.code() == Errc::storage_corrupt);
+        CHECK(store.error().detail.find("not a popchain store") != std::string::npos);
+        // Nothing was written to it.
+        std::ifstream in(file, std::ios::binary);
+        CHECK(std::string(std::istreambuf_iterator<char>(in), {}) == junk);
+    }
+    SUBCASE("a short text file") {
+        const fs::path file = dir.path() / "notes.txt";
+        std::ofstream(file) << "shopping list: milk, eggs, an SQLite database\n";
+        auto store = SqliteStore::open(file);
+        REQUIRE_FALSE(store.ok());
+        CHECK(store.code() == Errc::storage_corrupt);
+    }
+    SUBCASE("a directory that does not exist") {
+        auto store = SqliteStore::open(dir.path() / "no" / "such" / "dir" / "chain.db");
+        REQUIRE_FALSE(store.ok());
+        CHECK(store.code() == Errc::io_error);
+    }
+    SUBCASE("an empty file becomes a new store") {
+        const fs::path file = dir.path() / "empty.db";
+        std::ofstream{file};
+        auto store = open_sqlite(file);
+        CHECK_FALSE(store->tip_height().has_value());
+    }
+}
+
+TEST_CASE("SqliteStore: a history it cannot read is an error, not an empty list") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    {
+        auto store = open_sqlite(file);
+        append_all(*store, chain);
+    }
+    // Closing the last connection checkpoints the WAL into the main file. Rewrite the stored
+    // alice -> bob transfer, in every copy of it (its txs row, its block's blob), as the same
+    // bytes with one amount bit flipped: the pages stay valid SQLite, so only the store's own
+    // checks can notice that the transaction no longer matches its id.
+    const Tx& victim = chain.blocks[1].block.txs[0];
+    REQUIRE(victim.from == chain.alice.address());
+    Tx altered = victim;
+    altered.amount ^= 1;
+    const Bytes from = victim.encode(), to = altered.encode();
+    REQUIRE(from.size() == to.size());
+    std::size_t copies = 0;
+    for (const fs::path& f : {file, fs::path(file.string() + "-wal")}) {
+        if (!fs::exists(f)) continue;
+        std::string data;
+        {
+            std::ifstream in(f, std::ios::binary);
+            data.assign(std::istreambuf_iterator<char>(in), {});
+        }
+        const std::string needle(from.begin(), from.end());
+        for (auto pos = data.find(needle); pos != std::string::npos;
+             pos = data.find(needle, pos + needle.size())) {
+            std::copy(to.begin(), to.end(), data.begin() + static_cast<std::ptrdiff_t>(pos));
+            ++copies;
+        }
+        std::ofstream(f, std::ios::binary | std::ios::trunc) << data;
+    }
+    REQUIRE(copies >= 1);
+
+    auto store = open_sqlite(file); // the chain summary is intact, so open() succeeds
+    CHECK(store->tip_height() == chain.blocks.size() - 1);
+    for (const auto& a : {chain.alice.address(), chain.bob.address()}) {
+        auto r = store->txs_of_address(a, 0, 1000);
+        REQUIRE_FALSE(r.ok());
+        CHECK_MESSAGE(r.code() == Errc::storage_corrupt, r.error().message());
+    }
+    CHECK(store->tx_by_id(victim.id()).code() == Errc::storage_corrupt);
+    // Pages that do not reach the damaged row still read, and still read empty when empty.
+    CHECK(history(*store, chain.nobody.address()).empty());
+    CHECK(history(*store, chain.alice.address(), 0, 0).empty());
+}
+
+TEST_CASE("SqliteStore: tip_height is this store's own view of the tip") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    auto writer = open_sqlite(file);
+    REQUIRE(writer->append(chain.blocks[0].block, chain.blocks[0].delta).ok());
+    auto other = open_sqlite(file);
+    CHECK(other->tip_height() == 0u);
+
+    REQUIRE(writer->append(chain.blocks[1].block, chain.blocks[1].delta).ok());
+    CHECK(writer->tip_height() == 1u);
+    // Another connection's append is not seen from memory, but it cannot be overwritten:
+    // append() checks the stored tip.
+    CHECK(other->tip_height() == 0u);
+    CHECK(other->append(chain.blocks[1].block, chain.blocks[1].delta).code() == Errc::wrong_height);
+    CHECK(other->tip_height() == 0u);
+    // A rejected append leaves the writer's tip where it was.
+    CHECK(writer->append(chain.blocks[1].block, chain.blocks[1].delta).code() ==
+          Errc::wrong_height);
+    CHECK(writer->tip_height() == 1u);
+    other.reset();
+    CHECK(open_sqlite(file)->tip_height() == 1u);
+}
