@@ -71,11 +71,12 @@ void print_chain(const Chain& chain) {
         for (std::size_t i = 0; i < b.txs.size(); ++i) {
             const Tx& tx = b.txs[i];
             bool proven = merkle_verify(b.header.tx_root, tx.id(), b.prove_tx(i));
-            std::printf("      %-14s %-9s -> %-9s %6llu  txid %s  merkle proof %s\n",
-                        tx_kind_name(tx.kind), chain.name(tx.from).c_str(),
-                        tx.to.is_zero() ? "-" : chain.name(tx.to).c_str(),
-                        static_cast<unsigned long long>(tx.amount), short_hex(tx.id()).c_str(),
-                        proven ? "ok" : "FAILED");
+            std::string what = tx.to.is_zero()
+                                   ? "trade " + short_hex(tx.trade_id).substr(0, 8)
+                                   : chain.name(tx.to) + " " + std::to_string(tx.amount);
+            std::printf("      %-14s %-9s -> %-16s txid %s  merkle proof %s\n",
+                        tx_kind_name(tx.kind), chain.name(tx.from).c_str(), what.c_str(),
+                        short_hex(tx.id()).c_str(), proven ? "ok" : "FAILED");
             if (!proven) die("merkle proof failed");
         }
     }
