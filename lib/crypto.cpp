@@ -10,6 +10,8 @@
 #include <botan/pkcs8.h>
 #include <botan/pubkey.h>
 
+#include <unordered_map>
+
 namespace popchain {
 
 namespace {
@@ -126,14 +128,36 @@ Result<PublicKey> parse_public_key(ByteView bytes) {
     return key;
 }
 
+namespace {
+// Decompressing a point and setting up a verifier costs about as much as the verification
+// itself, and the same few keys (clients, replicas) sign most messages, so each thread keeps
+// ready verifiers for recently seen keys. PK_Verifier is not thread-safe: one map per thread.
+struct ReadyVerifier {
+    std::unique_ptr<Botan::ECDSA_PublicKey> key;
+    std::unique_ptr<Botan::PK_Verifier> verifier;
+};
+constexpr std::size_t max_ready_verifiers = 1024;
+
+Botan::PK_Verifier* verifier_for(const PublicKey& key) {
+    thread_local std::unordered_map<PublicKey, ReadyVerifier, FixedBytesHash> ready;
+    if (auto it = ready.find(key); it != ready.end()) return it->second.verifier.get();
+    auto pub = load_public(key);
+    if (!pub) return nullptr;
+    if (ready.size() >= max_ready_verifiers) ready.clear();
+    auto verifier = std::make_unique<Botan::PK_Verifier>(*pub, signature_scheme);
+    auto* raw = verifier.get();
+    ready.emplace(key, ReadyVerifier{std::move(pub), std::move(verifier)});
+    return raw;
+}
+} // namespace
+
 bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
     Botan::BigInt s(sig.data() + 32, 32);
     if (s > half_order()) return false;
-    auto pub = load_public(key);
-    if (!pub) return false;
     try {
-        Botan::PK_Verifier verifier(*pub, signature_scheme);
-        return verifier.verify_message(digest.data(), digest.size(), sig.data(), sig.size());
+        Botan::PK_Verifier* verifier = verifier_for(key);
+        return verifier &&
+               verifier->verify_message(digest.data(), digest.size(), sig.data(), sig.size());
     } catch (const std::exception&) {
         return false;
     }
