@@ -171,7 +171,7 @@ Result<BuiltBlock> Genesis::build() const {
     h.height = 0;
     // The genesis block's parent hash commits to the chain parameters, so two chains that
     // differ only in chain id or authority never share a genesis hash.
-    Writer params_bytes;
+    Writer params_bytes(128);
     params_bytes.str(params.chain_id);
     params_bytes.fixed(params.authority);
     h.prev_hash = Sha256().update(genesis_domain).update(params_bytes.data()).finish();

@@ -1,17 +1,27 @@
 #include <popchain/codec.hpp>
 #include <popchain/merkle.hpp>
 
+#include <array>
+#include <cstring>
+
 namespace popchain {
 
 namespace {
+// One-shot hashes of small stack buffers: cheaper than an incremental hasher per node.
 Hash256 leaf_hash(const Hash256& leaf) {
-    const std::uint8_t tag = 0x00;
-    return Sha256().update(ByteView(&tag, 1)).update(leaf).finish();
+    std::array<std::uint8_t, 33> buf;
+    buf[0] = 0x00;
+    std::memcpy(buf.data() + 1, leaf.data(), 32);
+    return sha256(buf);
 }
 Hash256 node_hash(const Hash256& left, const Hash256& right) {
-    const std::uint8_t tag = 0x01;
-    return Sha256().update(ByteView(&tag, 1)).update(left).update(right).finish();
+    std::array<std::uint8_t, 65> buf;
+    buf[0] = 0x01;
+    std::memcpy(buf.data() + 1, left.data(), 32);
+    std::memcpy(buf.data() + 33, right.data(), 32);
+    return sha256(buf);
 }
+
 // Pairs up a level in place; an odd last node moves up unchanged.
 void next_level(std::vector<Hash256>& level) {
     std::size_t out = 0;
