@@ -1,0 +1,607 @@
+// popchain_bench: throughput of the operations a replica's block pipeline is made of.
+//
+// Prints exactly one JSON object on stdout (progress goes to stderr), so CI and scripts can
+// keep it and compare runs. Every figure is a wall-clock rate taken over repeated
+// iterations; each measurement is split into several runs and reports the median with the
+// min and max beside it, because on a small shared machine single runs are noisy.
+//
+//   popchain_bench [--quick] [--seconds N]
+//
+// docs/benchmarks.md explains each figure and holds reference numbers.
+#include <popchain/block.hpp>
+#include <popchain/crypto.hpp>
+#include <popchain/genesis.hpp>
+#include <popchain/ledger.hpp>
+#include <popchain/merkle.hpp>
+#include <popchain/sqlite_store.hpp>
+#include <popchain/transaction.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef POPCHAIN_BENCH_BUILD_TYPE
+#define POPCHAIN_BENCH_BUILD_TYPE "unknown"
+#endif
+#ifndef POPCHAIN_BENCH_BOTAN_VERSION
+#define POPCHAIN_BENCH_BOTAN_VERSION "unknown"
+#endif
+#ifndef POPCHAIN_BENCH_SQLITE_VERSION
+#define POPCHAIN_BENCH_SQLITE_VERSION "unknown"
+#endif
+
+namespace {
+
+using namespace popchain;
+using Json = nlohmann::ordered_json; // keeps keys in the order written, for readable reports
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// ---- options ----
+
+struct Options {
+    bool quick = false;
+    double seconds = 2.0; // wall-clock budget of one measurement, shared by its runs
+    int runs = 3;         // the median of an odd number of runs is a real sample
+    // Workload sizes; --quick shrinks them so the whole harness finishes in a few seconds.
+    std::size_t block_txs = 1000;   // transactions per "big" block
+    std::size_t big_blocks = 8;     // length of the pre-built chain of big blocks
+    std::size_t small_blocks = 500; // length of the pre-built chain of 1-tx blocks
+    std::size_t accounts = 1000;    // funded senders
+};
+
+[[noreturn]] void usage(int code) {
+    std::fprintf(code == 0 ? stdout : stderr,
+                 "usage: popchain_bench [--quick] [--seconds N]\n"
+                 "  --quick      small workloads (250-tx blocks) and short measurements, < 10 s\n"
+                 "  --seconds N  wall-clock seconds per measurement (default 2, quick 0.15)\n"
+                 "Prints one JSON object on stdout; progress on stderr.\n");
+    std::exit(code);
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    std::optional<double> seconds;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--quick") {
+            o.quick = true;
+        } else if (arg == "--seconds" && i + 1 < argc) {
+            char* end = nullptr;
+            double v = std::strtod(argv[++i], &end);
+            if (end == argv[i] || *end != '\0' || !(v > 0) || v > 3600) {
+                std::fprintf(stderr, "popchain_bench: --seconds needs a number in (0, 3600]\n");
+                usage(2);
+            }
+            seconds = v;
+        } else if (arg == "--help" || arg == "-h") {
+            usage(0);
+        } else {
+            std::fprintf(stderr, "popchain_bench: unknown argument \"%s\"\n", arg.c_str());
+            usage(2);
+        }
+    }
+    if (o.quick) {
+        // Smaller blocks too: a run applies at least one whole block with every signature
+        // verified, and at 1000 txs that alone would take seconds. Quick figures only show
+        // that everything runs; they are not comparable with full ones.
+        o.seconds = 0.15;
+        o.block_txs = 250;
+        o.accounts = 250;
+        o.big_blocks = 1;
+        o.small_blocks = 40;
+    }
+    if (seconds) o.seconds = *seconds;
+    return o;
+}
+
+void progress(const std::string& what) {
+    std::cerr << "[bench] " << what << std::endl;
+}
+
+// ---- measurement ----
+
+// Rounds to 4 significant digits: the noise between runs is far larger than that, and
+// shorter numbers make reports easier to read and diff.
+double round4(double v) {
+    if (v == 0 || !std::isfinite(v)) return v;
+    double scale = std::pow(10.0, 3 - static_cast<int>(std::floor(std::log10(std::fabs(v)))));
+    return std::round(v * scale) / scale;
+}
+
+// The rates of the runs of one measurement.
+struct Rates {
+    std::vector<double> runs;
+
+    double median() const {
+        std::vector<double> v = runs;
+        std::sort(v.begin(), v.end());
+        std::size_t n = v.size();
+        if (n == 0) return 0;
+        return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    }
+    Json json() const {
+        return Json{{"median", round4(median())},
+                    {"min", round4(*std::min_element(runs.begin(), runs.end()))},
+                    {"max", round4(*std::max_element(runs.begin(), runs.end()))},
+                    {"runs", runs.size()}};
+    }
+    Rates scaled(double factor) const {
+        Rates out = *this;
+        for (double& r : out.runs)
+            r *= factor;
+        return out;
+    }
+};
+
+// What one step of a measurement did: `units` of work in `seconds` of timed wall clock.
+// Steps time themselves so that untimed preparation (opening a fresh database, resetting a
+// ledger) can sit between timed parts.
+struct Sample {
+    double units = 0;
+    double seconds = 0;
+};
+
+// Runs `step` until each run has accumulated its share of the budget in timed seconds, and
+// returns the rate (units per second) of every run. A run always takes at least one step.
+Rates measure(const Options& opt, const std::function<Sample()>& step) {
+    Rates rates;
+    const double per_run = opt.seconds / opt.runs;
+    for (int run = 0; run < opt.runs; ++run) {
+        Sample total;
+        do {
+            Sample s = step();
+            total.units += s.units;
+            total.seconds += s.seconds;
+        } while (total.seconds < per_run);
+        rates.runs.push_back(total.units / total.seconds);
+    }
+    return rates;
+}
+
+// measure() for a cheap operation: times batches sized so that the clock's own cost and
+// granularity do not show (about 5 ms per batch).
+Rates measure_op(const Options& opt, const std::function<void()>& op) {
+    auto start = Clock::now();
+    op(); // also warms caches and lazily built state
+    double once = std::max(seconds_since(start), 1e-9);
+    const auto batch = static_cast<std::size_t>(std::clamp(0.005 / once, 1.0, 1e6));
+    return measure(opt, [&] {
+        auto t0 = Clock::now();
+        for (std::size_t i = 0; i < batch; ++i)
+            op();
+        return Sample{static_cast<double>(batch), seconds_since(t0)};
+    });
+}
+
+// Keeps the optimiser from discarding a computed value.
+template <class T>
+void keep(const T& value) {
+    asm volatile("" : : "g"(&value) : "memory");
+}
+
+// ---- workload: keys, a genesis and pre-built chains ----
+
+template <class T>
+T must(Result<T> r, const char* what) {
+    if (!r) throw std::runtime_error(std::string(what) + ": " + r.error().message());
+    return std::move(r).value();
+}
+
+// Deterministic keys, so two runs of the harness execute the same transactions.
+SigningKey bench_key(const std::string& label) {
+    auto secret = sha256("popchain-bench/key/" + label);
+    auto key = SigningKey::from_secret(secret.view());
+    return key ? std::move(key).value() : SigningKey::generate(); // ~2^-32 chance
+}
+
+// A pre-built chain: genesis plus blocks built by one ledger, ready to be applied by another
+// or appended to a store.
+struct Chain {
+    BuiltBlock genesis;
+    std::vector<BuiltBlock> blocks;
+    std::size_t tx_count() const {
+        std::size_t n = 0;
+        for (const auto& b : blocks)
+            n += b.block.txs.size();
+        return n;
+    }
+};
+
+class Workload {
+public:
+    explicit Workload(const Options& opt) : authority_(bench_key("authority")) {
+        genesis_.params.chain_id = "popchain-bench";
+        genesis_.params.authority = authority_.public_key();
+        genesis_.replicas.push_back({0, bench_key("replica-0").public_key(), "127.0.0.1:7000"});
+        senders_.reserve(opt.accounts);
+        for (std::size_t i = 0; i < opt.accounts; ++i) {
+            senders_.push_back(bench_key("sender-" + std::to_string(i)));
+            genesis_.balances.emplace_back(senders_.back().address(), 1'000'000'000);
+        }
+        genesis_block_ = must(genesis_.build(), "genesis");
+        apply_delta(genesis_state_, genesis_block_.delta);
+    }
+
+    const ChainParams& params() const { return genesis_.params; }
+    const State& genesis_state() const { return genesis_state_; }
+
+    // `blocks` blocks of `txs_per_block` transfers each, built with Ledger::build_block.
+    // Each transfer moves 1 unit between funded accounts, so every account touched already
+    // exists and blocks stay valid however long the chain.
+    Chain build_chain(std::size_t blocks, std::size_t txs_per_block) const {
+        Chain chain;
+        chain.genesis = genesis_block_;
+        Ledger builder(genesis_.params, genesis_state_);
+        std::vector<std::uint64_t> nonces(senders_.size(), 0);
+        std::size_t next_sender = 0;
+        for (std::size_t b = 0; b < blocks; ++b) {
+            std::vector<Tx> candidates;
+            candidates.reserve(txs_per_block);
+            for (std::size_t i = 0; i < txs_per_block; ++i) {
+                std::size_t from = next_sender++ % senders_.size();
+                std::size_t to = (from * 7 + b + 1) % senders_.size();
+                if (to == from) to = (to + 1) % senders_.size();
+                Tx tx;
+                tx.kind = TxKind::transfer;
+                tx.chain_id = genesis_.params.chain_id;
+                tx.to = senders_[to].address();
+                tx.amount = 1;
+                tx.nonce = nonces[from]++;
+                candidates.push_back(sign_tx(std::move(tx), senders_[from]));
+            }
+            BuiltBlock built = builder.build_block(candidates, b, 0, 1'700'000'000'000 + b);
+            if (!built.rejected.empty())
+                throw std::runtime_error("block builder rejected a transfer: " +
+                                         built.rejected.front().error.message());
+            builder.commit(built.delta);
+            chain.blocks.push_back(std::move(built));
+        }
+        return chain;
+    }
+
+private:
+    SigningKey authority_;
+    Genesis genesis_;
+    BuiltBlock genesis_block_;
+    State genesis_state_;
+    std::vector<SigningKey> senders_;
+};
+
+// ---- the measurements ----
+
+Json bench_ecdsa(const Options& opt, double& verify_median) {
+    SigningKey key = bench_key("ecdsa");
+    // A few hundred distinct messages, so nothing is accidentally cached between calls.
+    std::vector<Hash256> digests;
+    std::vector<Signature> sigs;
+    for (int i = 0; i < 256; ++i) {
+        digests.push_back(sha256("message " + std::to_string(i)));
+        sigs.push_back(key.sign(digests.back()));
+    }
+    for (std::size_t i = 0; i < digests.size(); ++i)
+        if (!verify(key.public_key(), digests[i], sigs[i]))
+            throw std::runtime_error("a fresh signature does not verify");
+
+    progress("ECDSA P-256 sign");
+    std::size_t n = 0;
+    Rates sign = measure_op(opt, [&] { keep(key.sign(digests[n++ % digests.size()])); });
+
+    progress("ECDSA P-256 verify, 1 thread");
+    Rates verify1 = measure_op(opt, [&] {
+        std::size_t i = n++ % digests.size();
+        if (!verify(key.public_key(), digests[i], sigs[i])) std::abort();
+    });
+
+    // Every hardware thread verifies its own slice of the messages; the rate is all
+    // verifications over the wall-clock time from a common start until the last finishes.
+    const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+    progress("ECDSA P-256 verify, " + std::to_string(threads) + " threads");
+    Rates verify_all = measure(opt, [&] {
+        const double window = std::min(opt.seconds / opt.runs, 0.5);
+        std::atomic<bool> go{false};
+        std::atomic<std::uint64_t> done{0};
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                while (!go.load(std::memory_order_acquire))
+                    std::this_thread::yield();
+                auto start = Clock::now();
+                std::uint64_t count = 0;
+                for (std::size_t i = t; seconds_since(start) < window; ++i, ++count)
+                    if (!verify(key.public_key(), digests[i % digests.size()],
+                                sigs[i % digests.size()]))
+                        std::abort();
+                done += count;
+            });
+        }
+        auto start = Clock::now();
+        go.store(true, std::memory_order_release);
+        for (auto& th : pool)
+            th.join();
+        return Sample{static_cast<double>(done.load()), seconds_since(start)};
+    });
+
+    // verify() decompresses and checks the public key on every call; this is that part
+    // alone, to show how much of a verification a parsed-key cache could save.
+    progress("P-256 public key parse");
+    Rates parse = measure_op(opt, [&] {
+        if (!parse_public_key(key.public_key().view())) std::abort();
+    });
+
+    verify_median = verify1.median();
+    return Json{{"sign_per_s", sign.json()},
+                {"verify_per_s", verify1.json()},
+                {"verify_per_s_all_cores", verify_all.json()},
+                {"threads", threads},
+                {"public_key_parse_per_s", parse.json()}};
+}
+
+Json bench_sha256(const Options& opt) {
+    progress("SHA-256 over 1 MiB buffers");
+    Bytes buffer(1 << 20);
+    for (std::size_t i = 0; i < buffer.size(); ++i)
+        buffer[i] = static_cast<std::uint8_t>(i * 131);
+    Rates per_s = measure_op(opt, [&] { keep(sha256(buffer)); });
+    return Json{{"mb_per_s", per_s.scaled(buffer.size() / 1e6).json()},
+                {"buffer_bytes", buffer.size()}};
+}
+
+Json bench_merkle(const Options& opt) {
+    progress("Merkle root of 1000 txids");
+    std::vector<Hash256> ids;
+    for (int i = 0; i < 1000; ++i)
+        ids.push_back(sha256("txid " + std::to_string(i)));
+    Rates roots = measure_op(opt, [&] { keep(merkle_root(ids)); });
+    return Json{{"roots_per_s", roots.json()}, {"leaves", ids.size()}};
+}
+
+// Applies the chain's blocks in order on a ledger that starts at genesis, timing apply()
+// only; when the chain runs out a fresh ledger starts again from genesis (untimed).
+Rates apply_rate(const Options& opt, const Workload& w, const Chain& chain, SignatureCache* cache) {
+    std::optional<Ledger> ledger;
+    std::size_t next = chain.blocks.size();
+    return measure(opt, [&] {
+        if (next == chain.blocks.size()) {
+            ledger.emplace(w.params(), w.genesis_state(), cache);
+            next = 0;
+        }
+        const Block& block = chain.blocks[next++].block;
+        auto start = Clock::now();
+        auto delta = ledger->apply(block);
+        double s = seconds_since(start);
+        if (!delta) throw std::runtime_error("apply failed: " + delta.error().message());
+        return Sample{static_cast<double>(block.txs.size()), s};
+    });
+}
+
+Json ledger_json(const Rates& tx_per_s, std::size_t block_txs) {
+    return Json{{"tx_per_s", tx_per_s.json()},
+                {"blocks_per_s", tx_per_s.scaled(1.0 / static_cast<double>(block_txs)).json()}};
+}
+
+Json bench_ledger(const Options& opt, const Workload& w, const Chain& chain, double& verified_tx,
+                  double& cached_tx) {
+    progress("ledger apply, signatures verified");
+    Rates verified = apply_rate(opt, w, chain, nullptr);
+
+    progress("ledger apply, warm signature cache");
+    SignatureCache cache(chain.tx_count() + 16);
+    for (const auto& b : chain.blocks)
+        for (const auto& tx : b.block.txs)
+            if (!cache.verify(tx.public_key, tx.id(), tx.signature))
+                throw std::runtime_error("bench transaction with a bad signature");
+    Rates cached = apply_rate(opt, w, chain, &cache);
+
+    verified_tx = verified.median();
+    cached_tx = cached.median();
+    return Json{{"block_txs", opt.block_txs},
+                {"chain_blocks", chain.blocks.size()},
+                {"verified", ledger_json(verified, opt.block_txs)},
+                {"cached_signatures", ledger_json(cached, opt.block_txs)}};
+}
+
+// A fresh directory for one database, removed again by the destructor.
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "popchain-bench-XXXXXX");
+        if (!mkdtemp(pattern.data())) throw std::runtime_error("cannot create a temp directory");
+        path_ = pattern;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+// Appends the chain's blocks to fresh stores, timing append() only. Each pass opens a new
+// database and stores genesis untimed, so every timed append is a real durable commit of a
+// block on an otherwise small database.
+Rates commit_rate(const Options& opt, const Chain& chain) {
+    std::optional<TempDir> dir;
+    std::unique_ptr<SqliteStore> store;
+    std::size_t next = chain.blocks.size();
+    return measure(opt, [&] {
+        if (next == chain.blocks.size()) {
+            store.reset();
+            dir.emplace();
+            store = must(SqliteStore::open(dir->path() / "chain.db"), "open store");
+            if (auto ok = store->append(chain.genesis.block, chain.genesis.delta); !ok)
+                throw std::runtime_error("append genesis: " + ok.error().message());
+            next = 0;
+        }
+        const BuiltBlock& b = chain.blocks[next++];
+        auto start = Clock::now();
+        auto ok = store->append(b.block, b.delta);
+        double s = seconds_since(start);
+        if (!ok) throw std::runtime_error("append: " + ok.error().message());
+        return Sample{1, s};
+    });
+}
+
+Json sqlite_json(const Rates& blocks_per_s, std::size_t txs) {
+    return Json{{"block_txs", txs},
+                {"blocks_per_s", blocks_per_s.json()},
+                {"tx_per_s", blocks_per_s.scaled(static_cast<double>(txs)).json()}};
+}
+
+Json bench_sqlite(const Options& opt, const Chain& small, const Chain& big, double& one_tx_blocks,
+                  double& big_tx) {
+    progress("SQLite commit, 1 tx per block");
+    Rates one = commit_rate(opt, small);
+    progress("SQLite commit, " + std::to_string(opt.block_txs) + " txs per block");
+    Rates many = commit_rate(opt, big);
+    one_tx_blocks = one.median();
+    big_tx = many.median() * static_cast<double>(opt.block_txs);
+    return Json{{"temp_dir", std::filesystem::temp_directory_path().string()},
+                {"settings", "SqliteStore defaults: WAL, synchronous=FULL, one SQL transaction "
+                             "per append"},
+                {"one_tx_blocks", sqlite_json(one, 1)},
+                {"big_blocks", sqlite_json(many, opt.block_txs)}};
+}
+
+Json bench_codec(const Options& opt, const Chain& big) {
+    const Block& block = big.blocks.front().block;
+    const Bytes encoded = block.encode();
+    progress("encode " + std::to_string(block.txs.size()) + "-tx block");
+    Rates enc = measure_op(opt, [&] { keep(block.encode()); });
+    progress("decode " + std::to_string(block.txs.size()) + "-tx block");
+    Rates dec = measure_op(opt, [&] {
+        auto decoded = decode_block(encoded);
+        if (!decoded) std::abort();
+        keep(decoded);
+    });
+    const double mb = static_cast<double>(encoded.size()) / 1e6;
+    return Json{{"block_txs", block.txs.size()},
+                {"block_bytes", encoded.size()},
+                {"encode_per_s", enc.json()},
+                {"decode_per_s", dec.json()},
+                {"encode_mb_per_s", enc.scaled(mb).json()},
+                {"decode_mb_per_s", dec.scaled(mb).json()}};
+}
+
+// ---- the report ----
+
+std::string compiler() {
+#if defined(__clang__)
+    return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    return std::string("gcc ") + __VERSION__;
+#else
+    return "unknown";
+#endif
+}
+
+std::string cpu_model() {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("model name", 0) == 0) {
+            auto colon = line.find(':');
+            if (colon != std::string::npos)
+                return line.substr(line.find_first_not_of(" \t", colon + 1));
+        }
+    }
+    return "unknown";
+}
+
+// The 1-minute load average when the run started: other work on the machine (a parallel
+// build, say) depresses every figure, so a report carries how busy the machine was.
+double load_average() {
+    std::ifstream in("/proc/loadavg");
+    double one = -1;
+    in >> one;
+    return one;
+}
+
+double ratio(double a, double b) {
+    return b > 0 ? round4(a / b) : 0;
+}
+
+int run(const Options& opt) {
+    const auto started = Clock::now();
+    const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
+    Json report;
+    report["machine"] = Json{{"nproc", nproc},
+                             {"cpu", cpu_model()},
+                             {"compiler", compiler()},
+                             {"build_type", POPCHAIN_BENCH_BUILD_TYPE},
+                             {"loadavg_1m_at_start", load_average()},
+                             {"botan", POPCHAIN_BENCH_BOTAN_VERSION},
+                             {"sqlite", POPCHAIN_BENCH_SQLITE_VERSION}};
+    report["settings"] = Json{{"quick", opt.quick},
+                              {"seconds_per_measurement", opt.seconds},
+                              {"runs_per_measurement", opt.runs}};
+
+    Json results;
+    double verify1 = 0, verified_tx = 0, cached_tx = 0, one_tx_blocks = 0, big_tx = 0;
+    results["ecdsa_p256"] = bench_ecdsa(opt, verify1);
+    results["sha256"] = bench_sha256(opt);
+    results["merkle_root"] = bench_merkle(opt);
+
+    progress("preparing " + std::to_string(opt.big_blocks) + " blocks of " +
+             std::to_string(opt.block_txs) + " signed transfers and " +
+             std::to_string(opt.small_blocks) + " 1-tx blocks (untimed)");
+    Workload workload(opt);
+    Chain big = workload.build_chain(opt.big_blocks, opt.block_txs);
+    Chain small = workload.build_chain(opt.small_blocks, 1);
+
+    results["ledger_apply"] = bench_ledger(opt, workload, big, verified_tx, cached_tx);
+    results["sqlite_commit"] = bench_sqlite(opt, small, big, one_tx_blocks, big_tx);
+    results["block_codec"] = bench_codec(opt, big);
+    report["results"] = std::move(results);
+
+    const double sign1 = report["results"]["ecdsa_p256"]["sign_per_s"]["median"].get<double>();
+    report["crypto_bound"] = Json{
+        {"verify_per_s_x_cores", round4(verify1 * nproc)},
+        {"note", "single-thread ECDSA verify/s times hardware threads: the most transactions per "
+                 "second any path that verifies every signature once can reach on this machine, "
+                 "whatever else it does faster"}};
+    report["ratios"] =
+        Json{{"verify_over_sign", ratio(verify1, sign1)},
+             {"apply_cached_over_verified", ratio(cached_tx, verified_tx)},
+             {"apply_verified_tx_over_verify_per_s", ratio(verified_tx, verify1)},
+             {"sqlite_1tx_blocks_over_apply_verified_tx", ratio(one_tx_blocks, verified_tx)},
+             {"sqlite_big_block_tx_over_apply_verified_tx", ratio(big_tx, verified_tx)}};
+    report["total_seconds"] = round4(seconds_since(started));
+
+    std::cout << report.dump(2) << std::endl;
+    progress("done in " + std::to_string(seconds_since(started)) + " s");
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Options opt = parse_options(argc, argv);
+    try {
+        return run(opt);
+    } catch (const std::exception& e) {
+        // No partial JSON on stdout: a consumer must not mistake a failed run for figures.
+        std::fprintf(stderr, "popchain_bench: %s\n", e.what());
+        return 1;
+    }
+}
