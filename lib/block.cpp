@@ -44,21 +44,29 @@ namespace {
 std::vector<Hash256> txids_of(const std::vector<Tx>& txs) {
     std::vector<Hash256> ids;
     ids.reserve(txs.size());
-    for (const auto& tx : txs) ids.push_back(tx.id());
+    for (const auto& tx : txs)
+        ids.push_back(tx.id());
     return ids;
 }
 } // namespace
 
-std::vector<Hash256> Block::txids() const { return txids_of(txs); }
+std::vector<Hash256> Block::txids() const {
+    return txids_of(txs);
+}
 
-MerkleProof Block::prove_tx(std::size_t index) const { return merkle_prove(txids(), index); }
+MerkleProof Block::prove_tx(std::size_t index) const {
+    return merkle_prove(txids(), index);
+}
 
-Hash256 compute_tx_root(const std::vector<Tx>& txs) { return merkle_root(txids_of(txs)); }
+Hash256 compute_tx_root(const std::vector<Tx>& txs) {
+    return merkle_root(txids_of(txs));
+}
 
 void encode_block(Writer& w, const Block& b) {
     encode_header(w, b.header);
     w.u32(static_cast<std::uint32_t>(b.txs.size()));
-    for (const auto& tx : b.txs) encode_tx(w, tx);
+    for (const auto& tx : b.txs)
+        encode_tx(w, tx);
     w.u64(b.certificate.view);
     w.u32(static_cast<std::uint32_t>(b.certificate.signatures.size()));
     for (const auto& s : b.certificate.signatures) {
@@ -80,7 +88,8 @@ Block decode_block(Reader& r) {
     // Reserve only what the remaining input could hold, so a forged count cannot make us
     // allocate gigabytes before the truncation is noticed.
     b.txs.reserve(std::min(n, r.remaining() / 200));
-    for (std::size_t i = 0; i < n && r.ok(); ++i) b.txs.push_back(decode_tx(r));
+    for (std::size_t i = 0; i < n && r.ok(); ++i)
+        b.txs.push_back(decode_tx(r));
     b.certificate.view = r.u64();
     std::size_t m = r.count(max_certificate_signatures);
     for (std::size_t i = 0; i < m && r.ok(); ++i) {

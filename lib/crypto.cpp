@@ -203,7 +203,8 @@ Signature SigningKey::sign(const Hash256& digest) const {
         // A PK_Signer is not thread-safe; one per key, used under a lock.
         std::lock_guard lock(impl_->mutex);
         if (!impl_->signer)
-            impl_->signer = std::make_unique<Botan::PK_Signer>(impl_->key, thread_rng(), signature_scheme);
+            impl_->signer =
+                std::make_unique<Botan::PK_Signer>(impl_->key, thread_rng(), signature_scheme);
         raw = impl_->signer->sign_message(digest.data(), digest.size(), thread_rng());
     }
     Signature sig = Signature::from(ByteView(raw.data(), raw.size()));
@@ -215,7 +216,8 @@ Signature SigningKey::sign(const Hash256& digest) const {
     return sig;
 }
 
-Result<std::string> SigningKey::encrypted_pem(std::string_view passphrase, std::size_t kdf_msec) const {
+Result<std::string> SigningKey::encrypted_pem(std::string_view passphrase,
+                                              std::size_t kdf_msec) const {
     try {
         return Botan::PKCS8::PEM_encode(impl_->key, thread_rng(), std::string(passphrase),
                                         std::chrono::milliseconds(kdf_msec),
@@ -225,7 +227,8 @@ Result<std::string> SigningKey::encrypted_pem(std::string_view passphrase, std::
     }
 }
 
-Result<SigningKey> SigningKey::from_encrypted_pem(std::string_view pem, std::string_view passphrase) {
+Result<SigningKey> SigningKey::from_encrypted_pem(std::string_view pem,
+                                                  std::string_view passphrase) {
     // Checked before Botan sees the text: load_key would also take a plaintext key.
     constexpr std::string_view armour = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
     auto start = pem.find_first_not_of(" \t\r\n");
@@ -245,12 +248,14 @@ Result<SigningKey> SigningKey::from_encrypted_pem(std::string_view pem, std::str
     auto* ecdsa = dynamic_cast<Botan::ECDSA_PrivateKey*>(loaded.get());
     if (!ecdsa || ecdsa->domain() != curve())
         return make_error(Errc::malformed, "key file does not hold a P-256 ECDSA key");
-    return SigningKey(std::make_unique<Impl>(Botan::ECDSA_PrivateKey(thread_rng(), curve(), ecdsa->private_value())));
+    return SigningKey(std::make_unique<Impl>(
+        Botan::ECDSA_PrivateKey(thread_rng(), curve(), ecdsa->private_value())));
 }
 
 // ---- signature cache ----
 
-Hash256 SignatureCache::entry_id(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+Hash256 SignatureCache::entry_id(const PublicKey& key, const Hash256& digest,
+                                 const Signature& sig) {
     return Sha256().update(key).update(digest).update(sig).finish();
 }
 

@@ -16,9 +16,12 @@ using nlohmann::json;
 
 constexpr std::string_view genesis_domain = "popchain/genesis/v1";
 
-Error bad(std::string what) { return make_error(Errc::malformed, "genesis: " + std::move(what)); }
+Error bad(std::string what) {
+    return make_error(Errc::malformed, "genesis: " + std::move(what));
+}
 
-Result<void> only_keys(const json& obj, std::initializer_list<const char*> allowed, const char* where) {
+Result<void> only_keys(const json& obj, std::initializer_list<const char*> allowed,
+                       const char* where) {
     for (const auto& item : obj.items()) {
         const std::string& key = item.key();
         if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
@@ -105,7 +108,8 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
         return bad("replicas must be a non-empty array");
     for (const auto& r : doc["replicas"]) {
         if (!r.is_object()) return bad("replica entries must be objects");
-        if (auto ok = only_keys(r, {"id", "public_key", "endpoint"}, "replica"); !ok) return ok.error();
+        if (auto ok = only_keys(r, {"id", "public_key", "endpoint"}, "replica"); !ok)
+            return ok.error();
         auto id = uint_field(r, "id");
         if (!id || *id > 0xffffffffu) return bad("replica id must be a 32-bit unsigned integer");
         auto key = key_field(r, "public_key");
@@ -122,7 +126,8 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
         for (const auto& b : doc["balances"]) {
             if (!b.is_object()) return bad("balance entries must be objects");
             if (auto ok = only_keys(b, {"address", "amount"}, "balance"); !ok) return ok.error();
-            if (!b.contains("address") || !b["address"].is_string()) return bad("balance without address");
+            if (!b.contains("address") || !b["address"].is_string())
+                return bad("balance without address");
             auto address = Address::parse(b["address"].get<std::string>());
             if (!address) return bad(address.error().message());
             auto amount = uint_field(b, "amount");
@@ -150,7 +155,8 @@ std::string Genesis::to_json() const {
     doc["authority"] = to_hex(params.authority);
     doc["replicas"] = json::array();
     for (const auto& r : sorted_by_id(replicas))
-        doc["replicas"].push_back({{"id", r.id}, {"public_key", to_hex(r.key)}, {"endpoint", r.endpoint}});
+        doc["replicas"].push_back(
+            {{"id", r.id}, {"public_key", to_hex(r.key)}, {"endpoint", r.endpoint}});
     doc["balances"] = json::array();
     for (const auto& [a, amount] : balances)
         doc["balances"].push_back({{"address", a.to_string()}, {"amount", amount}});

@@ -1,5 +1,5 @@
-#include <popchain/ledger.hpp>
 #include <popchain/hex.hpp>
+#include <popchain/ledger.hpp>
 
 #include <algorithm>
 #include <limits>
@@ -11,7 +11,9 @@ namespace {
 constexpr std::string_view state_domain = "popchain/state/v1";
 constexpr std::uint64_t max_amount = std::numeric_limits<std::uint64_t>::max();
 
-bool add_overflows(std::uint64_t a, std::uint64_t b) { return a > max_amount - b; }
+bool add_overflows(std::uint64_t a, std::uint64_t b) {
+    return a > max_amount - b;
+}
 
 void encode_account(Writer& w, const Address& a, const Account& acc) {
     w.fixed(a);
@@ -31,7 +33,8 @@ void encode_escrow(Writer& w, const Hash256& id, const Escrow& e) {
 
 void encode_replicas(Writer& w, const std::vector<ReplicaInfo>& replicas) {
     w.u32(static_cast<std::uint32_t>(replicas.size()));
-    for (const auto& r : replicas) encode_replica(w, r);
+    for (const auto& r : replicas)
+        encode_replica(w, r);
 }
 
 Error at_tx(std::size_t index, const Hash256& txid, const Error& e) {
@@ -53,9 +56,11 @@ Bytes StateDelta::encode_changes() const {
     Writer w(64 + accounts.size() * 36 + escrows.size() * 110);
     w.u64(height);
     w.u32(static_cast<std::uint32_t>(accounts.size()));
-    for (const auto& [a, acc] : accounts) encode_account(w, a, acc);
+    for (const auto& [a, acc] : accounts)
+        encode_account(w, a, acc);
     w.u32(static_cast<std::uint32_t>(escrows.size()));
-    for (const auto& [id, e] : escrows) encode_escrow(w, id, e);
+    for (const auto& [id, e] : escrows)
+        encode_escrow(w, id, e);
     w.u8(replicas ? 1 : 0);
     if (replicas) encode_replicas(w, *replicas);
     w.u64(total_minted);
@@ -67,8 +72,10 @@ Hash256 next_state_root(const Hash256& prev_root, const StateDelta& delta) {
 }
 
 void apply_delta(State& state, const StateDelta& delta) {
-    for (const auto& [a, acc] : delta.accounts) state.accounts[a] = acc;
-    for (const auto& [id, e] : delta.escrows) state.escrows[id] = e;
+    for (const auto& [a, acc] : delta.accounts)
+        state.accounts[a] = acc;
+    for (const auto& [id, e] : delta.escrows)
+        state.escrows[id] = e;
     if (delta.replicas) state.replicas = *delta.replicas;
     state.total_minted = delta.total_minted;
     state.height = delta.height;
@@ -89,9 +96,11 @@ Hash256 state_digest(const State& state) {
     w.fixed(state.state_root);
     w.u64(state.total_minted);
     w.u32(static_cast<std::uint32_t>(accounts.size()));
-    for (const auto& [a, acc] : accounts) encode_account(w, a, acc);
+    for (const auto& [a, acc] : accounts)
+        encode_account(w, a, acc);
     w.u32(static_cast<std::uint32_t>(escrows.size()));
-    for (const auto& [id, e] : escrows) encode_escrow(w, id, e);
+    for (const auto& [id, e] : escrows)
+        encode_escrow(w, id, e);
     encode_replicas(w, state.replicas);
     return Sha256().update("popchain/state-digest/v1").update(w.data()).finish();
 }
@@ -159,8 +168,9 @@ public:
                 return make_error(Errc::amount_overflow, "total supply would overflow");
             ++sender.nonce;
             delta.accounts[tx.from] = sender;
-            Account payee = account(tx.to); // read after the nonce write: payee may be the authority
-            payee.balance += tx.amount;     // cannot overflow: balance <= total_minted
+            Account payee =
+                account(tx.to);         // read after the nonce write: payee may be the authority
+            payee.balance += tx.amount; // cannot overflow: balance <= total_minted
             delta.accounts[tx.to] = payee;
             delta.total_minted += tx.amount;
             return {};
@@ -203,8 +213,9 @@ public:
                                           "buyer may reclaim after height " +
                                               std::to_string(e.deadline));
                 } else if (tx.from != e.seller) {
-                    return make_error(Errc::not_escrow_party,
-                                      "only the seller, or the buyer after the deadline, may refund");
+                    return make_error(
+                        Errc::not_escrow_party,
+                        "only the seller, or the buyer after the deadline, may refund");
                 }
                 payee_address = e.buyer;
                 e.status = EscrowStatus::refunded;
@@ -219,7 +230,8 @@ public:
         }
         case TxKind::config: {
             if (tx.from != params.authority_address())
-                return make_error(Errc::not_authority, "only the chain authority may change membership");
+                return make_error(Errc::not_authority,
+                                  "only the chain authority may change membership");
             auto change = decode_config_change(tx.payload);
             if (!change) return make_error(Errc::bad_config, change.error().message());
             std::vector<ReplicaInfo> next = replicas();
@@ -227,9 +239,8 @@ public:
             if (change->action == ConfigChange::Action::add_replica) {
                 if (std::any_of(next.begin(), next.end(), same_id))
                     return make_error(Errc::bad_config, "replica id already in the set");
-                if (std::any_of(next.begin(), next.end(), [&](const ReplicaInfo& r) {
-                        return r.key == change->replica.key;
-                    }))
+                if (std::any_of(next.begin(), next.end(),
+                                [&](const ReplicaInfo& r) { return r.key == change->replica.key; }))
                     return make_error(Errc::bad_config, "replica key already in the set");
                 if (next.size() >= max_replicas)
                     return make_error(Errc::bad_config, "replica set is full");
@@ -238,7 +249,8 @@ public:
                           [](const auto& x, const auto& y) { return x.id < y.id; });
             } else {
                 auto it = std::find_if(next.begin(), next.end(), same_id);
-                if (it == next.end()) return make_error(Errc::bad_config, "no replica with that id");
+                if (it == next.end())
+                    return make_error(Errc::bad_config, "no replica with that id");
                 if (next.size() == 1)
                     return make_error(Errc::bad_config, "cannot remove the last replica");
                 next.erase(it);
@@ -292,7 +304,8 @@ Result<StateDelta> Ledger::execute(const Block& block) const {
     Overlay overlay(state_, h.height);
     for (std::size_t i = 0; i < block.txs.size(); ++i) {
         if (!seen.insert(ids[i]).second)
-            return at_tx(i, ids[i], make_error(Errc::duplicate_tx, "transaction repeated in block"));
+            return at_tx(i, ids[i],
+                         make_error(Errc::duplicate_tx, "transaction repeated in block"));
         if (auto ok = overlay.execute(block.txs[i], ids[i], params_, cache_); !ok)
             return at_tx(i, ids[i], ok.error());
     }
@@ -304,7 +317,9 @@ Result<StateDelta> Ledger::execute(const Block& block) const {
     return delta;
 }
 
-void Ledger::commit(const StateDelta& delta) { apply_delta(state_, delta); }
+void Ledger::commit(const StateDelta& delta) {
+    apply_delta(state_, delta);
+}
 
 Result<StateDelta> Ledger::apply(const Block& block) {
     auto delta = execute(block);
@@ -356,7 +371,8 @@ BuiltBlock Ledger::build_block(const std::vector<Tx>& candidates, std::uint64_t 
 
 Result<void> Ledger::check_invariants() const {
     unsigned __int128 held = 0;
-    for (const auto& [a, acc] : state_.accounts) held += acc.balance;
+    for (const auto& [a, acc] : state_.accounts)
+        held += acc.balance;
     for (const auto& [id, e] : state_.escrows)
         if (e.status == EscrowStatus::open) held += e.amount;
     if (held != state_.total_minted)
@@ -370,6 +386,8 @@ Result<void> Ledger::check_invariants() const {
     return {};
 }
 
-Hash256 Ledger::state_digest() const { return popchain::state_digest(state_); }
+Hash256 Ledger::state_digest() const {
+    return popchain::state_digest(state_);
+}
 
 } // namespace popchain

@@ -42,7 +42,8 @@ Hash256 seal_root(const Hash256& top, std::size_t leaf_count) {
 std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {
     std::vector<Hash256> level;
     level.reserve(leaves.size());
-    for (const auto& l : leaves) level.push_back(leaf_hash(l));
+    for (const auto& l : leaves)
+        level.push_back(leaf_hash(l));
     return level;
 }
 } // namespace
@@ -50,7 +51,8 @@ std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {
 Hash256 merkle_root(std::span<const Hash256> leaves) {
     if (leaves.empty()) return Hash256{};
     std::vector<Hash256> level = leaf_level(leaves);
-    while (level.size() > 1) next_level(level);
+    while (level.size() > 1)
+        next_level(level);
     return seal_root(level[0], leaves.size());
 }
 

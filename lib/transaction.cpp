@@ -5,7 +5,9 @@ namespace popchain {
 namespace {
 constexpr std::string_view tx_domain = "popchain/tx/v1";
 
-bool valid_kind(std::uint8_t k) { return k >= 1 && k <= 6; }
+bool valid_kind(std::uint8_t k) {
+    return k >= 1 && k <= 6;
+}
 
 void encode_unsigned(Writer& w, const Tx& tx) {
     w.u8(static_cast<std::uint8_t>(tx.kind));
@@ -46,7 +48,9 @@ Bytes Tx::signing_bytes() const {
     return w.take();
 }
 
-Hash256 Tx::id() const { return sha256(signing_bytes()); }
+Hash256 Tx::id() const {
+    return sha256(signing_bytes());
+}
 
 void encode_tx(Writer& w, const Tx& tx) {
     encode_unsigned(w, tx);

@@ -1,8 +1,8 @@
 // The smallest useful program against libpopchain: start a chain, sign a payment, commit it
 // in a block, and check the result. Exits non-zero if anything is off.
 #include <popchain/genesis.hpp>
-#include <popchain/ledger.hpp>
 #include <popchain/hex.hpp>
+#include <popchain/ledger.hpp>
 #include <popchain/transaction.hpp>
 
 #include <cstdio>
@@ -26,12 +26,14 @@ int main() {
     pay.to = bob.address();
     pay.amount = 40;
     BuiltBlock next = ledger->build_block({sign_tx(pay, alice)}, 0, 0, 0);
-    if (!next.rejected.empty()) return std::fprintf(stderr, "%s\n", next.rejected[0].error.message().c_str()), 1;
+    if (!next.rejected.empty())
+        return std::fprintf(stderr, "%s\n", next.rejected[0].error.message().c_str()), 1;
     if (auto applied = ledger->apply(next.block); !applied)
         return std::fprintf(stderr, "%s\n", applied.error().message().c_str()), 1;
 
     std::printf("block %llu %s: alice %llu, bob %llu\n",
-                static_cast<unsigned long long>(ledger->height()), to_hex(next.block.hash()).c_str(),
+                static_cast<unsigned long long>(ledger->height()),
+                to_hex(next.block.hash()).c_str(),
                 static_cast<unsigned long long>(ledger->account(alice.address()).balance),
                 static_cast<unsigned long long>(ledger->account(bob.address()).balance));
     bool ok = ledger->account(alice.address()).balance == 60 &&

@@ -38,7 +38,9 @@ void must(Result<void> r, const char* step) {
     if (!r) die(std::string(step) + ": " + r.error().message());
 }
 
-std::string short_hex(const Hash256& h) { return to_hex(h).substr(0, 16); }
+std::string short_hex(const Hash256& h) {
+    return to_hex(h).substr(0, 16);
+}
 
 struct Chain {
     Ledger ledger;
@@ -48,7 +50,8 @@ struct Chain {
     // Builds the next block from `txs`, insists every tx is accepted, and commits it.
     void commit(const std::vector<Tx>& txs, const char* what) {
         BuiltBlock built = ledger.build_block(txs, 0, 0, 0);
-        for (const auto& r : built.rejected) die(std::string(what) + ": " + r.error.message());
+        for (const auto& r : built.rejected)
+            die(std::string(what) + ": " + r.error.message());
         must(store.append(built.block, built.delta), "store block");
         ledger.commit(built.delta);
         std::printf("committed block %llu (%s): %s\n",
@@ -67,7 +70,8 @@ void print_chain(const Chain& chain) {
     for (std::uint64_t h = 0; h <= chain.ledger.height(); ++h) {
         Block b = must(chain.store.block_at(h), "read block");
         std::printf("  #%llu %s prev %s txs %zu\n", static_cast<unsigned long long>(h),
-                    short_hex(b.hash()).c_str(), short_hex(b.header.prev_hash).c_str(), b.txs.size());
+                    short_hex(b.hash()).c_str(), short_hex(b.header.prev_hash).c_str(),
+                    b.txs.size());
         for (std::size_t i = 0; i < b.txs.size(); ++i) {
             const Tx& tx = b.txs[i];
             bool proven = merkle_verify(b.header.tx_root, tx.id(), b.prove_tx(i));
@@ -126,7 +130,8 @@ int main(int argc, char** argv) {
     auto store = must(SqliteStore::open(dir / "chain.db"), "open store");
     must(store->append(g.block, g.delta), "store genesis");
     Chain chain{must(genesis.ledger(), "genesis ledger"), *store, {}};
-    for (const auto& [alias, wallet] : w) chain.names[wallet.address()] = alias;
+    for (const auto& [alias, wallet] : w)
+        chain.names[wallet.address()] = alias;
 
     const std::string& cid = genesis.params.chain_id;
     const Wallet& admin = w.at("authority");
@@ -150,9 +155,11 @@ int main(int argc, char** argv) {
         Account a = chain.ledger.account(wallet.address());
         sum += a.balance;
         std::printf("  %-9s %6llu  (next nonce %llu)\n", alias.c_str(),
-                    static_cast<unsigned long long>(a.balance), static_cast<unsigned long long>(a.nonce));
+                    static_cast<unsigned long long>(a.balance),
+                    static_cast<unsigned long long>(a.nonce));
     }
-    std::printf("  sum       %6llu  total minted %llu  -> %s\n", static_cast<unsigned long long>(sum),
+    std::printf("  sum       %6llu  total minted %llu  -> %s\n",
+                static_cast<unsigned long long>(sum),
                 static_cast<unsigned long long>(chain.ledger.state().total_minted),
                 sum == chain.ledger.state().total_minted ? "balances add up" : "MISMATCH");
     must(chain.ledger.check_invariants(), "invariants");
@@ -164,7 +171,8 @@ int main(int argc, char** argv) {
     auto reopened = must(SqliteStore::open(dir / "chain.db"), "reopen store");
     Ledger restored(genesis.params, must(reopened->load_state(), "load state"));
     std::printf("reopened store: height %llu, state digest %s -> %s\n",
-                static_cast<unsigned long long>(restored.height()), short_hex(restored.state_digest()).c_str(),
+                static_cast<unsigned long long>(restored.height()),
+                short_hex(restored.state_digest()).c_str(),
                 restored.state_digest() == live ? "identical" : "DIFFERENT");
     if (restored.state_digest() != live) die("reopened state differs");
     return 0;

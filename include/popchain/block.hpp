@@ -15,9 +15,9 @@ inline constexpr std::size_t max_block_txs = 1 << 16;
 
 struct BlockHeader {
     std::uint64_t height = 0;
-    Hash256 prev_hash;     // hash of the header at height - 1; for genesis, of the chain params
-    Hash256 tx_root;       // merkle_root of the txids
-    Hash256 state_root;    // ledger state root after applying this block (see ledger.hpp)
+    Hash256 prev_hash;  // hash of the header at height - 1; for genesis, of the chain params
+    Hash256 tx_root;    // merkle_root of the txids
+    Hash256 state_root; // ledger state root after applying this block (see ledger.hpp)
     std::uint64_t view = 0;
     std::uint32_t proposer = 0;
     std::uint64_t timestamp_ms = 0; // proposer's clock; informative, not validated

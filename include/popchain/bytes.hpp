@@ -53,7 +53,9 @@ struct FixedBytesHash {
     }
 };
 
-inline Bytes to_bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+inline Bytes to_bytes(std::string_view s) {
+    return Bytes(s.begin(), s.end());
+}
 // A view of a string's bytes, without copying.
 inline ByteView as_bytes(std::string_view s) {
     return ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());

@@ -41,16 +41,15 @@ public:
         u32(static_cast<std::uint32_t>(v.size()));
         raw(v);
     }
-    void str(std::string_view s) {
-        bytes(as_bytes(s));
-    }
+    void str(std::string_view s) { bytes(as_bytes(s)); }
 
     const Bytes& data() const { return buf_; }
     Bytes take() { return std::move(buf_); }
 
 private:
     void put_le(std::uint64_t v, int width) {
-        for (int i = 0; i < width; ++i) buf_.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+        for (int i = 0; i < width; ++i)
+            buf_.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
     }
     Bytes buf_;
 };
@@ -67,7 +66,8 @@ public:
     template <class Fixed>
     Fixed fixed() {
         Fixed out;
-        if (take(Fixed::size())) std::memcpy(out.data(), in_.data() + pos_ - Fixed::size(), Fixed::size());
+        if (take(Fixed::size()))
+            std::memcpy(out.data(), in_.data() + pos_ - Fixed::size(), Fixed::size());
         return out;
     }
     Bytes bytes(std::size_t max_len) {
@@ -103,7 +103,8 @@ private:
     std::size_t length(std::size_t max) {
         std::uint32_t n = u32();
         if (n > max) {
-            fail(Errc::too_large, "length " + std::to_string(n) + " exceeds " + std::to_string(max));
+            fail(Errc::too_large,
+                 "length " + std::to_string(n) + " exceeds " + std::to_string(max));
             return 0;
         }
         return n;
@@ -122,7 +123,9 @@ private:
         if (!take(static_cast<std::size_t>(width))) return 0;
         std::uint64_t v = 0;
         for (int i = 0; i < width; ++i)
-            v |= static_cast<std::uint64_t>(in_[pos_ - static_cast<std::size_t>(width) + static_cast<std::size_t>(i)]) << (8 * i);
+            v |= static_cast<std::uint64_t>(
+                     in_[pos_ - static_cast<std::size_t>(width) + static_cast<std::size_t>(i)])
+                 << (8 * i);
         return v;
     }
 

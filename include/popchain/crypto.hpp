@@ -10,11 +10,11 @@
 #include <popchain/result.hpp>
 
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <deque>
 #include <unordered_set>
 
 namespace popchain {
@@ -30,7 +30,9 @@ using Signature = FixedBytes<64, SignatureTag>;
 
 // SHA-256 of a byte string.
 Hash256 sha256(ByteView data);
-inline Hash256 sha256(std::string_view s) { return sha256(as_bytes(s)); }
+inline Hash256 sha256(std::string_view s) {
+    return sha256(as_bytes(s));
+}
 
 // Incremental SHA-256, for hashing structures without building one big buffer.
 class Sha256 {

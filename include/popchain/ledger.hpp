@@ -54,12 +54,13 @@ struct ChainParams {
 
 struct State {
     std::unordered_map<Address, Account> accounts;
-    std::unordered_map<Hash256, Escrow, FixedBytesHash> escrows; // closed ones stay: ids are never reused
-    std::vector<ReplicaInfo> replicas;                            // sorted by id
+    std::unordered_map<Hash256, Escrow, FixedBytesHash>
+        escrows;                       // closed ones stay: ids are never reused
+    std::vector<ReplicaInfo> replicas; // sorted by id
     std::uint64_t total_minted = 0;
-    std::uint64_t height = 0;  // height of the last applied block
-    Hash256 tip_hash;          // hash of the last applied block
-    Hash256 state_root;        // its state root
+    std::uint64_t height = 0; // height of the last applied block
+    Hash256 tip_hash;         // hash of the last applied block
+    Hash256 state_root;       // its state root
     bool operator==(const State&) const = default;
 };
 
@@ -68,11 +69,11 @@ struct State {
 struct StateDelta {
     std::uint64_t height = 0;
     Hash256 block_hash;
-    std::map<Address, Account> accounts;  // new values of changed accounts
-    std::map<Hash256, Escrow> escrows;    // new values of changed escrows
+    std::map<Address, Account> accounts;              // new values of changed accounts
+    std::map<Hash256, Escrow> escrows;                // new values of changed escrows
     std::optional<std::vector<ReplicaInfo>> replicas; // the new set, when it changed
-    std::uint64_t total_minted = 0;       // after the block
-    Hash256 state_root;                   // after the block
+    std::uint64_t total_minted = 0;                   // after the block
+    Hash256 state_root;                               // after the block
     // Encoding of everything but block_hash and state_root: what the state root chains.
     Bytes encode_changes() const;
 };

@@ -16,8 +16,8 @@
 namespace popchain {
 
 struct MerkleProof {
-    std::uint32_t index = 0;      // position of the leaf
-    std::uint32_t leaf_count = 0; // leaves in the tree
+    std::uint32_t index = 0;       // position of the leaf
+    std::uint32_t leaf_count = 0;  // leaves in the tree
     std::vector<Hash256> siblings; // bottom-up
     friend bool operator==(const MerkleProof&, const MerkleProof&) = default;
 };

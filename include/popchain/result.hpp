@@ -88,9 +88,18 @@ public:
     bool ok() const noexcept { return state_.index() == 0; }
     explicit operator bool() const noexcept { return ok(); }
 
-    T& value() & { check(); return std::get<0>(state_); }
-    const T& value() const& { check(); return std::get<0>(state_); }
-    T&& value() && { check(); return std::get<0>(std::move(state_)); }
+    T& value() & {
+        check();
+        return std::get<0>(state_);
+    }
+    const T& value() const& {
+        check();
+        return std::get<0>(state_);
+    }
+    T&& value() && {
+        check();
+        return std::get<0>(std::move(state_));
+    }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
@@ -125,6 +134,8 @@ private:
     bool failed_ = false;
 };
 
-inline Error make_error(Errc code, std::string detail = {}) { return Error{code, std::move(detail)}; }
+inline Error make_error(Errc code, std::string detail = {}) {
+    return Error{code, std::move(detail)};
+}
 
 } // namespace popchain

@@ -37,9 +37,7 @@ std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
     switch (tx.kind) {
     case TxKind::transfer:
     case TxKind::mint:
-    case TxKind::escrow_open:
-        add(tx.to);
-        break;
+    case TxKind::escrow_open: add(tx.to); break;
     case TxKind::escrow_release:
     case TxKind::escrow_refund:
         if (const Escrow* e = find_escrow(tx.trade_id)) {
@@ -47,8 +45,7 @@ std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
             add(e->seller);
         }
         break;
-    case TxKind::config:
-        break;
+    case TxKind::config: break;
     }
     return out;
 }

@@ -3,28 +3,17 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
 
 using namespace popchain;
+using namespace popchain::test;
 
 namespace {
-
-std::string code_name(Errc c) {
-    return errc_name(c);
-}
-template <class T>
-std::string code_of(const Result<T>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-
-SigningKey key_from_byte(std::uint8_t b) {
-    auto k = SigningKey::from_secret(Bytes(32, b));
-    REQUIRE(k.ok());
-    return std::move(k).value();
-}
 
 const SigningKey& sender() {
     static const SigningKey k = key_from_byte(0x71);

@@ -5,25 +5,17 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
 
 using namespace popchain;
+using namespace popchain::test;
 
 namespace {
-
-std::string code_name(Errc c) {
-    return errc_name(c);
-}
-std::string code_of(const Result<void>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-template <class T>
-std::string code_of(const Result<T>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
 
 // A composite value exercising every Writer primitive; used for truncation tests.
 struct Sample {

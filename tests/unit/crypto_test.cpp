@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <set>
@@ -12,16 +14,9 @@
 #include <vector>
 
 using namespace popchain;
+using namespace popchain::test;
 
 namespace {
-
-std::string code_name(Errc c) {
-    return errc_name(c);
-}
-template <class T>
-std::string code_of(const Result<T>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
 
 Bytes hex_bytes(std::string_view h) {
     auto b = from_hex(h);
@@ -95,11 +90,6 @@ Signature twin(const Signature& sig) {
 
 SigningKey key_from_hex(std::string_view secret_hex) {
     auto k = SigningKey::from_secret(hex_bytes(secret_hex));
-    REQUIRE(k.ok());
-    return std::move(k).value();
-}
-SigningKey key_from_byte(std::uint8_t b) {
-    auto k = SigningKey::from_secret(Bytes(32, b));
     REQUIRE(k.ok());
     return std::move(k).value();
 }

@@ -4,6 +4,8 @@
 #include <popchain/ledger.hpp>
 
 #include <doctest/doctest.h>
+
+#include "test_support.hpp"
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -15,27 +17,11 @@
 #include <unistd.h>
 
 using namespace popchain;
+using namespace popchain::test;
 
 namespace {
 
-std::string code_name(Errc c) {
-    return errc_name(c);
-}
-std::string code_of(const Result<void>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-template <class T>
-std::string code_of(const Result<T>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-
 constexpr std::uint64_t u64_max = std::numeric_limits<std::uint64_t>::max();
-
-SigningKey key_from_byte(std::uint8_t b) {
-    auto k = SigningKey::from_secret(Bytes(32, b));
-    REQUIRE(k.ok());
-    return std::move(k).value();
-}
 
 Hash256 trade(const char* name) {
     return sha256(std::string_view(name));

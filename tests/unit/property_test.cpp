@@ -241,7 +241,7 @@ Hash256 model_state_root(const Model& before, const Model& after, std::uint64_t 
 // ---- one seeded run ----
 
 class Run {
-  public:
+public:
     explicit Run(std::uint64_t seed) : seed_(seed), rng_(seed) {}
 
     // Returns an empty string on success, else a description of the first failure.
@@ -293,7 +293,7 @@ class Run {
     int rejected() const { return rejected_; }
     const std::map<std::string, int>& codes() const { return codes_; }
 
-  private:
+private:
     std::uint64_t below(std::uint64_t n) { return n == 0 ? 0 : rng_() % n; }
     bool chance(int percent) { return below(100) < static_cast<std::uint64_t>(percent); }
 
@@ -411,16 +411,10 @@ class Run {
         } else if (f < 7) {
             switch (tx.kind) {
             case TxKind::transfer:
-            case TxKind::mint:
-                tx.deadline = 1 + below(5);
-                break;
-            case TxKind::escrow_open:
-                tx.amount = 0;
-                break;
+            case TxKind::mint: tx.deadline = 1 + below(5); break;
+            case TxKind::escrow_open: tx.amount = 0; break;
             case TxKind::escrow_release:
-            case TxKind::escrow_refund:
-                tx.to = addr(static_cast<int>(below(actor_count)));
-                break;
+            case TxKind::escrow_refund: tx.to = addr(static_cast<int>(below(actor_count))); break;
             case TxKind::config:
                 tx.payload = Bytes{static_cast<std::uint8_t>(below(256))};
                 p.payload_ok = false;

@@ -4,32 +4,18 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <functional>
 #include <string>
 #include <vector>
 
 using namespace popchain;
+using namespace popchain::test;
 
 namespace {
 
-std::string code_name(Errc c) {
-    return errc_name(c);
-}
-std::string code_of(const Result<void>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-template <class T>
-std::string code_of(const Result<T>& r) {
-    return r.ok() ? "ok" : errc_name(r.code());
-}
-
 constexpr std::string_view chain = "tx-test-chain";
-
-SigningKey key_from_byte(std::uint8_t b) {
-    auto k = SigningKey::from_secret(Bytes(32, b));
-    REQUIRE(k.ok());
-    return std::move(k).value();
-}
 
 const SigningKey& alice() {
     static const SigningKey k = key_from_byte(0x61);
@@ -78,12 +64,8 @@ Tx unsigned_tx(TxKind kind) {
         tx.deadline = 42;
         break;
     case TxKind::escrow_release:
-    case TxKind::escrow_refund:
-        tx.trade_id = sha256(std::string_view("trade-1"));
-        break;
-    case TxKind::config:
-        tx.payload = add_replica_payload();
-        break;
+    case TxKind::escrow_refund: tx.trade_id = sha256(std::string_view("trade-1")); break;
+    case TxKind::config: tx.payload = add_replica_payload(); break;
     }
     return tx;
 }
