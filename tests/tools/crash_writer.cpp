@@ -171,9 +171,7 @@ private:
                 break;
             }
             [[fallthrough]];
-        default:
-            signer = find(e.buyer);
-            break;
+        default: signer = find(e.buyer); break;
         }
         if (!signer) return std::nullopt;
         Tx tx = base(kind, *signer);
