@@ -5,8 +5,10 @@
 #include <botan/bigint.h>
 #include <botan/data_src.h>
 #include <botan/ec_group.h>
+#include <botan/ecdh.h>
 #include <botan/ecdsa.h>
 #include <botan/hash.h>
+#include <botan/mac.h>
 #include <botan/pkcs8.h>
 #include <botan/pubkey.h>
 
@@ -63,6 +65,22 @@ Hash256 Sha256::finish() {
     Hash256 out;
     impl_->fn->final(out.data());
     return out;
+}
+
+Hash256 hmac_sha256(ByteView key, ByteView data) {
+    thread_local auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+    mac->set_key(key.data(), key.size());
+    mac->update(data.data(), data.size());
+    Hash256 out;
+    mac->final(out.data());
+    return out;
+}
+
+bool equal_in_constant_time(const Hash256& a, const Hash256& b) {
+    std::uint8_t diff = 0;
+    for (std::size_t i = 0; i < Hash256::size(); ++i)
+        diff |= a.bytes[i] ^ b.bytes[i];
+    return diff == 0;
 }
 
 // ---- addresses ----
@@ -214,6 +232,20 @@ Signature SigningKey::sign(const Hash256& digest) const {
         low.binary_encode(sig.data() + 32, 32);
     }
     return sig;
+}
+
+Result<Hash256> SigningKey::agree(const PublicKey& peer) const {
+    auto pub = load_public(peer);
+    if (!pub) return make_error(Errc::bad_public_key, "peer key is not a P-256 point");
+    try {
+        Botan::ECDH_PrivateKey ecdh(thread_rng(), curve(), impl_->key.private_value());
+        Botan::PK_Key_Agreement agreement(ecdh, thread_rng(), "Raw");
+        auto point = pub->public_point().encode(Botan::PointGFp::UNCOMPRESSED);
+        Botan::SymmetricKey shared = agreement.derive_key(0, point.data(), point.size());
+        return sha256(ByteView(shared.begin(), shared.size()));
+    } catch (const std::exception& e) {
+        return make_error(Errc::bad_public_key, std::string("key agreement failed: ") + e.what());
+    }
 }
 
 Result<std::string> SigningKey::encrypted_pem(std::string_view passphrase,

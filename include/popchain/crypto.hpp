@@ -54,6 +54,11 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+// HMAC-SHA256 of `data` under `key`.
+Hash256 hmac_sha256(ByteView key, ByteView data);
+// Compares two MACs in time independent of where they differ.
+bool equal_in_constant_time(const Hash256& a, const Hash256& b);
+
 // An account identifier: the first 20 bytes of SHA-256(compressed public key).
 //
 // Text form: "pop" followed by 48 lower-case hex digits: the 20 address bytes, then a
@@ -93,6 +98,11 @@ public:
     const PublicKey& public_key() const { return public_key_; }
     Address address() const { return Address::of(public_key_); }
     Signature sign(const Hash256& digest) const;
+
+    // Static-static ECDH with `peer`: SHA-256 of the shared point's x-coordinate. Both sides
+    // get the same value (a.agree(b.public_key()) == b.agree(a.public_key())); replicas
+    // derive their pairwise MAC keys from it. Fails only for a key not on the curve.
+    Result<Hash256> agree(const PublicKey& peer) const;
 
     // The key as encrypted PKCS#8 PEM (PBES2: scrypt tuned to take about kdf_msec, then
     // AES-256/GCM). Used by the keystore; the secret never leaves unencrypted.

@@ -578,3 +578,30 @@ TEST_CASE("errc_name: every code has a distinct snake_case name") {
     CHECK(make_error(Errc::nonce_gap, "x").message() == "nonce_gap: x");
     CHECK(make_error(Errc::nonce_gap).message() == "nonce_gap");
 }
+
+// ---- key agreement and MACs (replica link authentication) ----
+
+TEST_CASE("crypto: ECDH agreement is symmetric and differs per pair") {
+    SigningKey a = key_from_byte(0x21), b = key_from_byte(0x22), c = key_from_byte(0x23);
+    auto ab = a.agree(b.public_key()), ba = b.agree(a.public_key()), ac = a.agree(c.public_key());
+    REQUIRE(ab.ok());
+    REQUIRE(ba.ok());
+    REQUIRE(ac.ok());
+    CHECK(*ab == *ba);
+    CHECK(*ab != *ac);
+    PublicKey off_curve = b.public_key();
+    off_curve.bytes[0] = 0x05; // not a compressed-point prefix
+    CHECK(code_of(a.agree(off_curve)) == code_name(Errc::bad_public_key));
+}
+
+TEST_CASE("crypto: HMAC-SHA256 matches RFC 4231 test case 1 and detects changes") {
+    const Bytes key(20, 0x0b);
+    const Hash256 mac = hmac_sha256(key, as_bytes("Hi There"));
+    CHECK(to_hex(mac) == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    CHECK(hmac_sha256(key, as_bytes("Hi There!")) != mac);
+    CHECK(hmac_sha256(Bytes(20, 0x0c), as_bytes("Hi There")) != mac);
+    Hash256 other = mac;
+    CHECK(equal_in_constant_time(mac, other));
+    other.bytes[31] ^= 1;
+    CHECK_FALSE(equal_in_constant_time(mac, other));
+}
