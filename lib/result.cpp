@@ -36,6 +36,9 @@ const char* errc_name(Errc code) noexcept {
     case Errc::too_many_txs: return "too_many_txs";
     case Errc::mempool_full: return "mempool_full";
     case Errc::already_known: return "already_known";
+    case Errc::unknown_peer: return "unknown_peer";
+    case Errc::forged_sender: return "forged_sender";
+    case Errc::bad_mac: return "bad_mac";
     case Errc::not_found: return "not_found";
     case Errc::io_error: return "io_error";
     case Errc::storage_corrupt: return "storage_corrupt";

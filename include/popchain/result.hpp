@@ -49,6 +49,10 @@ enum class Errc : std::uint16_t {
     // mempool
     mempool_full,
     already_known,
+    // replica links
+    unknown_peer,
+    forged_sender,
+    bad_mac,
     // storage and files
     not_found,
     io_error,

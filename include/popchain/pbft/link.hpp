@@ -1,0 +1,54 @@
+// Authenticated replica-to-replica envelopes.
+//
+//   envelope = u8 version (1) | u8 type | u32 from | u32 to | bytes body | 32-byte MAC
+//   MAC      = HMAC-SHA256(k_from,to, "popchain/link/v1" || version .. body)
+//
+// k_ij is derived from static-static ECDH between the two replicas' identity keys (see
+// docs/consensus.md), so two members can authenticate each other with no handshake, on any
+// transport. open() accepts an envelope only from a member, addressed to this replica,
+// whose claimed sender is the peer the transport delivered it from, with a valid MAC; every
+// refusal is a specific error for the drop counters.
+#pragma once
+
+#include <popchain/net/transport.hpp>
+#include <popchain/pbft/messages.hpp>
+
+#include <map>
+
+namespace popchain::pbft {
+
+struct Envelope {
+    MsgType type{};
+    ReplicaId from = 0;
+    ReplicaId to = 0;
+    Bytes body;
+};
+
+class LinkAuthenticator {
+public:
+    // Derives a key with every other member. Fails if a member's key is not a P-256 point
+    // or `self` is not among the members with `key`'s public key.
+    static Result<LinkAuthenticator> create(ReplicaId self, const SigningKey& key,
+                                            const std::vector<ReplicaInfo>& members);
+
+    ReplicaId self() const { return self_; }
+    bool is_member(ReplicaId id) const { return id == self_ || keys_.count(id) != 0; }
+
+    // Membership changes (applied by the replica at checkpoint boundaries).
+    Result<void> add_member(const SigningKey& key, const ReplicaInfo& member);
+    void remove_member(ReplicaId id) { keys_.erase(id); }
+
+    // The envelope for `to`; `to` must be a member (else the result is empty bytes).
+    Bytes seal(ReplicaId to, MsgType type, ByteView body) const;
+    // Checks an envelope that the transport delivered from `link_from`.
+    Result<Envelope> open(net::NodeId link_from, ByteView envelope) const;
+
+private:
+    LinkAuthenticator(ReplicaId self) : self_(self) {}
+    Hash256 mac(const Hash256& key, ByteView signed_part) const;
+
+    ReplicaId self_;
+    std::map<ReplicaId, Hash256> keys_; // pairwise MAC keys, by peer (self included)
+};
+
+} // namespace popchain::pbft

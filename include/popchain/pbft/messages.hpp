@@ -1,0 +1,136 @@
+// pBFT messages and their canonical encodings (see docs/consensus.md for the protocol).
+//
+// Every message between replicas travels in an envelope authenticated by a MAC under the
+// pairwise key of its sender and receiver (link.hpp). Statements that are forwarded as proof
+// (checkpoints, view changes, new views) are additionally signed with the sender's ECDSA
+// key, and carry the sender's id inside the signed bytes.
+#pragma once
+
+#include <popchain/block.hpp>
+#include <popchain/codec.hpp>
+#include <popchain/crypto.hpp>
+#include <popchain/transaction.hpp>
+
+#include <cstdint>
+#include <variant>
+#include <vector>
+
+namespace popchain::pbft {
+
+using ReplicaId = std::uint32_t;
+
+enum class MsgType : std::uint8_t {
+    request = 1,     // a client transaction, forwarded to the primary
+    pre_prepare = 2, // primary: the block proposed for (view, seq)
+    prepare = 3,     // backup: accepted the pre-prepare
+    commit = 4,      // replica: prepared; ready to execute
+    checkpoint = 5,  // signed: state after seq
+    view_change = 6, // signed: wants view v+1, with its prepared / pre-prepared log
+    new_view = 7,    // signed: new primary starts the view, with proofs and decisions
+    fetch = 8,       // state transfer: ask for blocks in a range
+    blocks = 9,      // state transfer: committed blocks and the checkpoint certifying them
+};
+const char* msg_type_name(MsgType t) noexcept;
+
+// Limits enforced by the decoders.
+inline constexpr std::size_t max_log_entries = 100'000;
+inline constexpr std::size_t max_view_change_proofs = max_replicas;
+inline constexpr std::size_t max_fetch_blocks = 256;
+
+struct Request {
+    Tx tx;
+    friend bool operator==(const Request&, const Request&) = default;
+};
+
+struct PrePrepare {
+    std::uint64_t view = 0;
+    std::uint64_t seq = 0; // equals block.header.height
+    Block block;
+    friend bool operator==(const PrePrepare&, const PrePrepare&) = default;
+};
+
+// Prepare and commit are the same shape: a vote for (view, seq, block hash).
+struct Vote {
+    std::uint64_t view = 0;
+    std::uint64_t seq = 0;
+    Hash256 digest; // block hash
+    friend bool operator==(const Vote&, const Vote&) = default;
+};
+
+// A replica's signed statement: after executing block `seq` (whose hash is `block_hash`),
+// its state root is `state_root`. 2f+1 of them, matching, make a checkpoint certificate.
+struct Checkpoint {
+    ReplicaId replica = 0;
+    std::uint64_t seq = 0;
+    Hash256 block_hash;
+    Hash256 state_root;
+    Signature signature;
+    Hash256 signed_digest() const; // what `signature` covers
+    friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
+};
+
+struct CheckpointCertificate {
+    std::vector<Checkpoint>
+        checkpoints; // matching (seq, block_hash, state_root), distinct replicas
+    friend bool operator==(const CheckpointCertificate&, const CheckpointCertificate&) = default;
+};
+
+// One entry of a replica's P (prepared) or Q (pre-prepared) log.
+struct LogEntry {
+    std::uint64_t seq = 0;
+    Hash256 digest;
+    std::uint64_t view = 0;
+    friend bool operator==(const LogEntry&, const LogEntry&) = default;
+};
+
+struct ViewChange {
+    ReplicaId replica = 0;
+    std::uint64_t new_view = 0;
+    std::uint64_t stable_seq = 0;
+    CheckpointCertificate stable_certificate; // empty when stable_seq is genesis (0)
+    std::vector<LogEntry> prepared;           // P, sorted by seq
+    std::vector<LogEntry> pre_prepared;       // Q, sorted by (seq, digest)
+    Signature signature;
+    Hash256 signed_digest() const;
+    friend bool operator==(const ViewChange&, const ViewChange&) = default;
+};
+
+struct NewView {
+    ReplicaId replica = 0; // the new primary
+    std::uint64_t view = 0;
+    std::vector<ViewChange> proofs;  // the view changes the decisions follow from
+    std::vector<LogEntry> decisions; // per seq: the digest to re-propose, zero for a null block
+    Signature signature;
+    Hash256 signed_digest() const;
+    friend bool operator==(const NewView&, const NewView&) = default;
+};
+
+struct Fetch {
+    std::uint64_t from_height = 0;
+    std::uint64_t to_height = 0; // inclusive
+    friend bool operator==(const Fetch&, const Fetch&) = default;
+};
+
+struct Blocks {
+    std::vector<Block> blocks;         // consecutive heights
+    CheckpointCertificate certificate; // certifies the last block's checkpoint, when it has one
+    friend bool operator==(const Blocks&, const Blocks&) = default;
+};
+
+using Message =
+    std::variant<Request, PrePrepare, Vote, Checkpoint, ViewChange, NewView, Fetch, Blocks>;
+
+// The body encodings. decode_message() needs the type to know the shape; prepare and
+// commit share the Vote shape.
+Bytes encode_body(const Message& m);
+Result<Message> decode_body(MsgType type, ByteView body);
+
+// Checks that a message variant fits its envelope type (Vote for prepare/commit, ...).
+bool type_matches(MsgType type, const Message& m);
+
+// Signing helpers for the signed statements.
+Checkpoint sign_checkpoint(Checkpoint c, const SigningKey& key);
+ViewChange sign_view_change(ViewChange v, const SigningKey& key);
+NewView sign_new_view(NewView n, const SigningKey& key);
+
+} // namespace popchain::pbft
