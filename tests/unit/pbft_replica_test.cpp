@@ -1,0 +1,436 @@
+// The pBFT replica, normal case: agreement, pipelining, checkpoints and garbage collection,
+// drops of unauthenticated messages, configuration errors and determinism, in the simulator.
+#include <popchain/genesis.hpp>
+#include <popchain/memory_store.hpp>
+#include <popchain/net/sim_network.hpp>
+#include <popchain/pbft/replica.hpp>
+
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace popchain;
+using namespace popchain::pbft;
+using popchain::test::key_from_byte;
+
+namespace {
+
+// Lets the simulator hand a Transport to a node before its Replica exists.
+struct Shim : net::Receiver {
+    net::Receiver* target = nullptr;
+    void on_message(net::NodeId from, ByteView message) override {
+        if (target) target->on_message(from, message);
+    }
+};
+
+constexpr std::size_t wallet_count = 5;
+
+struct Cluster {
+    std::uint32_t n;
+    net::SimNetwork net;
+    std::vector<SigningKey> keys;
+    std::vector<SigningKey> wallets;
+    Genesis genesis;
+    std::vector<std::unique_ptr<MemoryStore>> stores;
+    std::vector<std::unique_ptr<Shim>> shims;
+    std::vector<net::Transport*> transports;
+    std::vector<std::unique_ptr<Replica>> replicas;
+    std::vector<std::uint64_t> nonces;
+
+    Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig config)
+        : n(count), net(seed, faults) {
+        genesis.params.chain_id = "replica-test";
+        genesis.params.authority = key_from_byte(0xa0).public_key();
+        genesis.timestamp_ms = 1'700'000'000'000ull;
+        for (std::uint32_t i = 0; i < n; ++i) {
+            keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
+            genesis.replicas.push_back({i, keys[i].public_key(), ""});
+        }
+        for (std::size_t i = 0; i < wallet_count; ++i) {
+            wallets.push_back(key_from_byte(static_cast<std::uint8_t>(0xc0 + i)));
+            genesis.balances.push_back({wallets[i].address(), 1'000'000});
+        }
+        nonces.assign(wallet_count, 0);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            stores.push_back(std::make_unique<MemoryStore>());
+            shims.push_back(std::make_unique<Shim>());
+            transports.push_back(&net.attach(i, *shims[i]));
+            auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i]);
+            REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+            replicas.push_back(std::move(r).value());
+            shims[i]->target = replicas[i].get();
+        }
+    }
+
+    // A transfer from wallet w (next nonce) to the following wallet.
+    Tx next_transfer(std::size_t w, std::uint64_t amount) {
+        Tx tx;
+        tx.kind = TxKind::transfer;
+        tx.chain_id = genesis.params.chain_id;
+        tx.nonce = nonces[w]++;
+        tx.to = wallets[(w + 1) % wallet_count].address();
+        tx.amount = amount;
+        return sign_tx(tx, wallets[w]);
+    }
+
+    // Submits `count` transfers round-robin over wallets, each to replica (i % n), running
+    // the network for `gap` ms between submissions.
+    void submit_transfers(std::size_t count, net::Millis gap) {
+        for (std::size_t i = 0; i < count; ++i) {
+            Tx tx = next_transfer(i % wallet_count, 1 + i);
+            auto ok = replicas[i % n]->submit(tx);
+            REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message()));
+            if (gap) net.run_for(gap);
+        }
+    }
+
+    std::uint64_t total_txs(std::size_t r) const {
+        std::uint64_t total = 0;
+        for (std::uint64_t h = 1; h <= replicas[r]->height(); ++h)
+            total += stores[r]->block_at(h)->txs.size();
+        return total;
+    }
+
+    bool all_executed(std::uint64_t txs) const {
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (replicas[i]->stats().executed_txs < txs) return false;
+        return true;
+    }
+
+    // Same height, same block at every height, same state, invariants hold.
+    void check_agreement() const {
+        const std::uint64_t h = replicas[0]->height();
+        const Hash256 digest = replicas[0]->ledger().state_digest();
+        for (std::uint32_t i = 0; i < n; ++i) {
+            CAPTURE(i);
+            CHECK(replicas[i]->height() == h);
+            CHECK(stores[i]->tip_height() == h);
+            CHECK(replicas[i]->ledger().state_digest() == digest);
+            CHECK(replicas[i]->ledger().check_invariants().ok());
+            CHECK(replicas[i]->pending() == 0);
+        }
+        for (std::uint64_t height = 0; height <= h; ++height) {
+            const Hash256 expected = stores[0]->block_at(height)->hash();
+            for (std::uint32_t i = 1; i < n; ++i)
+                CHECK(stores[i]->block_at(height)->hash() == expected);
+        }
+    }
+
+    // One line per replica, for failure messages.
+    std::string describe() const {
+        std::string out;
+        for (const auto& r : replicas) {
+            const auto& s = r->stats();
+            out += "r" + std::to_string(r->id()) + " h=" + std::to_string(r->height()) +
+                   " spec=" + std::to_string(r->speculative_ledger().height()) +
+                   " low=" + std::to_string(r->stable_seq()) +
+                   " log=" + std::to_string(r->log_size()) +
+                   " pending=" + std::to_string(r->pending()) +
+                   " outside=" + std::to_string(s.outside_watermarks) +
+                   " bad_block=" + std::to_string(s.bad_block) + "\n";
+        }
+        return out;
+    }
+
+    std::vector<Hash256> chain(std::size_t r) const {
+        std::vector<Hash256> out;
+        for (std::uint64_t h = 0; h <= replicas[r]->height(); ++h)
+            out.push_back(stores[r]->block_at(h)->hash());
+        return out;
+    }
+};
+
+ReplicaConfig small_blocks() {
+    ReplicaConfig c;
+    c.max_block_txs = 8;
+    c.max_batch_delay_ms = 3;
+    c.checkpoint_interval = 4;
+    c.watermark_window = 8;
+    return c;
+}
+
+} // namespace
+
+TEST_CASE("replica: 4 replicas commit 200 transfers submitted to various replicas") {
+    net::LinkFaults faults;
+    faults.min_delay = 1;
+    faults.max_delay = 5;
+    faults.duplicate = 0.05;
+    Cluster c(4, 11, faults, small_blocks());
+    std::uint64_t commits_seen = 0;
+    c.replicas[2]->on_commit([&](const Block&) { ++commits_seen; });
+    CHECK(c.replicas[0]->is_primary());
+    CHECK_FALSE(c.replicas[1]->is_primary());
+
+    c.submit_transfers(200, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(200); }, 60'000), c.describe());
+    c.net.run_for(100); // let the last checkpoints settle
+
+    c.check_agreement();
+    CHECK(c.total_txs(0) == 200);
+    CHECK(c.replicas[0]->height() > 200 / 8);
+    CHECK(commits_seen == c.replicas[2]->height());
+    CHECK(c.replicas[0]->stats().proposed == c.replicas[0]->height());
+    CHECK(c.replicas[1]->stats().requests_forwarded > 0);
+    std::uint64_t duplicates = 0;
+    for (const auto& r : c.replicas) {
+        CHECK(r->stats().bad_block == 0);
+        CHECK(r->stats().conflicting == 0);
+        CHECK(r->stats().bad_mac == 0);
+        duplicates += r->stats().duplicate;
+    }
+    CHECK(duplicates > 0); // the simulator duplicated some messages; they were ignored
+    // Every wallet sent 40 transfers.
+    for (std::size_t w = 0; w < wallet_count; ++w)
+        CHECK(c.replicas[3]->ledger().account(c.wallets[w].address()).nonce == 40);
+
+    // A replica built over a store that has blocks starts from the stored state.
+    net::SimNetwork other(1);
+    Shim shim;
+    auto again = Replica::create(1, c.keys[1], c.genesis, small_blocks(), other.attach(1, shim),
+                                 *c.stores[1]);
+    REQUIRE(again.ok());
+    CHECK(again.value()->height() == c.replicas[1]->height());
+    CHECK(again.value()->stable_seq() == c.replicas[1]->height());
+    CHECK(again.value()->ledger().state_digest() == c.replicas[1]->ledger().state_digest());
+}
+
+TEST_CASE("replica: 7 replicas with reordering pipeline blocks and agree") {
+    net::LinkFaults faults;
+    faults.drop = 0.0;
+    faults.min_delay = 1;
+    faults.max_delay = 40;
+    Cluster c(7, 2024, faults, small_blocks());
+    c.submit_transfers(200, 0); // all at once: the primary fills its window
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(200); }, 120'000), c.describe());
+    c.net.run_for(200);
+
+    c.check_agreement();
+    CHECK(c.total_txs(0) == 200);
+    const auto& ps = c.replicas[0]->stats();
+    CHECK(ps.proposed_ahead > 0); // proposed seq h+1 before h committed
+    CHECK(ps.proposed == c.replicas[0]->height());
+    for (const auto& r : c.replicas) {
+        CHECK(r->stats().bad_block == 0);
+        CHECK(r->stats().conflicting == 0);
+    }
+}
+
+TEST_CASE("replica: checkpoints become stable and the log is garbage-collected") {
+    Cluster c(4, 7, net::LinkFaults{}, small_blocks());
+    c.submit_transfers(200, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(200); }, 60'000), c.describe());
+    c.net.run_for(100);
+    c.check_agreement();
+
+    const std::uint64_t h = c.replicas[0]->height();
+    const std::uint64_t last_checkpoint = h - h % 4;
+    REQUIRE(last_checkpoint >= 8);
+    for (const auto& r : c.replicas) {
+        CHECK(r->stable_seq() == last_checkpoint);
+        CHECK(r->stats().checkpoints_stable >= 2);
+        CHECK(r->log_size() <= h - last_checkpoint);
+        CHECK(r->checkpoint_log_size() == 0);
+        CHECK(r->stats().checkpoint_mismatch == 0);
+    }
+
+    const auto& replicas = c.genesis.replicas;
+    CheckpointCertificate cert = c.replicas[1]->last_stable_certificate();
+    REQUIRE(cert.checkpoints.size() >= quorum(4));
+    CHECK(cert.checkpoints[0].seq == last_checkpoint);
+    CHECK(cert.checkpoints[0].block_hash == c.stores[1]->block_at(last_checkpoint)->hash());
+    CHECK(verify_checkpoint_certificate(cert, replicas).ok());
+
+    auto tampered = [&](auto change) {
+        CheckpointCertificate copy = cert;
+        change(copy);
+        return verify_checkpoint_certificate(copy, replicas).code();
+    };
+    // A changed state root (in all of them, so they still match) breaks the signatures.
+    CHECK(tampered([](CheckpointCertificate& t) {
+              for (auto& cp : t.checkpoints)
+                  cp.state_root.bytes[0] ^= 1;
+          }) == Errc::bad_signature);
+    CHECK(tampered([](CheckpointCertificate& t) { t.checkpoints[1].seq += 1; }) ==
+          Errc::invalid_argument);
+    CHECK(tampered([](CheckpointCertificate& t) { t.checkpoints.resize(quorum(4) - 1); }) ==
+          Errc::invalid_argument);
+    CHECK(tampered([](CheckpointCertificate& t) {
+              t.checkpoints.resize(quorum(4) - 1);
+              t.checkpoints.push_back(t.checkpoints[0]);
+          }) == Errc::invalid_argument);
+    CHECK(tampered([](CheckpointCertificate& t) {
+              t.checkpoints[0].signature = t.checkpoints[1].signature;
+          }) == Errc::bad_signature);
+    CHECK(tampered([](CheckpointCertificate& t) { t.checkpoints.clear(); }) ==
+          Errc::invalid_argument);
+    std::vector<ReplicaInfo> fewer = replicas;
+    fewer.erase(fewer.begin() + cert.checkpoints[0].replica);
+    CHECK(verify_checkpoint_certificate(cert, fewer).code() == Errc::unknown_peer);
+}
+
+TEST_CASE("replica: unauthenticated and misdirected messages are dropped and counted") {
+    Cluster c(4, 5, net::LinkFaults{}, small_blocks());
+    c.submit_transfers(20, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(20); }, 60'000), c.describe());
+    c.net.run_for(50);
+
+    Replica& target = *c.replicas[2];
+    const std::uint64_t height = target.height();
+    const Hash256 digest = target.ledger().state_digest();
+    const std::size_t log = target.log_size();
+    const ReplicaStats before = target.stats();
+
+    // Envelopes made with real link keys of replicas 0 (the primary) and 1.
+    auto link0 = LinkAuthenticator::create(0, c.keys[0], c.genesis.replicas);
+    auto link1 = LinkAuthenticator::create(1, c.keys[1], c.genesis.replicas);
+    REQUIRE(link0.ok());
+    REQUIRE(link1.ok());
+    Vote vote{0, height + 1, Hash256{}};
+    const Bytes prepare_from_1 = link1->seal(2, MsgType::prepare, encode_body(vote));
+
+    // Forged sender: replica 1's envelope arriving on the link from replica 3.
+    target.on_message(3, prepare_from_1);
+    CHECK(target.stats().forged_sender == before.forged_sender + 1);
+
+    // Non-member: the sender field patched to 9 (bytes 2..5, little-endian).
+    Bytes stranger = prepare_from_1;
+    stranger[2] = 9;
+    target.on_message(9, stranger);
+    CHECK(target.stats().unknown_peer == before.unknown_peer + 1);
+
+    // Bad MAC: one bit of the tag flipped.
+    Bytes tampered = prepare_from_1;
+    tampered.back() ^= 1;
+    target.on_message(1, tampered);
+    CHECK(target.stats().bad_mac == before.bad_mac + 1);
+
+    // Addressed to another replica.
+    target.on_message(1, link1->seal(3, MsgType::prepare, encode_body(vote)));
+    CHECK(target.stats().wrong_destination == before.wrong_destination + 1);
+
+    // Garbage.
+    target.on_message(1, Bytes{1, 2, 3});
+    CHECK(target.stats().malformed == before.malformed + 1);
+
+    // Authentic, but a pre-prepare from a backup.
+    PrePrepare pp{0, height + 1, c.stores[0]->block_at(height).value()};
+    target.on_message(1, link1->seal(2, MsgType::pre_prepare, encode_body(pp)));
+    CHECK(target.stats().wrong_role == before.wrong_role + 1);
+
+    // Authentic, from the primary, but a block that does not execute (wrong height).
+    target.on_message(0, link0->seal(2, MsgType::pre_prepare, encode_body(pp)));
+    CHECK(target.stats().bad_block == before.bad_block + 1);
+
+    // Authentic, from the primary, executes nowhere: a tampered state root.
+    Block bad = c.stores[0]->block_at(height).value();
+    bad.header.height = height + 1;
+    bad.header.prev_hash = c.stores[0]->block_at(height)->hash();
+    bad.header.state_root.bytes[0] ^= 1;
+    PrePrepare bad_pp{0, height + 1, bad};
+    target.on_message(0, link0->seal(2, MsgType::pre_prepare, encode_body(bad_pp)));
+    CHECK(target.stats().bad_block == before.bad_block + 2);
+
+    // A vote for another view.
+    Vote other_view{5, height + 1, Hash256{}};
+    target.on_message(1, link1->seal(2, MsgType::commit, encode_body(other_view)));
+    CHECK(target.stats().wrong_view == before.wrong_view + 1);
+
+    // None of it changed anything, and no vote went out for the bad block.
+    const auto sent = c.net.stats().sent;
+    c.net.run_for(50);
+    CHECK(c.net.stats().sent == sent);
+    CHECK(target.height() == height);
+    CHECK(target.ledger().state_digest() == digest);
+    CHECK(target.stats().accepted == before.accepted);
+    CHECK(target.log_size() == log + 1); // the rejected slot is remembered (one per seq)
+}
+
+TEST_CASE("replica: a bad configuration is refused with a clear message") {
+    Genesis genesis;
+    genesis.params.chain_id = "replica-test";
+    genesis.params.authority = key_from_byte(0xa0).public_key();
+    std::vector<SigningKey> keys;
+    for (std::uint32_t i = 0; i < 4; ++i) {
+        keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
+        genesis.replicas.push_back({i, keys[i].public_key(), ""});
+    }
+    net::SimNetwork net(1);
+    Shim shim;
+    net::Transport& t0 = net.attach(0, shim);
+    net::Transport& t9 = net.attach(9, shim);
+    MemoryStore store;
+
+    ReplicaConfig bad;
+    bad.checkpoint_interval = 100;
+    bad.watermark_window = 150;
+    auto r = Replica::create(0, keys[0], genesis, bad, t0, store);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.code() == Errc::invalid_argument);
+    CHECK(r.error().message().find("watermark_window") != std::string::npos);
+
+    auto wrong_key = Replica::create(0, keys[1], genesis, ReplicaConfig{}, t0, store);
+    REQUIRE_FALSE(wrong_key.ok());
+    CHECK(wrong_key.error().message().find("key") != std::string::npos);
+
+    auto stranger = key_from_byte(0x77);
+    auto not_member = Replica::create(9, stranger, genesis, ReplicaConfig{}, t9, store);
+    REQUIRE_FALSE(not_member.ok());
+    CHECK(not_member.error().message().find("not in the replica set") != std::string::npos);
+
+    auto wrong_transport = Replica::create(1, keys[1], genesis, ReplicaConfig{}, t0, store);
+    REQUIRE_FALSE(wrong_transport.ok());
+    CHECK(wrong_transport.error().message().find("transport") != std::string::npos);
+
+    // A store of another chain.
+    auto ok = Replica::create(0, keys[0], genesis, ReplicaConfig{}, t0, store);
+    REQUIRE(ok.ok());
+    CHECK(store.tip_height() == 0);
+    Genesis other = genesis;
+    other.params.chain_id = "other-chain";
+    auto other_chain = Replica::create(0, keys[0], other, ReplicaConfig{}, t0, store);
+    REQUIRE_FALSE(other_chain.ok());
+    CHECK(other_chain.error().message().find("another chain") != std::string::npos);
+}
+
+TEST_CASE("replica: the same seed gives the same run and the same chain") {
+    net::LinkFaults faults;
+    faults.min_delay = 1;
+    faults.max_delay = 20;
+    faults.duplicate = 0.05;
+    auto run = [&](std::uint64_t seed) {
+        Cluster c(4, seed, faults, small_blocks());
+        c.submit_transfers(60, 2);
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(60); }, 60'000), c.describe());
+        c.net.run_for(100);
+        c.check_agreement();
+        return std::make_pair(c.net.trace_digest(), c.chain(0));
+    };
+    const auto a = run(99);
+    const auto b = run(99);
+    CHECK(a.first == b.first);
+    CHECK(a.second == b.second);
+    const auto other = run(100);
+    CHECK(other.first != a.first);
+}
+
+TEST_CASE("replica: a slow replica keeps up; messages just above its window are kept") {
+    // Everything to replica 3 is slow, so its checkpoints become stable after the others'.
+    // (A replica more than two windows behind cannot catch up before state transfer.)
+    ReplicaConfig config = small_blocks();
+    config.watermark_window = 16;
+    Cluster c(4, 31, net::LinkFaults{}, config);
+    for (std::uint32_t from = 0; from < 3; ++from)
+        c.net.set_link_faults(from, 3, net::LinkFaults{0, 0, 8, 20});
+    c.submit_transfers(200, 0);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(200); }, 120'000), c.describe());
+    c.net.run_for(300);
+    c.check_agreement();
+    CHECK(c.replicas[3]->stats().held_early > 0);
+    CHECK(c.replicas[3]->stats().bad_block == 0);
+}
