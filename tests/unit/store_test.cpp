@@ -7,10 +7,11 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
@@ -24,29 +25,8 @@
 namespace {
 
 using namespace popchain;
+using popchain::test::TempDir;
 namespace fs = std::filesystem;
-
-// A scratch directory, removed with everything in it at scope exit.
-class TempDir {
-public:
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path_ = fs::temp_directory_path() / ("popchain-store-test-" + std::to_string(::getpid()) +
-                                             "-" + std::to_string(counter++));
-        fs::remove_all(path_);
-        fs::create_directories(path_);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 std::unique_ptr<SqliteStore> open_sqlite(const fs::path& file) {
     auto store = SqliteStore::open(file);

@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace popchain::test {
@@ -25,5 +27,27 @@ inline SigningKey key_from_byte(std::uint8_t b) {
     REQUIRE(k.ok());
     return std::move(k).value();
 }
+
+// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern =
+            (std::filesystem::temp_directory_path() / "popchain-test-XXXXXX").string();
+        char* made = ::mkdtemp(pattern.data());
+        REQUIRE(made != nullptr);
+        path_ = made;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
 
 } // namespace popchain::test

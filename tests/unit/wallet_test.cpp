@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -19,32 +21,12 @@
 #include <sys/stat.h>
 
 using namespace popchain;
+using popchain::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string chain = "wallet-test-chain";
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "popchain-wallet-XXXXXX").string();
-        char* made = ::mkdtemp(pattern.data());
-        REQUIRE(made != nullptr);
-        path_ = made;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 // Keeps the suite fast: the smallest scrypt parameters Botan's tuner produces.
 constexpr std::size_t fast_kdf_msec = 1;
