@@ -9,38 +9,6 @@ namespace popchain::pbft {
 
 // ---- checkpoint certificates ----
 
-Result<void> verify_checkpoint_certificate(const CheckpointCertificate& certificate,
-                                           const std::vector<ReplicaInfo>& replicas) {
-    const auto n = static_cast<std::uint32_t>(replicas.size());
-    const auto& cps = certificate.checkpoints;
-    if (cps.empty()) return make_error(Errc::invalid_argument, "empty checkpoint certificate");
-    const Checkpoint& first = cps.front();
-    std::set<ReplicaId> seen;
-    for (const auto& c : cps) {
-        if (c.seq != first.seq || c.block_hash != first.block_hash ||
-            c.state_root != first.state_root)
-            return make_error(Errc::invalid_argument, "checkpoint of replica " +
-                                                          std::to_string(c.replica) +
-                                                          " does not match the others");
-        if (!seen.insert(c.replica).second)
-            return make_error(Errc::invalid_argument,
-                              "replica " + std::to_string(c.replica) + " appears twice");
-        auto it = std::find_if(replicas.begin(), replicas.end(),
-                               [&](const ReplicaInfo& r) { return r.id == c.replica; });
-        if (it == replicas.end())
-            return make_error(Errc::unknown_peer,
-                              "replica " + std::to_string(c.replica) + " is not a member");
-        if (!verify(it->key, c.signed_digest(), c.signature))
-            return make_error(Errc::bad_signature,
-                              "checkpoint signature of replica " + std::to_string(c.replica));
-    }
-    if (cps.size() < quorum(n))
-        return make_error(Errc::invalid_argument,
-                          std::to_string(cps.size()) + " checkpoints, a quorum of " +
-                              std::to_string(n) + " is " + std::to_string(quorum(n)));
-    return {};
-}
-
 // ---- construction ----
 
 Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey& key,

@@ -49,6 +49,7 @@
 #include <popchain/ledger.hpp>
 #include <popchain/mempool.hpp>
 #include <popchain/net/transport.hpp>
+#include <popchain/pbft/certificate.hpp>
 #include <popchain/pbft/config.hpp>
 #include <popchain/pbft/link.hpp>
 #include <popchain/pbft/messages.hpp>
@@ -93,12 +94,6 @@ struct ReplicaStats {
     std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
     std::uint64_t store_errors = 0;       // BlockStore::append failures (replica halts)
 };
-
-// Checks a checkpoint certificate against a replica set: at least quorum(n) checkpoints for
-// the same (seq, block_hash, state_root), from distinct members, each validly signed by the
-// replica it names.
-Result<void> verify_checkpoint_certificate(const CheckpointCertificate& certificate,
-                                           const std::vector<ReplicaInfo>& replicas);
 
 class Replica : public net::Receiver {
 public:
