@@ -5,13 +5,12 @@
 // crash test (tests/unit/crash_test.cpp) SIGKILLs it at random instants and checks that the
 // store reopens at a block boundary holding everything that was printed.
 //
-// Keys come from the seed, key i = SigningKey::from_secret(sha256(seed || u32le(i))), so the
-// test can rebuild the genesis: 0 is the authority, 1..4 the replicas, 5.. the users. The
-// test has its own copy of make_genesis(); it compares genesis hashes, so a drift between the
-// two fails loudly.
+// Keys and genesis come from the seed (crash_chain.hpp), so the test rebuilds the same chain.
 #include <popchain/genesis.hpp>
 #include <popchain/ledger.hpp>
 #include <popchain/sqlite_store.hpp>
+
+#include "crash_chain.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -28,33 +27,8 @@ namespace {
 
 using namespace popchain;
 
-constexpr std::uint32_t replica_count = 4;
-constexpr std::uint32_t user_count = 8;
-constexpr std::uint32_t first_user = 1 + replica_count;
-
-SigningKey key_from_seed(std::string_view seed, std::uint32_t i) {
-    Bytes material = to_bytes(seed);
-    for (int b = 0; b < 4; ++b)
-        material.push_back(static_cast<std::uint8_t>(i >> (8 * b)));
-    auto key = SigningKey::from_secret(sha256(material).view());
-    // A SHA-256 output is a valid P-256 scalar except with probability ~2^-32.
-    if (!key) {
-        std::fprintf(stderr, "crash_writer: seed gives an invalid key %u\n", i);
-        std::exit(2);
-    }
-    return std::move(*key);
-}
-
-Genesis make_genesis(const std::vector<SigningKey>& keys) {
-    Genesis g;
-    g.params.chain_id = "crash-test";
-    g.params.authority = keys[0].public_key();
-    for (std::uint32_t i = 0; i < replica_count; ++i)
-        g.replicas.push_back({i, keys[1 + i].public_key(), ""});
-    for (std::uint32_t i = 0; i < user_count; ++i)
-        g.balances.emplace_back(keys[first_user + i].address(), 1'000'000);
-    return g;
-}
+using crash_chain::first_user;
+using crash_chain::user_count;
 
 [[noreturn]] void die(const std::string& what) {
     std::fprintf(stderr, "crash_writer: %s\n", what.c_str());
@@ -199,10 +173,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: crash_writer <db-file> <genesis-seed>\n");
         return 2;
     }
-    std::vector<SigningKey> keys;
-    for (std::uint32_t i = 0; i < first_user + user_count; ++i)
-        keys.push_back(key_from_seed(argv[2], i));
-    const Genesis genesis = make_genesis(keys);
+    auto seeded = crash_chain::keys(argv[2]);
+    if (!seeded) die("seed gives an invalid key: " + seeded.error().message());
+    std::vector<SigningKey> keys = std::move(*seeded);
+    const Genesis genesis = crash_chain::genesis(keys);
     auto genesis_block = genesis.build();
     if (!genesis_block) die("genesis: " + genesis_block.error().message());
 

@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "../tools/crash_chain.hpp"
+
 #ifndef POPCHAIN_TEST_TOOLS_DIR
 #error "POPCHAIN_TEST_TOOLS_DIR must name the directory holding crash_writer"
 #endif
@@ -37,25 +39,10 @@ namespace {
 using namespace popchain;
 namespace fs = std::filesystem;
 
-// Must match crash_writer.cpp; the genesis-hash check below catches any drift.
 Genesis crash_genesis(std::string_view seed) {
-    constexpr std::uint32_t replica_count = 4, user_count = 8;
-    auto key = [&](std::uint32_t i) {
-        Bytes material = to_bytes(seed);
-        for (int b = 0; b < 4; ++b)
-            material.push_back(static_cast<std::uint8_t>(i >> (8 * b)));
-        auto k = SigningKey::from_secret(sha256(material).view());
-        REQUIRE(k.ok());
-        return std::move(*k);
-    };
-    Genesis g;
-    g.params.chain_id = "crash-test";
-    g.params.authority = key(0).public_key();
-    for (std::uint32_t i = 0; i < replica_count; ++i)
-        g.replicas.push_back({i, key(1 + i).public_key(), ""});
-    for (std::uint32_t i = 0; i < user_count; ++i)
-        g.balances.emplace_back(key(1 + replica_count + i).address(), 1'000'000);
-    return g;
+    auto keys = crash_chain::keys(seed);
+    REQUIRE(keys.ok());
+    return crash_chain::genesis(*keys);
 }
 
 struct RunResult {
