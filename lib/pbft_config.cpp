@@ -25,6 +25,7 @@ Result<void> ReplicaConfig::validate(std::uint32_t replicas) const {
         in_range("request_timeout_ms", request_timeout_ms, 10, 600'000),
         in_range("max_view_change_timeout_ms", max_view_change_timeout_ms, request_timeout_ms,
                  3'600'000),
+        in_range("retransmit_ms", retransmit_ms, 1, request_timeout_ms),
         in_range("fetch_timeout_ms", fetch_timeout_ms, 10, 600'000),
     };
     for (const auto& check : checks)

@@ -47,18 +47,20 @@ void encode_entries(Writer& w, const std::vector<LogEntry>& entries) {
         w.u64(e.seq);
         w.fixed(e.digest);
         w.u64(e.view);
+        w.fixed(e.parent);
     }
 }
 
 std::vector<LogEntry> decode_entries(Reader& r) {
     std::vector<LogEntry> out;
     std::size_t n = r.count(max_log_entries);
-    out.reserve(std::min(n, r.remaining() / 48));
+    out.reserve(std::min(n, r.remaining() / 80));
     for (std::size_t i = 0; i < n && r.ok(); ++i) {
         LogEntry e;
         e.seq = r.u64();
         e.digest = r.fixed<Hash256>();
         e.view = r.u64();
+        e.parent = r.fixed<Hash256>();
         out.push_back(e);
     }
     return out;

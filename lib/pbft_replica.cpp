@@ -7,8 +7,6 @@
 
 namespace popchain::pbft {
 
-// ---- checkpoint certificates ----
-
 // ---- construction ----
 
 Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey& key,
@@ -42,32 +40,42 @@ Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey&
     auto link = LinkAuthenticator::create(id, key, state.replicas);
     if (!link) return make_error(link.code(), "replica set: " + link.error().detail);
     return std::unique_ptr<Replica>(new Replica(id, key, genesis.params, std::move(state), config,
-                                                transport, store, std::move(link).value()));
+                                                transport, store, std::move(link).value(),
+                                                built->block.hash()));
 }
 
 Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State state,
                  ReplicaConfig config, net::Transport& transport, BlockStore& store,
-                 LinkAuthenticator link)
+                 LinkAuthenticator link, Hash256 genesis_hash)
     : id_(id), key_(key), params_(std::move(params)), config_(config), transport_(transport),
-      store_(store), link_(std::move(link)), cache_(std::make_unique<SignatureCache>()),
-      ledger_(params_, std::move(state), cache_.get()), spec_(ledger_),
-      mempool_(params_.chain_id, cache_.get()), replicas_(ledger_.state().replicas) {
+      store_(store), link_(std::move(link)), genesis_hash_(genesis_hash),
+      cache_(std::make_unique<SignatureCache>()), ledger_(params_, std::move(state), cache_.get()),
+      spec_(ledger_), mempool_(params_.chain_id, cache_.get()),
+      replicas_(ledger_.state().replicas) {
     low_ = ledger_.height();
     spec_height_ = ledger_.height();
+    tick_height_ = ledger_.height();
+    view_timeout_ = config_.request_timeout_ms;
+    tick_timer_ = transport_.set_timer(config_.retransmit_ms, [this] { on_tick(); });
 }
 
 Replica::~Replica() {
-    if (batch_timer_ != 0) transport_.cancel_timer(batch_timer_);
+    for (net::TimerId t : {batch_timer_, tick_timer_, watch_timer_, view_timer_, fetch_timer_})
+        if (t != 0) transport_.cancel_timer(t);
 }
 
-ReplicaId Replica::primary() const {
-    return replicas_[view_ % replicas_.size()].id;
+ReplicaId Replica::primary_of(std::uint64_t view) const {
+    return replicas_[view % replicas_.size()].id;
 }
 
 const ReplicaInfo* Replica::member(ReplicaId id) const {
     for (const auto& r : replicas_)
         if (r.id == id) return &r;
     return nullptr;
+}
+
+std::uint64_t Replica::stable_certificate_seq() const {
+    return stable_cert_.checkpoints.empty() ? 0 : stable_cert_.checkpoints.front().seq;
 }
 
 void Replica::rebuild_speculative() {
@@ -79,6 +87,16 @@ void Replica::rebuild_speculative() {
         spec_.commit(*it->second.delta);
         spec_height_ = it->first;
     }
+}
+
+// Forgets the speculative execution of every slot from `seq` up, so those blocks are
+// validated again on top of whatever ends up at seq-1.
+void Replica::reset_speculation_from(std::uint64_t seq) {
+    for (auto it = log_.lower_bound(std::max(seq, ledger_.height() + 1)); it != log_.end(); ++it) {
+        it->second.accepted = false;
+        it->second.delta.reset();
+    }
+    rebuild_speculative();
 }
 
 // ---- sending ----
@@ -103,6 +121,7 @@ Result<void> Replica::submit(const Tx& tx) {
     } else {
         maybe_propose();
     }
+    arm_watchdog();
     return {};
 }
 
@@ -130,11 +149,14 @@ void Replica::on_message(net::NodeId from, ByteView message) {
     case MsgType::prepare:
     case MsgType::commit: on_vote(sender, env->type, std::get<Vote>(*msg)); break;
     case MsgType::checkpoint: on_checkpoint(sender, std::get<Checkpoint>(std::move(*msg))); break;
-    default: ++stats_.unsupported; break;
+    case MsgType::view_change: on_view_change(sender, std::get<ViewChange>(std::move(*msg))); break;
+    case MsgType::new_view: on_new_view(sender, std::get<NewView>(std::move(*msg))); break;
+    case MsgType::fetch: on_fetch(sender, std::get<Fetch>(*msg)); break;
+    case MsgType::blocks: on_blocks(sender, std::get<Blocks>(std::move(*msg))); break;
     }
 }
 
-void Replica::on_request(ReplicaId, Request&& r) {
+void Replica::on_request(ReplicaId from, Request&& r) {
     if (auto ok = mempool_.add(r.tx, ledger_.account(r.tx.from).nonce); !ok) {
         if (ok.code() == Errc::already_known)
             ++stats_.duplicate;
@@ -142,11 +164,20 @@ void Replica::on_request(ReplicaId, Request&& r) {
             ++stats_.rejected_requests;
         return;
     }
+    // Replicas may disagree on the view for a while (one is still changing views): pass a
+    // new request on to the primary we know, so it reaches the one that proposes. A
+    // request is passed on only when it is new here, so this cannot loop.
+    if (!is_primary() && from != primary()) {
+        send_to(primary(), MsgType::request, r);
+        ++stats_.requests_forwarded;
+    }
     maybe_propose();
+    arm_watchdog();
 }
 
 void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
-    if (pp.view != view_) {
+    note_view(from, pp.view);
+    if (pp.view != view_ || !view_active_) {
         ++stats_.wrong_view;
         return;
     }
@@ -156,36 +187,46 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     }
     const std::uint64_t seq = pp.seq;
     const BlockHeader& h = pp.block.header;
-    if (h.height != seq || h.view != pp.view || h.proposer != from ||
-        pp.block.txs.size() > config_.max_block_txs) {
+    const Hash256 digest = pp.block.hash();
+    auto decided = decided_.find(seq);
+    // A block re-proposed by a new view keeps the header it was first proposed with.
+    const bool header_ok = decided != decided_.end() ? decided->second == digest
+                                                     : h.view == pp.view && h.proposer == from;
+    if (h.height != seq || !header_ok || pp.block.txs.size() > config_.max_block_txs) {
         ++stats_.bad_block;
         return;
     }
     if (seq <= low_ || seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
+        if (seq <= low_) announce_stable(from);
         return;
     }
     auto it = log_.find(seq);
-    if (it == log_.end() && seq <= ledger_.height()) { // executed; its entry is gone
-        ++stats_.duplicate;
+    if (it == log_.end() && seq <= ledger_.height() && decided == decided_.end()) {
+        ++stats_.duplicate; // executed in this view; its entry is complete
         return;
     }
     Slot& slot = log_[seq];
     if (slot.pre_prepare || slot.rejected) {
-        if (slot.pre_prepare && slot.digest == pp.block.hash())
+        if (slot.pre_prepare && slot.digest == digest)
             ++stats_.duplicate;
         else
             ++stats_.conflicting;
         return;
     }
-    slot.digest = pp.block.hash();
+    slot.digest = digest;
     slot.pre_prepare = std::move(pp);
+    if (seq <= ledger_.height()) {
+        accept_executed(seq, slot);
+        return;
+    }
     if (seq > high()) ++stats_.held_early;
     accept_ready();
 }
 
 void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
-    if (v.view != view_) {
+    note_view(from, v.view);
+    if (v.view != view_ || !view_active_) {
         ++stats_.wrong_view;
         return;
     }
@@ -195,6 +236,7 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     }
     if (v.seq <= low_ || v.seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
+        if (v.seq <= low_) announce_stable(from);
         return;
     }
     if (!log_.count(v.seq) && v.seq <= ledger_.height()) {
@@ -205,10 +247,19 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
     auto [at, inserted] = votes.emplace(from, v.digest);
     if (!inserted) {
-        if (at->second == v.digest)
-            ++stats_.duplicate;
-        else
+        if (at->second != v.digest) {
             ++stats_.conflicting;
+            return;
+        }
+        ++stats_.duplicate;
+        // A peer repeats itself only when it is stuck: if this slot is done here, what it
+        // lacks is our commit (and, from the primary, the pre-prepare).
+        if (slot.committed && slot.digest == v.digest && v.seq <= ledger_.height()) {
+            if (is_primary() && slot.pre_prepare)
+                send_to(from, MsgType::pre_prepare, *slot.pre_prepare);
+            send_to(from, MsgType::commit, Vote{view_, v.seq, slot.digest});
+            ++stats_.retransmissions;
+        }
         return;
     }
     check_progress(v.seq);
@@ -221,6 +272,7 @@ void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
     }
     if (c.seq <= low_ || c.seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
+        if (c.seq <= low_) announce_stable(from);
         return;
     }
     const ReplicaInfo* m = member(from);
@@ -244,14 +296,15 @@ void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
 // ---- the primary ----
 
 void Replica::maybe_propose() {
-    if (!is_primary() || halted_) return;
+    if (!is_primary() || !view_active_ || halted_) return;
     auto next_nonce = [this](const Address& a) { return spec_.account(a).nonce; };
-    while (spec_height_ + 1 <= high()) {
+    while (spec_height_ + 1 <= high() && !log_.count(spec_height_ + 1)) {
         // Transactions of in-flight blocks stay in the mempool until they execute; a cheap
         // bound on how many others there are decides whether a full block may be ready.
         std::size_t in_flight = 0;
         for (auto it = log_.upper_bound(ledger_.height()); it != log_.end(); ++it)
-            if (it->second.accepted) in_flight += it->second.pre_prepare->block.txs.size();
+            if (it->second.accepted && it->second.pre_prepare)
+                in_flight += it->second.pre_prepare->block.txs.size();
         const std::size_t others = mempool_.size() > in_flight ? mempool_.size() - in_flight : 0;
         if (others == 0) return;
         std::vector<Tx> txs;
@@ -288,6 +341,7 @@ void Replica::propose(std::vector<Tx> txs) {
     spec_.commit(built.delta);
     slot.delta = std::move(built.delta);
     spec_height_ = seq;
+    record_pre_prepared(seq, slot);
     ++stats_.proposed;
     if (seq > ledger_.height() + 1) ++stats_.proposed_ahead;
     broadcast(MsgType::pre_prepare, *slot.pre_prepare);
@@ -296,11 +350,18 @@ void Replica::propose(std::vector<Tx> txs) {
 
 // ---- agreement ----
 
+void Replica::record_pre_prepared(std::uint64_t seq, const Slot& slot) {
+    const Block& block = slot.pre_prepare->block;
+    pre_prepared_log_[{seq, slot.digest}] =
+        LogEntry{seq, slot.digest, view_, block.header.prev_hash};
+    bodies_.emplace(slot.digest, block);
+}
+
 void Replica::accept_ready() {
-    while (!halted_ && spec_height_ + 1 <= high()) {
+    while (!halted_ && view_active_ && spec_height_ + 1 <= high()) {
         const std::uint64_t seq = spec_height_ + 1;
         auto it = log_.find(seq);
-        if (it == log_.end() || !it->second.pre_prepare || it->second.accepted) return;
+        if (it == log_.end() || !it->second.pre_prepare || it->second.accepted) break;
         Slot& slot = it->second;
         auto delta = spec_.execute(slot.pre_prepare->block);
         if (!delta) {
@@ -308,19 +369,40 @@ void Replica::accept_ready() {
             slot.pre_prepare.reset();
             slot.digest = Hash256{};
             slot.rejected = true;
-            return;
+            break;
         }
         spec_.commit(*delta);
         slot.delta = std::move(delta).value();
         slot.accepted = true;
         spec_height_ = seq;
         ++stats_.accepted;
-        if (!is_primary()) {
+        record_pre_prepared(seq, slot);
+        if (!is_primary() && !slot.prepares.count(id_)) {
             slot.prepares[id_] = slot.digest;
             broadcast(MsgType::prepare, Vote{view_, seq, slot.digest});
         }
         check_progress(seq);
     }
+    maybe_propose();
+}
+
+// A block this replica executed before, re-proposed in a new view: it is agreed again (so
+// that replicas which had not executed it can), but not executed again.
+void Replica::accept_executed(std::uint64_t seq, Slot& slot) {
+    auto stored = store_.block_at(seq);
+    if (!stored || stored->hash() != slot.digest) {
+        ++stats_.conflicting; // a view cannot re-propose another block at an executed height
+        slot.pre_prepare.reset();
+        slot.rejected = true;
+        return;
+    }
+    slot.accepted = true;
+    record_pre_prepared(seq, slot);
+    if (!is_primary() && !slot.prepares.count(id_)) {
+        slot.prepares[id_] = slot.digest;
+        broadcast(MsgType::prepare, Vote{view_, seq, slot.digest});
+    }
+    check_progress(seq);
 }
 
 void Replica::check_progress(std::uint64_t seq) {
@@ -334,6 +416,8 @@ void Replica::check_progress(std::uint64_t seq) {
             if (r != p && d == slot.digest) ++matching;
         if (matching + 1 < quorum(n())) return;
         slot.prepared = true;
+        prepared_log_[seq] =
+            LogEntry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
         slot.commits[id_] = slot.digest;
         broadcast(MsgType::commit, Vote{view_, seq, slot.digest});
     }
@@ -350,33 +434,39 @@ void Replica::check_progress(std::uint64_t seq) {
 // ---- execution ----
 
 void Replica::execute_ready() {
-    bool executed = false;
+    bool progressed = false;
     while (!halted_) {
         auto it = log_.find(ledger_.height() + 1);
-        if (it == log_.end() || !it->second.committed) break;
-        const Block& block = it->second.pre_prepare->block;
-        const StateDelta& delta = *it->second.delta;
-        if (auto ok = store_.append(block, delta); !ok) {
-            ++stats_.store_errors;
-            halted_ = true;
-            break;
-        }
-        ledger_.commit(delta);
-        mempool_.remove_committed(block);
-        ++stats_.executed_blocks;
-        stats_.executed_txs += block.txs.size();
-        executed = true;
-        // The callback and the checkpoint may touch the log: copy what they need first.
-        const Block copy = block;
-        if (on_commit_) on_commit_(copy);
-        if (copy.header.height % config_.checkpoint_interval == 0) take_checkpoint(copy);
+        if (it == log_.end() || !it->second.committed || !it->second.delta) break;
+        const Block block = it->second.pre_prepare->block;
+        const StateDelta delta = *it->second.delta;
+        executed(block, delta);
+        progressed = true;
     }
-    if (executed) maybe_propose();
+    if (progressed) maybe_propose();
+}
+
+// Stores and commits one block (agreed, or fetched and checked), then takes its checkpoint.
+void Replica::executed(const Block& block, const StateDelta& delta) {
+    if (auto ok = store_.append(block, delta); !ok) {
+        ++stats_.store_errors;
+        halted_ = true;
+        return;
+    }
+    ledger_.commit(delta);
+    if (spec_height_ < ledger_.height()) rebuild_speculative();
+    mempool_.remove_committed(block);
+    ++stats_.executed_blocks;
+    stats_.executed_txs += block.txs.size();
+    view_timeout_ = config_.request_timeout_ms; // progress: the view works
+    if (on_commit_) on_commit_(block);
+    if (block.header.height % config_.checkpoint_interval == 0) take_checkpoint(block);
 }
 
 // ---- checkpoints ----
 
 void Replica::take_checkpoint(const Block& block) {
+    if (own_checkpoints_.count(block.header.height) || block.header.height <= low_) return;
     Checkpoint c;
     c.replica = id_;
     c.seq = block.header.height;
@@ -391,38 +481,546 @@ void Replica::take_checkpoint(const Block& block) {
 
 void Replica::check_stable(std::uint64_t seq) {
     if (seq <= low_) return;
-    auto own = own_checkpoints_.find(seq);
-    if (own == own_checkpoints_.end()) return; // not executed here yet
     auto at = checkpoints_.find(seq);
     if (at == checkpoints_.end()) return;
-    CheckpointCertificate cert;
-    std::map<std::pair<Hash256, Hash256>, std::uint32_t> tally;
-    for (const auto& [r, c] : at->second) {
-        ++tally[{c.block_hash, c.state_root}];
-        if (c.block_hash == own->second.block_hash && c.state_root == own->second.state_root)
-            cert.checkpoints.push_back(c);
-    }
-    if (cert.checkpoints.size() < quorum(n())) {
-        for (const auto& [k, count] : tally)
-            if (count >= quorum(n()) &&
-                k != std::make_pair(own->second.block_hash, own->second.state_root)) {
-                ++stats_.checkpoint_mismatch;
-                break;
-            }
+    std::map<std::pair<Hash256, Hash256>, CheckpointCertificate> by_state;
+    for (const auto& [r, c] : at->second)
+        by_state[{c.block_hash, c.state_root}].checkpoints.push_back(c);
+    auto own = own_checkpoints_.find(seq);
+    for (auto& [state, cert] : by_state) {
+        if (cert.checkpoints.size() < quorum(n())) continue;
+        if (own == own_checkpoints_.end()) {
+            // A quorum is past a height we have not executed: we are behind.
+            consider_target(cert, false);
+        } else if (state == std::make_pair(own->second.block_hash, own->second.state_root)) {
+            make_stable(std::move(cert));
+        } else {
+            ++stats_.checkpoint_mismatch;
+        }
         return;
     }
-    low_ = seq;
+}
+
+void Replica::make_stable(CheckpointCertificate cert) {
+    low_ = cert.checkpoints.front().seq;
     stable_cert_ = std::move(cert);
     ++stats_.checkpoints_stable;
+    if (target_ && target_->checkpoints.front().seq <= low_) target_.reset();
     collect_garbage();
     accept_ready();
-    maybe_propose();
 }
 
 void Replica::collect_garbage() {
     log_.erase(log_.begin(), log_.upper_bound(low_));
     checkpoints_.erase(checkpoints_.begin(), checkpoints_.upper_bound(low_));
     own_checkpoints_.erase(own_checkpoints_.begin(), own_checkpoints_.upper_bound(low_));
+    prepared_log_.erase(prepared_log_.begin(), prepared_log_.upper_bound(low_));
+    pre_prepared_log_.erase(pre_prepared_log_.begin(),
+                            pre_prepared_log_.lower_bound({low_ + 1, Hash256{}}));
+    for (auto it = bodies_.begin(); it != bodies_.end();)
+        it = it->second.header.height <= low_ ? bodies_.erase(it) : std::next(it);
+    wanted_.erase(wanted_.begin(), wanted_.upper_bound(low_));
+}
+
+// ---- timers: retransmission, idle checkpoints, the view-change watchdog ----
+
+void Replica::on_tick() {
+    tick_timer_ = transport_.set_timer(config_.retransmit_ms, [this] { on_tick(); });
+    if (halted_) return;
+    ++ticks_;
+    const bool progressed = ledger_.height() != tick_height_;
+    tick_height_ = ledger_.height();
+    if (target_ && !fetching_ && (!progressed || !view_active_)) start_fetch();
+    if (!progressed) {
+        forward_pending_requests();
+        // Ask a peer now and then whether we are behind: one that has a stable checkpoint
+        // above our height answers with its certificate (a replica that was down or cut
+        // off has no other way to learn it while the others are idle).
+        if (ticks_ % 5 == 0 && !fetching_ && n() > 1) {
+            const ReplicaId peer = replicas_[(ticks_ / 5 + id_) % n()].id;
+            if (peer != id_)
+                send_to(peer, MsgType::fetch, Fetch{ledger_.height() + 1, ledger_.height() + 1});
+        }
+    }
+    if (!view_active_) {
+        auto own = view_changes_.find(view_);
+        if (own != view_changes_.end() && own->second.count(id_)) {
+            broadcast(MsgType::view_change, own->second.at(id_));
+            ++stats_.retransmissions;
+        }
+        if (primary() == id_) try_new_view();
+        return;
+    }
+    if (progressed) return;
+    retransmit();
+    request_missing_bodies();
+    // Idle with blocks above the last checkpoint: certify the tip, so a quiet chain's last
+    // blocks get a certificate and laggards can fetch them.
+    const bool idle = log_.upper_bound(ledger_.height()) == log_.end() && !has_work();
+    if (idle && ledger_.height() > low_) {
+        if (auto tip = store_.block_at(ledger_.height())) take_checkpoint(*tip);
+    }
+    // Our newest checkpoint, to the peers whose matching message we lack.
+    if (!own_checkpoints_.empty()) {
+        const Checkpoint& c = own_checkpoints_.rbegin()->second;
+        const auto& have = checkpoints_[c.seq];
+        for (const auto& r : replicas_)
+            if (r.id != id_ && !have.count(r.id)) {
+                send_to(r.id, MsgType::checkpoint, c);
+                ++stats_.retransmissions;
+            }
+    }
+    arm_watchdog();
+}
+
+void Replica::retransmit() {
+    std::size_t bodies_sent = 0;
+    for (auto it = log_.upper_bound(ledger_.height()); it != log_.end(); ++it) {
+        const std::uint64_t seq = it->first;
+        Slot& slot = it->second;
+        if (!slot.accepted) continue;
+        const bool send_body = is_primary() && bodies_sent < 4; // the lowest slots first
+        if (send_body) ++bodies_sent;
+        for (const auto& r : replicas_) {
+            if (r.id == id_ || slot.commits.count(r.id)) continue;
+            if (send_body) send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
+            if (slot.prepares.count(id_))
+                send_to(r.id, MsgType::prepare, Vote{view_, seq, slot.digest});
+            if (slot.prepared) send_to(r.id, MsgType::commit, Vote{view_, seq, slot.digest});
+            ++stats_.retransmissions;
+        }
+    }
+}
+
+// The lowest unexecuted slot may lack its block, or hold another version of it (an
+// equivocating primary): if f+1 replicas committed (or, lacking one, prepared) a digest,
+// one of them is honest and that digest is the block to get.
+void Replica::request_missing_bodies() {
+    const std::uint64_t seq = ledger_.height() + 1;
+    auto it = log_.find(seq);
+    if (it == log_.end()) return;
+    Slot& slot = it->second;
+    auto tally = [](const std::map<ReplicaId, Hash256>& votes) {
+        std::map<Hash256, std::vector<ReplicaId>> by_digest;
+        for (const auto& [r, d] : votes)
+            by_digest[d].push_back(r);
+        return by_digest;
+    };
+    auto find = [&](const std::map<Hash256, std::vector<ReplicaId>>& votes,
+                    bool replace) -> std::pair<Hash256, std::vector<ReplicaId>> {
+        for (const auto& [d, voters] : votes)
+            if (voters.size() >= f() + 1 && (replace ? d != slot.digest : true)) return {d, voters};
+        return {};
+    };
+    auto [digest, voters] = find(tally(slot.commits), slot.pre_prepare.has_value());
+    if (voters.empty() && !slot.pre_prepare)
+        std::tie(digest, voters) = find(tally(slot.prepares), false);
+    if (voters.empty()) return;
+    wanted_[seq] = digest;
+    voters.erase(std::remove(voters.begin(), voters.end(), id_), voters.end());
+    if (voters.empty()) return;
+    send_to(voters[ticks_ % voters.size()], MsgType::fetch, Fetch{seq, seq});
+}
+
+bool Replica::has_work() const {
+    if (log_.upper_bound(ledger_.height()) != log_.end()) return true;
+    if (mempool_.size() == 0) return false;
+    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
+    return !mempool_.take_ready(1, next_nonce).empty();
+}
+
+void Replica::arm_watchdog() {
+    if (watch_timer_ != 0 || !view_active_ || halted_ || !has_work()) return;
+    watch_height_ = ledger_.height();
+    const std::uint64_t view = view_;
+    watch_timer_ = transport_.set_timer(view_timeout_, [this, view] {
+        watch_timer_ = 0;
+        if (!view_active_ || view_ != view) return;
+        if (ledger_.height() > watch_height_ || !has_work()) {
+            arm_watchdog();
+            return;
+        }
+        if (target_) { // we are behind, not the primary: catch up first
+            if (!fetching_) start_fetch();
+            arm_watchdog();
+            return;
+        }
+        start_view_change(view_ + 1);
+    });
+}
+
+void Replica::announce_stable(ReplicaId to) {
+    if (stable_cert_.checkpoints.empty()) return;
+    auto [it, fresh] = announced_.emplace(to, transport_.now());
+    if (!fresh && transport_.now() < it->second + config_.retransmit_ms) return;
+    it->second = transport_.now();
+    send_to(to, MsgType::blocks, Blocks{{}, stable_cert_});
+}
+
+// f+1 replicas using views above ours include an honest one: the cluster moved on.
+void Replica::note_view(ReplicaId from, std::uint64_t view) {
+    if (view <= view_) return;
+    auto& seen = peer_view_[from];
+    seen = std::max(seen, view);
+    std::vector<std::uint64_t> above;
+    for (const auto& [r, v] : peer_view_)
+        if (v > view_) above.push_back(v);
+    if (above.size() < f() + 1) return;
+    std::sort(above.begin(), above.end(), std::greater<>());
+    start_view_change(above[f()]);
+}
+
+// ---- view change ----
+
+void Replica::start_view_change(std::uint64_t view) {
+    if (view < view_ || (view == view_ && view_active_)) return;
+    if (view != view_) ++stats_.view_changes;
+    view_ = view;
+    view_active_ = false;
+    decided_.clear();
+    new_view_.reset();
+    for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
+        if (*t != 0) {
+            transport_.cancel_timer(*t);
+            *t = 0;
+        }
+    batch_due_ = false;
+
+    ViewChange vc;
+    vc.replica = id_;
+    vc.new_view = view;
+    vc.stable_seq = stable_certificate_seq();
+    vc.stable_certificate = stable_cert_;
+    for (const auto& [seq, e] : prepared_log_)
+        if (seq > vc.stable_seq) vc.prepared.push_back(e);
+    for (const auto& [key, e] : pre_prepared_log_)
+        if (key.first > vc.stable_seq) vc.pre_prepared.push_back(e);
+    vc = sign_view_change(std::move(vc), key_);
+    view_changes_.erase(view_changes_.begin(), view_changes_.lower_bound(view));
+    view_changes_[view][id_] = vc;
+    broadcast(MsgType::view_change, vc);
+
+    view_timer_ = transport_.set_timer(view_timeout_, [this, view] {
+        view_timer_ = 0;
+        if (view_active_ || view_ != view) return;
+        // Move on only if a quorum wants this view and its primary failed to start it;
+        // a replica that alone suspects the primary waits (it may just be cut off).
+        if (view_changes_[view].size() >= quorum(n())) {
+            view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
+            start_view_change(view + 1);
+        } else {
+            start_view_change(view); // re-arms the timer; the message is re-sent by ticks
+        }
+    });
+    if (primary() == id_) try_new_view();
+}
+
+void Replica::on_view_change(ReplicaId from, ViewChange&& vc) {
+    if (vc.replica != from) {
+        ++stats_.forged_sender;
+        return;
+    }
+    if (vc.new_view < view_ || (vc.new_view == view_ && view_active_)) {
+        ++stats_.wrong_view;
+        // A straggler still asking for a view we are in lacks its new-view message.
+        if (vc.new_view == view_ && new_view_) send_to(from, MsgType::new_view, *new_view_);
+        return;
+    }
+    if (auto ok = check_view_change(vc, replicas_); !ok) {
+        ++stats_.bad_view_change;
+        return;
+    }
+    auto& at = view_changes_[vc.new_view];
+    if (auto it = at.find(from); it != at.end()) {
+        if (it->second == vc)
+            ++stats_.duplicate;
+        else
+            it->second = std::move(vc); // a re-sent view change carries a newer log
+        if (primary() == id_ && !view_active_) try_new_view();
+        return;
+    }
+    const std::uint64_t view = vc.new_view;
+    at.emplace(from, std::move(vc));
+    if (view > view_) {
+        std::set<ReplicaId> ahead;
+        for (auto it = view_changes_.upper_bound(view_); it != view_changes_.end(); ++it)
+            for (const auto& [r, m] : it->second)
+                ahead.insert(r);
+        if (ahead.size() >= f() + 1) start_view_change(view_changes_.upper_bound(view_)->first);
+        return;
+    }
+    if (primary() == id_ && !view_active_) try_new_view();
+}
+
+void Replica::try_new_view() {
+    if (view_active_ || primary() != id_) return;
+    std::vector<ViewChange> set;
+    for (const auto& [r, vc] : view_changes_[view_])
+        set.push_back(vc);
+    auto decision = decide_view(set, n(), genesis_hash_);
+    if (!decision) return;
+    if (decision->checkpoint_seq > ledger_.height()) {
+        consider_target(decision->checkpoint, true);
+        return; // propose once caught up
+    }
+    bool missing = false;
+    for (const auto& e : decision->blocks) {
+        if (e.seq <= ledger_.height() || bodies_.count(e.digest)) continue;
+        missing = true;
+        if (wanted_[e.seq] == e.digest) continue;
+        wanted_[e.seq] = e.digest;
+        for (const auto& vc : set) // ask those that pre-prepared it
+            for (const auto& q : vc.pre_prepared)
+                if (q.seq == e.seq && q.digest == e.digest && vc.replica != id_)
+                    send_to(vc.replica, MsgType::fetch, Fetch{e.seq, e.seq});
+    }
+    if (missing) return;
+    NewView nv;
+    nv.replica = id_;
+    nv.view = view_;
+    nv.proofs = std::move(set);
+    nv.decisions = decision->blocks;
+    nv = sign_new_view(std::move(nv), key_);
+    broadcast(MsgType::new_view, nv);
+    install_view(nv, *decision);
+}
+
+void Replica::on_new_view(ReplicaId from, NewView&& nv) {
+    if (nv.view < view_ || (nv.view == view_ && view_active_)) {
+        ++stats_.wrong_view;
+        return;
+    }
+    auto decision = check_new_view(nv, from, primary_of(nv.view), replicas_, genesis_hash_);
+    if (!decision) {
+        ++stats_.bad_view_change;
+        return;
+    }
+    install_view(nv, *decision);
+}
+
+void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
+    for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
+        if (*t != 0) {
+            transport_.cancel_timer(*t);
+            *t = 0;
+        }
+    batch_due_ = false;
+    view_ = nv.view;
+    view_active_ = true;
+    new_view_ = nv;
+    ++stats_.new_views;
+    view_changes_.erase(view_changes_.begin(), view_changes_.upper_bound(view_));
+    for (auto it = peer_view_.begin(); it != peer_view_.end();)
+        it = it->second <= view_ ? peer_view_.erase(it) : std::next(it);
+
+    const std::uint64_t h = decision.checkpoint_seq;
+    if (h > low_) {
+        consider_target(decision.checkpoint, true);
+    }
+    // The old view's slots are void; what must survive is in the decision.
+    log_.erase(log_.upper_bound(low_), log_.end());
+    decided_.clear();
+    for (const auto& e : decision.blocks)
+        if (e.seq > low_) decided_[e.seq] = e.digest;
+    rebuild_speculative();
+
+    if (is_primary()) {
+        for (const auto& [seq, digest] : decided_) {
+            Block body;
+            if (auto b = bodies_.find(digest); b != bodies_.end()) {
+                body = b->second;
+            } else if (auto stored = store_.block_at(seq); stored && stored->hash() == digest) {
+                body = std::move(stored).value();
+            } else {
+                continue; // cannot happen: try_new_view waited for every body
+            }
+            Slot& slot = log_[seq];
+            slot.digest = digest;
+            slot.pre_prepare = PrePrepare{view_, seq, std::move(body)};
+            broadcast(MsgType::pre_prepare, *slot.pre_prepare);
+            if (seq <= ledger_.height()) accept_executed(seq, slot);
+        }
+        accept_ready();
+    } else {
+        forward_pending_requests();
+    }
+    arm_watchdog();
+}
+
+void Replica::forward_pending_requests() {
+    if (is_primary()) return;
+    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
+    for (Tx& tx : mempool_.take_ready(config_.max_block_txs, next_nonce)) {
+        send_to(primary(), MsgType::request, Request{std::move(tx)});
+        ++stats_.requests_forwarded;
+    }
+}
+
+// ---- bodies and state transfer ----
+
+void Replica::on_fetch(ReplicaId from, const Fetch& f) {
+    if (f.to_height < f.from_height || f.to_height - f.from_height >= max_fetch_blocks) {
+        ++stats_.malformed;
+        return;
+    }
+    Blocks reply;
+    if (stable_certificate_seq() >= f.from_height) reply.certificate = stable_cert_;
+    for (std::uint64_t h = f.from_height; h <= f.to_height; ++h) {
+        if (h <= ledger_.height()) {
+            auto b = store_.block_at(h);
+            if (!b) break;
+            reply.blocks.push_back(std::move(b).value());
+        } else if (auto it = log_.find(h); it != log_.end() && it->second.pre_prepare) {
+            reply.blocks.push_back(it->second.pre_prepare->block);
+        } else {
+            break;
+        }
+    }
+    if (!reply.blocks.empty() || !reply.certificate.checkpoints.empty())
+        send_to(from, MsgType::blocks, reply);
+}
+
+void Replica::on_blocks(ReplicaId, Blocks&& b) {
+    if (!b.certificate.checkpoints.empty()) {
+        if (auto ok = verify_checkpoint_certificate(b.certificate, replicas_); !ok) {
+            ++stats_.bad_signature;
+            return;
+        }
+        consider_target(b.certificate, true);
+    }
+    if (b.blocks.empty()) return;
+    // A state-transfer chunk: exactly the range asked for, ending at the anchored hash.
+    if (fetching_ && b.blocks.front().header.height == fetch_from_ &&
+        b.blocks.size() == fetch_to_ - fetch_from_ + 1) {
+        bool chained = b.blocks.back().hash() == fetch_anchor_;
+        for (std::size_t i = 0; chained && i + 1 < b.blocks.size(); ++i)
+            chained = b.blocks[i + 1].header.prev_hash == b.blocks[i].hash() &&
+                      b.blocks[i + 1].header.height == b.blocks[i].header.height + 1;
+        if (!chained) {
+            ++stats_.bad_blocks_reply;
+            return;
+        }
+        fetch_anchor_ = b.blocks.front().header.prev_hash;
+        for (Block& block : b.blocks)
+            fetched_.emplace(block.header.height, std::move(block));
+        fetch_attempt_ = 0;
+        if (fetch_from_ <= ledger_.height() + 1)
+            finish_transfer();
+        else
+            send_fetch();
+        return;
+    }
+    // Otherwise: bodies we asked for by digest.
+    bool used = false;
+    for (Block& block : b.blocks) {
+        const std::uint64_t seq = block.header.height;
+        auto want = wanted_.find(seq);
+        if (want == wanted_.end() || want->second != block.hash()) continue;
+        const Hash256 digest = want->second;
+        wanted_.erase(want);
+        used = true;
+        ++stats_.bodies_fetched;
+        bodies_.emplace(digest, block);
+        auto it = log_.find(seq);
+        if (view_active_ && it != log_.end() && seq == ledger_.height() + 1) {
+            Slot& slot = it->second;
+            if (slot.digest != digest) {
+                slot.digest = digest;
+                slot.rejected = false;
+                slot.pre_prepare = PrePrepare{view_, seq, std::move(block)};
+                reset_speculation_from(seq);
+                slot.prepares[id_] = digest; // our earlier prepare, if any, was for the other
+                accept_ready();
+            }
+        }
+    }
+    if (!used && b.certificate.checkpoints.empty()) ++stats_.bad_blocks_reply;
+    if (used && !view_active_ && primary() == id_) try_new_view();
+}
+
+void Replica::consider_target(const CheckpointCertificate& cert, bool urgent) {
+    const std::uint64_t seq = cert.checkpoints.front().seq;
+    if (seq <= ledger_.height()) {
+        // Already executed: the certificate can make it stable here if it is ours.
+        if (seq > low_) {
+            auto stored = store_.block_at(seq);
+            if (stored && stored->hash() == cert.checkpoints.front().block_hash) make_stable(cert);
+        }
+        return;
+    }
+    if (!target_ || target_->checkpoints.front().seq < seq) target_ = cert;
+    if (!fetching_ && (urgent || seq > high())) start_fetch();
+}
+
+void Replica::start_fetch() {
+    if (!target_ || halted_) return;
+    const Checkpoint& cp = target_->checkpoints.front();
+    if (cp.seq <= ledger_.height()) {
+        target_.reset();
+        return;
+    }
+    fetching_ = true;
+    fetched_.clear();
+    fetch_to_ = cp.seq;
+    fetch_anchor_ = cp.block_hash;
+    fetch_attempt_ = 0;
+    send_fetch();
+}
+
+void Replica::send_fetch() {
+    fetch_from_ = std::max(ledger_.height() + 1,
+                           fetch_to_ + 1 > max_fetch_blocks ? fetch_to_ + 1 - max_fetch_blocks : 1);
+    if (!fetched_.empty()) {
+        fetch_to_ = fetched_.begin()->first - 1;
+        fetch_from_ =
+            std::max(ledger_.height() + 1,
+                     fetch_to_ + 1 > max_fetch_blocks ? fetch_to_ + 1 - max_fetch_blocks : 1);
+    }
+    // Ask the certificate's signers in turn: they executed the certified block.
+    std::vector<ReplicaId> peers;
+    for (const auto& c : target_->checkpoints)
+        if (c.replica != id_) peers.push_back(c.replica);
+    if (peers.empty()) return;
+    const ReplicaId peer = peers[(fetch_attempt_ + ticks_) % peers.size()];
+    ++fetch_attempt_;
+    send_to(peer, MsgType::fetch, Fetch{fetch_from_, fetch_to_});
+    if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
+    const std::uint64_t from = fetch_from_;
+    fetch_timer_ = transport_.set_timer(config_.fetch_timeout_ms, [this, from] {
+        fetch_timer_ = 0;
+        if (fetching_ && fetch_from_ == from) send_fetch(); // next peer
+    });
+}
+
+void Replica::finish_transfer() {
+    if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
+    fetch_timer_ = 0;
+    fetching_ = false;
+    CheckpointCertificate cert = *target_;
+    target_.reset();
+    for (auto& [height, block] : fetched_) {
+        if (height <= ledger_.height()) continue;
+        auto delta = ledger_.execute(block);
+        if (!delta) { // a certified chain that does not execute: our state is not the chain's
+            ++stats_.bad_blocks_reply;
+            halted_ = true;
+            fetched_.clear();
+            return;
+        }
+        // Slots of these heights from an earlier view are void now.
+        log_.erase(height);
+        executed(block, *delta);
+        if (halted_) break;
+        ++stats_.transferred_blocks;
+    }
+    fetched_.clear();
+    if (halted_) return;
+    ++stats_.state_transfers;
+    mempool_.prune([this](const Address& a) { return ledger_.account(a).nonce; });
+    if (cert.checkpoints.front().seq == ledger_.height()) make_stable(std::move(cert));
+    reset_speculation_from(ledger_.height() + 1);
+    accept_ready();
+    execute_ready();
 }
 
 } // namespace popchain::pbft

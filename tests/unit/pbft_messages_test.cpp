@@ -49,15 +49,17 @@ std::vector<std::pair<MsgType, Message>> one_of_each(const Cluster& c) {
     vc.new_view = 5;
     vc.stable_seq = 32;
     vc.stable_certificate.checkpoints = {cp};
-    vc.prepared = {{33, sha256(std::string_view("p")), 4}};
-    vc.pre_prepared = {{33, sha256(std::string_view("p")), 4},
-                       {34, sha256(std::string_view("q")), 3}};
+    const Hash256 parent = sha256(std::string_view("parent"));
+    vc.prepared = {{33, sha256(std::string_view("p")), 4, parent}};
+    vc.pre_prepared = {{33, sha256(std::string_view("p")), 4, parent},
+                       {34, sha256(std::string_view("q")), 3, sha256(std::string_view("p"))}};
     vc = sign_view_change(vc, c.keys[2]);
     NewView nv;
     nv.replica = 1;
     nv.view = 5;
     nv.proofs = {vc};
-    nv.decisions = {{33, sha256(std::string_view("p")), 5}, {34, Hash256{}, 5}};
+    nv.decisions = {{33, sha256(std::string_view("p")), 4, parent},
+                    {34, sha256(std::string_view("q")), 3, sha256(std::string_view("p"))}};
     nv = sign_new_view(nv, c.keys[1]);
     Block b = sample_block();
     return {

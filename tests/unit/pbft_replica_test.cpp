@@ -41,9 +41,10 @@ struct Cluster {
     std::vector<net::Transport*> transports;
     std::vector<std::unique_ptr<Replica>> replicas;
     std::vector<std::uint64_t> nonces;
+    ReplicaConfig config;
 
-    Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig config)
-        : n(count), net(seed, faults) {
+    Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig cfg)
+        : n(count), net(seed, faults), config(cfg) {
         genesis.params.chain_id = "replica-test";
         genesis.params.authority = key_from_byte(0xa0).public_key();
         genesis.timestamp_ms = 1'700'000'000'000ull;
@@ -67,6 +68,26 @@ struct Cluster {
         }
     }
 
+    // The replica stops; its store (the disk) survives.
+    void crash(std::uint32_t i) {
+        net.crash(i);
+        replicas[i].reset();
+    }
+    // The replica comes back from its store.
+    void restart(std::uint32_t i) {
+        transports[i] = &net.restart(i, *shims[i]);
+        auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i]);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+        replicas[i] = std::move(r).value();
+        shims[i]->target = replicas[i].get();
+    }
+    std::vector<std::uint32_t> up() const {
+        std::vector<std::uint32_t> out;
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (replicas[i]) out.push_back(i);
+        return out;
+    }
+
     // A transfer from wallet w (next nonce) to the following wallet.
     Tx next_transfer(std::size_t w, std::uint64_t amount) {
         Tx tx;
@@ -81,9 +102,10 @@ struct Cluster {
     // Submits `count` transfers round-robin over wallets, each to replica (i % n), running
     // the network for `gap` ms between submissions.
     void submit_transfers(std::size_t count, net::Millis gap) {
+        const auto live = up();
         for (std::size_t i = 0; i < count; ++i) {
             Tx tx = next_transfer(i % wallet_count, 1 + i);
-            auto ok = replicas[i % n]->submit(tx);
+            auto ok = replicas[live[i % live.size()]]->submit(tx);
             REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message()));
             if (gap) net.run_for(gap);
         }
@@ -96,17 +118,25 @@ struct Cluster {
         return total;
     }
 
+    // Every running replica's chain holds at least `txs` transfers (each used one nonce).
     bool all_executed(std::uint64_t txs) const {
-        for (std::uint32_t i = 0; i < n; ++i)
-            if (replicas[i]->stats().executed_txs < txs) return false;
+        for (std::uint32_t i : up()) {
+            std::uint64_t used = 0;
+            for (const auto& w : wallets)
+                used += replicas[i]->ledger().account(w.address()).nonce;
+            if (used < txs) return false;
+        }
         return true;
     }
 
-    // Same height, same block at every height, same state, invariants hold.
+    // Every running replica: same height, same block at every height, same state,
+    // invariants hold.
     void check_agreement() const {
-        const std::uint64_t h = replicas[0]->height();
-        const Hash256 digest = replicas[0]->ledger().state_digest();
-        for (std::uint32_t i = 0; i < n; ++i) {
+        const auto live = up();
+        const std::uint32_t first = live.front();
+        const std::uint64_t h = replicas[first]->height();
+        const Hash256 digest = replicas[first]->ledger().state_digest();
+        for (std::uint32_t i : live) {
             CAPTURE(i);
             CHECK(replicas[i]->height() == h);
             CHECK(stores[i]->tip_height() == h);
@@ -115,8 +145,8 @@ struct Cluster {
             CHECK(replicas[i]->pending() == 0);
         }
         for (std::uint64_t height = 0; height <= h; ++height) {
-            const Hash256 expected = stores[0]->block_at(height)->hash();
-            for (std::uint32_t i = 1; i < n; ++i)
+            const Hash256 expected = stores[first]->block_at(height)->hash();
+            for (std::uint32_t i : live)
                 CHECK(stores[i]->block_at(height)->hash() == expected);
         }
     }
@@ -125,13 +155,19 @@ struct Cluster {
     std::string describe() const {
         std::string out;
         for (const auto& r : replicas) {
+            if (!r) {
+                out += "(down)\n";
+                continue;
+            }
             const auto& s = r->stats();
             out += "r" + std::to_string(r->id()) + " h=" + std::to_string(r->height()) +
                    " spec=" + std::to_string(r->speculative_ledger().height()) +
                    " low=" + std::to_string(r->stable_seq()) +
                    " log=" + std::to_string(r->log_size()) +
                    " pending=" + std::to_string(r->pending()) +
+                   " view=" + std::to_string(r->view()) + (r->view_active() ? "" : "(changing)") +
                    " outside=" + std::to_string(s.outside_watermarks) +
+                   " transferred=" + std::to_string(s.transferred_blocks) +
                    " bad_block=" + std::to_string(s.bad_block) + "\n";
         }
         return out;
@@ -433,4 +469,95 @@ TEST_CASE("replica: a slow replica keeps up; messages just above its window are 
     c.check_agreement();
     CHECK(c.replicas[3]->stats().held_early > 0);
     CHECK(c.replicas[3]->stats().bad_block == 0);
+}
+
+// ---- faults: view change, retransmission, state transfer ----
+
+TEST_CASE("replica: the primary crashes; a view change replaces it and nothing is lost") {
+    for (std::uint32_t n : {4u, 7u}) {
+        CAPTURE(n);
+        Cluster c(n, 40 + n, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+        c.submit_transfers(60, 1);
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(60); }, 10'000), c.describe());
+        const auto before = c.chain(1);
+        c.crash(0); // the primary of view 0
+        c.submit_transfers(60, 1);
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(120); }, 60'000), c.describe());
+        c.net.run_for(500);
+        c.check_agreement();
+        for (std::uint32_t i : c.up()) {
+            CHECK(c.replicas[i]->view() >= 1);
+            CHECK(c.replicas[i]->view_active());
+            CHECK(c.replicas[i]->stats().new_views >= 1);
+        }
+        const auto after = c.chain(1);
+        REQUIRE(after.size() >= before.size());
+        CHECK(std::equal(before.begin(), before.end(), after.begin())); // nothing rewritten
+    }
+}
+
+TEST_CASE("replica: the primaries of two views in a row crash; the timeout backs off") {
+    Cluster c(7, 77, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    c.submit_transfers(20, 1);
+    REQUIRE(c.net.run_until([&] { return c.all_executed(20); }, 10'000));
+    c.crash(0);
+    c.crash(1); // primary of view 1
+    c.submit_transfers(40, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(60); }, 60'000), c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    for (std::uint32_t i : c.up())
+        CHECK(c.replicas[i]->view() >= 2);
+}
+
+TEST_CASE("replica: lost, duplicated and reordered messages are retransmitted, not fatal") {
+    for (std::uint64_t seed : {3u, 4u, 5u}) {
+        CAPTURE(seed);
+        Cluster c(4, seed, net::LinkFaults{0.1, 0.05, 1, 15}, small_blocks());
+        c.submit_transfers(150, 2);
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(150); }, 120'000),
+                        c.describe());
+        c.net.run_for(1'000);
+        c.check_agreement();
+        std::uint64_t resent = 0;
+        for (std::uint32_t i = 0; i < c.n; ++i)
+            resent += c.replicas[i]->stats().retransmissions;
+        CHECK(resent > 0);
+    }
+}
+
+TEST_CASE("replica: a replica restarted far behind catches up by state transfer") {
+    Cluster c(4, 21, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    c.submit_transfers(16, 1);
+    REQUIRE(c.net.run_until([&] { return c.all_executed(16); }, 10'000));
+    c.crash(3);
+    c.submit_transfers(300, 1); // dozens of blocks, many windows ahead of replica 3
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(316); }, 60'000), c.describe());
+    c.restart(3);
+    CHECK(c.replicas[3]->height() < c.replicas[0]->height() - 2 * small_blocks().watermark_window);
+    REQUIRE_MESSAGE(
+        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                        c.net.now() + 10'000),
+        c.describe());
+    CHECK(c.replicas[3]->stats().state_transfers >= 1);
+    CHECK(c.replicas[3]->stats().transferred_blocks > 0);
+    // And it takes part again: with another replica down, progress needs it.
+    c.crash(2);
+    c.submit_transfers(20, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(336); }, c.net.now() + 30'000),
+                    c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+}
+
+TEST_CASE("replica: a partition that heals; the cut-off replica catches up") {
+    Cluster c(4, 23, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    c.net.isolate(3);
+    c.submit_transfers(100, 1); // replica 3 forwards its share into the void
+    c.net.run_for(3'000);
+    c.net.heal();
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(100); }, c.net.now() + 30'000),
+                    c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
 }

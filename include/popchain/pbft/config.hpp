@@ -50,6 +50,12 @@ struct ReplicaConfig {
     Millis request_timeout_ms = 1000;          // 10 .. 600,000
     Millis max_view_change_timeout_ms = 60000; // request_timeout_ms .. 3,600,000
 
+    // Retransmission: a replica that made no progress for this long re-sends the messages
+    // its stuck slots still need (to the peers that have not answered), its view change,
+    // and its latest checkpoint, so lost messages cost one interval, not a view change. It
+    // is also the idle interval after which a replica checkpoints its tip.
+    Millis retransmit_ms = 100; // 1 .. request_timeout_ms
+
     // State transfer: how long to wait for a peer's answer before asking another one.
     Millis fetch_timeout_ms = 500; // 10 .. 600,000
 

@@ -75,11 +75,15 @@ struct CheckpointCertificate {
     friend bool operator==(const CheckpointCertificate&, const CheckpointCertificate&) = default;
 };
 
-// One entry of a replica's P (prepared) or Q (pre-prepared) log.
+// One entry of a replica's P (prepared) or Q (pre-prepared) log, or a new-view decision.
+// `parent` is the block's prev_hash: blocks chain, so a new primary must re-propose a
+// prefix whose blocks extend each other, and every replica must be able to check that
+// from the signed view changes alone.
 struct LogEntry {
     std::uint64_t seq = 0;
     Hash256 digest;
     std::uint64_t view = 0;
+    Hash256 parent;
     friend bool operator==(const LogEntry&, const LogEntry&) = default;
 };
 

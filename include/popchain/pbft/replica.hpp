@@ -1,12 +1,11 @@
-// The pBFT replica: the normal case (see docs/consensus.md).
+// The pBFT replica (see docs/consensus.md for the protocol and why it is shaped this way).
 //
 // A Replica is a deterministic state machine driven by calls on one thread: client requests
 // (submit), messages (on_message) and timers (through its Transport). It owns the committed
 // Ledger, a speculative Ledger at the tip of the blocks it has accepted but not yet executed,
 // the Mempool and the LinkAuthenticator; the BlockStore and the Transport are borrowed.
 //
-// Normal case, view v (in this version v stays 0; view change, state transfer,
-// persistence-before-vote and membership change come later):
+// Normal case, view v:
 //   - The primary of view v is replicas[v mod n], by position in the replica set sorted by
 //     id. It closes a block when max_block_txs transactions are ready, or max_batch_delay_ms
 //     after the first one became ready, and only for sequence numbers in
@@ -15,32 +14,59 @@
 //   - Pipelining: the primary proposes seq h+1 before h commits. Every accepted
 //     (pre-prepared) block is executed at once on the speculative ledger, which is the
 //     committed ledger with the deltas of all accepted, not yet executed blocks applied, in
-//     order; the next block is built (primary) or validated (backup) on top of it. A
-//     transaction in an in-flight block is not proposed again: its nonce is used up in the
-//     speculative state. rebuild_speculative() recomputes that ledger from the committed
-//     one and the retained deltas (the hook a view change will use).
+//     order; the next block is built (primary) or validated (backup) on top of it.
 //   - Backups accept at most one pre-prepare per (view, seq), from the primary only, and
-//     only once its block executes on the speculative state of seq-1 (a pre-prepare that
-//     arrives before its predecessor waits for it). A block that fails execution is dropped
-//     (bad_block) and never prepared. Messages a little ahead of the window (up to one more
-//     window) are kept but not acted on until the watermark moves, so a replica whose
-//     checkpoint became stable later than the primary's does not lose them.
+//     only once its block executes on the speculative state of seq-1. A block that fails
+//     execution is dropped (bad_block) and never prepared. Messages a little ahead of the
+//     window (up to one more window) are kept but not acted on until the watermark moves.
 //   - prepared(s)  = accepted pre-prepare + quorum(n)-1 matching prepares from distinct
 //                    replicas other than the primary (own prepare included);
 //     committed(s) = prepared(s) + quorum(n) matching commits (own included).
 //     Blocks execute strictly in sequence order: committed to the Ledger, appended to the
 //     BlockStore with their delta, removed from the mempool.
-//   - After executing a block whose height is a multiple of checkpoint_interval a replica
-//     signs and broadcasts a Checkpoint. quorum(n) matching, validly signed checkpoints for
-//     a height the replica has executed itself (with the same block hash and state root)
-//     make it stable: the low watermark moves there and the log at or below it is
-//     discarded; the certificate is kept (last_stable_certificate()).
+//   - Checkpoints: after executing a block whose height is a multiple of checkpoint_interval,
+//     and at its tip when it has been idle for retransmit_ms (so the last blocks of a quiet
+//     chain get certified too), a replica signs and broadcasts a Checkpoint. quorum(n)
+//     matching checkpoints for a height it executed make it stable: the low watermark moves
+//     there, the log at or below it is discarded, the certificate is kept.
+//
+// Lost messages. A replica that made no progress for retransmit_ms re-sends, for each
+// unexecuted slot, its pre-prepare (primary), prepare and commit to the peers whose commit it
+// lacks; re-forwards its ready requests to the primary; asks a peer for a block body that
+// f+1 replicas voted for but it never received (or received in another version from an
+// equivocating primary); and re-broadcasts its view change. A replica that receives a
+// repeated vote for a slot it has executed answers with its commit, and one that receives
+// messages below its low watermark answers with its stable checkpoint certificate.
+//
+// View change. A replica that has work (an accepted unexecuted block or a ready request) and
+// sees no block execute for the view-change timeout suspects the primary and sends a signed
+// ViewChange for view+1 (stable checkpoint with certificate, P and Q logs); it stops taking
+// part in the old view. It joins a higher view when f+1 replicas ask for views above its
+// own. The new primary decides with decide_view() (view_change.hpp) once it holds enough view
+// changes and the bodies of the decided blocks, and sends a signed NewView carrying the
+// view changes; every backup re-checks the decision (check_new_view()). The decided blocks
+// are re-proposed unchanged in the new view (their headers keep their original view and
+// proposer) and agreed again; blocks above them are proposed afresh. The timeout doubles
+// with every view change that does not lead to an executed block, up to
+// max_view_change_timeout_ms, and a replica only moves beyond view v+1 when a quorum asked
+// for v+1 and its primary failed to start it.
+//
+// State transfer. A replica that learns of a certified checkpoint above its executed height
+// (from quorum(n) checkpoint messages, a new view, or a peer's announcement) and either
+// cannot reach it through its window or makes no progress fetches the missing blocks from
+// the certificate's signers, newest chunk first, so each chunk is checked by hash against
+// the certified block (or the chunk above); then it executes them (every transaction and
+// state root is re-checked) and adopts the checkpoint as its low watermark.
 //
 // Self-delivery: a replica never sends to itself. Its own prepares, commits and checkpoints
 // are recorded directly when it sends them to the others.
 //
 // Drops. Every message that is not acted on is counted by reason in stats(); nothing about
 // a dropped message changes the replica's state.
+//
+// Not yet: persistence of protocol state before votes (a restarted replica starts in view 0
+// with an empty log at its stored height and rejoins through view changes and state
+// transfer), membership change.
 #pragma once
 
 #include <popchain/block.hpp>
@@ -53,6 +79,7 @@
 #include <popchain/pbft/config.hpp>
 #include <popchain/pbft/link.hpp>
 #include <popchain/pbft/messages.hpp>
+#include <popchain/pbft/view_change.hpp>
 #include <popchain/store.hpp>
 
 #include <cstdint>
@@ -80,7 +107,8 @@ struct ReplicaStats {
     std::uint64_t conflicting = 0;         // a different message for a slot already filled
     std::uint64_t bad_signature = 0;       // checkpoint signature does not verify
     std::uint64_t checkpoint_mismatch = 0; // a quorum certified a state other than ours
-    std::uint64_t unsupported = 0;         // view change, new view, fetch, blocks (not yet)
+    std::uint64_t bad_view_change = 0;     // view change or new view that fails its checks
+    std::uint64_t bad_blocks_reply = 0;    // fetched blocks that do not chain to what we asked
     std::uint64_t rejected_requests = 0;   // forwarded client transactions the mempool refused
 
     // ---- activity ----
@@ -93,6 +121,12 @@ struct ReplicaStats {
     std::uint64_t requests_forwarded = 0; // submits forwarded to the primary
     std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
     std::uint64_t store_errors = 0;       // BlockStore::append failures (replica halts)
+    std::uint64_t view_changes = 0;       // view changes started
+    std::uint64_t new_views = 0;          // views installed after a view change
+    std::uint64_t retransmissions = 0;    // messages re-sent after a period without progress
+    std::uint64_t bodies_fetched = 0;     // block bodies obtained from peers for a slot
+    std::uint64_t state_transfers = 0;    // certified checkpoints reached by fetching blocks
+    std::uint64_t transferred_blocks = 0; // blocks executed from state transfer
 };
 
 class Replica : public net::Receiver {
@@ -128,7 +162,9 @@ public:
     ReplicaId id() const { return id_; }
     std::uint64_t height() const { return ledger_.height(); }
     std::uint64_t view() const { return view_; }
-    ReplicaId primary() const;
+    // False between sending a view change and installing the new view.
+    bool view_active() const { return view_active_; }
+    ReplicaId primary() const { return primary_of(view_); }
     bool is_primary() const { return primary() == id_; }
     const Ledger& ledger() const { return ledger_; }
     const Ledger& speculative_ledger() const { return spec_; }
@@ -151,11 +187,11 @@ public:
 
 private:
     struct Slot {
-        std::optional<PrePrepare> pre_prepare; // received from the primary, maybe unvalidated
+        std::optional<PrePrepare> pre_prepare; // from the primary (or a peer, see bodies)
         Hash256 digest;                        // its block hash
         bool accepted = false;                 // validated on the speculative state
         bool rejected = false;                 // failed validation: no other for (view, seq)
-        std::optional<StateDelta> delta;       // when accepted
+        std::optional<StateDelta> delta;       // when accepted, unless executed before
         std::map<ReplicaId, Hash256> prepares; // first vote per replica
         std::map<ReplicaId, Hash256> commits;
         bool prepared = false;
@@ -164,11 +200,14 @@ private:
 
     Replica(ReplicaId id, const SigningKey& key, ChainParams params, State state,
             ReplicaConfig config, net::Transport& transport, BlockStore& store,
-            LinkAuthenticator link);
+            LinkAuthenticator link, Hash256 genesis_hash);
 
     std::uint32_t n() const { return static_cast<std::uint32_t>(replicas_.size()); }
+    std::uint32_t f() const { return max_faulty(n()); }
     std::uint64_t high() const { return low_ + config_.watermark_window; }
+    ReplicaId primary_of(std::uint64_t view) const;
     const ReplicaInfo* member(ReplicaId id) const;
+    std::uint64_t stable_certificate_seq() const;
     void broadcast(MsgType type, const Message& m);
     void send_to(ReplicaId to, MsgType type, const Message& m);
 
@@ -176,15 +215,46 @@ private:
     void on_pre_prepare(ReplicaId from, PrePrepare&& pp);
     void on_vote(ReplicaId from, MsgType type, const Vote& v);
     void on_checkpoint(ReplicaId from, Checkpoint&& c);
+    void on_view_change(ReplicaId from, ViewChange&& vc);
+    void on_new_view(ReplicaId from, NewView&& nv);
+    void on_fetch(ReplicaId from, const Fetch& f);
+    void on_blocks(ReplicaId from, Blocks&& b);
 
+    // normal case
     void maybe_propose();
     void propose(std::vector<Tx> txs);
     void accept_ready();
+    void accept_executed(std::uint64_t seq, Slot& slot);
+    void record_pre_prepared(std::uint64_t seq, const Slot& slot);
     void check_progress(std::uint64_t seq);
     void execute_ready();
+    void executed(const Block& block, const StateDelta& delta);
+    void reset_speculation_from(std::uint64_t seq);
     void take_checkpoint(const Block& block);
     void check_stable(std::uint64_t seq);
+    void make_stable(CheckpointCertificate cert);
     void collect_garbage();
+
+    // timers
+    void on_tick();
+    void retransmit();
+    void request_missing_bodies();
+    bool has_work() const;
+    void arm_watchdog();
+    void announce_stable(ReplicaId to);
+    void note_view(ReplicaId from, std::uint64_t view);
+
+    // view change
+    void start_view_change(std::uint64_t view);
+    void try_new_view();
+    void install_view(const NewView& nv, const ViewDecision& decision);
+    void forward_pending_requests();
+
+    // state transfer
+    void consider_target(const CheckpointCertificate& cert, bool urgent);
+    void start_fetch();
+    void send_fetch();
+    void finish_transfer();
 
     ReplicaId id_;
     const SigningKey& key_;
@@ -193,6 +263,7 @@ private:
     net::Transport& transport_;
     BlockStore& store_;
     LinkAuthenticator link_;
+    Hash256 genesis_hash_;
     std::unique_ptr<SignatureCache> cache_; // shared by the mempool and both ledgers
     Ledger ledger_;                         // committed
     Ledger spec_;                           // committed + accepted, unexecuted deltas
@@ -200,6 +271,7 @@ private:
     std::vector<ReplicaInfo> replicas_; // sorted by id
 
     std::uint64_t view_ = 0;
+    bool view_active_ = true;
     std::uint64_t low_ = 0;         // last stable checkpoint
     std::uint64_t spec_height_ = 0; // highest accepted seq (== spec_.height())
     std::map<std::uint64_t, Slot> log_;
@@ -208,7 +280,29 @@ private:
     std::map<std::uint64_t, Checkpoint> own_checkpoints_;
     CheckpointCertificate stable_cert_;
 
-    net::TimerId batch_timer_ = 0;
+    // View change state. P and Q outlive views; both are trimmed at the low watermark.
+    std::map<std::uint64_t, LogEntry> prepared_log_;                         // P, by seq
+    std::map<std::pair<std::uint64_t, Hash256>, LogEntry> pre_prepared_log_; // Q
+    std::map<Hash256, Block> bodies_; // accepted blocks above the low watermark, by hash
+    std::map<std::uint64_t, std::map<ReplicaId, ViewChange>> view_changes_; // by view
+    std::map<std::uint64_t, Hash256> decided_;     // this view's re-proposed blocks, by seq
+    std::optional<NewView> new_view_;              // the message that started this view
+    std::map<ReplicaId, std::uint64_t> peer_view_; // highest view seen from each peer
+    Millis view_timeout_ = 0;
+    std::map<std::uint64_t, Hash256> wanted_; // bodies asked for, by height
+
+    // State transfer.
+    std::optional<CheckpointCertificate> target_;
+    bool fetching_ = false;
+    std::uint64_t fetch_from_ = 0, fetch_to_ = 0; // the chunk asked for
+    Hash256 fetch_anchor_;                        // hash the chunk's last block must have
+    std::map<std::uint64_t, Block> fetched_;      // verified, not yet executed
+    std::size_t fetch_attempt_ = 0;
+    std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
+
+    net::TimerId batch_timer_ = 0, tick_timer_ = 0, watch_timer_ = 0, view_timer_ = 0,
+                 fetch_timer_ = 0;
+    std::uint64_t watch_height_ = 0, tick_height_ = 0, ticks_ = 0;
     bool batch_due_ = false;
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
