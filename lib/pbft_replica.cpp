@@ -740,7 +740,23 @@ void Replica::on_view_change(ReplicaId from, ViewChange&& vc) {
         return;
     }
     const std::uint64_t view = vc.new_view;
-    at.emplace(from, std::move(vc));
+    // Keep one view change per replica (its highest view), so a faulty replica cannot fill
+    // memory with view changes for many future views.
+    for (auto it = view_changes_.begin(); it != view_changes_.end();) {
+        if (it->first != view && it->first > view_) {
+            auto mine = it->second.find(from);
+            if (mine != it->second.end()) {
+                if (it->first > view) {
+                    ++stats_.wrong_view; // it already asked for a higher view
+                    return;
+                }
+                it->second.erase(mine);
+            }
+        }
+        it = it->second.empty() ? view_changes_.erase(it) : std::next(it);
+    }
+    auto& slot = view_changes_[view];
+    slot.emplace(from, std::move(vc));
     if (view > view_) {
         std::set<ReplicaId> ahead;
         for (auto it = view_changes_.upper_bound(view_); it != view_changes_.end(); ++it)
