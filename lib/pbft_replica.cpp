@@ -11,7 +11,8 @@ namespace popchain::pbft {
 
 Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey& key,
                                                  const Genesis& genesis, ReplicaConfig config,
-                                                 net::Transport& transport, BlockStore& store) {
+                                                 net::Transport& transport, BlockStore& store,
+                                                 Journal* journal) {
     const auto n = static_cast<std::uint32_t>(genesis.replicas.size());
     if (auto ok = config.validate(n); !ok)
         return make_error(ok.error().code, "replica config: " + ok.error().detail);
@@ -39,24 +40,114 @@ Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey&
 
     auto link = LinkAuthenticator::create(id, key, state.replicas);
     if (!link) return make_error(link.code(), "replica set: " + link.error().detail);
-    return std::unique_ptr<Replica>(new Replica(id, key, genesis.params, std::move(state), config,
-                                                transport, store, std::move(link).value(),
-                                                built->block.hash()));
+    std::optional<JournalState> saved;
+    if (journal) {
+        auto loaded = journal->load();
+        if (!loaded) return make_error(loaded.code(), "loading journal: " + loaded.error().detail);
+        saved = std::move(loaded).value();
+    }
+    std::unique_ptr<Replica> r(new Replica(id, key, genesis.params, std::move(state), config,
+                                           transport, store, std::move(link).value(),
+                                           built->block.hash(), journal));
+    if (saved) {
+        Scope scope(*r);
+        r->restore(*saved);
+    }
+    return r;
 }
 
 Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State state,
                  ReplicaConfig config, net::Transport& transport, BlockStore& store,
-                 LinkAuthenticator link, Hash256 genesis_hash)
+                 LinkAuthenticator link, Hash256 genesis_hash, Journal* journal)
     : id_(id), key_(key), params_(std::move(params)), config_(config), transport_(transport),
       store_(store), link_(std::move(link)), genesis_hash_(genesis_hash),
       cache_(std::make_unique<SignatureCache>()), ledger_(params_, std::move(state), cache_.get()),
-      spec_(ledger_), mempool_(params_.chain_id, cache_.get()),
-      replicas_(ledger_.state().replicas) {
+      spec_(ledger_), mempool_(params_.chain_id, cache_.get()), replicas_(ledger_.state().replicas),
+      journal_(journal) {
     low_ = ledger_.height();
     spec_height_ = ledger_.height();
     tick_height_ = ledger_.height();
     view_timeout_ = config_.request_timeout_ms;
-    tick_timer_ = transport_.set_timer(config_.retransmit_ms, [this] { on_tick(); });
+    tick_timer_ = set_timer(config_.retransmit_ms, [this] { on_tick(); });
+}
+
+// Back to the promises of a previous run (the journal's state as of its last sync).
+void Replica::restore(const JournalState& saved) {
+    if (saved.stable_seq > 0 && saved.stable_seq <= ledger_.height()) {
+        auto stored = store_.block_at(saved.stable_seq);
+        if (stored && !saved.stable_certificate.checkpoints.empty() &&
+            stored->hash() == saved.stable_certificate.checkpoints.front().block_hash)
+            stable_cert_ = saved.stable_certificate;
+    }
+    view_ = saved.view;
+    view_active_ = !saved.in_view_change;
+    for (const auto& e : saved.prepared)
+        if (e.seq > low_) prepared_log_[e.seq] = e;
+    for (const auto& e : saved.pre_prepared)
+        if (e.seq > low_) pre_prepared_log_[{e.seq, e.digest}] = e;
+    for (const auto& pp : saved.pre_prepares) {
+        if (pp.seq <= low_) continue;
+        const Hash256 digest = pp.block.hash();
+        bodies_.emplace(digest, pp.block);
+        if (pp.view != view_) continue;
+        Slot& slot = log_[pp.seq];
+        slot.digest = digest;
+        slot.pre_prepare = pp;
+    }
+    for (const auto& [type, vote] : saved.own_votes) {
+        if (vote.seq <= low_ || vote.view != view_) continue;
+        Slot& slot = log_[vote.seq];
+        if (type == MsgType::prepare) {
+            slot.prepares[id_] = vote.digest;
+        } else {
+            slot.commits[id_] = vote.digest;
+            slot.prepared = true; // a commit is sent only once prepared
+        }
+    }
+    for (const auto& c : saved.own_checkpoints)
+        if (c.seq > low_) {
+            own_checkpoints_[c.seq] = c;
+            checkpoints_[c.seq][id_] = c;
+        }
+    if (!view_active_) {
+        view_active_ = true; // start_view_change() re-enters the view change with a fresh message
+        const std::uint64_t v = view_;
+        view_ = v - 1;
+        start_view_change(v);
+        return;
+    }
+    accept_ready();
+}
+
+net::TimerId Replica::set_timer(Millis delay, std::function<void()> fire) {
+    return transport_.set_timer(delay, [this, fire = std::move(fire)] {
+        Scope scope(*this);
+        fire();
+    });
+}
+
+void Replica::end_batch() {
+    if (--batch_depth_ == 0) flush();
+}
+
+void Replica::flush() {
+    if (halted_) {
+        outbox_.clear();
+        return;
+    }
+    if (journal_ && journal_->dirty()) {
+        if (auto ok = journal_->sync(); !ok) {
+            ++stats_.journal_errors;
+            halted_ = true; // what the held messages promise is not durable: they never leave
+            outbox_.clear();
+            return;
+        }
+        ++stats_.journal_syncs;
+    }
+    auto out = std::move(outbox_);
+    outbox_.clear();
+    for (auto& [to, bytes] : out)
+        transport_.send(to, std::move(bytes));
 }
 
 Replica::~Replica() {
@@ -102,18 +193,19 @@ void Replica::reset_speculation_from(std::uint64_t seq) {
 // ---- sending ----
 
 void Replica::send_to(ReplicaId to, MsgType type, const Message& m) {
-    transport_.send(to, link_.seal(to, type, encode_body(m)));
+    outbox_.emplace_back(to, link_.seal(to, type, encode_body(m)));
 }
 
 void Replica::broadcast(MsgType type, const Message& m) {
     const Bytes body = encode_body(m);
     for (const auto& r : replicas_)
-        if (r.id != id_) transport_.send(r.id, link_.seal(r.id, type, body));
+        if (r.id != id_) outbox_.emplace_back(r.id, link_.seal(r.id, type, body));
 }
 
 // ---- inputs ----
 
 Result<void> Replica::submit(const Tx& tx) {
+    Scope scope(*this);
     if (auto ok = mempool_.add(tx, ledger_.account(tx.from).nonce); !ok) return ok;
     if (!is_primary()) {
         send_to(primary(), MsgType::request, Request{tx});
@@ -126,6 +218,7 @@ Result<void> Replica::submit(const Tx& tx) {
 }
 
 void Replica::on_message(net::NodeId from, ByteView message) {
+    Scope scope(*this);
     auto env = link_.open(from, message);
     if (!env) {
         switch (env.code()) {
@@ -316,7 +409,7 @@ void Replica::maybe_propose() {
         }
         if (txs.size() < config_.max_block_txs && !batch_due_) {
             if (batch_timer_ == 0)
-                batch_timer_ = transport_.set_timer(config_.max_batch_delay_ms, [this] {
+                batch_timer_ = set_timer(config_.max_batch_delay_ms, [this] {
                     batch_timer_ = 0;
                     batch_due_ = true;
                     maybe_propose();
@@ -352,9 +445,13 @@ void Replica::propose(std::vector<Tx> txs) {
 
 void Replica::record_pre_prepared(std::uint64_t seq, const Slot& slot) {
     const Block& block = slot.pre_prepare->block;
-    pre_prepared_log_[{seq, slot.digest}] =
-        LogEntry{seq, slot.digest, view_, block.header.prev_hash};
+    const LogEntry entry{seq, slot.digest, view_, block.header.prev_hash};
+    pre_prepared_log_[{seq, slot.digest}] = entry;
     bodies_.emplace(slot.digest, block);
+    if (journal_) {
+        journal_->put_pre_prepare(*slot.pre_prepare);
+        journal_->put_pre_prepared(entry);
+    }
 }
 
 void Replica::accept_ready() {
@@ -377,10 +474,7 @@ void Replica::accept_ready() {
         spec_height_ = seq;
         ++stats_.accepted;
         record_pre_prepared(seq, slot);
-        if (!is_primary() && !slot.prepares.count(id_)) {
-            slot.prepares[id_] = slot.digest;
-            broadcast(MsgType::prepare, Vote{view_, seq, slot.digest});
-        }
+        if (!is_primary() && !slot.prepares.count(id_)) send_prepare(seq, slot);
         check_progress(seq);
     }
     maybe_propose();
@@ -398,11 +492,15 @@ void Replica::accept_executed(std::uint64_t seq, Slot& slot) {
     }
     slot.accepted = true;
     record_pre_prepared(seq, slot);
-    if (!is_primary() && !slot.prepares.count(id_)) {
-        slot.prepares[id_] = slot.digest;
-        broadcast(MsgType::prepare, Vote{view_, seq, slot.digest});
-    }
+    if (!is_primary() && !slot.prepares.count(id_)) send_prepare(seq, slot);
     check_progress(seq);
+}
+
+void Replica::send_prepare(std::uint64_t seq, Slot& slot) {
+    slot.prepares[id_] = slot.digest;
+    const Vote prepare{view_, seq, slot.digest};
+    if (journal_) journal_->put_vote(MsgType::prepare, prepare);
+    broadcast(MsgType::prepare, prepare);
 }
 
 void Replica::check_progress(std::uint64_t seq) {
@@ -416,10 +514,15 @@ void Replica::check_progress(std::uint64_t seq) {
             if (r != p && d == slot.digest) ++matching;
         if (matching + 1 < quorum(n())) return;
         slot.prepared = true;
-        prepared_log_[seq] =
-            LogEntry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
+        const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
+        prepared_log_[seq] = entry;
         slot.commits[id_] = slot.digest;
-        broadcast(MsgType::commit, Vote{view_, seq, slot.digest});
+        const Vote commit{view_, seq, slot.digest};
+        if (journal_) {
+            journal_->put_prepared(entry);
+            journal_->put_vote(MsgType::commit, commit);
+        }
+        broadcast(MsgType::commit, commit);
     }
     if (!slot.committed) {
         std::uint32_t matching = 0;
@@ -475,6 +578,7 @@ void Replica::take_checkpoint(const Block& block) {
     c = sign_checkpoint(std::move(c), key_);
     own_checkpoints_[c.seq] = c;
     checkpoints_[c.seq][id_] = c;
+    if (journal_) journal_->put_checkpoint(c);
     broadcast(MsgType::checkpoint, c);
     check_stable(c.seq);
 }
@@ -504,6 +608,7 @@ void Replica::check_stable(std::uint64_t seq) {
 void Replica::make_stable(CheckpointCertificate cert) {
     low_ = cert.checkpoints.front().seq;
     stable_cert_ = std::move(cert);
+    if (journal_) journal_->set_stable(low_, stable_cert_);
     ++stats_.checkpoints_stable;
     if (target_ && target_->checkpoints.front().seq <= low_) target_.reset();
     collect_garbage();
@@ -525,7 +630,7 @@ void Replica::collect_garbage() {
 // ---- timers: retransmission, idle checkpoints, the view-change watchdog ----
 
 void Replica::on_tick() {
-    tick_timer_ = transport_.set_timer(config_.retransmit_ms, [this] { on_tick(); });
+    tick_timer_ = set_timer(config_.retransmit_ms, [this] { on_tick(); });
     if (halted_) return;
     ++ticks_;
     const bool progressed = ledger_.height() != tick_height_;
@@ -633,7 +738,7 @@ void Replica::arm_watchdog() {
     if (watch_timer_ != 0 || !view_active_ || halted_ || !has_work()) return;
     watch_height_ = ledger_.height();
     const std::uint64_t view = view_;
-    watch_timer_ = transport_.set_timer(view_timeout_, [this, view] {
+    watch_timer_ = set_timer(view_timeout_, [this, view] {
         watch_timer_ = 0;
         if (!view_active_ || view_ != view) return;
         if (ledger_.height() > watch_height_ || !has_work()) {
@@ -677,6 +782,7 @@ void Replica::start_view_change(std::uint64_t view) {
     if (view != view_) ++stats_.view_changes;
     view_ = view;
     view_active_ = false;
+    if (journal_) journal_->set_view(view, true);
     decided_.clear();
     new_view_.reset();
     for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
@@ -700,7 +806,7 @@ void Replica::start_view_change(std::uint64_t view) {
     view_changes_[view][id_] = vc;
     broadcast(MsgType::view_change, vc);
 
-    view_timer_ = transport_.set_timer(view_timeout_, [this, view] {
+    view_timer_ = set_timer(view_timeout_, [this, view] {
         view_timer_ = 0;
         if (view_active_ || view_ != view) return;
         // Move on only if a quorum wants this view and its primary failed to start it;
@@ -823,6 +929,7 @@ void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
     batch_due_ = false;
     view_ = nv.view;
     view_active_ = true;
+    if (journal_) journal_->set_view(view_, false);
     new_view_ = nv;
     ++stats_.new_views;
     view_changes_.erase(view_changes_.begin(), view_changes_.upper_bound(view_));
@@ -1002,7 +1109,7 @@ void Replica::send_fetch() {
     send_to(peer, MsgType::fetch, Fetch{fetch_from_, fetch_to_});
     if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
     const std::uint64_t from = fetch_from_;
-    fetch_timer_ = transport_.set_timer(config_.fetch_timeout_ms, [this, from] {
+    fetch_timer_ = set_timer(config_.fetch_timeout_ms, [this, from] {
         fetch_timer_ = 0;
         if (fetching_ && fetch_from_ == from) send_fetch(); // next peer
     });

@@ -37,6 +37,7 @@ struct Cluster {
     std::vector<SigningKey> wallets;
     Genesis genesis;
     std::vector<std::unique_ptr<MemoryStore>> stores;
+    std::vector<std::unique_ptr<MemoryJournal>> journals;
     std::vector<std::unique_ptr<Shim>> shims;
     std::vector<net::Transport*> transports;
     std::vector<std::unique_ptr<Replica>> replicas;
@@ -59,24 +60,29 @@ struct Cluster {
         nonces.assign(wallet_count, 0);
         for (std::uint32_t i = 0; i < n; ++i) {
             stores.push_back(std::make_unique<MemoryStore>());
+            journals.push_back(std::make_unique<MemoryJournal>());
             shims.push_back(std::make_unique<Shim>());
             transports.push_back(&net.attach(i, *shims[i]));
-            auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i]);
+            auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i],
+                                     journals[i].get());
             REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
             replicas.push_back(std::move(r).value());
             shims[i]->target = replicas[i].get();
         }
     }
 
-    // The replica stops; its store (the disk) survives.
+    // The replica stops; its store and journal (the disk) survive, minus unsynced writes.
     void crash(std::uint32_t i) {
         net.crash(i);
         replicas[i].reset();
+        journals[i]->drop_unsynced();
     }
-    // The replica comes back from its store.
-    void restart(std::uint32_t i) {
+    // The replica comes back from its store and, unless `keep_journal` is false (a replica
+    // that lost its promises), its journal.
+    void restart(std::uint32_t i, bool keep_journal = true) {
         transports[i] = &net.restart(i, *shims[i]);
-        auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i]);
+        auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i],
+                                 keep_journal ? journals[i].get() : nullptr);
         REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
         replicas[i] = std::move(r).value();
         shims[i]->target = replicas[i].get();
@@ -560,4 +566,72 @@ TEST_CASE("replica: a partition that heals; the cut-off replica catches up") {
                     c.describe());
     c.net.run_for(500);
     c.check_agreement();
+}
+
+TEST_CASE("replica: a restarted replica keeps the promises in its journal") {
+    for (bool keep_journal : {true, false}) {
+        CAPTURE(keep_journal);
+        Cluster c(4, 61, net::LinkFaults{0, 0, 1, 2}, small_blocks());
+        // Commits are lost, so block 1 gets pre-prepared and prepared everywhere but stays
+        // uncommitted.
+        c.net.set_filter([](net::NodeId, net::NodeId, ByteView m) {
+            return m.size() < 2 || m[1] != static_cast<std::uint8_t>(MsgType::commit);
+        });
+        REQUIRE(c.replicas[1]->submit(c.next_transfer(0, 5)).ok());
+        c.net.run_for(50);
+        REQUIRE(c.replicas[1]->stats().accepted == 1);
+        REQUIRE(c.replicas[1]->height() == 0);
+
+        c.crash(1);
+        c.restart(1, keep_journal);
+        // The primary equivocates: another block for (view 0, seq 1).
+        Ledger ledger(c.genesis.params, [&] {
+            State st;
+            apply_delta(st, c.genesis.build()->delta);
+            return st;
+        }());
+        Tx other = c.next_transfer(2, 7);
+        BuiltBlock rival = ledger.build_block({other}, 0, 0, 123);
+        REQUIRE(rival.block.txs.size() == 1);
+        auto primary_link = LinkAuthenticator::create(0, c.keys[0], c.genesis.replicas);
+        REQUIRE(primary_link.ok());
+        const Bytes envelope =
+            primary_link->seal(1, MsgType::pre_prepare, encode_body(PrePrepare{0, 1, rival.block}));
+        const auto before = c.replicas[1]->stats();
+        c.replicas[1]->on_message(0, envelope);
+        const auto& after = c.replicas[1]->stats();
+        if (keep_journal) {
+            // It remembers accepting the first block: the rival is refused.
+            CHECK(after.conflicting == before.conflicting + 1);
+            CHECK(after.accepted == before.accepted);
+        } else {
+            // Control: without its journal the same replica would accept (and prepare) it.
+            CHECK(after.accepted == before.accepted + 1);
+        }
+    }
+}
+
+TEST_CASE("replica: a journal that cannot sync halts the replica before it says anything") {
+    Cluster c(4, 62, net::LinkFaults{0, 0, 1, 3}, small_blocks());
+    c.submit_transfers(20, 1);
+    REQUIRE(c.net.run_until([&] { return c.all_executed(20); }, 10'000));
+    std::uint64_t sent_by_2 = 0;
+    c.net.set_filter([&](net::NodeId from, net::NodeId, ByteView) {
+        if (from == 2) ++sent_by_2;
+        return true;
+    });
+    c.journals[2]->fail_next_sync(Error{Errc::io_error, "disk full"});
+    c.submit_transfers(40, 1);
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            for (std::uint32_t i : {0u, 1u, 3u})
+                                if (c.replicas[i]->ledger().height() < 6) return false;
+                            return c.replicas[2]->stats().journal_errors == 1;
+                        },
+                        c.net.now() + 20'000),
+                    c.describe());
+    const std::uint64_t sent_at_failure = sent_by_2;
+    c.net.run_for(2'000);
+    CHECK(sent_by_2 == sent_at_failure); // silent from the failed sync on
+    CHECK(c.replicas[2]->stats().journal_errors == 1);
 }

@@ -64,9 +64,13 @@
 // Drops. Every message that is not acted on is counted by reason in stats(); nothing about
 // a dropped message changes the replica's state.
 //
-// Not yet: persistence of protocol state before votes (a restarted replica starts in view 0
-// with an empty log at its stored height and rejoins through view changes and state
-// transfer), membership change.
+// Persistence. With a Journal, every promise (view, accepted pre-prepares, P and Q entries,
+// prepares and commits, checkpoints, the stable certificate) is written to it as it is made,
+// and outgoing messages are queued until the journal's sync() for the input being handled
+// has succeeded; if a sync fails the replica halts and sends nothing more. A restarted
+// replica reloads its promises, so it cannot vote twice differently for one slot.
+//
+// Not yet: membership change.
 #pragma once
 
 #include <popchain/block.hpp>
@@ -77,6 +81,7 @@
 #include <popchain/net/transport.hpp>
 #include <popchain/pbft/certificate.hpp>
 #include <popchain/pbft/config.hpp>
+#include <popchain/pbft/journal.hpp>
 #include <popchain/pbft/link.hpp>
 #include <popchain/pbft/messages.hpp>
 #include <popchain/pbft/view_change.hpp>
@@ -121,6 +126,8 @@ struct ReplicaStats {
     std::uint64_t requests_forwarded = 0; // submits forwarded to the primary
     std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
     std::uint64_t store_errors = 0;       // BlockStore::append failures (replica halts)
+    std::uint64_t journal_errors = 0;     // Journal::sync failures (replica halts)
+    std::uint64_t journal_syncs = 0;      // durable commits of the journal
     std::uint64_t view_changes = 0;       // view changes started
     std::uint64_t new_views = 0;          // views installed after a view change
     std::uint64_t retransmissions = 0;    // messages re-sent after a period without progress
@@ -140,13 +147,28 @@ public:
     // when the transport's self() is not `id`, or when the store holds another chain.
     // An empty store gets the genesis block and the replica set is the genesis one;
     // otherwise the ledger (and the replica set) is the store's state, and the low watermark
-    // starts at the stored height (the log of a previous run is not kept yet).
+    // starts at the stored height.
+    //
+    // `journal` (borrowed, may be null) is where the replica keeps its promises: with one,
+    // every message leaves only after what it promises is durable there (see "Persistence"
+    // below), and a restarted replica resumes from it: its view, the pre-prepares it
+    // accepted, its votes, P and Q logs, checkpoints and stable certificate. Without one, a
+    // restarted replica starts in view 0 with an empty log; it rejoins through view changes
+    // and state transfer, but may vote again, differently, on a slot it voted on before.
     static Result<std::unique_ptr<Replica>> create(ReplicaId id, const SigningKey& key,
                                                    const Genesis& genesis, ReplicaConfig config,
-                                                   net::Transport& transport, BlockStore& store);
+                                                   net::Transport& transport, BlockStore& store,
+                                                   Journal* journal = nullptr);
     ~Replica() override;
     Replica(const Replica&) = delete;
     Replica& operator=(const Replica&) = delete;
+
+    // Group commit. Messages produced while handling one input (a message, a timer, a
+    // submit) are held until the journal has made their promises durable (one sync per
+    // input). A node that drains many inputs at once can widen the group: between
+    // begin_batch() and end_batch() (nestable) messages wait for one sync at the end.
+    void begin_batch() { ++batch_depth_; }
+    void end_batch();
 
     // A client request: admits `tx` to the mempool (checked against the committed ledger's
     // next nonce for its sender) and, on a backup, forwards it to the primary.
@@ -200,7 +222,17 @@ private:
 
     Replica(ReplicaId id, const SigningKey& key, ChainParams params, State state,
             ReplicaConfig config, net::Transport& transport, BlockStore& store,
-            LinkAuthenticator link, Hash256 genesis_hash);
+            LinkAuthenticator link, Hash256 genesis_hash, Journal* journal);
+    void restore(const JournalState& saved);
+
+    // Every entry point runs inside one of these: the outermost flushes the outbox.
+    struct Scope {
+        Replica& r;
+        explicit Scope(Replica& replica) : r(replica) { r.begin_batch(); }
+        ~Scope() { r.end_batch(); }
+    };
+    void flush();
+    net::TimerId set_timer(Millis delay, std::function<void()> fire);
 
     std::uint32_t n() const { return static_cast<std::uint32_t>(replicas_.size()); }
     std::uint32_t f() const { return max_faulty(n()); }
@@ -226,6 +258,7 @@ private:
     void accept_ready();
     void accept_executed(std::uint64_t seq, Slot& slot);
     void record_pre_prepared(std::uint64_t seq, const Slot& slot);
+    void send_prepare(std::uint64_t seq, Slot& slot);
     void check_progress(std::uint64_t seq);
     void execute_ready();
     void executed(const Block& block, const StateDelta& delta);
@@ -307,6 +340,10 @@ private:
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
     CommitFn on_commit_;
+
+    Journal* journal_ = nullptr;
+    std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
+    int batch_depth_ = 0;
 };
 
 } // namespace popchain::pbft
