@@ -3,6 +3,7 @@
 #include <popchain/genesis.hpp>
 #include <popchain/memory_store.hpp>
 #include <popchain/net/sim_network.hpp>
+#include <popchain/pbft/byzantine.hpp>
 #include <popchain/pbft/replica.hpp>
 
 #include "test_support.hpp"
@@ -10,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,8 +46,13 @@ struct Cluster {
     std::vector<std::uint64_t> nonces;
     ReplicaConfig config;
 
-    Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig cfg)
-        : n(count), net(seed, faults), config(cfg) {
+    // Replicas in `byzantine` send through a ByzantineTransport with that behaviour.
+    std::map<ReplicaId, ByzantineBehavior> byzantine;
+    std::vector<std::unique_ptr<net::Transport>> liars;
+
+    Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig cfg,
+            std::map<ReplicaId, ByzantineBehavior> faulty = {})
+        : n(count), net(seed, faults), config(cfg), byzantine(std::move(faulty)) {
         genesis.params.chain_id = "replica-test";
         genesis.params.authority = key_from_byte(0xa0).public_key();
         genesis.timestamp_ms = 1'700'000'000'000ull;
@@ -63,12 +70,25 @@ struct Cluster {
             journals.push_back(std::make_unique<MemoryJournal>());
             shims.push_back(std::make_unique<Shim>());
             transports.push_back(&net.attach(i, *shims[i]));
-            auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i],
-                                     journals[i].get());
-            REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
-            replicas.push_back(std::move(r).value());
-            shims[i]->target = replicas[i].get();
+            replicas.emplace_back();
+            liars.emplace_back();
+            start(i, journals[i].get());
         }
+    }
+
+    ~Cluster() { replicas.clear(); } // before the transports they cancel timers on
+
+    void start(std::uint32_t i, Journal* journal) {
+        net::Transport* transport = transports[i];
+        if (auto b = byzantine.find(i); b != byzantine.end()) {
+            liars[i] = std::make_unique<ByzantineTransport>(i, keys[i], genesis.replicas,
+                                                            *transports[i], b->second, 1000 + i);
+            transport = liars[i].get();
+        }
+        auto r = Replica::create(i, keys[i], genesis, config, *transport, *stores[i], journal);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+        replicas[i] = std::move(r).value();
+        shims[i]->target = replicas[i].get();
     }
 
     // The replica stops; its store and journal (the disk) survive, minus unsynced writes.
@@ -81,16 +101,13 @@ struct Cluster {
     // that lost its promises), its journal.
     void restart(std::uint32_t i, bool keep_journal = true) {
         transports[i] = &net.restart(i, *shims[i]);
-        auto r = Replica::create(i, keys[i], genesis, config, *transports[i], *stores[i],
-                                 keep_journal ? journals[i].get() : nullptr);
-        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
-        replicas[i] = std::move(r).value();
-        shims[i]->target = replicas[i].get();
+        start(i, keep_journal ? journals[i].get() : nullptr);
     }
+    // Running honest replicas: the ones whose agreement the protocol promises.
     std::vector<std::uint32_t> up() const {
         std::vector<std::uint32_t> out;
         for (std::uint32_t i = 0; i < n; ++i)
-            if (replicas[i]) out.push_back(i);
+            if (replicas[i] && !byzantine.count(i)) out.push_back(i);
         return out;
     }
 
@@ -634,4 +651,64 @@ TEST_CASE("replica: a journal that cannot sync halts the replica before it says 
     c.net.run_for(2'000);
     CHECK(sent_by_2 == sent_at_failure); // silent from the failed sync on
     CHECK(c.replicas[2]->stats().journal_errors == 1);
+}
+
+// ---- Byzantine replicas (ByzantineTransport decorators around honest code) ----
+
+TEST_CASE("replica: an equivocating primary cannot split the honest replicas") {
+    ByzantineBehavior liar;
+    liar.equivocate = true; // every second backup gets another block for each slot
+    liar.conflicting_votes = true;
+    Cluster c(4, 71, net::LinkFaults{0, 0, 1, 4}, small_blocks(), {{0, liar}});
+    c.submit_transfers(80, 2);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(80); }, 60'000), c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    const auto& lies = dynamic_cast<ByzantineTransport&>(*c.liars[0]).stats();
+    CHECK(lies.equivocated > 0);
+}
+
+TEST_CASE("replica: a backup that forges, replays, corrupts and votes wrong changes nothing") {
+    ByzantineBehavior liar;
+    liar.conflicting_votes = true;
+    liar.conflicting_to = {0, 1, 2};
+    liar.replay_rate = 0.3;
+    liar.forge_rate = 0.3;
+    liar.corrupt_rate = 0.2;
+    Cluster c(4, 72, net::LinkFaults{0, 0, 1, 4}, small_blocks(), {{3, liar}});
+    c.submit_transfers(120, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(120); }, 60'000), c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    std::uint64_t refused = 0;
+    for (std::uint32_t i : c.up()) {
+        const auto& s = c.replicas[i]->stats();
+        refused += s.forged_sender + s.bad_mac + s.malformed + s.conflicting;
+    }
+    CHECK(refused > 0);
+}
+
+TEST_CASE("replica: f silent replicas and one slow one: the rest still commit") {
+    ByzantineBehavior silent;
+    silent.silent = true;
+    ByzantineBehavior slow;
+    slow.delay_ms = 40;
+    Cluster c(7, 73, net::LinkFaults{0, 0, 1, 4}, small_blocks(),
+              {{5, silent}, {6, silent}, {4, slow}});
+    c.submit_transfers(60, 2);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(60); }, 60'000), c.describe());
+    c.net.run_for(1'000);
+    c.check_agreement();
+}
+
+TEST_CASE("replica: a silent primary is replaced by a view change") {
+    ByzantineBehavior silent;
+    silent.silent = true;
+    Cluster c(4, 74, net::LinkFaults{0, 0, 1, 4}, small_blocks(), {{0, silent}});
+    c.submit_transfers(30, 2);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(30); }, 60'000), c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    for (std::uint32_t i : c.up())
+        CHECK(c.replicas[i]->view() >= 1);
 }
