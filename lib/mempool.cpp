@@ -79,6 +79,22 @@ std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next
     return out;
 }
 
+std::vector<Tx> Mempool::oldest(std::size_t max_txs) const {
+    std::vector<const Entry*> all;
+    all.reserve(by_id_.size());
+    for (const auto& [address, queue] : senders_)
+        for (const auto& [nonce, entry] : queue)
+            all.push_back(&entry);
+    const std::size_t n = std::min(max_txs, all.size());
+    std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
+                      [](const Entry* a, const Entry* b) { return a->seq < b->seq; });
+    std::vector<Tx> out;
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i)
+        out.push_back(all[i]->tx);
+    return out;
+}
+
 Mempool::SenderMap::iterator Mempool::drop_front(SenderMap::iterator sender,
                                                  SenderQueue::iterator end) {
     SenderQueue& queue = sender->second;

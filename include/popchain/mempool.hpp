@@ -76,6 +76,9 @@ public:
     // Nothing is removed; that happens when the block commits.
     std::vector<Tx> take_ready(std::size_t max_txs, const NextNonceFn& next_nonce) const;
 
+    // Up to `max_txs` pending transactions, oldest arrival first, whether ready or not (for
+    // relaying requests to other replicas).
+    std::vector<Tx> oldest(std::size_t max_txs) const;
     // Drops the block's transactions and every pending one they made stale: a committed
     // nonce n of a sender uses up all of its nonces <= n.
     void remove_committed(const Block& block);

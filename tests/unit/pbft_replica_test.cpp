@@ -712,3 +712,25 @@ TEST_CASE("replica: a silent primary is replaced by a view change") {
     for (std::uint32_t i : c.up())
         CHECK(c.replicas[i]->view() >= 1);
 }
+
+TEST_CASE("replica: 64 replicas with 21 crashed, the primary among them, keep committing") {
+    ReplicaConfig config; // checkpoints cost n^2 signature checks: not too often
+    config.max_block_txs = 50;
+    config.max_batch_delay_ms = 5;
+    config.checkpoint_interval = 16;
+    config.watermark_window = 64;
+    Cluster c(64, 64, net::LinkFaults{0, 0, 1, 5}, config);
+    c.submit_transfers(50, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(50); }, 30'000), c.describe());
+    c.crash(0); // the primary
+    for (std::uint32_t i = 44; i < 64; ++i)
+        c.crash(i); // f = 21 down in all
+    c.submit_transfers(100, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(150); }, c.net.now() + 60'000),
+                    c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    CHECK(c.up().size() == 43);
+    for (std::uint32_t i : c.up())
+        CHECK(c.replicas[i]->view() == 1);
+}

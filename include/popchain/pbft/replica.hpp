@@ -92,6 +92,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 namespace popchain::pbft {
@@ -317,6 +318,7 @@ private:
     std::map<std::uint64_t, LogEntry> prepared_log_;                         // P, by seq
     std::map<std::pair<std::uint64_t, Hash256>, LogEntry> pre_prepared_log_; // Q
     std::map<Hash256, Block> bodies_; // accepted blocks above the low watermark, by hash
+    std::set<Hash256> relayed_;       // pending requests already sent to every replica
     std::map<std::uint64_t, std::map<ReplicaId, ViewChange>> view_changes_; // by view
     std::map<std::uint64_t, Hash256> decided_;     // this view's re-proposed blocks, by seq
     std::optional<NewView> new_view_;              // the message that started this view
