@@ -38,7 +38,14 @@ Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey&
         state = std::move(loaded).value();
     }
 
-    auto link = LinkAuthenticator::create(id, key, state.replicas);
+    // A replica that is not (yet) a member, e.g. one a config transaction is adding, starts
+    // as a learner: it authenticates with the members, catches up by state transfer, and
+    // votes once its ledger makes it a member.
+    std::vector<ReplicaInfo> link_members = state.replicas;
+    const bool listed = std::any_of(link_members.begin(), link_members.end(),
+                                    [&](const ReplicaInfo& r) { return r.id == id; });
+    if (!listed) link_members.push_back({id, key.public_key(), ""});
+    auto link = LinkAuthenticator::create(id, key, link_members);
     if (!link) return make_error(link.code(), "replica set: " + link.error().detail);
     std::optional<JournalState> saved;
     if (journal) {
@@ -67,6 +74,7 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
     low_ = ledger_.height();
     spec_height_ = ledger_.height();
     tick_height_ = ledger_.height();
+    epochs_[ledger_.height() + 1] = replicas_;
     view_timeout_ = config_.request_timeout_ms;
     tick_timer_ = set_timer(config_.retransmit_ms, [this] { on_tick(); });
 }
@@ -165,6 +173,56 @@ const ReplicaInfo* Replica::member(ReplicaId id) const {
     return nullptr;
 }
 
+const std::vector<ReplicaInfo>& Replica::set_for(std::uint64_t seq) const {
+    auto it = epochs_.upper_bound(seq);
+    return it == epochs_.begin() ? it->second : std::prev(it)->second;
+}
+
+bool Replica::signs_for(std::uint64_t seq) const {
+    const auto& set = set_for(seq);
+    return std::any_of(set.begin(), set.end(), [&](const ReplicaInfo& r) { return r.id == id_; });
+}
+
+std::uint64_t Replica::limit() const {
+    return spec_boundary_ ? std::min(high(), *spec_boundary_) : high();
+}
+
+// A block that changes the replica set (a config transaction) takes effect at the next
+// multiple of checkpoint_interval: nothing above that height is proposed or accepted until
+// it has executed and every replica switched to the new set.
+void Replica::note_spec_membership(std::uint64_t seq) {
+    if (spec_boundary_ || spec_.state().replicas == replicas_) return;
+    const std::uint64_t k = config_.checkpoint_interval;
+    spec_boundary_ = (seq + k - 1) / k * k;
+}
+
+// After executing the boundary block: the new set agrees everything above it. The old set
+// still certifies the boundary block's checkpoint (it agreed on it), so leaving members
+// stay reachable until that checkpoint is stable.
+void Replica::switch_membership(std::uint64_t boundary) {
+    std::vector<ReplicaInfo> next = ledger_.state().replicas;
+    for (const auto& r : next)
+        if (r.id != id_ && !link_.is_member(r.id)) {
+            // The ledger checked the key when it executed the config transaction.
+            if (auto ok = link_.add_member(key_, r); !ok) ++stats_.malformed;
+        }
+    for (const auto& r : replicas_)
+        if (std::none_of(next.begin(), next.end(),
+                         [&](const ReplicaInfo& x) { return x.id == r.id; }))
+            leaving_.push_back(r);
+    leaving_until_ = boundary;
+    replicas_ = std::move(next);
+    epochs_[boundary + 1] = replicas_;
+    spec_boundary_.reset();
+    peer_view_.clear();
+    ++stats_.membership_changes;
+    if (batch_timer_ != 0) {
+        transport_.cancel_timer(batch_timer_);
+        batch_timer_ = 0;
+    }
+    rebuild_speculative();
+}
+
 std::uint64_t Replica::stable_certificate_seq() const {
     return stable_cert_.checkpoints.empty() ? 0 : stable_cert_.checkpoints.front().seq;
 }
@@ -172,11 +230,14 @@ std::uint64_t Replica::stable_certificate_seq() const {
 void Replica::rebuild_speculative() {
     spec_ = ledger_;
     spec_height_ = ledger_.height();
+    spec_boundary_.reset();
+    note_spec_membership(spec_height_);
     for (auto it = log_.find(spec_height_ + 1); it != log_.end() && it->first == spec_height_ + 1;
          ++it) {
         if (!it->second.accepted || !it->second.delta) break;
         spec_.commit(*it->second.delta);
         spec_height_ = it->first;
+        note_spec_membership(spec_height_);
     }
 }
 
@@ -199,6 +260,8 @@ void Replica::send_to(ReplicaId to, MsgType type, const Message& m) {
 void Replica::broadcast(MsgType type, const Message& m) {
     const Bytes body = encode_body(m);
     for (const auto& r : replicas_)
+        if (r.id != id_) outbox_.emplace_back(r.id, link_.seal(r.id, type, body));
+    for (const auto& r : leaving_)
         if (r.id != id_) outbox_.emplace_back(r.id, link_.seal(r.id, type, body));
 }
 
@@ -236,6 +299,12 @@ void Replica::on_message(net::NodeId from, ByteView message) {
         return;
     }
     const ReplicaId sender = env->from;
+    const bool transfer_only = env->type == MsgType::checkpoint || env->type == MsgType::fetch ||
+                               env->type == MsgType::blocks;
+    if (!voting() && !transfer_only) {
+        ++stats_.wrong_role; // not a member (yet, or any more): no say in agreement
+        return;
+    }
     switch (env->type) {
     case MsgType::request: on_request(sender, std::get<Request>(std::move(*msg))); break;
     case MsgType::pre_prepare: on_pre_prepare(sender, std::get<PrePrepare>(std::move(*msg))); break;
@@ -376,8 +445,10 @@ void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
             ++stats_.conflicting;
         return;
     }
-    const ReplicaInfo* m = member(from);
-    if (!m || !verify(m->key, c.signed_digest(), c.signature)) {
+    const auto& signers = set_for(c.seq);
+    auto m = std::find_if(signers.begin(), signers.end(),
+                          [&](const ReplicaInfo& r) { return r.id == from; });
+    if (m == signers.end() || !verify(m->key, c.signed_digest(), c.signature)) {
         ++stats_.bad_signature;
         if (at.empty()) checkpoints_.erase(c.seq);
         return;
@@ -392,7 +463,7 @@ void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
 void Replica::maybe_propose() {
     if (!is_primary() || !view_active_ || halted_) return;
     auto next_nonce = [this](const Address& a) { return spec_.account(a).nonce; };
-    while (spec_height_ + 1 <= high() && !log_.count(spec_height_ + 1)) {
+    while (spec_height_ + 1 <= limit() && !log_.count(spec_height_ + 1)) {
         // Transactions of in-flight blocks stay in the mempool until they execute; a cheap
         // bound on how many others there are decides whether a full block may be ready.
         std::size_t in_flight = 0;
@@ -435,6 +506,7 @@ void Replica::propose(std::vector<Tx> txs) {
     spec_.commit(built.delta);
     slot.delta = std::move(built.delta);
     spec_height_ = seq;
+    note_spec_membership(seq);
     record_pre_prepared(seq, slot);
     ++stats_.proposed;
     if (seq > ledger_.height() + 1) ++stats_.proposed_ahead;
@@ -456,7 +528,7 @@ void Replica::record_pre_prepared(std::uint64_t seq, const Slot& slot) {
 }
 
 void Replica::accept_ready() {
-    while (!halted_ && view_active_ && spec_height_ + 1 <= high()) {
+    while (!halted_ && view_active_ && voting() && spec_height_ + 1 <= limit()) {
         const std::uint64_t seq = spec_height_ + 1;
         auto it = log_.find(seq);
         if (it == log_.end() || !it->second.pre_prepare || it->second.accepted) break;
@@ -473,6 +545,7 @@ void Replica::accept_ready() {
         slot.delta = std::move(delta).value();
         slot.accepted = true;
         spec_height_ = seq;
+        note_spec_membership(seq);
         ++stats_.accepted;
         record_pre_prepared(seq, slot);
         if (!is_primary() && !slot.prepares.count(id_)) send_prepare(seq, slot);
@@ -564,13 +637,17 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
     if (on_commit_) on_commit_(block);
-    if (block.header.height % config_.checkpoint_interval == 0) take_checkpoint(block);
+    const bool boundary = block.header.height % config_.checkpoint_interval == 0;
+    if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);
+    if (boundary) take_checkpoint(block);
 }
 
 // ---- checkpoints ----
 
 void Replica::take_checkpoint(const Block& block) {
-    if (own_checkpoints_.count(block.header.height) || block.header.height <= low_) return;
+    if (own_checkpoints_.count(block.header.height) || block.header.height <= low_ ||
+        !signs_for(block.header.height))
+        return;
     Checkpoint c;
     c.replica = id_;
     c.seq = block.header.height;
@@ -592,8 +669,9 @@ void Replica::check_stable(std::uint64_t seq) {
     for (const auto& [r, c] : at->second)
         by_state[{c.block_hash, c.state_root}].checkpoints.push_back(c);
     auto own = own_checkpoints_.find(seq);
+    const auto needed = quorum(static_cast<std::uint32_t>(set_for(seq).size()));
     for (auto& [state, cert] : by_state) {
-        if (cert.checkpoints.size() < quorum(n())) continue;
+        if (cert.checkpoints.size() < needed) continue;
         if (own == own_checkpoints_.end()) {
             // A quorum is past a height we have not executed: we are behind.
             consider_target(cert, false);
@@ -608,7 +686,13 @@ void Replica::check_stable(std::uint64_t seq) {
 
 void Replica::make_stable(CheckpointCertificate cert) {
     low_ = cert.checkpoints.front().seq;
+    if (epochs_.count(low_ + 1) && low_ > 0) boundary_certs_[low_] = cert;
     stable_cert_ = std::move(cert);
+    if (!leaving_.empty() && low_ >= leaving_until_) {
+        for (const auto& r : leaving_)
+            if (!member(r.id)) link_.remove_member(r.id);
+        leaving_.clear();
+    }
     if (journal_) journal_->set_stable(low_, stable_cert_);
     ++stats_.checkpoints_stable;
     if (target_ && target_->checkpoints.front().seq <= low_) target_.reset();
@@ -833,7 +917,7 @@ void Replica::on_view_change(ReplicaId from, ViewChange&& vc) {
         if (vc.new_view == view_ && new_view_) send_to(from, MsgType::new_view, *new_view_);
         return;
     }
-    if (auto ok = check_view_change(vc, replicas_); !ok) {
+    if (auto ok = check_view_change(vc, replicas_, signers_of()); !ok) {
         ++stats_.bad_view_change;
         return;
     }
@@ -913,7 +997,8 @@ void Replica::on_new_view(ReplicaId from, NewView&& nv) {
         ++stats_.wrong_view;
         return;
     }
-    auto decision = check_new_view(nv, from, primary_of(nv.view), replicas_, genesis_hash_);
+    auto decision =
+        check_new_view(nv, from, primary_of(nv.view), replicas_, genesis_hash_, signers_of());
     if (!decision) {
         ++stats_.bad_view_change;
         return;
@@ -999,7 +1084,12 @@ void Replica::on_fetch(ReplicaId from, const Fetch& f) {
         return;
     }
     Blocks reply;
-    if (stable_certificate_seq() >= f.from_height) reply.certificate = stable_cert_;
+    // A replica behind an epoch boundary must first reach it with a certificate from the set
+    // it knows; the newest one may be signed by a set it has not heard of yet.
+    if (auto b = boundary_certs_.lower_bound(f.from_height); b != boundary_certs_.end())
+        reply.certificate = b->second;
+    else if (stable_certificate_seq() >= f.from_height)
+        reply.certificate = stable_cert_;
     for (std::uint64_t h = f.from_height; h <= f.to_height; ++h) {
         if (h <= ledger_.height()) {
             auto b = store_.block_at(h);
@@ -1021,7 +1111,8 @@ void Replica::on_blocks(ReplicaId, Blocks&& b) {
     const std::uint64_t known =
         std::max(low_, target_ ? target_->checkpoints.front().seq : std::uint64_t{0});
     if (!b.certificate.checkpoints.empty() && b.certificate.checkpoints.front().seq > known) {
-        if (auto ok = verify_checkpoint_certificate(b.certificate, replicas_); !ok) {
+        const auto& signers = set_for(b.certificate.checkpoints.front().seq);
+        if (auto ok = verify_checkpoint_certificate(b.certificate, signers); !ok) {
             ++stats_.bad_signature;
             return;
         }

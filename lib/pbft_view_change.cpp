@@ -25,7 +25,8 @@ const LogEntry* prepared_at(const ViewChange& vc, std::uint64_t seq) {
 
 } // namespace
 
-Result<void> check_view_change(const ViewChange& vc, const std::vector<ReplicaInfo>& replicas) {
+Result<void> check_view_change(const ViewChange& vc, const std::vector<ReplicaInfo>& replicas,
+                               const CertificateSigners& signers) {
     const ReplicaInfo* m = find_member(replicas, vc.replica);
     if (!m)
         return make_error(Errc::unknown_peer,
@@ -34,7 +35,8 @@ Result<void> check_view_change(const ViewChange& vc, const std::vector<ReplicaIn
         return make_error(Errc::bad_signature,
                           "view change signature of replica " + std::to_string(vc.replica));
     if (vc.stable_seq > 0) {
-        if (auto ok = verify_checkpoint_certificate(vc.stable_certificate, replicas); !ok)
+        const auto& cert_set = signers ? signers(vc.stable_seq) : replicas;
+        if (auto ok = verify_checkpoint_certificate(vc.stable_certificate, cert_set); !ok)
             return make_error(ok.code(), "view change stable certificate: " + ok.error().detail);
         if (vc.stable_certificate.checkpoints.front().seq != vc.stable_seq)
             return make_error(Errc::invalid_argument,
@@ -121,7 +123,8 @@ std::optional<ViewDecision> decide_view(const std::vector<ViewChange>& set, std:
 
 Result<ViewDecision> check_new_view(const NewView& nv, ReplicaId from, ReplicaId primary,
                                     const std::vector<ReplicaInfo>& replicas,
-                                    const Hash256& genesis_hash) {
+                                    const Hash256& genesis_hash,
+                                    const CertificateSigners& signers) {
     if (nv.replica != from || from != primary)
         return make_error(Errc::forged_sender, "new view not from the view's primary");
     const ReplicaInfo* m = find_member(replicas, nv.replica);
@@ -133,7 +136,7 @@ Result<ViewDecision> check_new_view(const NewView& nv, ReplicaId from, ReplicaId
             return make_error(Errc::invalid_argument, "new view proof for another view");
         if (!senders.insert(vc.replica).second)
             return make_error(Errc::invalid_argument, "new view proofs repeat a replica");
-        if (auto ok = check_view_change(vc, replicas); !ok) return ok.error();
+        if (auto ok = check_view_change(vc, replicas, signers); !ok) return ok.error();
     }
     auto decision =
         decide_view(nv.proofs, static_cast<std::uint32_t>(replicas.size()), genesis_hash);

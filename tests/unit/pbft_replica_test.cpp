@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,7 +36,7 @@ constexpr std::size_t wallet_count = 5;
 struct Cluster {
     std::uint32_t n;
     net::SimNetwork net;
-    std::vector<SigningKey> keys;
+    std::deque<SigningKey> keys; // replicas keep references: never reallocated
     std::vector<SigningKey> wallets;
     Genesis genesis;
     std::vector<std::unique_ptr<MemoryStore>> stores;
@@ -103,6 +104,37 @@ struct Cluster {
         transports[i] = &net.restart(i, *shims[i]);
         start(i, keep_journal ? journals[i].get() : nullptr);
     }
+    // A new process with a fresh store and key (id = current size), not in the genesis set:
+    // it starts as a learner.
+    std::uint32_t add_process() {
+        const std::uint32_t i = n++;
+        keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
+        stores.push_back(std::make_unique<MemoryStore>());
+        journals.push_back(std::make_unique<MemoryJournal>());
+        shims.push_back(std::make_unique<Shim>());
+        transports.push_back(&net.attach(i, *shims[i]));
+        replicas.emplace_back();
+        liars.emplace_back();
+        start(i, journals[i].get());
+        return i;
+    }
+
+    // A membership change signed by the chain authority.
+    Tx config_tx(ConfigChange::Action action, std::uint32_t id) {
+        ConfigChange change;
+        change.action = action;
+        change.replica.id = id;
+        if (action == ConfigChange::Action::add_replica) change.replica.key = keys[id].public_key();
+        Tx tx;
+        tx.kind = TxKind::config;
+        tx.chain_id = genesis.params.chain_id;
+        tx.nonce = authority_nonce++;
+        tx.payload = change.encode();
+        return sign_tx(tx, authority);
+    }
+    SigningKey authority = key_from_byte(0xa0);
+    std::uint64_t authority_nonce = 0;
+
     // Running honest replicas: the ones whose agreement the protocol promises.
     std::vector<std::uint32_t> up() const {
         std::vector<std::uint32_t> out;
@@ -414,7 +446,7 @@ TEST_CASE("replica: a bad configuration is refused with a clear message") {
     Genesis genesis;
     genesis.params.chain_id = "replica-test";
     genesis.params.authority = key_from_byte(0xa0).public_key();
-    std::vector<SigningKey> keys;
+    std::deque<SigningKey> keys; // replicas keep references: never reallocated
     for (std::uint32_t i = 0; i < 4; ++i) {
         keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
         genesis.replicas.push_back({i, keys[i].public_key(), ""});
@@ -437,10 +469,12 @@ TEST_CASE("replica: a bad configuration is refused with a clear message") {
     REQUIRE_FALSE(wrong_key.ok());
     CHECK(wrong_key.error().message().find("key") != std::string::npos);
 
+    // An id outside the set is a learner (a replica a config transaction will add).
     auto stranger = key_from_byte(0x77);
-    auto not_member = Replica::create(9, stranger, genesis, ReplicaConfig{}, t9, store);
-    REQUIRE_FALSE(not_member.ok());
-    CHECK(not_member.error().message().find("not in the replica set") != std::string::npos);
+    MemoryStore learner_store;
+    auto learner = Replica::create(9, stranger, genesis, ReplicaConfig{}, t9, learner_store);
+    REQUIRE(learner.ok());
+    CHECK_FALSE(learner.value()->voting());
 
     auto wrong_transport = Replica::create(1, keys[1], genesis, ReplicaConfig{}, t0, store);
     REQUIRE_FALSE(wrong_transport.ok());
@@ -733,4 +767,39 @@ TEST_CASE("replica: 64 replicas with 21 crashed, the primary among them, keep co
     CHECK(c.up().size() == 43);
     for (std::uint32_t i : c.up())
         CHECK(c.replicas[i]->view() == 1);
+}
+
+TEST_CASE("replica: the seed's scenario: 7 replicas, 2 crash, 2 join by config, all agree") {
+    Cluster c(7, 81, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    c.submit_transfers(40, 1);
+    REQUIRE(c.net.run_until([&] { return c.all_executed(40); }, 10'000));
+    c.crash(5);
+    c.crash(6);
+    const std::uint32_t a = c.add_process(), b = c.add_process(); // learners 7 and 8
+    CHECK_FALSE(c.replicas[a]->voting());
+    for (Tx tx : {c.config_tx(ConfigChange::Action::remove_replica, 5),
+                  c.config_tx(ConfigChange::Action::remove_replica, 6),
+                  c.config_tx(ConfigChange::Action::add_replica, a),
+                  c.config_tx(ConfigChange::Action::add_replica, b)})
+        REQUIRE(c.replicas[0]->submit(tx).ok());
+    c.submit_transfers(40, 2);
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            return c.all_executed(80) && c.replicas[a]->voting() &&
+                                   c.replicas[b]->voting();
+                        },
+                        c.net.now() + 30'000),
+                    c.describe());
+    CHECK(c.replicas[0]->replica_set().size() == 7);
+    CHECK(c.replicas[a]->stats().transferred_blocks > 0);
+    // Two more of the original replicas go down: a quorum (5 of 7) now needs both newcomers.
+    c.crash(3);
+    c.crash(4);
+    c.submit_transfers(40, 2);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(120); }, c.net.now() + 60'000),
+                    c.describe());
+    c.net.run_for(1'000);
+    c.check_agreement();
+    for (std::uint32_t i : c.up())
+        CHECK(c.replicas[i]->stats().membership_changes == 1);
 }

@@ -70,7 +70,15 @@
 // has succeeded; if a sync fails the replica halts and sends nothing more. A restarted
 // replica reloads its promises, so it cannot vote twice differently for one slot.
 //
-// Not yet: membership change.
+// Membership change. A config transaction changes the ledger's replica set at once; the
+// replicas switch to it after executing the next block whose height is a multiple of
+// checkpoint_interval (the boundary), and nothing above the boundary is proposed or accepted
+// before that. The old set certifies the boundary block's checkpoint; the new set agrees
+// everything above. A replica created with an id outside the set is a learner: it answers
+// and uses only state transfer until its ledger lists it, then votes. A removed replica
+// stops voting at the boundary. Fetch replies carry the certificate of the first boundary
+// at or above the asker's height, so a replica far behind crosses every change with a
+// certificate from a set it already knows.
 #pragma once
 
 #include <popchain/block.hpp>
@@ -129,6 +137,7 @@ struct ReplicaStats {
     std::uint64_t store_errors = 0;       // BlockStore::append failures (replica halts)
     std::uint64_t journal_errors = 0;     // Journal::sync failures (replica halts)
     std::uint64_t journal_syncs = 0;      // durable commits of the journal
+    std::uint64_t membership_changes = 0; // replica-set switches at checkpoint boundaries
     std::uint64_t view_changes = 0;       // view changes started
     std::uint64_t new_views = 0;          // views installed after a view change
     std::uint64_t retransmissions = 0;    // messages re-sent after a period without progress
@@ -144,7 +153,7 @@ public:
     // Builds a replica. `key` is kept BY REFERENCE (SigningKey is move-only and its owner,
     // the node, keeps the identity key): it must outlive the replica. `transport` and
     // `store` are borrowed too. Fails with invalid_argument when the configuration is out of
-    // bounds (the message names the field), when `id` or `key` is not in the replica set,
+    // bounds (the message names the field), when `id` is in the replica set with another key,
     // when the transport's self() is not `id`, or when the store holds another chain.
     // An empty store gets the genesis block and the replica set is the genesis one;
     // otherwise the ledger (and the replica set) is the store's state, and the low watermark
@@ -189,6 +198,9 @@ public:
     bool view_active() const { return view_active_; }
     ReplicaId primary() const { return primary_of(view_); }
     bool is_primary() const { return primary() == id_; }
+    // A member of the current replica set (a learner or a removed replica is not).
+    bool voting() const { return member(id_) != nullptr; }
+    const std::vector<ReplicaInfo>& replica_set() const { return replicas_; }
     const Ledger& ledger() const { return ledger_; }
     const Ledger& speculative_ledger() const { return spec_; }
     const ReplicaStats& stats() const { return stats_; }
@@ -240,6 +252,16 @@ private:
     std::uint64_t high() const { return low_ + config_.watermark_window; }
     ReplicaId primary_of(std::uint64_t view) const;
     const ReplicaInfo* member(ReplicaId id) const;
+    // The set that agreed (and certifies) block `seq`.
+    const std::vector<ReplicaInfo>& set_for(std::uint64_t seq) const;
+    bool signs_for(std::uint64_t seq) const;
+    CertificateSigners signers_of() const {
+        return
+            [this](std::uint64_t seq) -> const std::vector<ReplicaInfo>& { return set_for(seq); };
+    }
+    std::uint64_t limit() const; // highest seq that may be proposed or accepted now
+    void note_spec_membership(std::uint64_t seq);
+    void switch_membership(std::uint64_t boundary);
     std::uint64_t stable_certificate_seq() const;
     void broadcast(MsgType type, const Message& m);
     void send_to(ReplicaId to, MsgType type, const Message& m);
@@ -319,6 +341,13 @@ private:
     std::map<std::pair<std::uint64_t, Hash256>, LogEntry> pre_prepared_log_; // Q
     std::map<Hash256, Block> bodies_; // accepted blocks above the low watermark, by hash
     std::set<Hash256> relayed_;       // pending requests already sent to every replica
+
+    // Membership. epochs_: first seq -> the replica set that agrees it from there on.
+    std::map<std::uint64_t, std::vector<ReplicaInfo>> epochs_;
+    std::optional<std::uint64_t> spec_boundary_; // pending switch, from the speculative state
+    std::map<std::uint64_t, CheckpointCertificate> boundary_certs_; // stable, at switches
+    std::vector<ReplicaInfo> leaving_; // removed, but still certifying their last checkpoint
+    std::uint64_t leaving_until_ = 0;
     std::map<std::uint64_t, std::map<ReplicaId, ViewChange>> view_changes_; // by view
     std::map<std::uint64_t, Hash256> decided_;     // this view's re-proposed blocks, by seq
     std::optional<NewView> new_view_;              // the message that started this view

@@ -25,6 +25,7 @@
 #include <popchain/pbft/messages.hpp>
 #include <popchain/result.hpp>
 
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -37,10 +38,17 @@ struct ViewDecision {
     friend bool operator==(const ViewDecision&, const ViewDecision&) = default;
 };
 
+// The replica set whose signatures certify the checkpoint at `seq`. Membership changes take
+// effect at checkpoint boundaries, so a certificate may be older than the current set.
+// Empty means "the current set".
+using CertificateSigners = std::function<const std::vector<ReplicaInfo>&(std::uint64_t seq)>;
+
 // Checks one view change on its own: the sender is a member, the signature verifies, the
-// stable certificate (if stable_seq > 0) certifies stable_seq under `replicas`, and every P
-// and Q entry lies above stable_seq and below the new view.
-Result<void> check_view_change(const ViewChange& vc, const std::vector<ReplicaInfo>& replicas);
+// stable certificate (if stable_seq > 0) certifies stable_seq under `replicas` (or
+// `signers(stable_seq)`), and every P and Q entry lies above stable_seq and below the new
+// view.
+Result<void> check_view_change(const ViewChange& vc, const std::vector<ReplicaInfo>& replicas,
+                               const CertificateSigners& signers = {});
 
 // The decision for the view changes in `set` (already checked, distinct senders, all for the
 // same view), for a cluster of `n` replicas whose genesis block hash is `genesis_hash`.
@@ -53,6 +61,7 @@ std::optional<ViewDecision> decide_view(const std::vector<ViewChange>& set, std:
 // and decisions equal to what decide_view() gives on them. Returns that decision.
 Result<ViewDecision> check_new_view(const NewView& nv, ReplicaId from, ReplicaId primary,
                                     const std::vector<ReplicaInfo>& replicas,
-                                    const Hash256& genesis_hash);
+                                    const Hash256& genesis_hash,
+                                    const CertificateSigners& signers = {});
 
 } // namespace popchain::pbft
