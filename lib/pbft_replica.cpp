@@ -695,7 +695,13 @@ void Replica::make_stable(CheckpointCertificate cert) {
     }
     if (journal_) journal_->set_stable(low_, stable_cert_);
     ++stats_.checkpoints_stable;
-    if (target_ && target_->checkpoints.front().seq <= low_) target_.reset();
+    if (target_ && target_->checkpoints.front().seq <= low_) {
+        target_.reset(); // reached without the transfer: drop it
+        fetching_ = false;
+        fetched_.clear();
+        if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
+        fetch_timer_ = 0;
+    }
     collect_garbage();
     accept_ready();
 }
@@ -1226,7 +1232,7 @@ void Replica::finish_transfer() {
     if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
     fetch_timer_ = 0;
     fetching_ = false;
-    CheckpointCertificate cert = *target_;
+    std::optional<CheckpointCertificate> cert = std::move(target_);
     target_.reset();
     for (auto& [height, block] : fetched_) {
         if (height <= ledger_.height()) continue;
@@ -1247,7 +1253,7 @@ void Replica::finish_transfer() {
     if (halted_) return;
     ++stats_.state_transfers;
     mempool_.prune([this](const Address& a) { return ledger_.account(a).nonce; });
-    if (cert.checkpoints.front().seq == ledger_.height()) make_stable(std::move(cert));
+    if (cert && cert->checkpoints.front().seq == ledger_.height()) make_stable(std::move(*cert));
     reset_speculation_from(ledger_.height() + 1);
     accept_ready();
     execute_ready();
