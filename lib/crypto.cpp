@@ -188,6 +188,10 @@ struct SigningKey::Impl {
     Botan::ECDSA_PrivateKey key;
     mutable std::mutex mutex;
     mutable std::unique_ptr<Botan::PK_Signer> signer;
+    // Built on first use: constructing it multiplies the base point, which doubled the cost
+    // of every agree() (a replica agrees once with each peer).
+    mutable std::unique_ptr<Botan::ECDH_PrivateKey> ecdh;
+    mutable std::unique_ptr<Botan::PK_Key_Agreement> agreement;
 };
 
 namespace {
@@ -238,10 +242,15 @@ Result<Hash256> SigningKey::agree(const PublicKey& peer) const {
     auto pub = load_public(peer);
     if (!pub) return make_error(Errc::bad_public_key, "peer key is not a P-256 point");
     try {
-        Botan::ECDH_PrivateKey ecdh(thread_rng(), curve(), impl_->key.private_value());
-        Botan::PK_Key_Agreement agreement(ecdh, thread_rng(), "Raw");
+        std::lock_guard lock(impl_->mutex);
+        if (!impl_->agreement) {
+            impl_->ecdh = std::make_unique<Botan::ECDH_PrivateKey>(thread_rng(), curve(),
+                                                                   impl_->key.private_value());
+            impl_->agreement =
+                std::make_unique<Botan::PK_Key_Agreement>(*impl_->ecdh, thread_rng(), "Raw");
+        }
         auto point = pub->public_point().encode(Botan::PointGFp::UNCOMPRESSED);
-        Botan::SymmetricKey shared = agreement.derive_key(0, point.data(), point.size());
+        Botan::SymmetricKey shared = impl_->agreement->derive_key(0, point.data(), point.size());
         return sha256(ByteView(shared.begin(), shared.size()));
     } catch (const std::exception& e) {
         return make_error(Errc::bad_public_key, std::string("key agreement failed: ") + e.what());

@@ -370,10 +370,13 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     }
     Slot& slot = log_[seq];
     if (slot.pre_prepare || slot.rejected) {
-        if (slot.pre_prepare && slot.digest == digest)
+        if (slot.pre_prepare && slot.digest == digest) {
             ++stats_.duplicate;
-        else
+            // The primary repeats a pre-prepare when it is stuck on the slot.
+            if (slot.committed && seq <= ledger_.height()) answer_stuck(from, seq, slot);
+        } else {
             ++stats_.conflicting;
+        }
         return;
     }
     slot.digest = digest;
@@ -384,6 +387,15 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     }
     if (seq > high()) ++stats_.held_early;
     accept_ready();
+}
+
+void Replica::answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot) {
+    auto [it, fresh] = answered_.emplace(to, transport_.now());
+    if (!fresh && transport_.now() < it->second + config_.retransmit_ms) return;
+    it->second = transport_.now();
+    if (is_primary() && slot.pre_prepare) send_to(to, MsgType::pre_prepare, *slot.pre_prepare);
+    send_to(to, MsgType::commit, Vote{view_, seq, slot.digest});
+    ++stats_.retransmissions;
 }
 
 void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
@@ -414,14 +426,13 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
             return;
         }
         ++stats_.duplicate;
-        // A peer repeats itself only when it is stuck: if this slot is done here, what it
-        // lacks is our commit (and, from the primary, the pre-prepare).
-        if (slot.committed && slot.digest == v.digest && v.seq <= ledger_.height()) {
-            if (is_primary() && slot.pre_prepare)
-                send_to(from, MsgType::pre_prepare, *slot.pre_prepare);
-            send_to(from, MsgType::commit, Vote{view_, v.seq, slot.digest});
-            ++stats_.retransmissions;
-        }
+        // A repeated prepare means its sender is stuck on this slot: if it is done here,
+        // answer with our commit (and, from the primary, the pre-prepare). Only prepares are
+        // answered, and answers are commits, so two replicas cannot answer each other's
+        // answers forever.
+        if (type == MsgType::prepare && slot.committed && slot.digest == v.digest &&
+            v.seq <= ledger_.height())
+            answer_stuck(from, v.seq, slot);
         return;
     }
     check_progress(v.seq);
@@ -432,9 +443,12 @@ void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
         ++stats_.forged_sender;
         return;
     }
-    if (c.seq <= low_ || c.seq > high() + config_.watermark_window) {
+    // Below the low watermark but above our certificate (a restarted replica starts at its
+    // stored height without one) a checkpoint is still wanted: it can certify that height.
+    const std::uint64_t certified = stable_certificate_seq();
+    if (c.seq <= certified || c.seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
-        if (c.seq <= low_) announce_stable(from);
+        if (c.seq <= certified) announce_stable(from);
         return;
     }
     auto& at = checkpoints_[c.seq];
@@ -645,8 +659,8 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
 // ---- checkpoints ----
 
 void Replica::take_checkpoint(const Block& block) {
-    if (own_checkpoints_.count(block.header.height) || block.header.height <= low_ ||
-        !signs_for(block.header.height))
+    if (own_checkpoints_.count(block.header.height) ||
+        block.header.height <= stable_certificate_seq() || !signs_for(block.header.height))
         return;
     Checkpoint c;
     c.replica = id_;
@@ -662,7 +676,7 @@ void Replica::take_checkpoint(const Block& block) {
 }
 
 void Replica::check_stable(std::uint64_t seq) {
-    if (seq <= low_) return;
+    if (seq <= stable_certificate_seq()) return;
     auto at = checkpoints_.find(seq);
     if (at == checkpoints_.end()) return;
     std::map<std::pair<Hash256, Hash256>, CheckpointCertificate> by_state;
@@ -685,15 +699,17 @@ void Replica::check_stable(std::uint64_t seq) {
 }
 
 void Replica::make_stable(CheckpointCertificate cert) {
-    low_ = cert.checkpoints.front().seq;
-    if (epochs_.count(low_ + 1) && low_ > 0) boundary_certs_[low_] = cert;
+    const std::uint64_t seq = cert.checkpoints.front().seq;
+    if (seq <= stable_certificate_seq()) return;
+    low_ = std::max(low_, seq);
+    if (epochs_.count(seq + 1) && seq > 0) boundary_certs_[seq] = cert;
     stable_cert_ = std::move(cert);
     if (!leaving_.empty() && low_ >= leaving_until_) {
         for (const auto& r : leaving_)
             if (!member(r.id)) link_.remove_member(r.id);
         leaving_.clear();
     }
-    if (journal_) journal_->set_stable(low_, stable_cert_);
+    if (journal_) journal_->set_stable(seq, stable_cert_);
     ++stats_.checkpoints_stable;
     if (target_ && target_->checkpoints.front().seq <= low_) {
         target_.reset(); // reached without the transfer: drop it
@@ -753,7 +769,7 @@ void Replica::on_tick() {
     // Idle with blocks above the last checkpoint: certify the tip, so a quiet chain's last
     // blocks get a certificate and laggards can fetch them.
     const bool idle = log_.upper_bound(ledger_.height()) == log_.end() && !has_work();
-    if (idle && ledger_.height() > low_) {
+    if (idle && ledger_.height() > stable_certificate_seq()) {
         if (auto tip = store_.block_at(ledger_.height())) take_checkpoint(*tip);
     }
     // Our newest checkpoint, to the peers whose matching message we lack.
@@ -1178,7 +1194,7 @@ void Replica::consider_target(const CheckpointCertificate& cert, bool urgent) {
     const std::uint64_t seq = cert.checkpoints.front().seq;
     if (seq <= ledger_.height()) {
         // Already executed: the certificate can make it stable here if it is ours.
-        if (seq > low_) {
+        if (seq > stable_certificate_seq()) {
             auto stored = store_.block_at(seq);
             if (stored && stored->hash() == cert.checkpoints.front().block_hash) make_stable(cert);
         }

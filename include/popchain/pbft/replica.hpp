@@ -298,6 +298,7 @@ private:
     bool has_work() const;
     void arm_watchdog();
     void announce_stable(ReplicaId to);
+    void answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot);
     void note_view(ReplicaId from, std::uint64_t view);
 
     // view change
@@ -363,6 +364,7 @@ private:
     std::map<std::uint64_t, Block> fetched_;      // verified, not yet executed
     std::size_t fetch_attempt_ = 0;
     std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
+    std::map<ReplicaId, Millis> answered_;  // last answer to a stuck peer
 
     net::TimerId batch_timer_ = 0, tick_timer_ = 0, watch_timer_ = 0, view_timer_ = 0,
                  fetch_timer_ = 0;
