@@ -71,7 +71,10 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
       cache_(std::make_unique<SignatureCache>()), ledger_(params_, std::move(state), cache_.get()),
       spec_(ledger_), mempool_(params_.chain_id, cache_.get()), replicas_(ledger_.state().replicas),
       journal_(journal) {
-    low_ = ledger_.height();
+    // The low watermark is the last *certified* checkpoint; a restarted replica gets it back
+    // from its journal, or from its peers. Blocks between it and the stored height are
+    // executed but may still need this replica's votes and view-change reports.
+    low_ = 0;
     spec_height_ = ledger_.height();
     tick_height_ = ledger_.height();
     epochs_[ledger_.height() + 1] = replicas_;
@@ -84,8 +87,10 @@ void Replica::restore(const JournalState& saved) {
     if (saved.stable_seq > 0 && saved.stable_seq <= ledger_.height()) {
         auto stored = store_.block_at(saved.stable_seq);
         if (stored && !saved.stable_certificate.checkpoints.empty() &&
-            stored->hash() == saved.stable_certificate.checkpoints.front().block_hash)
+            stored->hash() == saved.stable_certificate.checkpoints.front().block_hash) {
             stable_cert_ = saved.stable_certificate;
+            low_ = saved.stable_seq;
+        }
     }
     view_ = saved.view;
     view_active_ = !saved.in_view_change;
@@ -904,9 +909,25 @@ void Replica::start_view_change(std::uint64_t view) {
     vc.new_view = view;
     vc.stable_seq = stable_certificate_seq();
     vc.stable_certificate = stable_cert_;
-    for (const auto& [seq, e] : prepared_log_)
+    // An executed block committed, so it prepared: if its P entry was lost (a restart
+    // without a journal), report it from the store, with the view it was proposed in. An
+    // older view than the true one is safe: no other block can have prepared at that height
+    // in any later view.
+    auto prepared = prepared_log_;
+    auto pre_prepared = pre_prepared_log_;
+    for (std::uint64_t seq = vc.stable_seq + 1;
+         seq <= ledger_.height() && seq <= vc.stable_seq + config_.watermark_window; ++seq) {
+        if (prepared.count(seq)) continue;
+        auto block = store_.block_at(seq);
+        if (!block) break;
+        const LogEntry e{seq, block->hash(), block->header.view, block->header.prev_hash};
+        prepared[seq] = e;
+        auto& q = pre_prepared[{seq, e.digest}];
+        if (q.view < e.view || q.seq == 0) q = e;
+    }
+    for (const auto& [seq, e] : prepared)
         if (seq > vc.stable_seq) vc.prepared.push_back(e);
-    for (const auto& [key, e] : pre_prepared_log_)
+    for (const auto& [key, e] : pre_prepared)
         if (key.first > vc.stable_seq) vc.pre_prepared.push_back(e);
     vc = sign_view_change(std::move(vc), key_);
     view_changes_.erase(view_changes_.begin(), view_changes_.lower_bound(view));
