@@ -13,6 +13,7 @@
 #include <popchain/genesis.hpp>
 #include <popchain/ledger.hpp>
 #include <popchain/merkle.hpp>
+#include <popchain/net/sim_cluster.hpp>
 #include <popchain/sqlite_store.hpp>
 #include <popchain/transaction.hpp>
 
@@ -506,6 +507,58 @@ Json bench_codec(const Options& opt, const Chain& big) {
 
 // ---- the report ----
 
+// The whole pBFT replica (MAC-authenticated agreement, checkpoints, ledger execution with
+// every client signature checked once per replica) for n replicas in the deterministic
+// simulator: one process, one thread, virtual network time. The figure is transactions
+// committed at every replica per wall-clock second; the bound beside it is what the
+// signature checks alone allow on one thread (verify/s divided by n, since each replica checks
+// each transaction once).
+Json bench_consensus(const Options& opt, double verify1) {
+    const std::vector<std::uint32_t> sizes =
+        opt.quick ? std::vector<std::uint32_t>{4} : std::vector<std::uint32_t>{4, 16, 64};
+    Json out = Json::object();
+    for (std::uint32_t n : sizes) {
+        const std::size_t txs = opt.quick ? 400 : (n <= 4 ? 4000 : n <= 16 ? 2000 : 800);
+        net::SimClusterOptions o;
+        o.replicas = n;
+        o.wallets = txs / 50 + 1; // mempool: at most 64 pending per sender
+        o.config.max_block_txs = 400;
+        o.config.max_batch_delay_ms = 2;
+        o.config.checkpoint_interval = 32;
+        o.config.watermark_window = 128;
+        Rates rates;
+        std::uint64_t height = 0;
+        for (int run = 0; run < opt.runs; ++run) {
+            progress("consensus: " + std::to_string(n) + " replicas, " + std::to_string(txs) +
+                     " signed transfers (run " + std::to_string(run + 1) + ")");
+            net::SimCluster cluster(o);
+            std::vector<Tx> batch;
+            std::vector<Hash256> ids;
+            for (std::size_t i = 0; i < txs; ++i) {
+                batch.push_back(cluster.transfer(i % o.wallets, (i + 1) % o.wallets, 1));
+                ids.push_back(batch.back().id());
+            }
+            const auto start = Clock::now();
+            for (std::size_t i = 0; i < txs; ++i)
+                if (!cluster.submit(batch[i], static_cast<pbft::ReplicaId>(i % n)))
+                    throw std::runtime_error("consensus bench: a transfer was refused");
+            if (!cluster.run_until_committed(ids, cluster.network().now() + 600'000))
+                throw std::runtime_error("consensus bench: not everything committed");
+            rates.runs.push_back(static_cast<double>(txs) / seconds_since(start));
+            height = cluster.replica(0)->height();
+        }
+        const double bound = verify1 / n;
+        out["n" + std::to_string(n)] =
+            Json{{"replicas", n},
+                 {"transfers", txs},
+                 {"blocks", height},
+                 {"tx_per_s", rates.json()},
+                 {"single_thread_crypto_bound_tx_per_s", round4(bound)},
+                 {"fraction_of_bound", bound > 0 ? round4(rates.median() / bound) : 0}};
+    }
+    return out;
+}
+
 std::string compiler() {
 #if defined(__clang__)
     return std::string("clang ") + __clang_version__;
@@ -572,6 +625,7 @@ int run(const Options& opt) {
     results["ledger_apply"] = bench_ledger(opt, workload, big, verified_tx, cached_tx);
     results["sqlite_commit"] = bench_sqlite(opt, small, big, one_tx_blocks, big_tx);
     results["block_codec"] = bench_codec(opt, big);
+    results["consensus_sim"] = bench_consensus(opt, verify1);
     report["results"] = std::move(results);
 
     const double sign1 = report["results"]["ecdsa_p256"]["sign_per_s"]["median"].get<double>();
