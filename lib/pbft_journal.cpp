@@ -3,6 +3,8 @@
 // every key a buffered write touched, the buffered entry if it still exists, or its removal.
 #include <popchain/pbft/journal.hpp>
 
+#include "sqlite_support.hpp"
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -396,177 +398,22 @@ CREATE TABLE checkpoints (
 );
 )sql";
 
-std::int64_t to_sql(std::uint64_t v) {
-    return static_cast<std::int64_t>(v);
+using detail::corrupt;
+using detail::exec;
+using detail::pragma_expect;
+using detail::prepare;
+using detail::Query;
+using detail::Stmt;
+using detail::Transaction;
+
+// A 32-byte hash column. Not Query::col_fixed: the journal's size message has no ", expected N".
+Result<Hash256> col_hash(const Query& q, int col, std::string_view what) {
+    auto b = q.col_blob(col, what);
+    if (!b) return b.error();
+    if (b->size() != Hash256::size())
+        return corrupt(std::string(what) + " has " + std::to_string(b->size()) + " bytes");
+    return Hash256::from(*b);
 }
-std::uint64_t from_sql(std::int64_t v) {
-    return static_cast<std::uint64_t>(v);
-}
-
-Error corrupt(std::string detail) {
-    return make_error(Errc::storage_corrupt, std::move(detail));
-}
-
-// SQLite's own verdict that the file is damaged is storage_corrupt; anything else (I/O,
-// locking, full disk, out of memory) is io_error.
-Error sql_error(int rc, const char* message, std::string_view context) {
-    const int primary = rc & 0xff;
-    const Errc code = primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ? Errc::storage_corrupt
-                                                                            : Errc::io_error;
-    return make_error(code, std::string(context) + ": " + (message ? message : sqlite3_errstr(rc)));
-}
-
-Error sql_error(sqlite3* db, int rc, std::string_view context) {
-    return sql_error(rc, db ? sqlite3_errmsg(db) : nullptr, context);
-}
-
-class Stmt {
-public:
-    Stmt() = default;
-    explicit Stmt(sqlite3_stmt* s) : s_(s) {}
-    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    Stmt& operator=(Stmt&& o) noexcept {
-        if (this != &o) {
-            sqlite3_finalize(s_);
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
-    Stmt(const Stmt&) = delete;
-    Stmt& operator=(const Stmt&) = delete;
-    ~Stmt() { sqlite3_finalize(s_); }
-    sqlite3_stmt* get() const { return s_; }
-
-private:
-    sqlite3_stmt* s_ = nullptr;
-};
-
-Result<Stmt> prepare(sqlite3* db, const char* sql) {
-    sqlite3_stmt* s = nullptr;
-    const int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-    if (rc != SQLITE_OK) {
-        sqlite3_finalize(s);
-        return sql_error(db, rc, std::string("preparing \"") + sql + "\"");
-    }
-    return Stmt(s);
-}
-
-Result<void> exec(sqlite3* db, const char* sql, std::string_view context) {
-    char* msg = nullptr;
-    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &msg);
-    if (rc == SQLITE_OK) return {};
-    Error e = sql_error(rc, msg, context);
-    sqlite3_free(msg);
-    return e;
-}
-
-// One use of a prepared statement. Resets it on scope exit, so a statement never stays
-// active between calls. The first bind failure is reported by step().
-class Query {
-public:
-    Query(sqlite3* db, const Stmt& stmt, std::string_view context)
-        : db_(db), s_(stmt.get()), context_(context) {}
-    ~Query() {
-        sqlite3_reset(s_);
-        sqlite3_clear_bindings(s_);
-    }
-    Query(const Query&) = delete;
-    Query& operator=(const Query&) = delete;
-
-    Query& i64(int col, std::int64_t v) { return check(sqlite3_bind_int64(s_, col, v)); }
-    Query& u64(int col, std::uint64_t v) { return i64(col, to_sql(v)); }
-    Query& blob(int col, ByteView v) {
-        // A null pointer would bind SQL NULL, not an empty blob.
-        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
-        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_TRANSIENT));
-    }
-
-    Result<bool> step() { // true: a row is ready
-        if (bind_rc_ != SQLITE_OK) return sql_error(db_, bind_rc_, context_);
-        const int rc = sqlite3_step(s_);
-        if (rc == SQLITE_ROW) return true;
-        if (rc == SQLITE_DONE) return false;
-        return sql_error(db_, rc, context_);
-    }
-    Result<void> run() {
-        auto r = step();
-        if (!r) return r.error();
-        return {};
-    }
-
-    Result<std::int64_t> col_i64(int col, std::string_view what) const {
-        if (sqlite3_column_type(s_, col) != SQLITE_INTEGER)
-            return corrupt(std::string(what) + " is not an integer");
-        return sqlite3_column_int64(s_, col);
-    }
-    Result<std::uint64_t> col_u64(int col, std::string_view what) const {
-        auto v = col_i64(col, what);
-        if (!v) return v.error();
-        return from_sql(*v);
-    }
-    Result<Bytes> col_blob(int col, std::string_view what) const {
-        if (sqlite3_column_type(s_, col) != SQLITE_BLOB)
-            return corrupt(std::string(what) + " is not a blob");
-        // Pointer first, then size: that order keeps the size valid (sqlite3.h).
-        const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, col));
-        const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
-        if (n == 0) return Bytes{};
-        if (!p) return make_error(Errc::io_error, std::string(what) + ": out of memory");
-        return Bytes(p, p + n);
-    }
-    Result<Hash256> col_hash(int col, std::string_view what) const {
-        auto b = col_blob(col, what);
-        if (!b) return b.error();
-        if (b->size() != Hash256::size())
-            return corrupt(std::string(what) + " has " + std::to_string(b->size()) + " bytes");
-        return Hash256::from(*b);
-    }
-
-private:
-    Query& check(int rc) {
-        if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
-        return *this;
-    }
-
-    sqlite3* db_;
-    sqlite3_stmt* s_;
-    std::string_view context_;
-    int bind_rc_ = SQLITE_OK;
-};
-
-// Rolls back on scope exit unless committed, so an early return leaves the file unchanged.
-class Transaction {
-public:
-    Transaction(sqlite3* db, const Stmt& commit, const Stmt& rollback)
-        : db_(db), commit_(commit), rollback_(rollback) {}
-    Transaction(const Transaction&) = delete;
-    Transaction& operator=(const Transaction&) = delete;
-    ~Transaction() {
-        // SQLite rolls some failures back by itself; ROLLBACK then would be an error.
-        if (open_ && !sqlite3_get_autocommit(db_)) {
-            Query q(db_, rollback_, "rollback");
-            (void)q.run();
-        }
-    }
-    Result<void> begin(const Stmt& stmt) {
-        Query q(db_, stmt, "begin transaction");
-        if (auto r = q.run(); !r) return r;
-        open_ = true;
-        return {};
-    }
-    Result<void> commit() {
-        Query q(db_, commit_, "commit");
-        if (auto r = q.run(); !r) return r;
-        open_ = false;
-        return {};
-    }
-
-private:
-    sqlite3* db_;
-    const Stmt& commit_;
-    const Stmt& rollback_;
-    bool open_ = false;
-};
 
 // Binds a LogEntry to (?1 seq, ?2 digest, ?3 view, ?4 parent). The structured binding stops
 // compiling when LogEntry gains a field, so a new field cannot be silently left unstored.
@@ -743,9 +590,9 @@ Result<JournalState> SqliteJournal::Impl::read() const {
             if (!row) return row.error();
             if (!*row) break;
             auto seq = q.col_u64(0, "log entry seq");
-            auto digest = q.col_hash(1, "log entry digest");
+            auto digest = col_hash(q, 1, "log entry digest");
             auto view = q.col_u64(2, "log entry view");
-            auto parent = q.col_hash(3, "log entry parent");
+            auto parent = col_hash(q, 3, "log entry parent");
             if (!seq) return seq.error();
             if (!digest) return digest.error();
             if (!view) return view.error();
@@ -934,23 +781,6 @@ Result<Identity> identify(sqlite3* db, const std::string& path) {
     return Identity::ours;
 }
 
-Result<void> pragma_expect(sqlite3* db, const char* sql, std::string_view expected) {
-    auto stmt = prepare(db, sql);
-    if (!stmt) return stmt.error();
-    Query q(db, *stmt, sql);
-    auto row = q.step();
-    if (!row) return row.error();
-    std::string got;
-    if (*row) {
-        const auto* t = sqlite3_column_text(stmt->get(), 0);
-        if (t) got = reinterpret_cast<const char*>(t);
-    }
-    if (got != expected)
-        return make_error(Errc::io_error, std::string(sql) + " gave \"" + got + "\", expected \"" +
-                                              std::string(expected) + "\"");
-    return {};
-}
-
 Result<void> create_schema(sqlite3* db) {
     const std::string sql =
         "BEGIN IMMEDIATE;" + std::string(schema_sql) +
@@ -967,19 +797,10 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::open(const std::filesystem
     auto impl = std::make_unique<Impl>();
     impl->path = file.string();
     const std::string& path = impl->path;
-    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (const int rc = sqlite3_open_v2(path.c_str(), &impl->db, flags, nullptr); rc != SQLITE_OK) {
-        Error e = sql_error(impl->db, rc, "opening " + path);
-        e.code = Errc::io_error;
-        return e;
-    }
+    // A journal has one owner (see the header); waiting long (here 250 ms) for a lock another
+    // process holds would only delay the error.
+    if (auto r = detail::open_connection(path, impl->db, 250); !r) return r.error();
     sqlite3* db = impl->db;
-    sqlite3_extended_result_codes(db, 1);
-    // A journal has one owner (see the header); waiting long for a lock another process holds
-    // would only delay the error.
-    sqlite3_busy_timeout(db, 250);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
 
     auto in_use = [&](Error e) {
         if (e.code == Errc::io_error && (sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY)
