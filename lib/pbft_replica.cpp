@@ -274,19 +274,30 @@ void Replica::broadcast(MsgType type, const Message& m) {
 
 Result<void> Replica::submit(const Tx& tx) {
     Scope scope(*this);
+    return admit(tx, id_, true);
+}
+
+// Admits a transaction to the mempool and, if `forward`, passes it on to the primary.
+// Replicas may disagree on the view for a while (one is still changing views): a
+// transaction new here goes on to the primary we know, so it reaches the one that proposes.
+// It is passed on only when it is new here, so this cannot loop.
+Result<void> Replica::admit(const Tx& tx, net::NodeId from, bool forward) {
     if (auto ok = mempool_.add(tx, ledger_.account(tx.from).nonce); !ok) return ok;
-    if (!is_primary()) {
+    if (forward && !is_primary() && from != primary()) {
         send_to(primary(), MsgType::request, Request{tx});
         ++stats_.requests_forwarded;
-    } else {
-        maybe_propose();
     }
+    maybe_propose();
     arm_watchdog();
     return {};
 }
 
 void Replica::on_message(net::NodeId from, ByteView message) {
     Scope scope(*this);
+    if (from >= net::first_client_id) {
+        on_client_message(from, message);
+        return;
+    }
     auto env = link_.open(from, message);
     if (!env) {
         switch (env.code()) {
@@ -324,22 +335,101 @@ void Replica::on_message(net::NodeId from, ByteView message) {
 }
 
 void Replica::on_request(ReplicaId from, Request&& r) {
-    if (auto ok = mempool_.add(r.tx, ledger_.account(r.tx.from).nonce); !ok) {
+    if (auto ok = admit(r.tx, from, true); !ok) {
         if (ok.code() == Errc::already_known)
             ++stats_.duplicate;
         else
             ++stats_.rejected_requests;
+    }
+}
+
+// ---- clients ----
+
+void Replica::on_client_message(net::NodeId client, ByteView frame) {
+    auto submit = decode_client_submit(frame);
+    if (!submit) {
+        ++stats_.bad_client_frames;
         return;
     }
-    // Replicas may disagree on the view for a while (one is still changing views): pass a
-    // new request on to the primary we know, so it reaches the one that proposes. A
-    // request is passed on only when it is new here, so this cannot loop.
-    if (!is_primary() && from != primary()) {
-        send_to(primary(), MsgType::request, r);
-        ++stats_.requests_forwarded;
+    ++stats_.client_requests;
+    auto known = client_keys_.find(submit->client_key);
+    if (known == client_keys_.end()) {
+        auto key = reply_key(key_, submit->client_key, id_);
+        if (!key) {
+            ++stats_.bad_client_frames;
+            return;
+        }
+        // A ring of recent client keys: one ECDH per new client, bounded memory.
+        constexpr std::size_t max_client_keys = 4096;
+        if (client_key_order_.size() < max_client_keys) {
+            client_key_order_.push_back(submit->client_key);
+        } else {
+            client_keys_.erase(client_key_order_[client_key_next_]);
+            client_key_order_[client_key_next_] = submit->client_key;
+            client_key_next_ = (client_key_next_ + 1) % max_client_keys;
+        }
+        known = client_keys_.emplace(submit->client_key, *key).first;
     }
-    maybe_propose();
-    arm_watchdog();
+    const Hash256 mac_key = known->second;
+    const Hash256 txid = submit->tx.id();
+    Reply r;
+    r.txid = txid;
+    // The store is the reply cache: a committed transaction is answered from it, however
+    // often and however late the client asks.
+    if (auto record = store_.tx_by_id(txid); record) {
+        r.status = ReplyStatus::committed;
+        r.height = record->height;
+        if (auto block = store_.block_at(record->height); block) r.block_hash = block->hash();
+        ++stats_.replies_from_store;
+        reply(client, mac_key, r);
+        return;
+    }
+    // Clients send to every replica (so that every replica knows whom to answer), so the
+    // primary has it too: passing it on would only multiply the traffic. If the primary
+    // does not propose it, the watchdog armed here replaces the primary.
+    auto admitted = admit(submit->tx, client, false);
+    if (!admitted && admitted.code() != Errc::already_known) {
+        // Refusals by the mempool are per replica (a full mempool, a nonce this replica has
+        // not seen executed yet); the client decides only on f+1 matching ones.
+        r.status = ReplyStatus::rejected;
+        r.code = static_cast<std::uint16_t>(admitted.code());
+        reply(client, mac_key, r);
+        return;
+    }
+    constexpr std::size_t max_waiting = 100'000;
+    auto& waiters = waiting_[txid];
+    if (waiting_.size() > max_waiting) {
+        waiting_.erase(txid);
+        return; // the client's retry finds the transaction in the store
+    }
+    for (const auto& w : waiters)
+        if (w.client == client && w.key == mac_key) return;
+    waiters.push_back(Waiter{client, mac_key});
+}
+
+void Replica::reply(net::NodeId client, const Hash256& key, Reply r) {
+    r.replica = id_;
+    r.view = view_;
+    outbox_.emplace_back(client, encode_reply(r, key));
+    ++stats_.replies_sent;
+}
+
+void Replica::answer_waiting(const Block& block) {
+    if (waiting_.empty()) return;
+    const Hash256 hash = block.hash();
+    for (const auto& tx : block.txs) {
+        auto it = waiting_.find(tx.id());
+        if (it == waiting_.end()) continue;
+        for (const auto& w : it->second) {
+            Reply r;
+            r.txid = it->first;
+            r.status = ReplyStatus::committed;
+            r.height = block.header.height;
+            r.block_hash = hash;
+            reply(w.client, w.key, r);
+        }
+        waiting_.erase(it);
+    }
 }
 
 void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
@@ -655,6 +745,7 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     ++stats_.executed_blocks;
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
+    answer_waiting(block);
     if (on_commit_) on_commit_(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
     if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);
@@ -737,6 +828,10 @@ void Replica::collect_garbage() {
     for (auto it = bodies_.begin(); it != bodies_.end();)
         it = it->second.header.height <= low_ ? bodies_.erase(it) : std::next(it);
     wanted_.erase(wanted_.begin(), wanted_.upper_bound(low_));
+    // A transaction that left the mempool without committing here (evicted, or its nonce
+    // went to another) will not be answered on commit; its client retries and is answered
+    // from the store or refused.
+    std::erase_if(waiting_, [this](const auto& w) { return !mempool_.contains(w.first); });
 }
 
 // ---- timers: retransmission, idle checkpoints, the view-change watchdog ----

@@ -43,6 +43,7 @@ const char* errc_name(Errc code) noexcept {
     case Errc::io_error: return "io_error";
     case Errc::storage_corrupt: return "storage_corrupt";
     case Errc::invalid_argument: return "invalid_argument";
+    case Errc::timeout: return "timeout";
     }
     return "unknown_error";
 }

@@ -17,9 +17,13 @@ struct SimCluster::Shim : Receiver {
     }
 };
 
-// Nothing is ever sent to the client (replicas do not reply to clients yet).
+// Replies reach the network client once it exists (submit_with_retry gets none: it talks
+// to replicas by direct calls).
 struct SimCluster::ClientReceiver : Receiver {
-    void on_message(NodeId, ByteView) override {}
+    pbft::Client* target = nullptr;
+    void on_message(NodeId from, ByteView message) override {
+        if (target) target->on_message(from, message);
+    }
 };
 
 namespace {
@@ -73,6 +77,16 @@ SimCluster::SimCluster(SimClusterOptions options)
 }
 
 SimCluster::~SimCluster() = default;
+
+pbft::Client& SimCluster::network_client(pbft::ClientConfig config) {
+    if (!network_client_) {
+        auto made = pbft::Client::create(*client_, genesis_.replicas, config);
+        if (!made) throw std::runtime_error("SimCluster client: " + made.error().message());
+        network_client_ = std::move(made).value();
+        client_receiver_->target = network_client_.get();
+    }
+    return *network_client_;
+}
 
 void SimCluster::check_id(pbft::ReplicaId id) const {
     if (id >= size())

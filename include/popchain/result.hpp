@@ -58,6 +58,8 @@ enum class Errc : std::uint16_t {
     io_error,
     storage_corrupt,
     invalid_argument,
+    // waiting
+    timeout,
 };
 
 // Stable snake_case name of an error code ("insufficient_funds"); used in logs and APIs.

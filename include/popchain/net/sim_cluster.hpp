@@ -49,6 +49,7 @@
 #include <popchain/memory_store.hpp>
 #include <popchain/net/sim_network.hpp>
 #include <popchain/net/transport.hpp>
+#include <popchain/pbft/client.hpp>
 #include <popchain/pbft/config.hpp>
 #include <popchain/pbft/replica.hpp>
 #include <popchain/result.hpp>
@@ -116,6 +117,11 @@ public:
     // Submits to `via`, or to the next up replica after it if `via` is down, and retries
     // until the transaction is committed (see the header comment).
     void submit_with_retry(const Tx& tx, pbft::ReplicaId via);
+    // The pBFT client of node `client_node`, made on first use with `config` (later calls
+    // ignore it). Unlike submit() and submit_with_retry(), its requests and the replicas'
+    // replies travel through the network, with its faults, and it trusts a result only on
+    // f+1 matching replies from the genesis replica set.
+    pbft::Client& network_client(pbft::ClientConfig config = {});
     // Transactions submit_with_retry still retries.
     std::size_t retrying() const { return pending_.size(); }
 
@@ -164,6 +170,7 @@ private:
     std::vector<std::unique_ptr<Shim>> shims_;
     std::unique_ptr<ClientReceiver> client_receiver_;
     Transport* client_ = nullptr;
+    std::unique_ptr<pbft::Client> network_client_; // before the network goes: it cancels timers
     std::vector<bool> byzantine_;
     std::vector<std::unique_ptr<Transport>> wrappers_; // every one ever made
     std::vector<std::unique_ptr<pbft::Replica>> replicas_;

@@ -58,6 +58,12 @@
 // the certified block (or the chunk above); then it executes them (every transaction and
 // state root is re-checked) and adopts the checkpoint as its low watermark.
 //
+// Clients. Messages from node ids at or above net::first_client_id are client frames
+// (client.hpp), not envelopes. A submit for a transaction in the store is answered from it
+// (committed, with height and block hash); otherwise the transaction is admitted to the
+// mempool without being passed on (the client sent it to every replica) and the client is
+// answered when the block holding it executes, or at once if the mempool refuses it.
+//
 // Self-delivery: a replica never sends to itself. Its own prepares, commits and checkpoints
 // are recorded directly when it sends them to the others.
 //
@@ -88,6 +94,7 @@
 #include <popchain/mempool.hpp>
 #include <popchain/net/transport.hpp>
 #include <popchain/pbft/certificate.hpp>
+#include <popchain/pbft/client.hpp>
 #include <popchain/pbft/config.hpp>
 #include <popchain/pbft/journal.hpp>
 #include <popchain/pbft/link.hpp>
@@ -144,6 +151,10 @@ struct ReplicaStats {
     std::uint64_t bodies_fetched = 0;     // block bodies obtained from peers for a slot
     std::uint64_t state_transfers = 0;    // certified checkpoints reached by fetching blocks
     std::uint64_t transferred_blocks = 0; // blocks executed from state transfer
+    std::uint64_t client_requests = 0;    // submits received from clients
+    std::uint64_t bad_client_frames = 0;  // undecodable client frames, bad client keys
+    std::uint64_t replies_sent = 0;       // replies to clients (committed or rejected)
+    std::uint64_t replies_from_store = 0; // ... answered from the store (duplicates)
 };
 
 class Replica : public net::Receiver {
@@ -274,6 +285,10 @@ private:
     void on_new_view(ReplicaId from, NewView&& nv);
     void on_fetch(ReplicaId from, const Fetch& f);
     void on_blocks(ReplicaId from, Blocks&& b);
+    void on_client_message(net::NodeId client, ByteView frame);
+    Result<void> admit(const Tx& tx, net::NodeId from, bool forward);
+    void reply(net::NodeId client, const Hash256& key, Reply r);
+    void answer_waiting(const Block& block);
 
     // normal case
     void maybe_propose();
@@ -376,6 +391,17 @@ private:
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
+
+    // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
+    // a client whose entry was dropped still gets its answer from the store on a retry.
+    struct Waiter {
+        net::NodeId client;
+        Hash256 key;
+    };
+    std::map<Hash256, std::vector<Waiter>> waiting_;
+    std::map<PublicKey, Hash256> client_keys_; // reply MAC keys, bounded, oldest evicted
+    std::vector<PublicKey> client_key_order_;
+    std::size_t client_key_next_ = 0;
     int batch_depth_ = 0;
 };
 
