@@ -234,30 +234,11 @@ public:
                                   "only the chain authority may change membership");
             auto change = decode_config_change(tx.payload);
             if (!change) return make_error(Errc::bad_config, change.error().message());
-            std::vector<ReplicaInfo> next = replicas();
-            auto same_id = [&](const ReplicaInfo& r) { return r.id == change->replica.id; };
-            if (change->action == ConfigChange::Action::add_replica) {
-                if (std::any_of(next.begin(), next.end(), same_id))
-                    return make_error(Errc::bad_config, "replica id already in the set");
-                if (std::any_of(next.begin(), next.end(),
-                                [&](const ReplicaInfo& r) { return r.key == change->replica.key; }))
-                    return make_error(Errc::bad_config, "replica key already in the set");
-                if (next.size() >= max_replicas)
-                    return make_error(Errc::bad_config, "replica set is full");
-                next.push_back(change->replica);
-                std::sort(next.begin(), next.end(),
-                          [](const auto& x, const auto& y) { return x.id < y.id; });
-            } else {
-                auto it = std::find_if(next.begin(), next.end(), same_id);
-                if (it == next.end())
-                    return make_error(Errc::bad_config, "no replica with that id");
-                if (next.size() == 1)
-                    return make_error(Errc::bad_config, "cannot remove the last replica");
-                next.erase(it);
-            }
+            auto next = apply_config_change(replicas(), *change);
+            if (!next) return next.error();
             ++sender.nonce;
             delta.accounts[tx.from] = sender;
-            delta.replicas = std::move(next);
+            delta.replicas = std::move(next).value();
             return {};
         }
         }

@@ -64,4 +64,59 @@ Result<void> verify_block(const Block& block, const CommitProof& proof,
     return {};
 }
 
+Result<ReplicaSetHistory> ReplicaSetHistory::create(std::vector<ReplicaInfo> genesis_set,
+                                                    std::uint32_t checkpoint_interval) {
+    if (genesis_set.empty()) return make_error(Errc::invalid_argument, "empty replica set");
+    if (checkpoint_interval == 0)
+        return make_error(Errc::invalid_argument, "checkpoint_interval must be at least 1");
+    ReplicaSetHistory h;
+    h.interval_ = checkpoint_interval;
+    h.epochs_.emplace(0, std::move(genesis_set));
+    return h;
+}
+
+const std::vector<ReplicaInfo>& ReplicaSetHistory::set_for(std::uint64_t seq) const {
+    return std::prev(epochs_.upper_bound(seq))->second;
+}
+
+Result<void> ReplicaSetHistory::learn(const Block& block, const CommitProof& proof) {
+    const std::uint64_t height = block.header.height;
+    if (height <= learnt_height_)
+        return make_error(Errc::wrong_height, "block " + std::to_string(height) +
+                                                  " is not above the last block learnt (" +
+                                                  std::to_string(learnt_height_) + ")");
+    if (proof.certificate.checkpoints.empty())
+        return make_error(Errc::invalid_argument, "empty checkpoint certificate");
+    const std::uint64_t certified = proof.certificate.checkpoints.front().seq;
+    if (auto ok = verify_block(block, proof, set_for(certified)); !ok) return ok;
+
+    const std::uint64_t boundary = (height + interval_ - 1) / interval_ * interval_;
+    auto epochs = epochs_; // applied only if every change applies
+    for (const Tx& tx : block.txs) {
+        if (tx.kind != TxKind::config) continue;
+        if (certified > boundary)
+            return make_error(Errc::invalid_argument,
+                              "a config block must be proven by a certificate at or below its "
+                              "boundary " +
+                                  std::to_string(boundary));
+        auto change = decode_config_change(tx.payload);
+        if (!change) return change.error();
+        // Changes before the same boundary accumulate into one new set.
+        auto base = std::prev(epochs.upper_bound(boundary + 1))->second;
+        auto next = apply_config_change(std::move(base), *change);
+        if (!next) return next.error();
+        epochs[boundary + 1] = std::move(next).value();
+    }
+    epochs_ = std::move(epochs);
+    learnt_height_ = height;
+    return {};
+}
+
+Result<void> verify_block(const Block& block, const CommitProof& proof,
+                          const ReplicaSetHistory& history) {
+    if (proof.certificate.checkpoints.empty())
+        return make_error(Errc::invalid_argument, "empty checkpoint certificate");
+    return verify_block(block, proof, history.set_for(proof.certificate.checkpoints.front().seq));
+}
+
 } // namespace popchain::pbft

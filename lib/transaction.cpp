@@ -1,5 +1,7 @@
 #include <popchain/transaction.hpp>
 
+#include <algorithm>
+
 namespace popchain {
 
 namespace {
@@ -184,6 +186,27 @@ Result<ConfigChange> decode_config_change(ByteView bytes) {
             r.fail(Errc::bad_public_key, "new replica's key is not a P-256 point");
         return c;
     });
+}
+
+Result<std::vector<ReplicaInfo>> apply_config_change(std::vector<ReplicaInfo> set,
+                                                     const ConfigChange& change) {
+    auto same_id = [&](const ReplicaInfo& r) { return r.id == change.replica.id; };
+    if (change.action == ConfigChange::Action::add_replica) {
+        if (std::any_of(set.begin(), set.end(), same_id))
+            return make_error(Errc::bad_config, "replica id already in the set");
+        if (std::any_of(set.begin(), set.end(),
+                        [&](const ReplicaInfo& r) { return r.key == change.replica.key; }))
+            return make_error(Errc::bad_config, "replica key already in the set");
+        if (set.size() >= max_replicas) return make_error(Errc::bad_config, "replica set is full");
+        set.push_back(change.replica);
+        std::sort(set.begin(), set.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
+    } else {
+        auto it = std::find_if(set.begin(), set.end(), same_id);
+        if (it == set.end()) return make_error(Errc::bad_config, "no replica with that id");
+        if (set.size() == 1) return make_error(Errc::bad_config, "cannot remove the last replica");
+        set.erase(it);
+    }
+    return set;
 }
 
 } // namespace popchain

@@ -99,4 +99,10 @@ struct ConfigChange {
 };
 Result<ConfigChange> decode_config_change(ByteView bytes);
 
+// The replica set after `change` (kept sorted by id); refuses adding an id or key already
+// in the set, growing past max_replicas, removing an unknown id or the last replica. The
+// ledger applies config transactions with it, and light clients replay them with it.
+Result<std::vector<ReplicaInfo>> apply_config_change(std::vector<ReplicaInfo> set,
+                                                     const ConfigChange& change);
+
 } // namespace popchain

@@ -10,6 +10,8 @@
 #include <popchain/block.hpp>
 #include <popchain/pbft/messages.hpp>
 
+#include <cstdint>
+#include <map>
 #include <vector>
 
 namespace popchain::pbft {
@@ -31,5 +33,47 @@ struct CommitProof {
 // certifies that checkpoint block (its height and hash) under `replicas`.
 Result<void> verify_block(const Block& block, const CommitProof& proof,
                           const std::vector<ReplicaInfo>& replicas);
+
+// The replica sets of a chain over time, as a light client learns them: it starts from the
+// genesis set and replays the `config` transactions of blocks it has verified. A change
+// made in block c takes effect above the boundary B, the first multiple of
+// checkpoint_interval at or above c (the replicas' rule, docs/consensus.md): checkpoints up
+// to B are certified by the old set, later ones by the new.
+//
+// A config block must be proven with a certificate at or below its boundary (the old set's;
+// replicas keep every boundary certificate), since the new set is not known yet.
+//
+// Missing a config block cannot make the client accept a false block: it then checks later
+// certificates against an older set, and a quorum of that set's signatures, with at most f
+// of them faulty, still includes an honest replica that signed the real checkpoint. It can
+// only make true blocks fail to verify until the client learns the change.
+class ReplicaSetHistory {
+public:
+    // Fails for an empty set or checkpoint_interval 0.
+    static Result<ReplicaSetHistory> create(std::vector<ReplicaInfo> genesis_set,
+                                            std::uint32_t checkpoint_interval);
+
+    // The set whose signatures certify a checkpoint at height `seq` (valid until learn()).
+    const std::vector<ReplicaInfo>& set_for(std::uint64_t seq) const;
+
+    // Verifies `block` with `proof` (under the set for the certificate's height) and applies
+    // its config transactions. Blocks come in increasing height; those without config
+    // transactions may be skipped. A block that fails changes nothing.
+    Result<void> learn(const Block& block, const CommitProof& proof);
+
+    // Height of the last block learnt (0 before any).
+    std::uint64_t learnt_height() const { return learnt_height_; }
+    std::uint32_t checkpoint_interval() const { return interval_; }
+
+private:
+    ReplicaSetHistory() = default;
+    std::uint32_t interval_ = 1;
+    std::map<std::uint64_t, std::vector<ReplicaInfo>> epochs_; // first certified seq -> set
+    std::uint64_t learnt_height_ = 0;
+};
+
+// verify_block with the set that certified the proof's checkpoint.
+Result<void> verify_block(const Block& block, const CommitProof& proof,
+                          const ReplicaSetHistory& history);
 
 } // namespace popchain::pbft
