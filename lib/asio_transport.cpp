@@ -120,6 +120,7 @@ enum class Failure {
     timeout,
     malformed,
     oversize,
+    busy, // max_clients reached
 };
 
 struct Outbox {
@@ -147,6 +148,8 @@ struct Connection {
     PublicKey peer_key;
     std::uint64_t peer_serial = 0; // dialler: which directory entry dialled it
     Bytes own_hello, peer_hello;
+    std::optional<Clock::time_point> established_at;
+    bool is_client = false;
 
     std::shared_ptr<Outbox> outbox; // dialler: the peer's; acceptor: its own
     std::deque<Bytes> control;      // handshake frames, written before any payload
@@ -190,6 +193,8 @@ Result<void> check_options(const AsioOptions& o) {
     if (o.handshake_timeout_ms == 0) return bad("handshake_timeout_ms: must be at least 1");
     if (o.max_handshaking_connections == 0)
         return bad("max_handshaking_connections: must be at least 1");
+    if (o.accept_clients && o.max_clients == 0)
+        return bad("max_clients: must be at least 1 when accept_clients is set");
     if (o.listen) {
         asio::error_code ec;
         (void)asio::ip::make_address(o.listen_host, ec);
@@ -440,7 +445,10 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
             } else if (options.accept_clients && hello->id >= first_client_id) {
                 // A client proves possession of the key it presents; see the header.
                 if (!parse_public_key(hello->key.view())) return fail(c, Failure::malformed);
+                if (!inbound.count(hello->id) && client_count() >= options.max_clients)
+                    return fail(c, Failure::busy);
                 c->peer_key = hello->key;
+                c->is_client = true;
             } else {
                 return fail(c, Failure::unknown_peer);
             }
@@ -466,12 +474,10 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
             return fail(c, Failure::bad_signature);
 
         c->phase = Connection::Phase::established;
+        c->established_at = Clock::now();
         c->deadline.cancel();
         ++stats.handshakes_completed;
-        if (dialer) {
-            if (auto it = peers.find(c->peer); it != peers.end() && it->second.conn == c)
-                it->second.failures = 0;
-        } else {
+        if (!dialer) {
             handshaking.erase(c);
             ConnectionPtr& slot = inbound[c->peer];
             ConnectionPtr older = std::exchange(slot, c);
@@ -627,6 +633,7 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
         case Failure::timeout: ++stats.handshake_timeout; break;
         case Failure::malformed: ++stats.handshake_malformed; break;
         case Failure::oversize: ++stats.oversize_frames; break;
+        case Failure::busy: ++stats.refused_busy; break;
         case Failure::io:
         case Failure::shutdown: break;
         }
@@ -650,6 +657,12 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
             if (it == peers.end() || it->second.conn != c) return;
             Peer& p = it->second;
             p.conn.reset();
+            // Only a connection that lasted resets the backoff: a peer that completes the
+            // handshake and then drops us at once (it does not know our key, say) must not
+            // be redialled at the fastest rate forever.
+            if (c->established_at && Clock::now() - *c->established_at >=
+                                         std::chrono::milliseconds(options.reconnect_max_ms))
+                p.failures = 0;
             ++p.failures;
             p.next_dial = Clock::now() + backoff(p.failures);
             if (!p.outbox->frames.empty()) ensure_dialing(c->peer, p);
@@ -658,6 +671,12 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
         handshaking.erase(c);
         if (auto it = inbound.find(c->peer); it != inbound.end() && it->second == c)
             inbound.erase(it);
+    }
+
+    std::size_t client_count() const {
+        return static_cast<std::size_t>(
+            std::count_if(inbound.begin(), inbound.end(),
+                          [](const auto& entry) { return entry.second->is_client; }));
     }
 
     // Closes every connection to or from `id` (a directory change).
@@ -730,7 +749,9 @@ struct AsioTransport::Impl : std::enable_shared_from_this<Impl> {
         const TimerId id = next_timer++;
         if (closed) return id; // never fires
         auto timer = std::make_unique<asio::steady_timer>(io);
-        timer->expires_after(std::chrono::milliseconds(delay));
+        // A century is "never"; larger values would overflow the clock's representation.
+        constexpr Millis longest = Millis{100} * 365 * 24 * 3600 * 1000;
+        timer->expires_after(std::chrono::milliseconds(std::min(delay, longest)));
         timer->async_wait([weak = weak_from_this(), id](asio::error_code ec) {
             auto self = weak.lock();
             if (ec || !self || self->closed) return;

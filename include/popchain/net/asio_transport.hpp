@@ -8,7 +8,9 @@
 // Connections are dialled lazily, on the first send to a peer, and redialled after a
 // failure with exponential backoff (reconnect_min_ms doubling up to reconnect_max_ms, each
 // delay drawn uniformly in [d/2, d] so restarted peers are not hit in lockstep). Dials are
-// spaced by the backoff even when sends keep coming.
+// spaced by the backoff even when sends keep coming, and the backoff starts again from the
+// minimum only after a connection lasted reconnect_max_ms (a peer that completes the
+// handshake and then drops us is not redialled at the fastest rate forever).
 //
 // Handshake (docs/transport.md has the byte layout). Both sides send a hello: magic,
 // version, network_id, claimed NodeId, a fresh 32-byte random nonce and a public key. Then
@@ -49,7 +51,7 @@
 // would exceed it is dropped and counted, so a slow or dead peer cannot exhaust memory.
 // Sends to ids neither in the directory nor connected as clients are dropped and counted.
 // At most max_handshaking_connections inbound connections may be in their handshake at
-// once; more are closed at accept.
+// once, and at most max_clients client connections may be open; more are refused.
 //
 // Write coalescing: whatever is queued when a write completes leaves in one gather write
 // (up to 1,024 frames or 4 MiB), because on a small machine the kernel's per-write cost
@@ -113,6 +115,7 @@ struct AsioOptions {
     Millis reconnect_max_ms = 2000;                // >= reconnect_min_ms
     Millis handshake_timeout_ms = 5000;            // >= 1
     std::size_t max_handshaking_connections = 256; // >= 1
+    std::size_t max_clients = 1024;                // with accept_clients, >= 1
 };
 
 class AsioTransport : public Transport {
@@ -129,7 +132,7 @@ public:
         std::uint64_t handshakes_completed = 0; // both directions
         std::uint64_t connections_lost = 0;     // authenticated connections that closed
         std::uint64_t connections_replaced = 0; // an inbound id reconnected: older closed
-        std::uint64_t refused_busy = 0;         // accepts over max_handshaking_connections
+        std::uint64_t refused_busy = 0;         // over max_handshaking_connections or max_clients
 
         // Handshake failures, by reason (the connection is closed, nothing delivered).
         std::uint64_t handshake_unknown_peer = 0;  // id not in the directory (nor a client)
