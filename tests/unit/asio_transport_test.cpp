@@ -622,3 +622,56 @@ TEST_CASE("asio: a 4-replica pBFT cluster commits over TCP, and goes on without 
     CHECK(transports[primary]->stats().connections_lost >= 1); // its link to the backup
     replicas.clear();                                          // before their transports
 }
+
+TEST_CASE("asio: directory changes take effect on the next send") {
+    asio::io_context io;
+    Mesh mesh(io, 2);
+    AsioTransport& a = *mesh.nodes[0];
+    a.send(1, text("one"));
+    REQUIRE(run_until(io, [&] { return mesh.inboxes[1].got.size() == 1; }));
+
+    a.remove_peer(1);
+    CHECK_FALSE(a.connected(1));
+    a.send(1, text("to nobody"));
+    CHECK(a.stats().dropped_unknown_destination == 1);
+    // Node 1 no longer accepts node 0 either once node 0 is out of its directory.
+    mesh.nodes[1]->remove_peer(0);
+    REQUIRE(run_until(io, [&] { return !mesh.nodes[1]->connected(0); }));
+
+    // Node 1 comes back with a new key: the old directory entry would refuse it.
+    const SigningKey rotated = key_from_byte(0x2f);
+    AsioOptions o = options_for(1, rotated);
+    o.peers = mesh.directory();
+    mesh.nodes[1].reset();
+    auto renewed = make_transport(io, o);
+    Inbox inbox;
+    renewed->set_receiver(&inbox);
+    REQUIRE(a.set_peer(1, address_of(*renewed, rotated)).ok());
+    a.send(1, text("two"));
+    REQUIRE(run_until(io, [&] { return inbox.got.size() == 1; }));
+    CHECK(inbox.texts_from(0) == std::vector<std::string>{"two"});
+    CHECK(a.stats().handshake_bad_signature == 0);
+}
+
+TEST_CASE("asio: a receiver may destroy the transport from inside a callback") {
+    asio::io_context io;
+    Mesh mesh(io, 2);
+    bool destroyed = false;
+    mesh.inboxes[1].also = [&](NodeId, ByteView) {
+        mesh.nodes[1].reset();
+        destroyed = true;
+    };
+    for (int k = 0; k < 50; ++k)
+        mesh.nodes[0]->send(1, text("m" + std::to_string(k)));
+    REQUIRE(run_until(io, [&] { return destroyed; }));
+    CHECK(mesh.inboxes[1].got.size() == 1); // nothing after the destruction
+    REQUIRE(run_until(io, [&] { return !mesh.nodes[0]->connected(1); }));
+
+    bool fired = false;
+    mesh.nodes[0]->set_timer(1, [&] {
+        mesh.nodes[0].reset();
+        fired = true;
+    });
+    REQUIRE(run_until(io, [&] { return fired; }));
+    run_for(io, 10ms); // the cancelled handlers drain without a transport
+}
