@@ -191,7 +191,8 @@ public:
 private:
     struct Impl;
     explicit AsioTransport(std::shared_ptr<Impl> impl);
-    // Shared with the handlers the io_context holds, which may outlive this object.
+    // The only owner. Handlers the io_context holds keep weak references (they may run
+    // after this object is gone) and lock them only while they run.
     std::shared_ptr<Impl> impl_;
 };
 
