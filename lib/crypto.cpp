@@ -67,6 +67,12 @@ Hash256 Sha256::finish() {
     return out;
 }
 
+Bytes random_bytes(std::size_t count) {
+    Bytes out(count);
+    if (count > 0) thread_rng().randomize(out.data(), out.size());
+    return out;
+}
+
 Hash256 hmac_sha256(ByteView key, ByteView data) {
     thread_local auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
     mac->set_key(key.data(), key.size());

@@ -54,6 +54,10 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+// `count` bytes from a cryptographic RNG (Botan's AutoSeeded_RNG, one per thread): for
+// nonces that must be unpredictable, such as the transport handshake's.
+Bytes random_bytes(std::size_t count);
+
 // HMAC-SHA256 of `data` under `key`.
 Hash256 hmac_sha256(ByteView key, ByteView data);
 // Compares two MACs in time independent of where they differ.
