@@ -22,6 +22,8 @@ public:
     // io_error for connection failures and the timeout (the message says which), malformed
     // for a response that is not HTTP, too_large, invalid_argument for a bad method/header.
     // An HTTP error status is not an error here: it is a response like any other.
+    // The deadline cannot interrupt the system resolver: a host name whose lookup hangs can
+    // make the call outlast `timeout` (numeric addresses never are looked up).
     static Result<HttpResponse>
     request(std::string_view method, std::string_view host, std::uint16_t port,
             std::string_view target, std::string_view body = {}, const Headers& headers = {},
