@@ -1,0 +1,249 @@
+// The node's HTTP API over a simulated cluster: replica 0's routes served by a real
+// HttpServer on loopback, requests made by HttpClient from another thread while this thread
+// runs both the server's io_context and the simulated network (the replica is only ever
+// touched on this thread, as in a node).
+#include <popchain/api/http_client.hpp>
+#include <popchain/api/http_server.hpp>
+#include <popchain/api/json.hpp>
+#include <popchain/api/node_api.hpp>
+#include <popchain/hex.hpp>
+#include <popchain/net/sim_cluster.hpp>
+#include <popchain/pbft/certificate.hpp>
+
+#include <asio/io_context.hpp>
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <future>
+
+using namespace popchain;
+using namespace popchain::api;
+using namespace popchain::net;
+
+namespace {
+
+struct Ignore : Receiver {
+    void on_message(NodeId, ByteView) override {}
+};
+
+struct ApiFixture {
+    SimCluster cluster;
+    asio::io_context io;
+    Ignore ignore;
+    Transport& timers;
+    HttpServer server;
+    std::unique_ptr<NodeApi> api;
+    std::uint16_t port = 0;
+
+    explicit ApiFixture(NodeApiOptions options = {})
+        : cluster(cluster_options()), timers(cluster.network().attach(first_client_id + 9, ignore)),
+          server(io, {}) {
+        auto attached = NodeApi::attach(server, *cluster.replica(0), cluster.store(0), timers,
+                                        std::move(options));
+        REQUIRE(attached.ok());
+        api = std::move(attached).value();
+        cluster.replica(0)->on_commit([this](const Block& b) { api->block_committed(b); });
+        REQUIRE(server.start().ok());
+        port = server.local_port();
+    }
+    ~ApiFixture() { server.close(); }
+
+    static SimClusterOptions cluster_options() {
+        SimClusterOptions o;
+        o.seed = 21;
+        o.faults.min_delay = 1;
+        o.faults.max_delay = 5;
+        o.config.checkpoint_interval = 4;
+        o.config.watermark_window = 8;
+        return o;
+    }
+
+    // Drives the server and the network until the request made on another thread returns.
+    HttpResponse call(std::string method, std::string target, std::string body = {}) {
+        auto reply = std::async(std::launch::async, [&] {
+            return HttpClient::request(method, "127.0.0.1", port, target, body, {},
+                                       std::chrono::milliseconds(20'000));
+        });
+        while (reply.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+            io.restart();
+            io.poll();
+            cluster.network().run_for(1);
+        }
+        auto r = reply.get();
+        REQUIRE_MESSAGE(r.ok(), r.error().message());
+        return std::move(r).value();
+    }
+    nlohmann::json call_json(std::string method, std::string target, std::string body = {},
+                             int expect = 200) {
+        HttpResponse r = call(std::move(method), std::move(target), std::move(body));
+        CHECK_MESSAGE(r.status == expect, r.body);
+        return nlohmann::json::parse(r.body);
+    }
+    void settle(Millis ms) {
+        for (Millis t = 0; t < ms; ++t) {
+            io.restart();
+            io.poll();
+            cluster.network().run_for(1);
+        }
+    }
+};
+
+std::string tx_body(const Tx& tx) {
+    return to_json(tx).dump();
+}
+
+} // namespace
+
+TEST_CASE("node API: submit with wait, read the tx, block with a commit proof, account, "
+          "address history") {
+    ApiFixture f;
+    const Tx tx = f.cluster.transfer(0, 1, 25);
+    const std::string id = to_hex(tx.id().view());
+
+    auto done = f.call_json("POST", "/v1/txs?wait=1", tx_body(tx));
+    CHECK(done["status"] == "committed");
+    CHECK(done["id"] == id);
+    const std::uint64_t height = done["height"];
+    CHECK(height >= 1);
+    // The block hash it reports is the one in replica 0's store.
+    CHECK(done["block_hash"] == to_hex(f.cluster.store(0).block_at(height)->hash().view()));
+
+    // Submitting it again is not an error and does not pay twice.
+    auto again = f.call_json("POST", "/v1/txs", tx_body(tx));
+    CHECK(again["status"] == "committed");
+    CHECK(again["height"] == height);
+
+    auto got = f.call_json("GET", "/v1/txs/" + id);
+    CHECK(got["status"] == "committed");
+    CHECK(got["height"] == height);
+    auto record = tx_record_from_json(
+        {{"tx", got["tx"]}, {"height", got["height"]}, {"index", got["index"]}});
+    REQUIRE_MESSAGE(record.ok(), record.error().message());
+    CHECK(record->tx == tx);
+    auto proof = merkle_proof_from_json(got["merkle_proof"]);
+    REQUIRE(proof.ok());
+    CHECK(merkle_verify(f.cluster.store(0).block_at(height)->header.tx_root, tx.id(), *proof));
+
+    // Once a checkpoint at or above the block is stable, the block comes with a proof that a
+    // light client checks with the replica set alone.
+    for (int i = 0; i < 5; ++i) {
+        const Tx more = f.cluster.transfer(2, 3, 1);
+        f.call_json("POST", "/v1/txs?wait=1", tx_body(more));
+    }
+    f.settle(500);
+    auto block = f.call_json("GET", "/v1/blocks/" + std::to_string(height));
+    REQUIRE(block["certified"] == true);
+    auto parsed_block = block_from_json(block["block"]);
+    auto parsed_proof = commit_proof_from_json(block["commit_proof"]);
+    REQUIRE(parsed_block.ok());
+    REQUIRE(parsed_proof.ok());
+    CHECK(pbft::verify_block(*parsed_block, *parsed_proof, f.cluster.genesis().replicas).ok());
+    auto by_hash =
+        f.call_json("GET", "/v1/blocks/by-hash/" + done["block_hash"].get<std::string>());
+    CHECK(by_hash["block"]["header"]["height"] == height);
+    CHECK(f.call_json("GET", "/v1/blocks/latest")["block"]["header"]["height"] ==
+          f.cluster.replica(0)->height());
+
+    const Address to = f.cluster.wallet(1).address();
+    auto account = f.call_json("GET", "/v1/accounts/" + to.to_string());
+    CHECK(account["balance"] == f.cluster.replica(0)->ledger().account(to).balance);
+    auto history = f.call_json("GET", "/v1/addresses/" + to.to_string() + "/txs?limit=10");
+    REQUIRE(history["txs"].size() == 1);
+    CHECK(history["txs"][0]["tx"]["id"] == id);
+    auto recent = f.call_json("GET", "/getAllTx?limit=3");
+    CHECK(recent["txs"].size() == 3);
+
+    auto status = f.call_json("GET", "/v1/status");
+    CHECK(status["height"] == f.cluster.replica(0)->height());
+    CHECK(status["primary"] == 0);
+
+    HttpResponse metrics = f.call("GET", "/metrics");
+    CHECK(metrics.status == 200);
+    CHECK(metrics.body.find("popchain_height " + std::to_string(f.cluster.replica(0)->height())) !=
+          std::string::npos);
+    CHECK(metrics.body.find("popchain_dropped_messages_total{reason=\"bad_mac\"} 0") !=
+          std::string::npos);
+    CHECK(metrics.body.find("popchain_api_submits_total 7") != std::string::npos);
+}
+
+TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {
+    ApiFixture f;
+    const std::uint64_t height = f.cluster.replica(0)->height();
+    const Address alice = f.cluster.wallet(0).address();
+    const auto before = f.cluster.replica(0)->ledger().account(alice);
+
+    auto code_of = [&](HttpResponse r) {
+        auto j = nlohmann::json::parse(r.body, nullptr, false);
+        REQUIRE_FALSE(j.is_discarded());
+        return std::make_pair(r.status, j["error"]["code"].get<std::string>());
+    };
+    CHECK(code_of(f.call("POST", "/v1/txs", "{not json")).first == 400);
+    nlohmann::json tx = to_json(f.cluster.transfer(0, 1, 5));
+    nlohmann::json extra = tx;
+    extra["surprise"] = 1;
+    CHECK(code_of(f.call("POST", "/v1/txs", extra.dump())) ==
+          std::make_pair(400, std::string("malformed")));
+    nlohmann::json forged = tx;
+    forged["amount"] = 6; // no longer what was signed
+    forged.erase("id");
+    CHECK(code_of(f.call("POST", "/v1/txs", forged.dump())) ==
+          std::make_pair(400, std::string("bad_signature")));
+    // An overdraft passes admission only to fail in the block: the API refuses what the
+    // mempool can tell (here a reused nonce), and nothing else changes.
+    Tx first = f.cluster.transfer(2, 3, 1);
+    f.call_json("POST", "/v1/txs?wait=1", tx_body(first));
+    Tx reuse = first;
+    reuse.amount = 2;
+    CHECK(f.call("POST", "/v1/txs", to_json(reuse).dump()).status == 400);
+
+    CHECK(code_of(f.call("GET", "/v1/blocks/abc")).first == 400);
+    CHECK(code_of(f.call("GET", "/v1/blocks/99999")) ==
+          std::make_pair(404, std::string("not_found")));
+    CHECK(code_of(f.call("GET", "/v1/txs/1234")).first == 400);
+    CHECK(code_of(f.call("GET", "/v1/txs/" + std::string(64, '0'))).first == 404);
+    CHECK(code_of(f.call("GET", "/v1/accounts/pop123")).first == 400);
+    CHECK(code_of(f.call("GET", "/v1/addresses/" + alice.to_string() + "/txs?limit=0")).first ==
+          400);
+    CHECK(
+        code_of(f.call("GET", "/v1/addresses/" + alice.to_string() + "/txs?limit=100000")).first ==
+        400);
+    CHECK(code_of(f.call("GET", "/v1/escrows/" + std::string(64, 'a'))).first == 404);
+    CHECK(code_of(f.call("GET", "/getBlockOne")).first == 400);
+    CHECK(code_of(f.call("POST", "/makeWallet", R"({"passphrase":"long enough"})")) ==
+          std::make_pair(403, std::string("forbidden")));
+    // /charge carries top-ups only.
+    CHECK(code_of(f.call("POST", "/charge", tx.dump())).first == 400);
+
+    CHECK(f.cluster.replica(0)->ledger().account(alice) == before);
+    f.settle(200);
+    CHECK(f.cluster.replica(0)->height() == height + 1); // only `first` committed
+}
+
+TEST_CASE("node API: the original routes as aliases; dev wallets") {
+    NodeApiOptions options;
+    options.dev_wallets = true;
+    ApiFixture f(options);
+    const Tx tx = f.cluster.transfer(4, 5, 3);
+    const std::string id = to_hex(tx.id().view());
+    auto sent = f.call_json("POST", "/newTx", tx_body(tx), 202);
+    CHECK(sent["id"] == id);
+    f.settle(300);
+    auto got = f.call_json("GET", "/getTx?id=" + id);
+    CHECK(got["status"] == "committed");
+    const std::uint64_t height = got["height"];
+    CHECK(f.call_json("GET", "/getBlockOne?height=" +
+                                 std::to_string(height))["block"]["header"]["height"] == height);
+    auto by_address =
+        f.call_json("GET", "/getAllTx?address=" + f.cluster.wallet(5).address().to_string());
+    CHECK(by_address["txs"].size() == 1);
+    auto block = f.call_json("POST", "/newBlock", "", 202);
+    CHECK(block["height"] == f.cluster.replica(0)->height());
+
+    auto wallet = f.call_json("POST", "/makeWallet", R"({"passphrase":"correct horse"})");
+    auto key =
+        SigningKey::from_encrypted_pem(wallet["encrypted_key"].get<std::string>(), "correct horse");
+    REQUIRE(key.ok());
+    CHECK(wallet["address"] == key->address().to_string());
+    CHECK(f.call("POST", "/makeWallet", R"({"passphrase":"short"})").status == 400);
+}
