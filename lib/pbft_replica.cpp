@@ -71,10 +71,9 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
       cache_(std::make_unique<SignatureCache>()), ledger_(params_, std::move(state), cache_.get()),
       spec_(ledger_), mempool_(params_.chain_id, cache_.get()), replicas_(ledger_.state().replicas),
       journal_(journal) {
-    // The low watermark is the last *certified* checkpoint; a restarted replica gets it back
-    // from its journal, or from its peers. Blocks between it and the stored height are
-    // executed but may still need this replica's votes and view-change reports.
-    low_ = 0;
+    // The low watermark is the last *certified* checkpoint (low()); a restarted replica gets
+    // it back from its journal, or from its peers. Blocks between it and the stored height
+    // are executed but may still need this replica's votes and view-change reports.
     spec_height_ = ledger_.height();
     tick_height_ = ledger_.height();
     epochs_[ledger_.height() + 1] = replicas_;
@@ -89,17 +88,16 @@ void Replica::restore(const JournalState& saved) {
         if (stored && !saved.stable_certificate.checkpoints.empty() &&
             stored->hash() == saved.stable_certificate.checkpoints.front().block_hash) {
             stable_cert_ = saved.stable_certificate;
-            low_ = saved.stable_seq;
         }
     }
     view_ = saved.view;
     view_active_ = !saved.in_view_change;
     for (const auto& e : saved.prepared)
-        if (e.seq > low_) prepared_log_[e.seq] = e;
+        if (e.seq > low()) prepared_log_[e.seq] = e;
     for (const auto& e : saved.pre_prepared)
-        if (e.seq > low_) pre_prepared_log_[{e.seq, e.digest}] = e;
+        if (e.seq > low()) pre_prepared_log_[{e.seq, e.digest}] = e;
     for (const auto& pp : saved.pre_prepares) {
-        if (pp.seq <= low_) continue;
+        if (pp.seq <= low()) continue;
         const Hash256 digest = pp.block.hash();
         bodies_.emplace(digest, pp.block);
         if (pp.view != view_) continue;
@@ -108,7 +106,7 @@ void Replica::restore(const JournalState& saved) {
         slot.pre_prepare = pp;
     }
     for (const auto& [type, vote] : saved.own_votes) {
-        if (vote.seq <= low_ || vote.view != view_) continue;
+        if (vote.seq <= low() || vote.view != view_) continue;
         Slot& slot = log_[vote.seq];
         if (type == MsgType::prepare) {
             slot.prepares[id_] = vote.digest;
@@ -118,7 +116,7 @@ void Replica::restore(const JournalState& saved) {
         }
     }
     for (const auto& c : saved.own_checkpoints)
-        if (c.seq > low_) {
+        if (c.seq > low()) {
             own_checkpoints_[c.seq] = c;
             checkpoints_[c.seq][id_] = c;
         }
@@ -453,9 +451,9 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
         ++stats_.bad_block;
         return;
     }
-    if (seq <= low_ || seq > high() + config_.watermark_window) {
+    if (seq <= low() || seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
-        if (seq <= low_) announce_stable(from);
+        if (seq <= low()) announce_stable(from);
         return;
     }
     auto it = log_.find(seq);
@@ -503,9 +501,9 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
         ++stats_.wrong_role;
         return;
     }
-    if (v.seq <= low_ || v.seq > high() + config_.watermark_window) {
+    if (v.seq <= low() || v.seq > high() + config_.watermark_window) {
         ++stats_.outside_watermarks;
-        if (v.seq <= low_) announce_stable(from);
+        if (v.seq <= low()) announce_stable(from);
         return;
     }
     if (!log_.count(v.seq) && v.seq <= ledger_.height()) {
@@ -797,17 +795,16 @@ void Replica::check_stable(std::uint64_t seq) {
 void Replica::make_stable(CheckpointCertificate cert) {
     const std::uint64_t seq = cert.checkpoints.front().seq;
     if (seq <= stable_certificate_seq()) return;
-    low_ = std::max(low_, seq);
     if (epochs_.count(seq + 1) && seq > 0) boundary_certs_[seq] = cert;
     stable_cert_ = std::move(cert);
-    if (!leaving_.empty() && low_ >= leaving_until_) {
+    if (!leaving_.empty() && low() >= leaving_until_) {
         for (const auto& r : leaving_)
             if (!member(r.id)) link_.remove_member(r.id);
         leaving_.clear();
     }
     if (journal_) journal_->set_stable(seq, stable_cert_);
     ++stats_.checkpoints_stable;
-    if (target_ && target_->checkpoints.front().seq <= low_) {
+    if (target_ && target_->checkpoints.front().seq <= low()) {
         target_.reset(); // reached without the transfer: drop it
         fetching_ = false;
         fetched_.clear();
@@ -819,15 +816,15 @@ void Replica::make_stable(CheckpointCertificate cert) {
 }
 
 void Replica::collect_garbage() {
-    log_.erase(log_.begin(), log_.upper_bound(low_));
-    checkpoints_.erase(checkpoints_.begin(), checkpoints_.upper_bound(low_));
-    own_checkpoints_.erase(own_checkpoints_.begin(), own_checkpoints_.upper_bound(low_));
-    prepared_log_.erase(prepared_log_.begin(), prepared_log_.upper_bound(low_));
+    log_.erase(log_.begin(), log_.upper_bound(low()));
+    checkpoints_.erase(checkpoints_.begin(), checkpoints_.upper_bound(low()));
+    own_checkpoints_.erase(own_checkpoints_.begin(), own_checkpoints_.upper_bound(low()));
+    prepared_log_.erase(prepared_log_.begin(), prepared_log_.upper_bound(low()));
     pre_prepared_log_.erase(pre_prepared_log_.begin(),
-                            pre_prepared_log_.lower_bound({low_ + 1, Hash256{}}));
+                            pre_prepared_log_.lower_bound({low() + 1, Hash256{}}));
     for (auto it = bodies_.begin(); it != bodies_.end();)
-        it = it->second.header.height <= low_ ? bodies_.erase(it) : std::next(it);
-    wanted_.erase(wanted_.begin(), wanted_.upper_bound(low_));
+        it = it->second.header.height <= low() ? bodies_.erase(it) : std::next(it);
+    wanted_.erase(wanted_.begin(), wanted_.upper_bound(low()));
     // A transaction that left the mempool without committing here (evicted, or its nonce
     // went to another) will not be answered on commit; its client retries and is answered
     // from the store or refused.
@@ -1161,14 +1158,14 @@ void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
         it = it->second <= view_ ? peer_view_.erase(it) : std::next(it);
 
     const std::uint64_t h = decision.checkpoint_seq;
-    if (h > low_) {
+    if (h > low()) {
         consider_target(decision.checkpoint, true);
     }
     // The old view's slots are void; what must survive is in the decision.
-    log_.erase(log_.upper_bound(low_), log_.end());
+    log_.erase(log_.upper_bound(low()), log_.end());
     decided_.clear();
     for (const auto& e : decision.blocks)
-        if (e.seq > low_) decided_[e.seq] = e.digest;
+        if (e.seq > low()) decided_[e.seq] = e.digest;
     rebuild_speculative();
 
     if (is_primary()) {
@@ -1247,7 +1244,7 @@ void Replica::on_blocks(ReplicaId, Blocks&& b) {
     // Late messages make peers announce checkpoints we already hold; checking one costs a
     // quorum of signature verifications, so only news is checked.
     const std::uint64_t known =
-        std::max(low_, target_ ? target_->checkpoints.front().seq : std::uint64_t{0});
+        std::max(low(), target_ ? target_->checkpoints.front().seq : std::uint64_t{0});
     if (!b.certificate.checkpoints.empty() && b.certificate.checkpoints.front().seq > known) {
         const auto& signers = set_for(b.certificate.checkpoints.front().seq);
         if (auto ok = verify_checkpoint_certificate(b.certificate, signers); !ok) {

@@ -219,7 +219,7 @@ public:
     const Mempool& mempool() const { return mempool_; }
     const ReplicaConfig& config() const { return config_; }
     // Sequence number of the last stable checkpoint (the low watermark).
-    std::uint64_t stable_seq() const { return low_; }
+    std::uint64_t stable_seq() const { return low(); }
     // Its certificate; empty until a checkpoint became stable.
     const CheckpointCertificate& last_stable_certificate() const { return stable_cert_; }
     // Log entries kept (sequence numbers with protocol state, all above stable_seq()).
@@ -260,7 +260,9 @@ private:
 
     std::uint32_t n() const { return static_cast<std::uint32_t>(replicas_.size()); }
     std::uint32_t f() const { return max_faulty(n()); }
-    std::uint64_t high() const { return low_ + config_.watermark_window; }
+    // The low watermark: the last stable (certified) checkpoint.
+    std::uint64_t low() const { return stable_certificate_seq(); }
+    std::uint64_t high() const { return low() + config_.watermark_window; }
     ReplicaId primary_of(std::uint64_t view) const;
     const ReplicaInfo* member(ReplicaId id) const;
     // The set that agreed (and certifies) block `seq`.
@@ -344,7 +346,6 @@ private:
 
     std::uint64_t view_ = 0;
     bool view_active_ = true;
-    std::uint64_t low_ = 0;         // last stable checkpoint
     std::uint64_t spec_height_ = 0; // highest accepted seq (== spec_.height())
     std::map<std::uint64_t, Slot> log_;
     // seq -> replica -> its checkpoint message (own included)
