@@ -54,17 +54,10 @@ struct Cluster {
     Cluster(std::uint32_t count, std::uint64_t seed, net::LinkFaults faults, ReplicaConfig cfg,
             std::map<ReplicaId, ByzantineBehavior> faulty = {})
         : n(count), net(seed, faults), config(cfg), byzantine(std::move(faulty)) {
-        genesis.params.chain_id = "replica-test";
-        genesis.params.authority = key_from_byte(0xa0).public_key();
-        genesis.timestamp_ms = 1'700'000'000'000ull;
-        for (std::uint32_t i = 0; i < n; ++i) {
-            keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
-            genesis.replicas.push_back({i, keys[i].public_key(), ""});
-        }
-        for (std::size_t i = 0; i < wallet_count; ++i) {
-            wallets.push_back(key_from_byte(static_cast<std::uint8_t>(0xc0 + i)));
-            genesis.balances.push_back({wallets[i].address(), 1'000'000});
-        }
+        test::TestChain chain = test::make_test_chain("replica-test", n, wallet_count);
+        keys = std::move(chain.replica_keys);
+        wallets = std::move(chain.wallets);
+        genesis = std::move(chain.genesis);
         nonces.assign(wallet_count, 0);
         for (std::uint32_t i = 0; i < n; ++i) {
             stores.push_back(std::make_unique<MemoryStore>());

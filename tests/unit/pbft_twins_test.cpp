@@ -47,17 +47,10 @@ struct TwinsRun {
     std::vector<Hash256> submitted;                 // to honest replicas
 
     explicit TwinsRun(std::uint64_t seed) : net(seed, {.min_delay = 1, .max_delay = 8}) {
-        genesis.params.chain_id = "twins";
-        genesis.params.authority = key_from_byte(0xa0).public_key();
-        genesis.timestamp_ms = 1'700'000'000'000ull;
-        for (std::uint32_t i = 0; i < n; ++i) {
-            keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x30 + i)));
-            genesis.replicas.push_back({i, keys[i].public_key(), ""});
-        }
-        for (std::size_t w = 0; w < wallets; ++w) {
-            wallet_keys.push_back(key_from_byte(static_cast<std::uint8_t>(0xd0 + w)));
-            genesis.balances.push_back({wallet_keys[w].address(), 1'000'000});
-        }
+        test::TestChain chain = test::make_test_chain("twins", n, wallets, 0x30, 0xd0);
+        keys = std::move(chain.replica_keys);
+        wallet_keys = std::move(chain.wallets);
+        genesis = std::move(chain.genesis);
         nonces.assign(wallets, 0);
         config.max_block_txs = 4;
         config.checkpoint_interval = 4;
