@@ -397,7 +397,9 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     impl->id = config.id;
     impl->status_interval_ms = config.status_interval_ms;
 
-    auto genesis = Genesis::load(config.genesis_file);
+    auto genesis_text = read_text(config.genesis_file, "genesis file");
+    if (!genesis_text) return genesis_text.error();
+    auto genesis = Genesis::from_json(*genesis_text);
     if (!genesis)
         return make_error(genesis.code(), "genesis " + config.genesis_file.string() + ": " +
                                               genesis.error().message());
