@@ -58,14 +58,17 @@ struct TestChain {
     std::vector<Wallet> wallets;
     Genesis genesis;
 
-    TestChain(const fs::path& d, std::uint32_t n) : dir(d) {
+    std::vector<ReplicaInfo> learners; // have a key and a config, not in genesis
+
+    TestChain(const fs::path& d, std::uint32_t n, std::uint32_t extra = 0) : dir(d) {
         genesis.params.chain_id = "node-test";
         genesis.params.authority = key_from_byte(0xa0).public_key();
         genesis.timestamp_ms = 1'700'000'000'000ull;
-        for (std::uint32_t i = 0; i < n; ++i) {
+        for (std::uint32_t i = 0; i < n + extra; ++i) {
             keys.push_back(key_from_byte(static_cast<std::uint8_t>(0x10 + i)));
             const Endpoint ep{"127.0.0.1", free_port()};
-            genesis.replicas.push_back({i, keys[i].public_key(), ep.to_string()});
+            (i < n ? genesis.replicas : learners)
+                .push_back({i, keys[i].public_key(), ep.to_string()});
             wallets.emplace_back("w" + std::to_string(i),
                                  key_from_byte(static_cast<std::uint8_t>(0xc0 + i)));
             genesis.balances.push_back({wallets[i].address(), 1'000'000});
@@ -387,4 +390,71 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
         CHECK((*store)->tip_height() >= second_height);
         CHECK(pbft::SqliteJournal::open(chain.config(i).data_dir / "journal.db").ok());
     }
+}
+
+TEST_CASE("node: a replica added by a config transaction joins: members dial it, it catches up") {
+    TempDir tmp;
+    constexpr std::uint32_t n = 4;
+    TestChain chain(tmp.path(), n, 1); // replica 4 is not in genesis
+    std::vector<std::unique_ptr<Running>> nodes;
+    for (std::uint32_t i = 0; i <= n; ++i)
+        nodes.push_back(std::make_unique<Running>(chain.config(i)));
+
+    auto built = chain.genesis.build();
+    REQUIRE(built.ok());
+    asio::io_context io;
+    const SigningKey session = key_from_byte(0x78);
+    net::AsioOptions o;
+    o.self = net::first_client_id + 2;
+    o.key = &session;
+    o.network_id = built->block.hash();
+    o.listen = false;
+    for (const auto& r : chain.genesis.replicas) {
+        auto ep = Endpoint::parse(r.endpoint);
+        REQUIRE(ep.ok());
+        o.peers[r.id] = net::PeerAddress{ep->host, ep->port, r.key};
+    }
+    auto transport = net::AsioTransport::create(io, o);
+    REQUIRE(transport.ok());
+    auto client = pbft::Client::create(**transport, chain.genesis.replicas);
+    REQUIRE(client.ok());
+    (*transport)->set_receiver(client->get());
+    auto commit = [&](const Tx& tx) {
+        std::optional<Result<pbft::Committed>> outcome;
+        (*client)->submit(tx, [&](Result<pbft::Committed> r) { outcome = r; });
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!outcome && std::chrono::steady_clock::now() < deadline) {
+            io.restart();
+            io.run_for(10ms);
+        }
+        REQUIRE(outcome.has_value());
+        REQUIRE_MESSAGE(outcome->ok(), (outcome->ok() ? "" : outcome->error().message()));
+    };
+
+    // Before the change the learner is a stranger: the members refuse its handshakes.
+    commit(
+        chain.wallets[0].transfer(chain.genesis.params.chain_id, 0, chain.wallets[1].address(), 1));
+    CHECK(nodes[4]->tip() == std::optional<std::uint64_t>(0));
+
+    const Wallet authority("authority", key_from_byte(0xa0));
+    ConfigChange add;
+    add.action = ConfigChange::Action::add_replica;
+    add.replica = chain.learners.at(0);
+    commit(authority.config(chain.genesis.params.chain_id, 0, add));
+    // Blocks past the next checkpoint boundary (interval 4), where the set switches.
+    for (std::uint64_t k = 1; k <= 6; ++k)
+        commit(chain.wallets[0].transfer(chain.genesis.params.chain_id, k,
+                                         chain.wallets[1].address(), 1));
+    const bool caught_up = wait_for([&] { return nodes[4]->tip() == nodes[0]->tip(); }, 20s);
+    CHECK_MESSAGE(caught_up, "learner at " << nodes[4]->tip().value_or(0) << ", members at "
+                                           << nodes[0]->tip().value_or(0));
+    auto b0 = nodes[0]->node->store().block_at(*nodes[0]->tip());
+    auto b4 = nodes[4]->node->store().block_at(*nodes[0]->tip());
+    REQUIRE(b0.ok());
+    REQUIRE(b4.ok());
+    CHECK(b0->hash() == b4->hash());
+
+    client->reset();
+    for (auto& r : nodes)
+        r->stop();
 }
