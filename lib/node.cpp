@@ -268,7 +268,8 @@ struct Node::Impl {
     bool stopping = false, ran = false;
 
     // What the monitor last saw, to log changes once.
-    std::uint64_t seen_view = 0, seen_view_changes = 0, seen_transfers = 0;
+    std::uint64_t seen_view = 0, seen_view_changes = 0, seen_transfers = 0, seen_transferred = 0,
+                  seen_membership = 0;
     bool seen_active = true;
     std::chrono::steady_clock::time_point last_status;
 
@@ -327,16 +328,23 @@ void Node::Impl::sync_directory() {
 // status line every status_interval_ms.
 void Node::Impl::watch() {
     const auto& st = replica->stats();
-    if (st.view_changes != seen_view_changes && !replica->view_active())
-        say("view change: suspecting the primary, asking for view " +
-            std::to_string(replica->view()));
+    // Polled, so a view change and the new view may both have happened since the last look.
+    if (st.view_changes != seen_view_changes)
+        say("view change: this node left view " + std::to_string(seen_view) + " (" +
+            std::to_string(st.view_changes - seen_view_changes) + " view change(s) started)");
     if (replica->view() != seen_view || (replica->view_active() && !seen_active))
         if (replica->view_active())
             say("view " + std::to_string(replica->view()) + " installed, primary " +
                 std::to_string(replica->primary()));
-    if (st.state_transfers != seen_transfers)
-        say("state transfer: caught up to height " + std::to_string(replica->height()) + " (" +
-            std::to_string(st.transferred_blocks) + " blocks fetched in all)");
+    if (st.transferred_blocks != seen_transferred)
+        say("state transfer: executed " + std::to_string(st.transferred_blocks - seen_transferred) +
+            " fetched blocks, now at height " + std::to_string(replica->height()) +
+            (st.state_transfers != seen_transfers ? " (certified checkpoint reached)" : ""));
+    if (st.membership_changes != seen_membership)
+        say("replica set switched: " + std::to_string(replica->replica_set().size()) +
+            " members, this node " + (replica->voting() ? "votes" : "does not vote"));
+    seen_transferred = st.transferred_blocks;
+    seen_membership = st.membership_changes;
     seen_view_changes = st.view_changes;
     seen_view = replica->view();
     seen_active = replica->view_active();

@@ -12,6 +12,7 @@
 #include <popchain/pbft/replica.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -82,6 +83,8 @@ int cmd_node(int argc, char** argv, int first) {
 } // namespace
 
 int main(int argc, char** argv) {
+    // A peer that closes its socket must not kill the process; the transport sees the error.
+    std::signal(SIGPIPE, SIG_IGN);
     if (argc < 2) return usage_error("no command");
     const std::string_view command = argv[1];
     if (command == "--help" || command == "-h" || command == "help") {
