@@ -15,12 +15,15 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -457,4 +460,53 @@ TEST_CASE("node: a replica added by a config transaction joins: members dial it,
     client->reset();
     for (auto& r : nodes)
         r->stop();
+}
+
+TEST_CASE("node: on_started hands the running node to an API: submit and status on its thread") {
+    TempDir tmp;
+    TestChain chain(tmp.path(), 1);
+    auto opened = Node::open(chain.config(0));
+    REQUIRE(opened.ok());
+    Node& node = **opened;
+    bool started = false;
+    Result<void> submitted = make_error(Errc::timeout);
+    NodeStatus seen;
+    std::atomic<bool> done{false};
+    // What an API route would do: work on the node's own io_context. Destroyed before the
+    // node (declared after it).
+    std::optional<asio::steady_timer> timer;
+    std::function<void()> poll = [&] {
+        if (node.status().height >= 1) {
+            seen = node.status();
+            done = true;
+            node.stop();
+            return;
+        }
+        timer->expires_after(10ms);
+        timer->async_wait([&](const std::error_code& ec) {
+            if (!ec) poll();
+        });
+    };
+    node.on_started([&](Node& n) {
+        started = true;
+        submitted = n.submit(chain.wallets[0].transfer(chain.genesis.params.chain_id, 0,
+                                                       chain.wallets[0].address(), 1));
+        timer.emplace(n.io_context());
+        poll();
+    });
+    std::thread watchdog([&] {
+        // The test fails rather than hangs if the block never commits.
+        for (int i = 0; i < 500 && !done; ++i)
+            std::this_thread::sleep_for(20ms);
+        node.stop();
+    });
+    node.run(false);
+    watchdog.join();
+    CHECK(started);
+    CHECK_MESSAGE(submitted.ok(), (submitted.ok() ? "" : submitted.error().message()));
+    CHECK(seen.height == 1);
+    CHECK(seen.id == 0);
+    CHECK(seen.primary == 0);
+    CHECK(seen.peers == 0);
+    CHECK(seen.mempool == 0);
 }
