@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <system_error>
 
@@ -266,6 +267,7 @@ struct Node::Impl {
     std::unique_ptr<asio::steady_timer> monitor;
     std::uint64_t status_interval_ms = 0;
     bool stopping = false, ran = false;
+    std::optional<Error> failure; // why run() ended, when it was not asked to
 
     // What the monitor last saw, to log changes once.
     std::uint64_t seen_view = 0, seen_view_changes = 0, seen_transfers = 0, seen_transferred = 0,
@@ -349,6 +351,16 @@ void Node::Impl::watch() {
     seen_view = replica->view();
     seen_active = replica->view_active();
     seen_transfers = st.state_transfers;
+    if (st.store_errors + st.journal_errors > 0) {
+        // The replica stopped executing (or sending) to keep its promises; a process that
+        // carried on would only look alive. Restarting reopens both files.
+        failure = make_error(Errc::io_error, std::string("the replica halted after a ") +
+                                                 (st.store_errors ? "store" : "journal") +
+                                                 " write failed; restart the node");
+        say(failure->message());
+        shutdown("replica halted");
+        return;
+    }
     const auto now = std::chrono::steady_clock::now();
     if (status_interval_ms > 0 &&
         now - last_status >= std::chrono::milliseconds(status_interval_ms)) {
@@ -494,9 +506,9 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     return std::unique_ptr<Node>(new Node(std::move(config), std::move(impl)));
 }
 
-void Node::run(bool handle_signals) {
+Result<void> Node::run(bool handle_signals) {
     Impl& m = *impl_;
-    if (m.ran) return;
+    if (m.ran) return make_error(Errc::invalid_argument, "Node::run called twice");
     m.ran = true;
     if (handle_signals) {
         m.signals = std::make_unique<asio::signal_set>(m.io, SIGTERM, SIGINT);
@@ -526,6 +538,8 @@ void Node::run(bool handle_signals) {
     m.transport.reset();
     m.journal.reset();
     m.store.reset();
+    if (m.failure) return *m.failure;
+    return {};
 }
 
 void Node::stop() {

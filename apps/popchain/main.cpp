@@ -75,7 +75,7 @@ int cmd_node(int argc, char** argv, int first) {
             log_line(id, "cannot start: " + node.error().message());
             return exit_failure;
         }
-        (*node)->run();
+        if (auto ran = (*node)->run(); !ran) return exit_failure; // already logged
         return exit_ok;
     });
 }

@@ -134,7 +134,9 @@ public:
     // Runs the io_context on the calling thread until stop() or, with handle_signals,
     // SIGTERM or SIGINT; then closes the transport and releases the replica, the journal
     // and the store (later calls to replica() or store() are invalid). Call once.
-    void run(bool handle_signals = true);
+    // Fails (io_error) when the node stopped by itself because the replica halted after a
+    // failed store or journal write.
+    Result<void> run(bool handle_signals = true);
     // Thread-safe; the node shuts down as soon as its thread gets to it.
     void stop();
 

@@ -110,7 +110,7 @@ struct Running {
         auto opened = Node::open(std::move(config));
         REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message()));
         node = std::move(opened).value();
-        thread = std::thread([n = node.get()] { n->run(false); });
+        thread = std::thread([n = node.get()] { CHECK(n->run(false).ok()); });
     }
     ~Running() { stop(); }
     void stop() {
@@ -500,7 +500,7 @@ TEST_CASE("node: on_started hands the running node to an API: submit and status 
             std::this_thread::sleep_for(20ms);
         node.stop();
     });
-    node.run(false);
+    CHECK(node.run(false).ok());
     watchdog.join();
     CHECK(started);
     CHECK_MESSAGE(submitted.ok(), (submitted.ok() ? "" : submitted.error().message()));
