@@ -119,6 +119,8 @@ struct NodeStatus {
 
 class Node {
 public:
+    // One event per call, without a trailing newline, on the node's thread (docs/node.md
+    // lists the events). The node never writes to stderr itself: the caller chooses.
     using LogFn = std::function<void(std::string_view line)>;
     using StartedFn = std::function<void(Node&)>;
 
@@ -140,7 +142,8 @@ public:
     // Thread-safe; the node shuts down as soon as its thread gets to it.
     void stop();
 
-    // Called on the io_context's thread when run() starts (before any message is handled).
+    // Call before run(): `fn` runs on the io_context's thread as the first thing run() does,
+    // after the node logged that it started and before it handles messages.
     void on_started(StartedFn fn);
 
     // ---- for the HTTP API (and tests); on the io_context's thread unless noted ----
