@@ -1,0 +1,418 @@
+#include "testnet.hpp"
+
+#include "args.hpp"
+
+#include <popchain/hex.hpp>
+#include <popchain/keystore.hpp>
+#include <popchain/node.hpp>
+#include <popchain/sqlite_store.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace popchain::cli {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Key files of a testnet are encrypted with scrypt tuned to about this many milliseconds
+// instead of Keystore::default_kdf_msec: a testnet's passphrase sits in a file next to the
+// keys, so a costly KDF would protect nothing and only slow every node start and tx.
+constexpr std::size_t testnet_kdf_msec = 5;
+
+int fail(const std::string& what) {
+    std::fprintf(stderr, "popchain: %s\n", what.c_str());
+    return exit_failure;
+}
+
+// Writes `text` to `file` with `mode`, created fresh (the mode holds from the first byte).
+Result<void> write_new_file(const fs::path& file, const std::string& text, mode_t mode) {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) return make_error(Errc::io_error, "cannot create " + file.string());
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0) {
+            ::close(fd);
+            return make_error(Errc::io_error, "cannot write " + file.string());
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0)
+        return make_error(Errc::io_error, "cannot write " + file.string());
+    return {};
+}
+
+std::string self_exe() {
+    std::error_code ec;
+    const auto p = fs::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string("popchain") : p.string();
+}
+
+bool process_alive(pid_t pid) {
+    if (::kill(pid, 0) != 0) return false;
+    // A zombie (exited, not yet reaped by its parent) is not running.
+    auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    if (!stat) return true;
+    const auto paren = stat->rfind(')');
+    return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
+}
+
+} // namespace
+
+Result<std::string> read_file(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return make_error(Errc::not_found, "cannot read " + file.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+std::vector<std::uint32_t> Layout::nodes() const {
+    std::vector<std::uint32_t> out;
+    for (std::uint32_t i = 0; i < max_replicas; ++i) {
+        std::error_code ec;
+        if (!fs::exists(config(i), ec)) break;
+        out.push_back(i);
+    }
+    return out;
+}
+
+std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i) {
+    auto text = read_file(layout.pid_file(i));
+    if (!text) return std::nullopt;
+    long pid = 0;
+    const char* begin = text->data();
+    if (std::from_chars(begin, begin + text->size(), pid).ec != std::errc{}) return std::nullopt;
+    if (pid <= 0 || !process_alive(static_cast<pid_t>(pid))) return std::nullopt;
+    // The pid may have been reused: it must be a node run on this config.
+    auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+    if (cmdline && cmdline->find(fs::absolute(layout.config(i)).lexically_normal().string()) ==
+                       std::string::npos)
+        return std::nullopt;
+    return static_cast<pid_t>(pid);
+}
+
+// ---------------------------------------------------------------- testnet init
+
+int cmd_testnet_init(int argc, char** argv, int first) {
+    const CommandSpec spec{
+        "testnet init",
+        "Creates a local testnet in DIR: genesis.json, a key and config per node, funded "
+        "wallets.\nThe passphrase file it writes is for local testing only (docs/node.md).",
+        {{"nodes", "N", "number of replicas (1..64)", true},
+         {"dir", "DIR", "directory to create the testnet in", true},
+         {"base-port", "P", "node i listens on P+i (default 7000); its API port is P+100+i"},
+         {"host", "HOST", "address the nodes listen on and dial (default 127.0.0.1)"},
+         {"chain-id", "ID", "chain id (default popchain-testnet)"},
+         {"wallets", "W", "funded wallets w0..w{W-1} in DIR/wallets (default 4)"},
+         {"balance", "B", "initial balance of each wallet (default 1000000)"},
+         {"force", "", "replace an existing testnet in DIR (refused while it runs)"}}};
+    return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
+        std::string err;
+        const auto n = a.get_uint("nodes", 4, 1, 64, err);
+        const auto base = a.get_uint("base-port", 7000, 1, 65535 - 164, err);
+        const auto wallets = a.get_uint("wallets", 4, 0, 1000, err);
+        const auto balance = a.get_uint("balance", 1'000'000, 0, 1'000'000'000'000'000ull, err);
+        if (!n || !base || !wallets || !balance) {
+            print_usage_error(spec, err);
+            return exit_usage;
+        }
+        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        const std::string host = a.get("host", "127.0.0.1");
+        if (!Endpoint::parse(host + ":1")) {
+            print_usage_error(spec, "--host " + host + " is not a host name or address");
+            return exit_usage;
+        }
+
+        std::error_code ec;
+        const bool exists = fs::exists(layout.genesis(), ec) || fs::exists(layout.config(0), ec);
+        if (exists) {
+            if (!a.flag("force"))
+                return fail(layout.dir.string() +
+                            " already holds a testnet (use --force to replace it)");
+            for (auto i : layout.nodes())
+                if (running_pid(layout, i))
+                    return fail("node " + std::to_string(i) +
+                                " of the testnet is running: stop it first (testnet down)");
+            // Only what init writes: --force must not empty an arbitrary directory.
+            for (const auto& p :
+                 {layout.genesis(), layout.passphrase(), layout.authority_key(), layout.wallets()})
+                fs::remove_all(p, ec);
+            for (std::uint32_t i = 0; i < max_replicas && fs::exists(layout.node_dir(i), ec); ++i)
+                fs::remove_all(layout.node_dir(i), ec);
+        }
+        fs::create_directories(layout.dir, ec);
+        if (ec) return fail("cannot create " + layout.dir.string() + ": " + ec.message());
+
+        const std::string passphrase = to_hex(random_bytes(24));
+        if (auto ok = write_new_file(layout.passphrase(), passphrase + "\n", 0600); !ok)
+            return fail(ok.error().message());
+
+        Genesis g;
+        g.params.chain_id = a.get("chain-id", "popchain-testnet");
+        g.timestamp_ms =
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+        const SigningKey authority = SigningKey::generate();
+        g.params.authority = authority.public_key();
+        auto authority_pem = authority.encrypted_pem(passphrase, testnet_kdf_msec);
+        if (!authority_pem) return fail("authority key: " + authority_pem.error().message());
+        if (auto ok = write_new_file(layout.authority_key(), *authority_pem, 0600); !ok)
+            return fail(ok.error().message());
+
+        for (std::uint32_t i = 0; i < *n; ++i) {
+            const SigningKey key = SigningKey::generate();
+            const Endpoint ep{host, static_cast<std::uint16_t>(*base + i)};
+            g.replicas.push_back({i, key.public_key(), ep.to_string()});
+            fs::create_directories(layout.node_dir(i), ec);
+            if (ec) return fail("cannot create " + layout.node_dir(i).string());
+            auto pem = key.encrypted_pem(passphrase, testnet_kdf_msec);
+            if (!pem) return fail("replica key: " + pem.error().message());
+            if (auto ok = write_new_file(layout.node_dir(i) / "replica.key", *pem, 0600); !ok)
+                return fail(ok.error().message());
+            // Relative paths: the testnet directory can be moved as a whole.
+            const nlohmann::json config = {
+                {"id", i},
+                {"data_dir", "data"},
+                {"genesis", "../genesis.json"},
+                {"key_file", "replica.key"},
+                {"passphrase_file", "../passphrase"},
+                {"listen", ep.to_string()},
+                {"accept_clients", true},
+                {"api", Endpoint{host, static_cast<std::uint16_t>(*base + 100 + i)}.to_string()},
+                {"status_interval_ms", 5000},
+                {"replica", {{"request_timeout_ms", 2000}}}};
+            if (auto ok = write_new_file(layout.config(i), config.dump(2) + "\n", 0644); !ok)
+                return fail(ok.error().message());
+        }
+
+        Keystore keystore(layout.wallets(), testnet_kdf_msec);
+        for (std::uint64_t w = 0; w < *wallets; ++w) {
+            auto wallet = keystore.create("w" + std::to_string(w), passphrase);
+            if (!wallet) return fail("wallet: " + wallet.error().message());
+            if (*balance > 0) g.balances.push_back({wallet->address(), *balance});
+        }
+        if (auto built = g.build(); !built) return fail("genesis: " + built.error().message());
+        if (auto ok = write_new_file(layout.genesis(), g.to_json(), 0644); !ok)
+            return fail(ok.error().message());
+        std::printf("testnet of %u nodes in %s (chain %s, %u wallets)\n", static_cast<unsigned>(*n),
+                    layout.dir.c_str(), g.params.chain_id.c_str(), static_cast<unsigned>(*wallets));
+        return exit_ok;
+    });
+}
+
+// ---------------------------------------------------------------- testnet up
+
+int cmd_testnet_up(int argc, char** argv, int first) {
+    const CommandSpec spec{
+        "testnet up",
+        "Starts every node of the testnet that is not running, in the "
+        "background\n(pid in node<i>/node.pid, log in node<i>/node.log).",
+        {{"dir", "DIR", "the testnet directory", true},
+         {"timeout", "S", "seconds to wait for each node to listen (default 20)"}}};
+    return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
+        std::string err;
+        const auto timeout = a.get_uint("timeout", 20, 1, 3600, err);
+        if (!timeout) {
+            print_usage_error(spec, err);
+            return exit_usage;
+        }
+        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        const auto nodes = layout.nodes();
+        if (nodes.empty()) return fail("no testnet in " + layout.dir.string() + " (testnet init)");
+        std::vector<std::uint32_t> to_start;
+        for (auto i : nodes)
+            if (!running_pid(layout, i)) to_start.push_back(i);
+        if (to_start.empty()) return fail("the testnet is already running");
+        const std::string exe = self_exe();
+
+        struct Started {
+            std::uint32_t node;
+            pid_t pid;
+            std::uintmax_t log_offset;
+        };
+        std::vector<Started> started;
+        for (auto i : to_start) {
+            const std::string config = fs::absolute(layout.config(i)).lexically_normal().string();
+            const std::string log = layout.log_file(i).string();
+            std::error_code ec;
+            const auto offset = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
+            // Built before fork: the child only makes async-signal-safe calls until exec.
+            std::vector<char*> child_argv{const_cast<char*>(exe.c_str()), const_cast<char*>("node"),
+                                          const_cast<char*>("--config"),
+                                          const_cast<char*>(config.c_str()), nullptr};
+            const pid_t pid = ::fork();
+            if (pid < 0) return fail("fork failed");
+            if (pid == 0) {
+                ::setsid(); // not in our process group: a ^C here does not stop the testnet
+                const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+                const int in = ::open("/dev/null", O_RDONLY);
+                if (out < 0 || in < 0) ::_exit(126);
+                ::dup2(in, STDIN_FILENO);
+                ::dup2(out, STDOUT_FILENO);
+                ::dup2(out, STDERR_FILENO);
+                ::execv(child_argv[0], child_argv.data());
+                ::_exit(127);
+            }
+            const fs::path pid_file = layout.pid_file(i);
+            const fs::path tmp = pid_file.string() + ".tmp";
+            fs::remove(tmp, ec);
+            if (auto ok = write_new_file(tmp, std::to_string(pid) + "\n", 0644); !ok)
+                return fail(ok.error().message());
+            fs::rename(tmp, pid_file, ec);
+            if (ec) return fail("cannot write " + pid_file.string());
+            started.push_back({i, pid, offset});
+        }
+
+        // Wait until each node says it listens, or exits (then show why).
+        int rc = exit_ok;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+        for (const auto& s : started) {
+            for (;;) {
+                auto log = read_file(layout.log_file(s.node));
+                const std::string fresh =
+                    log && log->size() > s.log_offset ? log->substr(s.log_offset) : "";
+                if (fresh.find("listening on") != std::string::npos) {
+                    std::printf("node %u started, pid %d\n", s.node, static_cast<int>(s.pid));
+                    break;
+                }
+                int status = 0;
+                if (::waitpid(s.pid, &status, WNOHANG) == s.pid) {
+                    std::fprintf(stderr, "popchain: node %u failed to start:\n%s", s.node,
+                                 fresh.c_str());
+                    std::error_code ec;
+                    fs::remove(layout.pid_file(s.node), ec);
+                    rc = exit_failure;
+                    break;
+                }
+                if (std::chrono::steady_clock::now() > deadline) {
+                    std::fprintf(stderr,
+                                 "popchain: node %u (pid %d) is not listening yet; see %s\n",
+                                 s.node, static_cast<int>(s.pid), layout.log_file(s.node).c_str());
+                    rc = exit_failure;
+                    break;
+                }
+                std::this_thread::sleep_for(50ms);
+            }
+        }
+        return rc;
+    });
+}
+
+// ---------------------------------------------------------------- testnet down
+
+int cmd_testnet_down(int argc, char** argv, int first) {
+    const CommandSpec spec{
+        "testnet down",
+        "Stops every running node of the testnet: SIGTERM, then SIGKILL after the timeout.",
+        {{"dir", "DIR", "the testnet directory", true},
+         {"timeout", "S", "seconds to wait after SIGTERM before SIGKILL (default 10)"}}};
+    return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
+        std::string err;
+        const auto timeout = a.get_uint("timeout", 10, 0, 3600, err);
+        if (!timeout) {
+            print_usage_error(spec, err);
+            return exit_usage;
+        }
+        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        const auto nodes = layout.nodes();
+        if (nodes.empty()) return fail("no testnet in " + layout.dir.string());
+        std::vector<std::pair<std::uint32_t, pid_t>> running;
+        for (auto i : nodes) {
+            if (auto pid = running_pid(layout, i)) {
+                ::kill(*pid, SIGTERM);
+                running.emplace_back(i, *pid);
+            } else {
+                std::error_code ec;
+                fs::remove(layout.pid_file(i), ec); // stale
+            }
+        }
+        if (running.empty()) {
+            std::printf("no node running\n");
+            return exit_ok;
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+        int rc = exit_ok;
+        for (const auto& [i, pid] : running) {
+            while (process_alive(pid) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(20ms);
+            if (process_alive(pid)) {
+                ::kill(pid, SIGKILL);
+                std::fprintf(stderr, "popchain: node %u (pid %d) ignored SIGTERM; killed\n", i,
+                             static_cast<int>(pid));
+                rc = exit_failure;
+            } else {
+                std::printf("node %u stopped\n", i);
+            }
+            std::error_code ec;
+            fs::remove(layout.pid_file(i), ec);
+        }
+        return rc;
+    });
+}
+
+// ---------------------------------------------------------------- testnet status
+
+int cmd_testnet_status(int argc, char** argv, int first) {
+    const CommandSpec spec{
+        "testnet status",
+        "Per node: running or not, its pid, and the height and view of the last block in its "
+        "store\n(read from chain.db; the store may be read while the node writes it).",
+        {{"dir", "DIR", "the testnet directory", true},
+         {"json", "", "one JSON object per line instead of text"}}};
+    return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
+        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        const auto nodes = layout.nodes();
+        if (nodes.empty()) return fail("no testnet in " + layout.dir.string());
+        for (auto i : nodes) {
+            const auto pid = running_pid(layout, i);
+            std::optional<std::uint64_t> height, view;
+            std::string problem;
+            std::error_code ec;
+            if (fs::exists(layout.chain_db(i), ec)) {
+                auto store = SqliteStore::open(layout.chain_db(i));
+                if (!store) {
+                    problem = store.error().message();
+                } else if (auto tip = (*store)->tip_height()) {
+                    height = *tip;
+                    if (auto block = (*store)->block_at(*tip)) view = block->header.view;
+                }
+            }
+            if (a.flag("json")) {
+                nlohmann::json j = {{"node", i}, {"running", pid.has_value()}};
+                j["pid"] = pid ? nlohmann::json(*pid) : nlohmann::json(nullptr);
+                j["height"] = height ? nlohmann::json(*height) : nlohmann::json(nullptr);
+                j["view"] = view ? nlohmann::json(*view) : nlohmann::json(nullptr);
+                if (!problem.empty()) j["error"] = problem;
+                std::printf("%s\n", j.dump().c_str());
+                continue;
+            }
+            std::string line = "node" + std::to_string(i) + "  ";
+            line += pid ? "running  pid " + std::to_string(*pid) : std::string("stopped");
+            if (height) line += "  height " + std::to_string(*height);
+            if (view) line += "  view " + std::to_string(*view);
+            if (!height && problem.empty()) line += "  (no chain yet)";
+            if (!problem.empty()) line += "  store: " + problem;
+            std::printf("%s\n", line.c_str());
+        }
+        return exit_ok;
+    });
+}
+
+} // namespace popchain::cli

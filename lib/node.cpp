@@ -1,0 +1,592 @@
+#include <popchain/genesis.hpp>
+#include <popchain/hex.hpp>
+#include <popchain/net/asio_transport.hpp>
+#include <popchain/node.hpp>
+#include <popchain/pbft/journal.hpp>
+#include <popchain/pbft/replica.hpp>
+#include <popchain/sqlite_store.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <system_error>
+
+namespace popchain {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------- Endpoint
+
+std::string Endpoint::to_string() const {
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
+
+Result<Endpoint> Endpoint::parse(std::string_view text) {
+    auto bad = [&](const char* why) {
+        return make_error(Errc::invalid_argument,
+                          "endpoint \"" + std::string(text) + "\": " + why + " (want host:port)");
+    };
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("no port");
+    std::string_view host = text.substr(0, colon);
+    const std::string_view port = text.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    else if (host.find(':') != std::string_view::npos)
+        return bad("an IPv6 address must be in brackets");
+    if (host.empty()) return bad("empty host");
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535)
+        return bad("port must be 1..65535");
+    return Endpoint{std::string(host), static_cast<std::uint16_t>(value)};
+}
+
+// ---------------------------------------------------------------- NodeConfig
+
+namespace {
+
+Error config_error(std::string what) {
+    return make_error(Errc::invalid_argument, "config: " + std::move(what));
+}
+
+Result<void> only_keys(const json& obj, std::initializer_list<const char*> allowed,
+                       const std::string& where) {
+    for (const auto& item : obj.items()) {
+        const std::string& key = item.key();
+        if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
+            return config_error("unknown field \"" + key + "\"" + where);
+    }
+    return {};
+}
+
+Result<std::uint64_t> uint_of(const json& obj, const char* name, std::uint64_t max,
+                              const std::string& where = {}) {
+    const json& v = obj.at(name);
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max)
+        return config_error(std::string(name) + where + " must be an integer in 0.." +
+                            std::to_string(max));
+    return v.get<std::uint64_t>();
+}
+
+Result<std::string> string_of(const json& obj, const char* name) {
+    const json& v = obj.at(name);
+    if (!v.is_string() || v.get<std::string>().empty())
+        return config_error(std::string(name) + " must be a non-empty string");
+    return v.get<std::string>();
+}
+
+fs::path resolve(const fs::path& base, const std::string& p) {
+    const fs::path path(p);
+    return path.is_absolute() ? path : (base / path).lexically_normal();
+}
+
+Result<void> parse_replica_overrides(const json& obj, pbft::ReplicaConfig& rc) {
+    if (!obj.is_object()) return config_error("replica must be an object");
+    struct Field {
+        const char* name;
+        std::uint64_t* millis;
+        std::uint32_t* count;
+    };
+    const Field fields[] = {
+        {"max_block_txs", nullptr, &rc.max_block_txs},
+        {"max_batch_delay_ms", &rc.max_batch_delay_ms, nullptr},
+        {"checkpoint_interval", nullptr, &rc.checkpoint_interval},
+        {"watermark_window", nullptr, &rc.watermark_window},
+        {"request_timeout_ms", &rc.request_timeout_ms, nullptr},
+        {"max_view_change_timeout_ms", &rc.max_view_change_timeout_ms, nullptr},
+        {"retransmit_ms", &rc.retransmit_ms, nullptr},
+        {"fetch_timeout_ms", &rc.fetch_timeout_ms, nullptr},
+    };
+    for (const auto& item : obj.items()) {
+        const auto* f = std::find_if(std::begin(fields), std::end(fields),
+                                     [&](const Field& x) { return item.key() == x.name; });
+        if (f == std::end(fields))
+            return config_error("unknown field \"" + item.key() + "\" in replica");
+        auto v = uint_of(obj, f->name, f->count ? 0xffffffffull : 0xffffffffffffull, " (replica)");
+        if (!v) return v.error();
+        if (f->count)
+            *f->count = static_cast<std::uint32_t>(*v);
+        else
+            *f->millis = *v;
+    }
+    // The bounds that do not depend on the cluster size; Replica::create checks again.
+    if (auto ok = rc.validate(1); !ok) return config_error("replica: " + ok.error().detail);
+    return {};
+}
+
+Result<std::string> read_text(const fs::path& file, const char* what) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec))
+        return make_error(Errc::not_found, std::string(what) + " " + file.string() + " not found");
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in && !in.eof())
+        return make_error(Errc::io_error, std::string("cannot read ") + what + " " + file.string());
+    return text.str();
+}
+
+} // namespace
+
+Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& base_dir) {
+    const json doc = json::parse(text.begin(), text.end(), nullptr, false);
+    if (doc.is_discarded()) return config_error("not valid JSON");
+    if (!doc.is_object()) return config_error("must be a JSON object");
+    if (auto ok = only_keys(doc,
+                            {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
+                             "accept_clients", "api", "status_interval_ms", "replica"},
+                            "");
+        !ok)
+        return ok.error();
+    for (const char* required : {"id", "data_dir", "genesis", "key_file", "listen"})
+        if (!doc.contains(required))
+            return config_error(std::string("missing field \"") + required + "\"");
+
+    NodeConfig c;
+    // Ids from first_client_id up are clients' (net/transport.hpp).
+    auto id = uint_of(doc, "id", net::first_client_id - 1);
+    if (!id) return id.error();
+    c.id = static_cast<std::uint32_t>(*id);
+    for (auto [name, target] :
+         {std::pair{"data_dir", &c.data_dir}, std::pair{"genesis", &c.genesis_file},
+          std::pair{"key_file", &c.key_file}}) {
+        auto s = string_of(doc, name);
+        if (!s) return s.error();
+        *target = resolve(base_dir, *s);
+    }
+    if (doc.contains("passphrase_file")) {
+        auto s = string_of(doc, "passphrase_file");
+        if (!s) return s.error();
+        c.passphrase_file = resolve(base_dir, *s);
+    }
+    auto listen = string_of(doc, "listen");
+    if (!listen) return listen.error();
+    auto ep = Endpoint::parse(*listen);
+    if (!ep) return config_error("listen: " + ep.error().detail);
+    c.listen = *ep;
+    if (doc.contains("accept_clients")) {
+        if (!doc["accept_clients"].is_boolean())
+            return config_error("accept_clients must be true or false");
+        c.accept_clients = doc["accept_clients"].get<bool>();
+    }
+    if (doc.contains("api")) {
+        auto s = string_of(doc, "api");
+        if (!s) return s.error();
+        auto api = Endpoint::parse(*s);
+        if (!api) return config_error("api: " + api.error().detail);
+        c.api = *api;
+    }
+    if (doc.contains("status_interval_ms")) {
+        auto v = uint_of(doc, "status_interval_ms", 86'400'000);
+        if (!v) return v.error();
+        c.status_interval_ms = *v;
+    }
+    if (doc.contains("replica"))
+        if (auto ok = parse_replica_overrides(doc["replica"], c.replica); !ok) return ok.error();
+    return c;
+}
+
+Result<NodeConfig> NodeConfig::load(const fs::path& file) {
+    auto text = read_text(file, "config file");
+    if (!text) return text.error();
+    auto c = from_json(*text, fs::absolute(file).parent_path());
+    if (!c) return make_error(c.code(), file.string() + ": " + c.error().detail);
+    return c;
+}
+
+std::string NodeConfig::to_json() const {
+    json doc = {{"id", id},
+                {"data_dir", data_dir.string()},
+                {"genesis", genesis_file.string()},
+                {"key_file", key_file.string()},
+                {"listen", listen.to_string()},
+                {"accept_clients", accept_clients},
+                {"status_interval_ms", status_interval_ms}};
+    if (passphrase_file) doc["passphrase_file"] = passphrase_file->string();
+    if (api) doc["api"] = api->to_string();
+    doc["replica"] = {{"max_block_txs", replica.max_block_txs},
+                      {"max_batch_delay_ms", replica.max_batch_delay_ms},
+                      {"checkpoint_interval", replica.checkpoint_interval},
+                      {"watermark_window", replica.watermark_window},
+                      {"request_timeout_ms", replica.request_timeout_ms},
+                      {"max_view_change_timeout_ms", replica.max_view_change_timeout_ms},
+                      {"retransmit_ms", replica.retransmit_ms},
+                      {"fetch_timeout_ms", replica.fetch_timeout_ms}};
+    return doc.dump(2) + "\n";
+}
+
+Result<std::string> read_passphrase(const NodeConfig& config) {
+    std::string pass;
+    if (config.passphrase_file) {
+        auto text = read_text(*config.passphrase_file, "passphrase file");
+        if (!text) return text.error();
+        pass = text->substr(0, text->find('\n'));
+        if (!pass.empty() && pass.back() == '\r') pass.pop_back();
+    } else if (const char* env = std::getenv("POPCHAIN_PASSPHRASE")) {
+        pass = env;
+    } else {
+        return make_error(
+            Errc::invalid_argument,
+            "no passphrase: set passphrase_file in the config or POPCHAIN_PASSPHRASE");
+    }
+    if (pass.empty()) return make_error(Errc::invalid_argument, "the passphrase is empty");
+    return pass;
+}
+
+// ---------------------------------------------------------------- Node
+
+struct Node::Impl {
+    asio::io_context io{1};
+    LogFn log;
+    std::uint32_t id = 0;
+    Hash256 genesis_hash;
+    std::optional<SigningKey> key; // the replica keeps a reference: declared before it
+    std::unique_ptr<SqliteStore> store;
+    std::unique_ptr<pbft::SqliteJournal> journal;
+    std::unique_ptr<net::AsioTransport> transport;
+    std::unique_ptr<pbft::Replica> replica;
+    std::map<net::NodeId, net::PeerAddress> directory; // what the transport was told
+    std::vector<ReplicaInfo> seen_voting, seen_ledger; // the sets it was derived from
+    std::vector<StartedFn> started;
+    std::unique_ptr<asio::signal_set> signals;
+    std::unique_ptr<asio::steady_timer> monitor;
+    std::uint64_t status_interval_ms = 0;
+    bool stopping = false, ran = false;
+    std::optional<Error> failure; // why run() ended, when it was not asked to
+
+    // What the monitor last saw, to log changes once.
+    std::uint64_t seen_view = 0, seen_view_changes = 0, seen_transfers = 0, seen_transferred = 0,
+                  seen_membership = 0;
+    bool seen_active = true;
+    std::chrono::steady_clock::time_point last_status;
+
+    void say(const std::string& line) const {
+        if (log) log(line);
+    }
+    void sync_directory();
+    void watch();
+    void arm_monitor();
+    void shutdown(const std::string& why);
+};
+
+void Node::Impl::sync_directory() {
+    // Union of the ledger's set (may already list newcomers) and the voting set (may still
+    // list a replica that is leaving); the ledger's entry wins for the address.
+    std::map<net::NodeId, const ReplicaInfo*> wanted;
+    for (const auto& r : replica->replica_set())
+        wanted[r.id] = &r;
+    for (const auto& r : replica->ledger().state().replicas)
+        wanted[r.id] = &r;
+    for (const auto& [rid, info] : wanted) {
+        if (rid == id) continue;
+        auto ep = Endpoint::parse(info->endpoint);
+        if (!ep) {
+            say("replica " + std::to_string(rid) + " has no usable endpoint (" + ep.error().detail +
+                "); not dialled");
+            continue;
+        }
+        net::PeerAddress addr{ep->host, ep->port, info->key};
+        const auto it = directory.find(rid);
+        if (it != directory.end() && it->second.host == addr.host && it->second.port == addr.port &&
+            it->second.key == addr.key)
+            continue;
+        if (auto ok = transport->set_peer(rid, addr); !ok) {
+            say("replica " + std::to_string(rid) + ": " + ok.error().message());
+            continue;
+        }
+        if (it != directory.end())
+            say("peer " + std::to_string(rid) + " now at " + ep->to_string());
+        directory[rid] = addr;
+    }
+    seen_voting = replica->replica_set();
+    seen_ledger = replica->ledger().state().replicas;
+    for (auto it = directory.begin(); it != directory.end();) {
+        if (wanted.count(it->first)) {
+            ++it;
+            continue;
+        }
+        say("peer " + std::to_string(it->first) + " left the replica set");
+        transport->remove_peer(it->first);
+        it = directory.erase(it);
+    }
+}
+
+// Logs what changed since the last look: view changes, new views, state transfers, and a
+// status line every status_interval_ms.
+void Node::Impl::watch() {
+    const auto& st = replica->stats();
+    // Polled, so a view change and the new view may both have happened since the last look.
+    if (st.view_changes != seen_view_changes)
+        say("view change: this node left view " + std::to_string(seen_view) + " (" +
+            std::to_string(st.view_changes - seen_view_changes) + " view change(s) started)");
+    if (replica->view() != seen_view || (replica->view_active() && !seen_active))
+        if (replica->view_active())
+            say("view " + std::to_string(replica->view()) + " installed, primary " +
+                std::to_string(replica->primary()));
+    if (st.transferred_blocks != seen_transferred)
+        say("state transfer: executed " + std::to_string(st.transferred_blocks - seen_transferred) +
+            " fetched blocks, now at height " + std::to_string(replica->height()) +
+            (st.state_transfers != seen_transfers ? " (certified checkpoint reached)" : ""));
+    if (st.membership_changes != seen_membership)
+        say("replica set switched: " + std::to_string(replica->replica_set().size()) +
+            " members, this node " + (replica->voting() ? "votes" : "does not vote"));
+    seen_transferred = st.transferred_blocks;
+    seen_membership = st.membership_changes;
+    seen_view_changes = st.view_changes;
+    seen_view = replica->view();
+    seen_active = replica->view_active();
+    seen_transfers = st.state_transfers;
+    if (st.store_errors + st.journal_errors > 0) {
+        // The replica stopped executing (or sending) to keep its promises; a process that
+        // carried on would only look alive. Restarting reopens both files.
+        failure = make_error(Errc::io_error, std::string("the replica halted after a ") +
+                                                 (st.store_errors ? "store" : "journal") +
+                                                 " write failed; restart the node");
+        say(failure->message());
+        shutdown("replica halted");
+        return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (status_interval_ms > 0 &&
+        now - last_status >= std::chrono::milliseconds(status_interval_ms)) {
+        last_status = now;
+        std::size_t connected = 0;
+        for (const auto& [rid, addr] : directory)
+            if (transport->connected(rid)) ++connected;
+        say("status: height " + std::to_string(replica->height()) + " view " +
+            std::to_string(replica->view()) + " primary " + std::to_string(replica->primary()) +
+            " peers " + std::to_string(connected) + "/" + std::to_string(directory.size()) +
+            " mempool " + std::to_string(replica->pending()));
+    }
+}
+
+void Node::Impl::arm_monitor() {
+    monitor->expires_after(std::chrono::milliseconds(250));
+    monitor->async_wait([this](const std::error_code& ec) {
+        if (ec || stopping) return;
+        watch();
+        arm_monitor();
+    });
+}
+
+void Node::Impl::shutdown(const std::string& why) {
+    if (stopping) return;
+    stopping = true;
+    say("stopping (" + why + ") at height " + std::to_string(replica->height()));
+    if (signals) {
+        std::error_code ignored;
+        signals->cancel(ignored);
+    }
+    monitor->cancel();
+    transport->close(); // cancels the replica's timers too
+    // Whatever is left in the queue is cancelled handlers; nothing needs to run any more.
+    io.stop();
+}
+
+Node::Node(NodeConfig config, std::unique_ptr<Impl> impl)
+    : config_(std::move(config)), impl_(std::move(impl)) {}
+
+Node::~Node() {
+    if (!impl_) return;
+    // Replica before its transport, store and journal (it borrows them).
+    impl_->replica.reset();
+    if (impl_->transport) impl_->transport->close();
+    impl_->transport.reset();
+    impl_->journal.reset();
+    impl_->store.reset();
+}
+
+Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
+    auto impl = std::make_unique<Impl>();
+    impl->log = std::move(log);
+    impl->id = config.id;
+    impl->status_interval_ms = config.status_interval_ms;
+
+    auto genesis_text = read_text(config.genesis_file, "genesis file");
+    if (!genesis_text) return genesis_text.error();
+    auto genesis = Genesis::from_json(*genesis_text);
+    if (!genesis)
+        return make_error(genesis.code(), "genesis " + config.genesis_file.string() + ": " +
+                                              genesis.error().message());
+    auto built = genesis->build();
+    if (!built) return make_error(built.code(), "genesis: " + built.error().message());
+    impl->genesis_hash = built->block.hash();
+
+    auto pem = read_text(config.key_file, "key file");
+    if (!pem) return pem.error();
+    auto pass = read_passphrase(config);
+    if (!pass) return pass.error();
+    auto key = SigningKey::from_encrypted_pem(*pem, *pass);
+    if (!key) {
+        if (key.code() == Errc::wrong_passphrase)
+            return make_error(Errc::wrong_passphrase, "key file " + config.key_file.string() +
+                                                          ": wrong passphrase (or a damaged file)");
+        return make_error(key.code(),
+                          "key file " + config.key_file.string() + ": " + key.error().message());
+    }
+    impl->key.emplace(std::move(key).value());
+    for (const auto& r : genesis->replicas)
+        if (r.id == config.id && r.key != impl->key->public_key())
+            return make_error(Errc::invalid_argument,
+                              "key file " + config.key_file.string() +
+                                  " does not hold the key genesis lists for replica " +
+                                  std::to_string(config.id));
+
+    std::error_code ec;
+    fs::create_directories(config.data_dir, ec);
+    if (ec)
+        return make_error(Errc::io_error,
+                          "data_dir " + config.data_dir.string() + ": " + ec.message());
+    const fs::path chain_db = config.data_dir / "chain.db";
+    auto store = SqliteStore::open(chain_db);
+    if (!store) return make_error(store.code(), chain_db.string() + ": " + store.error().message());
+    impl->store = std::move(store).value();
+    if (impl->store->tip_height()) {
+        auto first = impl->store->block_at(0);
+        if (!first || first->hash() != impl->genesis_hash)
+            return make_error(Errc::invalid_argument,
+                              chain_db.string() +
+                                  " holds another chain (its genesis block is "
+                                  "not the one " +
+                                  config.genesis_file.string() + " builds)");
+    }
+    const fs::path journal_db = config.data_dir / "journal.db";
+    auto journal = pbft::SqliteJournal::open(journal_db);
+    if (!journal)
+        return make_error(journal.code(), journal_db.string() + ": " + journal.error().message() +
+                                              " (is another node running on this data_dir?)");
+    impl->journal = std::move(journal).value();
+
+    net::AsioOptions options;
+    options.self = config.id;
+    options.key = &*impl->key;
+    options.network_id = impl->genesis_hash;
+    options.listen = true;
+    options.listen_host = config.listen.host;
+    options.listen_port = config.listen.port;
+    options.accept_clients = config.accept_clients;
+    auto transport = net::AsioTransport::create(impl->io, std::move(options));
+    if (!transport)
+        return make_error(transport.code(), "listen " + config.listen.to_string() + ": " +
+                                                transport.error().message());
+    impl->transport = std::move(transport).value();
+
+    auto replica = pbft::Replica::create(config.id, *impl->key, *genesis, config.replica,
+                                         *impl->transport, *impl->store, impl->journal.get());
+    if (!replica) return make_error(replica.code(), "replica: " + replica.error().message());
+    impl->replica = std::move(replica).value();
+    impl->transport->set_receiver(impl->replica.get());
+    Impl* raw = impl.get();
+    impl->replica->on_commit([raw](const Block&) {
+        // Membership changes are rare: compare the two sets with what was last applied and
+        // touch the directory only when one of them moved.
+        if (raw->replica->replica_set() != raw->seen_voting ||
+            raw->replica->ledger().state().replicas != raw->seen_ledger)
+            raw->sync_directory();
+    });
+    impl->sync_directory();
+    impl->seen_view = impl->replica->view();
+    impl->seen_view_changes = impl->replica->stats().view_changes;
+    impl->monitor = std::make_unique<asio::steady_timer>(impl->io);
+    return std::unique_ptr<Node>(new Node(std::move(config), std::move(impl)));
+}
+
+Result<void> Node::run(bool handle_signals) {
+    Impl& m = *impl_;
+    if (m.ran) return make_error(Errc::invalid_argument, "Node::run called twice");
+    m.ran = true;
+    if (handle_signals) {
+        m.signals = std::make_unique<asio::signal_set>(m.io, SIGTERM, SIGINT);
+        m.signals->async_wait([this](const std::error_code& ec, int signo) {
+            if (ec) return;
+            impl_->shutdown(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        });
+    }
+    asio::post(m.io, [this] {
+        Impl& s = *impl_;
+        s.say("node " + std::to_string(s.id) + " started: height " +
+              std::to_string(s.replica->height()) + " view " + std::to_string(s.replica->view()) +
+              ", network " + to_hex(s.genesis_hash).substr(0, 16));
+        s.say("listening on " + config_.listen.host + ":" +
+              std::to_string(s.transport->local_port()) +
+              (config_.accept_clients ? " (replicas and clients)" : " (replicas)"));
+        s.last_status = std::chrono::steady_clock::now();
+        s.arm_monitor();
+        for (auto& fn : s.started)
+            fn(*this);
+    });
+    m.io.run();
+    if (!m.stopping) m.shutdown("io_context stopped");
+    m.say("stopped");
+    // Release in dependency order: the replica borrows the others.
+    m.replica.reset();
+    m.transport.reset();
+    m.journal.reset();
+    m.store.reset();
+    if (m.failure) return *m.failure;
+    return {};
+}
+
+void Node::stop() {
+    asio::post(impl_->io, [this] { impl_->shutdown("stop requested"); });
+}
+
+void Node::on_started(StartedFn fn) {
+    impl_->started.push_back(std::move(fn));
+}
+
+asio::io_context& Node::io_context() {
+    return impl_->io;
+}
+
+const pbft::Replica& Node::replica() const {
+    return *impl_->replica;
+}
+
+const BlockStore& Node::store() const {
+    return *impl_->store;
+}
+
+Result<void> Node::submit(const Tx& tx) {
+    if (impl_->stopping || !impl_->replica)
+        return make_error(Errc::invalid_argument, "the node is stopping");
+    return impl_->replica->submit(tx);
+}
+
+NodeStatus Node::status() const {
+    const Impl& m = *impl_;
+    NodeStatus s;
+    s.id = m.id;
+    if (!m.replica) return s;
+    s.height = m.replica->height();
+    s.view = m.replica->view();
+    s.view_active = m.replica->view_active();
+    s.primary = m.replica->primary();
+    s.peers = m.directory.size();
+    for (const auto& [rid, addr] : m.directory)
+        if (m.transport->connected(rid)) ++s.peers_connected;
+    s.mempool = m.replica->pending();
+    s.stable_seq = m.replica->stable_seq();
+    return s;
+}
+
+std::uint16_t Node::listen_port() const {
+    return impl_->transport ? impl_->transport->local_port() : 0;
+}
+
+} // namespace popchain

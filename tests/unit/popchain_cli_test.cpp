@@ -1,0 +1,197 @@
+// The popchain tool as a user runs it: a 4-node testnet started as background processes,
+// transfers through the pBFT client, a backup killed with SIGKILL and restarted, and the
+// command line's exit codes. Every node process is stopped at the end, even on failure.
+#ifdef POPCHAIN_CLI_BINARY
+
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using popchain::test::TempDir;
+
+struct Run {
+    int code = -1;
+    std::string output; // stdout and stderr
+};
+
+// Runs `popchain <args>` through the shell, capturing its output in a file of `tmp`.
+Run popchain_cmd(const fs::path& tmp, const std::string& args) {
+    const fs::path out = tmp / "cmd.out";
+    const std::string cmd =
+        std::string(POPCHAIN_CLI_BINARY) + " " + args + " >" + out.string() + " 2>&1";
+    const int status = std::system(cmd.c_str());
+    Run r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream in(out);
+    std::ostringstream text;
+    text << in.rdbuf();
+    r.output = text.str();
+    return r;
+}
+
+bool port_free(int port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// A base port with base..base+3 free, away from the ephemeral range.
+int free_base_port() {
+    for (int base = 21000 + (::getpid() % 200) * 40; base < 60000; base += 40) {
+        bool ok = true;
+        for (int i = 0; i < 4 && ok; ++i)
+            ok = port_free(base + i);
+        if (ok) return base;
+    }
+    return 0;
+}
+
+int pid_of(const fs::path& dir, int node) {
+    std::ifstream in(dir / ("node" + std::to_string(node)) / "node.pid");
+    int pid = 0;
+    in >> pid;
+    return pid;
+}
+
+// Stops whatever is left of the testnet when the test ends, however it ends.
+struct TestnetGuard {
+    fs::path tmp, dir;
+    ~TestnetGuard() {
+        (void)popchain_cmd(tmp, "testnet down --timeout 5 --dir " + dir.string());
+        for (int i = 0; i < 4; ++i)
+            if (const int pid = pid_of(dir, i); pid > 0) ::kill(pid, SIGKILL);
+    }
+};
+
+} // namespace
+
+TEST_CASE("popchain: command line errors and help") {
+    TempDir tmp;
+    CHECK(popchain_cmd(tmp.path(), "").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "frobnicate").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "testnet").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "testnet explode --dir x").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "testnet init --dir x").code == 2); // --nodes missing
+    CHECK(popchain_cmd(tmp.path(), "testnet init --nodes 4 --dir x --colour red").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "testnet init --nodes many --dir x").code == 2);
+    CHECK(popchain_cmd(tmp.path(), "node").code == 2);
+    for (const char* cmd : {"--help", "node --help", "testnet init --help", "testnet up --help",
+                            "testnet down --help", "testnet status --help", "tx transfer --help"}) {
+        const Run r = popchain_cmd(tmp.path(), cmd);
+        CHECK_MESSAGE(r.code == 0, cmd);
+        CHECK_MESSAGE(r.output.find("usage: popchain") != std::string::npos, cmd);
+    }
+    const Run missing = popchain_cmd(tmp.path(), "node --config /nonexistent/config.json");
+    CHECK(missing.code == 1);
+    CHECK(missing.output.find("not found") != std::string::npos);
+    CHECK(popchain_cmd(tmp.path(), "testnet status --dir " + tmp.path().string()).code == 1);
+}
+
+TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catches up") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --dir " + dir.string();
+    const int base = free_base_port();
+    REQUIRE(base > 0);
+
+    Run r = popchain_cmd(tmp.path(), "testnet init --nodes 4 --wallets 2 --base-port " +
+                                         std::to_string(base) + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    for (const char* f : {"genesis.json", "passphrase", "authority.key", "wallets/w0.key",
+                          "wallets/w1.key", "node0/config.json", "node3/replica.key"})
+        CHECK_MESSAGE(fs::exists(dir / f), f);
+    CHECK((fs::status(dir / "passphrase").permissions() & fs::perms::group_read) ==
+          fs::perms::none);
+    r = popchain_cmd(tmp.path(), "testnet init --nodes 4" + d);
+    CHECK(r.code == 1); // refuses to overwrite
+    CHECK(r.output.find("--force") != std::string::npos);
+
+    TestnetGuard guard{tmp.path(), dir};
+    r = popchain_cmd(tmp.path(), "testnet up" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    CHECK(popchain_cmd(tmp.path(), "testnet up" + d).code == 1); // already running
+
+    auto transfer = [&](int count) {
+        for (int k = 0; k < count; ++k) {
+            const Run t = popchain_cmd(tmp.path(), "tx transfer --from w0 --to w1 --amount 5 "
+                                                   "--wait --timeout 20" +
+                                                       d);
+            REQUIRE_MESSAGE(t.code == 0, t.output);
+            CHECK(t.output.find("committed txid=") != std::string::npos);
+        }
+    };
+    transfer(3);
+
+    // kill -9 a backup (the primary of view 0 is node 0); the other three go on.
+    const int victim = pid_of(dir, 3);
+    REQUIRE(victim > 0);
+    REQUIRE(::kill(victim, SIGKILL) == 0);
+    std::this_thread::sleep_for(200ms);
+    r = popchain_cmd(tmp.path(), "testnet status" + d);
+    CHECK(r.output.find("node3  stopped") != std::string::npos);
+    transfer(3);
+
+    // `up` restarts only the dead node, which catches up from its data_dir and its peers.
+    r = popchain_cmd(tmp.path(), "testnet up" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    CHECK(r.output.find("node 3 started") != std::string::npos);
+    transfer(2);
+    bool equal = false;
+    std::string last;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!equal && std::chrono::steady_clock::now() < deadline) {
+        r = popchain_cmd(tmp.path(), "testnet status --json" + d);
+        REQUIRE(r.code == 0);
+        last = r.output;
+        std::set<std::uint64_t> heights;
+        int running = 0;
+        std::istringstream lines(r.output);
+        for (std::string line; std::getline(lines, line);) {
+            const auto j = nlohmann::json::parse(line, nullptr, false);
+            REQUIRE(!j.is_discarded());
+            running += j["running"].get<bool>() ? 1 : 0;
+            if (j["height"].is_number()) heights.insert(j["height"].get<std::uint64_t>());
+        }
+        equal = running == 4 && heights.size() == 1 && *heights.begin() >= 8;
+        if (!equal) std::this_thread::sleep_for(200ms);
+    }
+    CHECK_MESSAGE(equal, last);
+
+    r = popchain_cmd(tmp.path(), "testnet down" + d);
+    CHECK_MESSAGE(r.code == 0, r.output);
+    r = popchain_cmd(tmp.path(), "testnet status" + d);
+    CHECK(r.output.find("running") == std::string::npos);
+    std::ifstream log(dir / "node1" / "node.log");
+    std::ostringstream text;
+    text << log.rdbuf();
+    CHECK(text.str().find("stopping (SIGTERM)") != std::string::npos);
+}
+
+#endif // POPCHAIN_CLI_BINARY
