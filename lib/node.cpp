@@ -1,3 +1,5 @@
+#include <popchain/api/http_server.hpp>
+#include <popchain/api/node_api.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -147,10 +149,11 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
     const json doc = json::parse(text.begin(), text.end(), nullptr, false);
     if (doc.is_discarded()) return config_error("not valid JSON");
     if (!doc.is_object()) return config_error("must be a JSON object");
-    if (auto ok = only_keys(doc,
-                            {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
-                             "accept_clients", "api", "status_interval_ms", "replica"},
-                            "");
+    if (auto ok =
+            only_keys(doc,
+                      {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
+                       "accept_clients", "api", "dev_wallets", "status_interval_ms", "replica"},
+                      "");
         !ok)
         return ok.error();
     for (const char* required : {"id", "data_dir", "genesis", "key_file", "listen"})
@@ -191,6 +194,11 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
         if (!api) return config_error("api: " + api.error().detail);
         c.api = *api;
     }
+    if (doc.contains("dev_wallets")) {
+        if (!doc["dev_wallets"].is_boolean())
+            return config_error("dev_wallets must be true or false");
+        c.dev_wallets = doc["dev_wallets"].get<bool>();
+    }
     if (doc.contains("status_interval_ms")) {
         auto v = uint_of(doc, "status_interval_ms", 86'400'000);
         if (!v) return v.error();
@@ -219,6 +227,7 @@ std::string NodeConfig::to_json() const {
                 {"status_interval_ms", status_interval_ms}};
     if (passphrase_file) doc["passphrase_file"] = passphrase_file->string();
     if (api) doc["api"] = api->to_string();
+    if (dev_wallets) doc["dev_wallets"] = true;
     doc["replica"] = {{"max_block_txs", replica.max_block_txs},
                       {"max_batch_delay_ms", replica.max_batch_delay_ms},
                       {"checkpoint_interval", replica.checkpoint_interval},
@@ -260,6 +269,9 @@ struct Node::Impl {
     std::unique_ptr<pbft::SqliteJournal> journal;
     std::unique_ptr<net::AsioTransport> transport;
     std::unique_ptr<pbft::Replica> replica;
+    // After the replica: the API borrows it, so it goes first.
+    std::unique_ptr<api::HttpServer> http;
+    std::unique_ptr<api::NodeApi> api;
     std::map<net::NodeId, net::PeerAddress> directory; // what the transport was told
     std::vector<ReplicaInfo> seen_voting, seen_ledger; // the sets it was derived from
     std::vector<StartedFn> started;
@@ -393,6 +405,7 @@ void Node::Impl::shutdown(const std::string& why) {
         signals->cancel(ignored);
     }
     monitor->cancel();
+    if (http) http->close();
     transport->close(); // cancels the replica's timers too
     // Whatever is left in the queue is cancelled handlers; nothing needs to run any more.
     io.stop();
@@ -492,7 +505,29 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     impl->replica = std::move(replica).value();
     impl->transport->set_receiver(impl->replica.get());
     Impl* raw = impl.get();
-    impl->replica->on_commit([raw](const Block&) {
+    if (config.api) {
+        api::HttpServerOptions http_options;
+        http_options.host = config.api->host;
+        http_options.port = config.api->port;
+        impl->http = std::make_unique<api::HttpServer>(impl->io, http_options);
+        api::NodeApiOptions api_options;
+        api_options.dev_wallets = config.dev_wallets;
+        api_options.peers_connected = [raw] {
+            std::size_t n = 0;
+            for (const auto& [rid, addr] : raw->directory)
+                if (raw->transport->connected(rid)) ++n;
+            return n;
+        };
+        auto attached = api::NodeApi::attach(*impl->http, *impl->replica, *impl->store,
+                                             *impl->transport, std::move(api_options));
+        if (!attached) return make_error(attached.code(), "api: " + attached.error().message());
+        impl->api = std::move(attached).value();
+        if (auto ok = impl->http->start(); !ok)
+            return make_error(ok.code(),
+                              "api " + config.api->to_string() + ": " + ok.error().message());
+    }
+    impl->replica->on_commit([raw](const Block& block) {
+        if (raw->api) raw->api->block_committed(block);
         // Membership changes are rare: compare the two sets with what was last applied and
         // touch the directory only when one of them moved.
         if (raw->replica->replica_set() != raw->seen_voting ||
@@ -525,6 +560,8 @@ Result<void> Node::run(bool handle_signals) {
         s.say("listening on " + config_.listen.host + ":" +
               std::to_string(s.transport->local_port()) +
               (config_.accept_clients ? " (replicas and clients)" : " (replicas)"));
+        if (s.http)
+            s.say("HTTP API on " + config_.api->host + ":" + std::to_string(s.http->local_port()));
         s.last_status = std::chrono::steady_clock::now();
         s.arm_monitor();
         for (auto& fn : s.started)
@@ -533,7 +570,9 @@ Result<void> Node::run(bool handle_signals) {
     m.io.run();
     if (!m.stopping) m.shutdown("io_context stopped");
     m.say("stopped");
-    // Release in dependency order: the replica borrows the others.
+    // Release in dependency order: the API borrows the replica, which borrows the others.
+    m.api.reset();
+    m.http.reset();
     m.replica.reset();
     m.transport.reset();
     m.journal.reset();
@@ -587,6 +626,10 @@ NodeStatus Node::status() const {
 
 std::uint16_t Node::listen_port() const {
     return impl_->transport ? impl_->transport->local_port() : 0;
+}
+
+std::uint16_t Node::api_port() const {
+    return impl_->http ? impl_->http->local_port() : 0;
 }
 
 } // namespace popchain

@@ -13,7 +13,7 @@
 //     "passphrase_file": "../passphrase",  // optional; else env POPCHAIN_PASSPHRASE
 //     "listen": "127.0.0.1:7000",          // replicas and clients connect here
 //     "accept_clients": true,              // client ids >= net::first_client_id
-//     "api": "127.0.0.1:7100",             // optional; kept for the HTTP API, unused here
+//     "api": "127.0.0.1:7100",             // optional: serve the HTTP API (docs/api.md)
 //     "status_interval_ms": 5000,          // periodic status log line; 0 = none
 //     "replica": { "max_block_txs": 1000, "request_timeout_ms": 1000, ... }
 //   }
@@ -88,7 +88,8 @@ struct NodeConfig {
     std::optional<std::filesystem::path> passphrase_file;
     Endpoint listen;
     bool accept_clients = true;
-    std::optional<Endpoint> api; // for the HTTP API; the node itself does not use it
+    std::optional<Endpoint> api; // serve the HTTP API (docs/api.md) here; none if absent
+    bool dev_wallets = false;    // POST /makeWallet on the API (local/dev chains only)
     std::uint64_t status_interval_ms = 5000;
     pbft::ReplicaConfig replica;
 
@@ -156,6 +157,8 @@ public:
     NodeStatus status() const;
     // The bound replica/client port (useful when listen.port was 0).
     std::uint16_t listen_port() const;
+    // The bound HTTP API port (the ephemeral one if the config said port 0); 0 without API.
+    std::uint16_t api_port() const;
 
 private:
     struct Impl;

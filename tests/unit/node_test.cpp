@@ -2,6 +2,8 @@
 // loopback committing client transfers over TCP, one of them stopped and restarted from its
 // data_dir to catch up. Each node runs its own io_context on its own thread, as a process
 // would; the test's pbft::Client runs on the test thread.
+#include <popchain/api/http_client.hpp>
+#include <popchain/api/json.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -17,6 +19,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -509,4 +512,42 @@ TEST_CASE("node: on_started hands the running node to an API: submit and status 
     CHECK(seen.primary == 0);
     CHECK(seen.peers == 0);
     CHECK(seen.mempool == 0);
+}
+
+TEST_CASE("node: the HTTP API is served on the node's io_context: submit, wait, read back") {
+    TempDir tmp;
+    TestChain chain(tmp.path(), 1);
+    NodeConfig config = chain.config(0);
+    config.api = Endpoint{"127.0.0.1", 0};
+    auto opened = Node::open(config);
+    REQUIRE(opened.ok());
+    Node& node = **opened;
+    REQUIRE(node.api_port() != 0);
+    const Tx tx =
+        chain.wallets[0].transfer(chain.genesis.params.chain_id, 0, chain.wallets[0].address(), 1);
+    const std::string id = to_hex(tx.id().view());
+    std::optional<api::HttpResponse> submitted, read_back, status, wallet;
+    std::thread client([&] {
+        auto call = [&](std::string_view method, std::string target, std::string body = {}) {
+            auto r = api::HttpClient::request(method, "127.0.0.1", node.api_port(), target, body);
+            return r ? std::optional<api::HttpResponse>(*r) : std::nullopt;
+        };
+        submitted = call("POST", "/v1/txs?wait=1", api::to_json(tx).dump());
+        read_back = call("GET", "/v1/txs/" + id);
+        status = call("GET", "/v1/status");
+        wallet = call("POST", "/makeWallet", R"({"passphrase":"long enough"})");
+        node.stop();
+    });
+    CHECK(node.run(false).ok());
+    client.join();
+    REQUIRE(submitted);
+    CHECK_MESSAGE(submitted->status == 200, submitted->body);
+    CHECK(submitted->body.find("\"committed\"") != std::string::npos);
+    REQUIRE(read_back);
+    CHECK(read_back->status == 200);
+    CHECK(read_back->body.find(id) != std::string::npos);
+    REQUIRE(status);
+    CHECK(status->body.find("\"height\":1") != std::string::npos);
+    REQUIRE(wallet);
+    CHECK(wallet->status == 403); // dev_wallets is off unless the config says so
 }
