@@ -134,6 +134,17 @@ void NodeApi::submit(const HttpRequest& request, Responder respond, bool mint_on
                                                 {"height", record->height},
                                                 {"block_hash", to_hex(block->hash().view())}}));
     }
+    // A transaction that is its sender's next one is checked against the state it would
+    // execute on: an overdraft or a bad escrow step is refused now, rather than admitted to
+    // the mempool and then left out of every block (the client would wait in vain). Later
+    // nonces depend on pending transactions; the mempool takes them as they come.
+    const Ledger& tip = replica_.speculative_ledger();
+    if (tx->nonce == tip.account(tx->from).nonce && !replica_.mempool().contains(txid)) {
+        if (auto ok = tip.check_tx(*tx); !ok) {
+            ++api_refused_;
+            return respond(error_response(ok.error()));
+        }
+    }
     if (auto ok = replica_.submit(*tx); !ok && ok.code() != Errc::already_known) {
         ++api_refused_;
         return respond(error_response(ok.error()));

@@ -5,6 +5,7 @@
 //   popchain tx transfer ...
 //
 // Exit status: 0 on success, 1 when the command failed, 2 for a wrong command line.
+#include "api_commands.hpp"
 #include "args.hpp"
 #include "testnet.hpp"
 
@@ -33,7 +34,12 @@ const char* const top_usage =
     "  testnet up                start its nodes in the background\n"
     "  testnet down              stop them\n"
     "  testnet status            show which run, their height and view\n"
-    "  tx transfer               sign and submit a transfer from a testnet wallet\n"
+    "  tx transfer               sign and submit a transfer to every replica (pBFT client)\n"
+    "  tx send                   sign and submit a transfer through a node's HTTP API\n"
+    "  tx get                    show a transaction (HTTP API)\n"
+    "  block get                 show a block with its commit proof (HTTP API)\n"
+    "  wallet new|list           make or list the wallets of a testnet\n"
+    "  wallet balance            show an account's balance and nonce (HTTP API)\n"
     "\n"
     "Every command takes --help.\n";
 
@@ -92,7 +98,7 @@ int main(int argc, char** argv) {
         return exit_ok;
     }
     if (command == "node") return cmd_node(argc, argv, 2);
-    if (command == "testnet" || command == "tx") {
+    if (command == "testnet" || command == "tx" || command == "block" || command == "wallet") {
         if (argc < 3 || std::strncmp(argv[2], "--", 2) == 0) {
             if (argc >= 3 && std::string_view(argv[2]) == "--help") {
                 std::fputs(top_usage, stdout);
@@ -106,8 +112,16 @@ int main(int argc, char** argv) {
             if (sub == "up") return cmd_testnet_up(argc, argv, 3);
             if (sub == "down") return cmd_testnet_down(argc, argv, 3);
             if (sub == "status") return cmd_testnet_status(argc, argv, 3);
-        } else if (sub == "transfer") {
-            return cmd_tx_transfer(argc, argv, 3);
+        } else if (command == "tx") {
+            if (sub == "transfer") return cmd_tx_transfer(argc, argv, 3);
+            if (sub == "send") return cmd_tx_send(argc, argv, 3);
+            if (sub == "get") return cmd_tx_get(argc, argv, 3);
+        } else if (command == "block") {
+            if (sub == "get") return cmd_block_get(argc, argv, 3);
+        } else {
+            if (sub == "new") return cmd_wallet_new(argc, argv, 3);
+            if (sub == "list") return cmd_wallet_list(argc, argv, 3);
+            if (sub == "balance") return cmd_wallet_balance(argc, argv, 3);
         }
         return usage_error("unknown command \"" + std::string(command) + " " + std::string(sub) +
                            "\"");

@@ -189,8 +189,11 @@ TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {
     forged.erase("id");
     CHECK(code_of(f.call("POST", "/v1/txs", forged.dump())) ==
           std::make_pair(400, std::string("bad_signature")));
-    // An overdraft passes admission only to fail in the block: the API refuses what the
-    // mempool can tell (here a reused nonce), and nothing else changes.
+    // An overdraft is refused up front (it would never make it into a block), as is a
+    // reused nonce.
+    CHECK(code_of(
+              f.call("POST", "/v1/txs", to_json(f.cluster.transfer(1, 2, 1'000'000'000)).dump())) ==
+          std::make_pair(400, std::string("insufficient_funds")));
     Tx first = f.cluster.transfer(2, 3, 1);
     f.call_json("POST", "/v1/txs?wait=1", tx_body(first));
     Tx reuse = first;

@@ -103,7 +103,9 @@ TEST_CASE("popchain: command line errors and help") {
     CHECK(popchain_cmd(tmp.path(), "testnet init --nodes many --dir x").code == 2);
     CHECK(popchain_cmd(tmp.path(), "node").code == 2);
     for (const char* cmd : {"--help", "node --help", "testnet init --help", "testnet up --help",
-                            "testnet down --help", "testnet status --help", "tx transfer --help"}) {
+                            "testnet down --help", "testnet status --help", "tx transfer --help",
+                            "tx send --help", "tx get --help", "block get --help",
+                            "wallet new --help", "wallet list --help", "wallet balance --help"}) {
         const Run r = popchain_cmd(tmp.path(), cmd);
         CHECK_MESSAGE(r.code == 0, cmd);
         CHECK_MESSAGE(r.output.find("usage: popchain") != std::string::npos, cmd);
@@ -183,6 +185,31 @@ TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catche
         if (!equal) std::this_thread::sleep_for(200ms);
     }
     CHECK_MESSAGE(equal, last);
+
+    // The HTTP API commands against node 2: a new wallet, paid through the API, its balance,
+    // the block and the transaction read back; a bad id is a failure (exit 1).
+    const std::string at2 = d + " --node 2";
+    r = popchain_cmd(tmp.path(), "wallet new --alias dave" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    const std::string dave = r.output.substr(r.output.find("pop"), 51);
+    r = popchain_cmd(tmp.path(), "tx send --from w1 --to " + dave + " --amount 7 --wait" + at2);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    const auto sent = nlohmann::json::parse(r.output.substr(r.output.find('{')), nullptr, false);
+    REQUIRE_FALSE(sent.is_discarded());
+    CHECK(sent["status"] == "committed");
+    r = popchain_cmd(tmp.path(), "wallet balance --address " + dave + at2);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("\"balance\": 7") != std::string::npos);
+    r = popchain_cmd(tmp.path(), "tx get --id " + sent["id"].get<std::string>() + at2);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("merkle_proof") != std::string::npos);
+    r = popchain_cmd(tmp.path(),
+                     "block get --height " + std::to_string(sent["height"].get<int>()) + at2);
+    CHECK(r.code == 0);
+    CHECK(r.output.find(sent["block_hash"].get<std::string>()) != std::string::npos);
+    CHECK(popchain_cmd(tmp.path(), "tx get --id 1234" + at2).code == 1);
+    r = popchain_cmd(tmp.path(), "wallet list" + d);
+    CHECK(r.output.find("dave " + dave) != std::string::npos);
 
     r = popchain_cmd(tmp.path(), "testnet down" + d);
     CHECK_MESSAGE(r.code == 0, r.output);
