@@ -49,7 +49,9 @@ void init_errors(py::module_& m) {
 
 } // namespace popchain::python
 
-PYBIND11_MODULE(popchain, m) {
+// The compiled half of the package `popchain` (bindings/python/popchain/__init__.py adds
+// the pure-Python LocalCluster).
+PYBIND11_MODULE(_popchain, m) {
     using namespace popchain::python;
     m.doc() = "Python bindings of libpopchain, a permissioned pBFT blockchain library.\n\n"
               "Keys and addresses (SigningKey, Wallet, Keystore, Address), transactions (Tx),\n"

@@ -1,7 +1,10 @@
 // Transactions, replica descriptions and config changes.
 #include "common.hpp"
 
+#include <popchain/api/json.hpp>
 #include <popchain/hex.hpp>
+
+#include <nlohmann/json.hpp>
 #include <popchain/transaction.hpp>
 
 #include <optional>
@@ -171,6 +174,16 @@ void init_tx(py::module_& m) {
         .def(
             "encode", [](const Tx& tx) { return to_py_bytes(tx.encode()); },
             "The canonical encoding (signing bytes without the tag, then the signature).")
+        .def(
+            "to_json", [](const Tx& tx) { return api::to_json(tx).dump(); },
+            "The JSON text a node's HTTP API takes (POST /v1/txs; docs/api.md).")
+        .def_static(
+            "from_json",
+            [](const std::string& text) {
+                auto j = unwrap(api::parse_json(text));
+                return unwrap(api::tx_from_json(j));
+            },
+            py::arg("text"), "The Tx of the API's JSON form; popchain.Error for anything else.")
         .def_static(
             "decode", [](const py::buffer& b) { return unwrap(decode_tx(from_py_bytes(b))); },
             py::arg("data"),

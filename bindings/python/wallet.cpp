@@ -25,6 +25,15 @@ void init_wallet(py::module_& m) {
             },
             py::arg("alias"), py::arg("secret"),
             "From a 32-byte secret scalar (see SigningKey.from_secret).")
+        .def_static(
+            "from_encrypted_pem",
+            [](std::string alias, std::string_view pem, std::string_view passphrase) {
+                return Wallet(std::move(alias),
+                              unwrap(SigningKey::from_encrypted_pem(pem, passphrase)));
+            },
+            py::arg("alias"), py::arg("pem"), py::arg("passphrase"),
+            "From an encrypted PKCS#8 PEM key file's text (e.g. a testnet's authority.key);\n"
+            "popchain.Error wrong_passphrase when it does not decrypt.")
         .def_property_readonly("alias", &Wallet::alias)
         .def_property_readonly("address", &Wallet::address)
         .def_property_readonly("public_key", &Wallet::public_key)

@@ -1,0 +1,9 @@
+"""Python bindings of libpopchain, a permissioned pBFT blockchain library.
+
+The compiled module (keys, transactions, blocks, the ledger, stores, the light-client check
+and the deterministic simulator) is re-exported here; LocalCluster drives real node
+processes on loopback through the `popchain` tool and the nodes' HTTP API.
+"""
+from ._popchain import *  # noqa: F401,F403
+from ._popchain import __doc__ as _compiled_doc  # noqa: F401
+from .local_cluster import LocalCluster, NodeError  # noqa: F401
