@@ -22,11 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int fail(const std::string& what) {
-    std::fprintf(stderr, "popchain: %s\n", what.c_str());
-    return exit_failure;
-}
-
 const OptionSpec api_option{"api", "HOST:PORT", "the node's HTTP API"};
 const OptionSpec dir_option{"dir", "DIR", "a testnet directory (its node's API, its wallets)"};
 const OptionSpec node_option{"node", "I", "with --dir: which node to ask (default 0)"};

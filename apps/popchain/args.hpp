@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <string>
@@ -14,6 +15,12 @@ namespace popchain::cli {
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_failure = 1; // the command ran and failed
 inline constexpr int exit_usage = 2;   // the command line is wrong
+
+// Reports a runtime failure on stderr; returns exit_failure for `return fail(...)`.
+inline int fail(const std::string& what) {
+    std::fprintf(stderr, "popchain: %s\n", what.c_str());
+    return exit_failure;
+}
 
 struct OptionSpec {
     std::string name;  // without the leading "--"

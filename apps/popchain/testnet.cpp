@@ -34,11 +34,6 @@ namespace {
 // keys, so a costly KDF would protect nothing and only slow every node start and tx.
 constexpr std::size_t testnet_kdf_msec = 5;
 
-int fail(const std::string& what) {
-    std::fprintf(stderr, "popchain: %s\n", what.c_str());
-    return exit_failure;
-}
-
 // Writes `text` to `file` with `mode`, created fresh (the mode holds from the first byte).
 Result<void> write_new_file(const fs::path& file, const std::string& text, mode_t mode) {
     const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);

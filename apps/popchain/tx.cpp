@@ -22,11 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int fail(const std::string& what) {
-    std::fprintf(stderr, "popchain: %s\n", what.c_str());
-    return exit_failure;
-}
-
 // The newest state any node's store holds: the sender's next nonce and the replica set the
 // chain has now (it may have changed since genesis). Read-only use of the node stores.
 struct ChainView {

@@ -125,6 +125,37 @@ struct Running {
     std::optional<std::uint64_t> tip() const { return node->store().tip_height(); }
 };
 
+// A pBFT client on this thread, with a client connection to every genesis replica's port.
+struct TcpClient {
+    asio::io_context io;
+    SigningKey session;
+    std::unique_ptr<net::AsioTransport> transport;
+    std::unique_ptr<pbft::Client> client; // declared after the transport: destroyed first
+
+    TcpClient(const TestChain& chain, net::NodeId self, std::uint8_t key_byte)
+        : session(key_from_byte(key_byte)) {
+        auto built = chain.genesis.build();
+        REQUIRE(built.ok());
+        net::AsioOptions o;
+        o.self = self;
+        o.key = &session;
+        o.network_id = built->block.hash();
+        o.listen = false;
+        for (const auto& r : chain.genesis.replicas) {
+            auto ep = Endpoint::parse(r.endpoint);
+            REQUIRE(ep.ok());
+            o.peers[r.id] = net::PeerAddress{ep->host, ep->port, r.key};
+        }
+        auto made = net::AsioTransport::create(io, o);
+        REQUIRE(made.ok());
+        transport = std::move(made).value();
+        auto c = pbft::Client::create(*transport, chain.genesis.replicas);
+        REQUIRE(c.ok());
+        client = std::move(c).value();
+        transport->set_receiver(client.get());
+    }
+};
+
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (!done()) {
@@ -304,25 +335,9 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
         nodes.push_back(std::make_unique<Running>(chain.config(i)));
 
     // The client side, on this thread: a client connection to every replica's port.
-    auto built = chain.genesis.build();
-    REQUIRE(built.ok());
-    asio::io_context io;
-    const SigningKey session = key_from_byte(0x77);
-    net::AsioOptions o;
-    o.self = net::first_client_id + 1;
-    o.key = &session;
-    o.network_id = built->block.hash();
-    o.listen = false;
-    for (const auto& r : chain.genesis.replicas) {
-        auto ep = Endpoint::parse(r.endpoint);
-        REQUIRE(ep.ok());
-        o.peers[r.id] = net::PeerAddress{ep->host, ep->port, r.key};
-    }
-    auto transport = net::AsioTransport::create(io, o);
-    REQUIRE(transport.ok());
-    auto client = pbft::Client::create(**transport, chain.genesis.replicas);
-    REQUIRE(client.ok());
-    (*transport)->set_receiver(client->get());
+    TcpClient tcp(chain, net::first_client_id + 1, 0x77);
+    asio::io_context& io = tcp.io;
+    auto& client = tcp.client;
 
     std::vector<std::uint64_t> nonces(n, 0);
     std::vector<Result<pbft::Committed>> outcomes;
@@ -333,7 +348,7 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
             const std::size_t w = k % n;
             const Tx tx = chain.wallets[w].transfer(chain.genesis.params.chain_id, nonces[w]++,
                                                     chain.wallets[(w + 1) % n].address(), 1 + k);
-            (*client)->submit(tx, [&](Result<pbft::Committed> r) { outcomes.push_back(r); });
+            client->submit(tx, [&](Result<pbft::Committed> r) { outcomes.push_back(r); });
         }
         const auto deadline = std::chrono::steady_clock::now() + 30s;
         while (outcomes.size() < count && std::chrono::steady_clock::now() < deadline) {
@@ -386,7 +401,7 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
     REQUIRE(tips_equal({0, 1, 2, 3}));
     CHECK(same_blocks({0, 1, 2, 3}) > second_height);
 
-    client->reset();
+    client.reset();
     for (auto& r : nodes)
         r->stop();
     // Stopped cleanly: the stores reopen (the journal lock went with the node).
@@ -406,28 +421,12 @@ TEST_CASE("node: a replica added by a config transaction joins: members dial it,
     for (std::uint32_t i = 0; i <= n; ++i)
         nodes.push_back(std::make_unique<Running>(chain.config(i)));
 
-    auto built = chain.genesis.build();
-    REQUIRE(built.ok());
-    asio::io_context io;
-    const SigningKey session = key_from_byte(0x78);
-    net::AsioOptions o;
-    o.self = net::first_client_id + 2;
-    o.key = &session;
-    o.network_id = built->block.hash();
-    o.listen = false;
-    for (const auto& r : chain.genesis.replicas) {
-        auto ep = Endpoint::parse(r.endpoint);
-        REQUIRE(ep.ok());
-        o.peers[r.id] = net::PeerAddress{ep->host, ep->port, r.key};
-    }
-    auto transport = net::AsioTransport::create(io, o);
-    REQUIRE(transport.ok());
-    auto client = pbft::Client::create(**transport, chain.genesis.replicas);
-    REQUIRE(client.ok());
-    (*transport)->set_receiver(client->get());
+    TcpClient tcp(chain, net::first_client_id + 2, 0x78);
+    asio::io_context& io = tcp.io;
+    auto& client = tcp.client;
     auto commit = [&](const Tx& tx) {
         std::optional<Result<pbft::Committed>> outcome;
-        (*client)->submit(tx, [&](Result<pbft::Committed> r) { outcome = r; });
+        client->submit(tx, [&](Result<pbft::Committed> r) { outcome = r; });
         const auto deadline = std::chrono::steady_clock::now() + 20s;
         while (!outcome && std::chrono::steady_clock::now() < deadline) {
             io.restart();
@@ -460,7 +459,7 @@ TEST_CASE("node: a replica added by a config transaction joins: members dial it,
     REQUIRE(b4.ok());
     CHECK(b0->hash() == b4->hash());
 
-    client->reset();
+    client.reset();
     for (auto& r : nodes)
         r->stop();
 }

@@ -20,16 +20,9 @@
 using namespace popchain;
 using namespace popchain::pbft;
 using popchain::test::key_from_byte;
+using popchain::test::Shim;
 
 namespace {
-
-// Lets the simulator hand a Transport to a node before its Replica exists.
-struct Shim : net::Receiver {
-    net::Receiver* target = nullptr;
-    void on_message(net::NodeId from, ByteView message) override {
-        if (target) target->on_message(from, message);
-    }
-};
 
 constexpr std::size_t wallet_count = 5;
 

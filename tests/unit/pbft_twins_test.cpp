@@ -21,15 +21,9 @@
 using namespace popchain;
 using namespace popchain::pbft;
 using popchain::test::key_from_byte;
+using popchain::test::Shim;
 
 namespace {
-
-struct Shim : net::Receiver {
-    net::Receiver* target = nullptr;
-    void on_message(net::NodeId from, ByteView message) override {
-        if (target) target->on_message(from, message);
-    }
-};
 
 struct TwinsRun {
     static constexpr std::uint32_t n = 4;

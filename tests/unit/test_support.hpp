@@ -3,6 +3,7 @@
 
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
+#include <popchain/net/transport.hpp>
 #include <popchain/result.hpp>
 
 #include <doctest/doctest.h>
@@ -30,6 +31,14 @@ inline SigningKey key_from_byte(std::uint8_t b) {
     REQUIRE(k.ok());
     return std::move(k).value();
 }
+
+// Lets the simulator hand a Transport to a node before its receiver (a Replica) exists.
+struct Shim : net::Receiver {
+    net::Receiver* target = nullptr;
+    void on_message(net::NodeId from, ByteView message) override {
+        if (target) target->on_message(from, message);
+    }
+};
 
 // The identities and genesis of a test chain: replica i has key_from_byte(replica_key + i)
 // and id i; wallet w has key_from_byte(wallet_key + w) and `balance`; the authority key is
