@@ -290,6 +290,13 @@ struct Node::Impl {
     void say(const std::string& line) const {
         if (log) log(line);
     }
+    // Directory peers with an authenticated outbound connection.
+    std::size_t peers_connected() const {
+        std::size_t n = 0;
+        for (const auto& [rid, addr] : directory)
+            if (transport->connected(rid)) ++n;
+        return n;
+    }
     void sync_directory();
     void watch();
     void arm_monitor();
@@ -377,9 +384,7 @@ void Node::Impl::watch() {
     if (status_interval_ms > 0 &&
         now - last_status >= std::chrono::milliseconds(status_interval_ms)) {
         last_status = now;
-        std::size_t connected = 0;
-        for (const auto& [rid, addr] : directory)
-            if (transport->connected(rid)) ++connected;
+        const std::size_t connected = peers_connected();
         say("status: height " + std::to_string(replica->height()) + " view " +
             std::to_string(replica->view()) + " primary " + std::to_string(replica->primary()) +
             " peers " + std::to_string(connected) + "/" + std::to_string(directory.size()) +
@@ -512,12 +517,7 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
         impl->http = std::make_unique<api::HttpServer>(impl->io, http_options);
         api::NodeApiOptions api_options;
         api_options.dev_wallets = config.dev_wallets;
-        api_options.peers_connected = [raw] {
-            std::size_t n = 0;
-            for (const auto& [rid, addr] : raw->directory)
-                if (raw->transport->connected(rid)) ++n;
-            return n;
-        };
+        api_options.peers_connected = [raw] { return raw->peers_connected(); };
         auto attached = api::NodeApi::attach(*impl->http, *impl->replica, *impl->store,
                                              *impl->transport, std::move(api_options));
         if (!attached) return make_error(attached.code(), "api: " + attached.error().message());
@@ -617,8 +617,7 @@ NodeStatus Node::status() const {
     s.view_active = m.replica->view_active();
     s.primary = m.replica->primary();
     s.peers = m.directory.size();
-    for (const auto& [rid, addr] : m.directory)
-        if (m.transport->connected(rid)) ++s.peers_connected;
+    s.peers_connected = m.peers_connected();
     s.mempool = m.replica->pending();
     s.stable_seq = m.replica->stable_seq();
     return s;

@@ -64,9 +64,7 @@ int call(const Args& a, std::string_view method, const std::string& target,
 Result<Keystore> testnet_keystore(const Args& a, std::string& passphrase) {
     if (!a.has("dir")) return make_error(Errc::invalid_argument, "give --dir");
     const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
-    NodeConfig source;
-    source.passphrase_file = layout.passphrase();
-    auto p = read_passphrase(source);
+    auto p = read_testnet_passphrase(layout);
     if (!p) return p.error();
     passphrase = *p;
     return Keystore(layout.wallets());

@@ -104,6 +104,12 @@ std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i) {
 
 // ---------------------------------------------------------------- testnet init
 
+Result<std::string> read_testnet_passphrase(const Layout& layout) {
+    NodeConfig source;
+    source.passphrase_file = layout.passphrase();
+    return read_passphrase(source);
+}
+
 int cmd_testnet_init(int argc, char** argv, int first) {
     const CommandSpec spec{
         "testnet init",

@@ -40,6 +40,8 @@ struct Layout {
 // (a dead process, a reused pid) read as not running.
 std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i);
 
+// The testnet's passphrase (the first line of its passphrase file).
+Result<std::string> read_testnet_passphrase(const Layout& layout);
 // Reads a file whole.
 Result<std::string> read_file(const std::filesystem::path& file);
 

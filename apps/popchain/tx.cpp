@@ -74,9 +74,7 @@ int cmd_tx_transfer(int argc, char** argv, int first) {
         if (!genesis) return fail(layout.genesis().string() + ": " + genesis.error().message());
         auto built = genesis->build();
         if (!built) return fail("genesis: " + built.error().message());
-        NodeConfig pass_source;
-        pass_source.passphrase_file = layout.passphrase();
-        auto passphrase = read_passphrase(pass_source);
+        auto passphrase = read_testnet_passphrase(layout);
         if (!passphrase) return fail(passphrase.error().message());
 
         Keystore keystore(layout.wallets());
