@@ -430,6 +430,33 @@ void Replica::answer_waiting(const Block& block) {
     }
 }
 
+void Replica::refuse(const RejectedTx& rejected) {
+    mempool_.remove(rejected.txid);
+    auto it = waiting_.find(rejected.txid);
+    if (it == waiting_.end()) return;
+    for (const auto& w : it->second) {
+        Reply r;
+        r.txid = rejected.txid;
+        r.status = ReplyStatus::rejected;
+        r.code = static_cast<std::uint16_t>(rejected.error.code);
+        reply(w.client, w.key, r);
+    }
+    waiting_.erase(it);
+}
+
+void Replica::refuse_unexecutable() {
+    // Only against a settled state: with blocks in flight the primary is busy with them,
+    // and what fails now may be what they make valid.
+    if (log_.upper_bound(ledger_.height()) != log_.end()) return;
+    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
+    const auto ready = mempool_.take_ready(config_.max_block_txs, next_nonce);
+    if (ready.empty()) return;
+    for (const auto& r : ledger_.build_block(ready, view_, id_, transport_.now()).rejected) {
+        refuse(r);
+        ++stats_.refused_unexecutable;
+    }
+}
+
 void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     note_view(from, pp.view);
     if (pp.view != view_ || !view_active_) {
@@ -603,7 +630,7 @@ void Replica::maybe_propose() {
 void Replica::propose(std::vector<Tx> txs) {
     BuiltBlock built = spec_.build_block(txs, view_, id_, transport_.now());
     for (const auto& r : built.rejected)
-        mempool_.remove(r.txid);
+        refuse(r);
     if (built.block.txs.empty()) return;
     const std::uint64_t seq = built.block.header.height;
     Slot& slot = log_[seq];
@@ -693,7 +720,15 @@ void Replica::check_progress(std::uint64_t seq) {
         std::uint32_t matching = 0;
         for (const auto& [r, d] : slot.prepares)
             if (r != p && d == slot.digest) ++matching;
-        if (matching + 1 < quorum(n())) return;
+        // A quorum of commits from others is a stronger proof than a quorum of prepares:
+        // each honest committer prepared this digest, so it is the slot's decision. Without
+        // this, a replica whose prepares were lost would wait for prepares its peers, long
+        // done with the slot, never send again (its retransmissions skip replicas it holds
+        // a commit from), and the slot could stay unexecuted here for good.
+        std::uint32_t committed_by_others = 0;
+        for (const auto& [r, d] : slot.commits)
+            if (r != id_ && d == slot.digest) ++committed_by_others;
+        if (matching + 1 < quorum(n()) && committed_by_others < quorum(n())) return;
         slot.prepared = true;
         const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
         prepared_log_[seq] = entry;
@@ -951,6 +986,15 @@ void Replica::arm_watchdog() {
         }
         if (target_) { // we are behind, not the primary: catch up first
             if (!fetching_) start_fetch();
+            arm_watchdog();
+            return;
+        }
+        // A transaction every mempool took (well formed, signed, the sender's next nonce)
+        // can still fail when executed, an overdraft say. The primary drops it when it
+        // builds; a backup that kept it must not take the primary's silence for censorship:
+        // every honest backup refuses it the same way, from the same committed state.
+        refuse_unexecutable();
+        if (!has_work()) {
             arm_watchdog();
             return;
         }

@@ -251,3 +251,36 @@ TEST_CASE("client: a bad configuration or replica set is refused") {
     CHECK_FALSE(Client::create(t, bad_key, {}).ok());
     CHECK(Client::create(t, replicas, {}).ok());
 }
+
+TEST_CASE("client: a transaction every mempool admits but no block can hold is refused by f+1 "
+          "replicas, and costs no view change") {
+    SimCluster cluster(client_options(11));
+    Client& client = cluster.network_client({.retry_ms = 200});
+    // Well formed, correctly signed, the sender's next nonce: every mempool takes it. Only
+    // executing it shows the overdraft.
+    const Tx overdraft = cluster.transfer(1, 2, 5'000'000);
+    std::optional<Result<Committed>> refused;
+    client.submit(overdraft, [&](Result<Committed> r) { refused = std::move(r); });
+    REQUIRE(cluster.network().run_until([&] { return refused.has_value(); }, 30'000));
+    REQUIRE_FALSE(refused->ok());
+    CHECK(refused->code() == Errc::insufficient_funds);
+    cluster.network().run_for(5'000);
+    std::uint64_t refused_by_backups = 0;
+    for (ReplicaId id = 1; id < 4; ++id)
+        refused_by_backups += cluster.replica(id)->stats().refused_unexecutable;
+    CHECK(refused_by_backups >= 2); // f+1 matching refusals came from somewhere
+    for (ReplicaId id = 0; id < 4; ++id) {
+        CAPTURE(id);
+        CHECK(cluster.replica(id)->stats().view_changes == 0);
+        CHECK(cluster.replica(id)->view() == 0);
+        CHECK_FALSE(cluster.store(id).tx_by_id(overdraft.id()).ok());
+    }
+    // Nothing is left behind: another sender's transfer commits at once, in view 0.
+    const Tx good = cluster.transfer(3, 2, 10);
+    std::optional<Result<Committed>> outcome;
+    client.submit(good, [&](Result<Committed> r) { outcome = std::move(r); });
+    REQUIRE(cluster.network().run_until([&] { return outcome.has_value(); }, 30'000));
+    REQUIRE(outcome->ok());
+    CHECK(cluster.replica(0)->view() == 0);
+    CHECK(cluster.check_safety().ok());
+}

@@ -658,6 +658,29 @@ TEST_CASE("replica: a restarted replica keeps the promises in its journal") {
     }
 }
 
+TEST_CASE("replica: prepares lost on the way to one replica; a quorum of commits still lets it "
+          "execute") {
+    Cluster c(4, 63, net::LinkFaults{0, 0, 1, 2}, small_blocks());
+    // Replica 1 never hears a prepare and replica 0 never hears a commit: only 2 and 3
+    // execute, too few to certify the block by checkpoint for the other two. Replica 1 holds
+    // the commits of 0, 2 and 3 but no prepared certificate of its own.
+    auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
+    c.net.set_filter([&](net::NodeId, net::NodeId to, ByteView m) {
+        if (to == 1 && type_of(m) == static_cast<std::uint8_t>(MsgType::prepare)) return false;
+        if (to == 0 && type_of(m) == static_cast<std::uint8_t>(MsgType::commit)) return false;
+        return true;
+    });
+    c.submit_transfers(1, 1);
+    // The commit quorum decides the slot at replica 1 without a view change; replica 0 then
+    // catches up from the checkpoint that 1, 2 and 3 sign.
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(1); }, 20'000), c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    CHECK(c.replicas[1]->stats().view_changes == 0);
+    CHECK(c.replicas[2]->stats().view_changes == 0);
+    CHECK(c.replicas[2]->view() == 0);
+}
+
 TEST_CASE("replica: a journal that cannot sync halts the replica before it says anything") {
     Cluster c(4, 62, net::LinkFaults{0, 0, 1, 3}, small_blocks());
     c.submit_transfers(20, 1);

@@ -133,28 +133,29 @@ struct ReplicaStats {
     std::uint64_t rejected_requests = 0;   // forwarded client transactions the mempool refused
 
     // ---- activity ----
-    std::uint64_t proposed = 0;           // blocks proposed as primary
-    std::uint64_t proposed_ahead = 0;     // ... while the previous one was uncommitted
-    std::uint64_t accepted = 0;           // pre-prepares accepted as backup
-    std::uint64_t held_early = 0;         // pre-prepares kept above the window
-    std::uint64_t executed_blocks = 0;    // blocks committed and stored
-    std::uint64_t executed_txs = 0;       // transactions in them
-    std::uint64_t requests_forwarded = 0; // submits forwarded to the primary
-    std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
-    std::uint64_t store_errors = 0;       // BlockStore::append failures (replica halts)
-    std::uint64_t journal_errors = 0;     // Journal::sync failures (replica halts)
-    std::uint64_t journal_syncs = 0;      // durable commits of the journal
-    std::uint64_t membership_changes = 0; // replica-set switches at checkpoint boundaries
-    std::uint64_t view_changes = 0;       // view changes started
-    std::uint64_t new_views = 0;          // views installed after a view change
-    std::uint64_t retransmissions = 0;    // messages re-sent after a period without progress
-    std::uint64_t bodies_fetched = 0;     // block bodies obtained from peers for a slot
-    std::uint64_t state_transfers = 0;    // certified checkpoints reached by fetching blocks
-    std::uint64_t transferred_blocks = 0; // blocks executed from state transfer
-    std::uint64_t client_requests = 0;    // submits received from clients
-    std::uint64_t bad_client_frames = 0;  // undecodable client frames, bad client keys
-    std::uint64_t replies_sent = 0;       // replies to clients (committed or rejected)
-    std::uint64_t replies_from_store = 0; // ... answered from the store (duplicates)
+    std::uint64_t proposed = 0;             // blocks proposed as primary
+    std::uint64_t proposed_ahead = 0;       // ... while the previous one was uncommitted
+    std::uint64_t accepted = 0;             // pre-prepares accepted as backup
+    std::uint64_t held_early = 0;           // pre-prepares kept above the window
+    std::uint64_t executed_blocks = 0;      // blocks committed and stored
+    std::uint64_t executed_txs = 0;         // transactions in them
+    std::uint64_t requests_forwarded = 0;   // submits forwarded to the primary
+    std::uint64_t checkpoints_stable = 0;   // stable checkpoints reached
+    std::uint64_t store_errors = 0;         // BlockStore::append failures (replica halts)
+    std::uint64_t journal_errors = 0;       // Journal::sync failures (replica halts)
+    std::uint64_t journal_syncs = 0;        // durable commits of the journal
+    std::uint64_t membership_changes = 0;   // replica-set switches at checkpoint boundaries
+    std::uint64_t view_changes = 0;         // view changes started
+    std::uint64_t new_views = 0;            // views installed after a view change
+    std::uint64_t retransmissions = 0;      // messages re-sent after a period without progress
+    std::uint64_t bodies_fetched = 0;       // block bodies obtained from peers for a slot
+    std::uint64_t state_transfers = 0;      // certified checkpoints reached by fetching blocks
+    std::uint64_t transferred_blocks = 0;   // blocks executed from state transfer
+    std::uint64_t client_requests = 0;      // submits received from clients
+    std::uint64_t bad_client_frames = 0;    // undecodable client frames, bad client keys
+    std::uint64_t replies_sent = 0;         // replies to clients (committed or rejected)
+    std::uint64_t replies_from_store = 0;   // ... answered from the store (duplicates)
+    std::uint64_t refused_unexecutable = 0; // mempool txs a backup found no block could hold
 };
 
 class Replica : public net::Receiver {
@@ -291,6 +292,12 @@ private:
     Result<void> admit(const Tx& tx, net::NodeId from, bool forward);
     void reply(net::NodeId client, const Hash256& key, Reply r);
     void answer_waiting(const Block& block);
+    // Drops a transaction no block can hold now (its reason from the block builder) and
+    // tells the clients waiting for it.
+    void refuse(const RejectedTx& rejected);
+    // Ready transactions that fail against the committed state, refused (backups, before
+    // they blame the primary for not proposing them).
+    void refuse_unexecutable();
 
     // normal case
     void maybe_propose();
