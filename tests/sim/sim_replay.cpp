@@ -12,7 +12,8 @@
 #include <popchain/hex.hpp>
 #include <popchain/net/sim_scenario.hpp>
 
-#include <charconv>
+#include "sim_args.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -30,44 +31,16 @@ int usage(const char* why) {
     return 2;
 }
 
-bool parse_u64(std::string_view text, std::uint64_t& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc{} && end == text.data() + text.size();
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
-    std::uint64_t seed = 0, n = 0;
-    bool have_seed = false, trace = false;
-    std::string profile_name = "all";
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-        if (arg == "--seed") {
-            const char* v = value();
-            if (!v || !parse_u64(v, seed)) return usage("--seed needs a number");
-            have_seed = true;
-        } else if (arg == "--profile") {
-            const char* v = value();
-            if (!v) return usage("--profile needs a name");
-            profile_name = v;
-        } else if (arg == "--n") {
-            const char* v = value();
-            if (!v || !parse_u64(v, n) || n == 0 || n > 1024)
-                return usage("--n needs a cluster size (1..1024)");
-        } else if (arg == "--trace") {
-            trace = true;
-        } else {
-            return usage(("unknown argument " + std::string(arg)).c_str());
-        }
-    }
-    if (!have_seed) return usage("--seed is required");
-    auto profile = net::profile_named(profile_name);
-    if (!profile) return usage(("unknown profile " + profile_name).c_str());
-    if (n != 0) profile->sizes = {static_cast<std::uint32_t>(n)};
+    sim_tools::SimArgs args;
+    if (auto bad = sim_tools::parse_sim_args(argc, argv, {"--seed"}, {}, true, args))
+        return usage(bad->c_str());
+    const std::uint64_t seed = args.numbers.at("--seed");
+    const bool trace = args.trace;
 
-    const net::Scenario scenario = net::random_scenario(seed, *profile);
+    const net::Scenario scenario = net::random_scenario(seed, args.profile);
     std::printf("scenario: %s\n", net::describe(scenario).c_str());
     const net::ScenarioResult result = net::run_scenario(scenario, trace);
     std::printf("result: %s height=%llu end=%llums messages=%llu\n", result.ok ? "PASS" : "FAIL",

@@ -9,7 +9,8 @@
 // passed, 1 if any failed, 2 on bad usage.
 #include <popchain/net/sim_scenario.hpp>
 
-#include <charconv>
+#include "sim_args.hpp"
+
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -64,45 +65,16 @@ int usage(const char* why) {
     return 2;
 }
 
-bool parse_u64(std::string_view text, std::uint64_t& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc{} && end == text.data() + text.size();
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
-    std::uint64_t from = 0, count = 0, n = 0;
-    bool have_from = false, have_count = false;
-    std::string profile_name = "all";
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-        if (arg == "--from") {
-            const char* v = value();
-            if (!v || !parse_u64(v, from)) return usage("--from needs a number");
-            have_from = true;
-        } else if (arg == "--count") {
-            const char* v = value();
-            if (!v || !parse_u64(v, count) || count == 0)
-                return usage("--count needs a positive number");
-            have_count = true;
-        } else if (arg == "--profile") {
-            const char* v = value();
-            if (!v) return usage("--profile needs a name");
-            profile_name = v;
-        } else if (arg == "--n") {
-            const char* v = value();
-            if (!v || !parse_u64(v, n) || n == 0 || n > 1024)
-                return usage("--n needs a cluster size (1..1024)");
-        } else {
-            return usage(("unknown argument " + std::string(arg)).c_str());
-        }
-    }
-    if (!have_from || !have_count) return usage("--from and --count are required");
-    auto profile = net::profile_named(profile_name);
-    if (!profile) return usage(("unknown profile " + profile_name).c_str());
-    if (n != 0) profile->sizes = {static_cast<std::uint32_t>(n)};
+    sim_tools::SimArgs args;
+    if (auto bad =
+            sim_tools::parse_sim_args(argc, argv, {"--from", "--count"}, {"--count"}, false, args))
+        return usage(bad->c_str());
+    const std::uint64_t from = args.numbers.at("--from"), count = args.numbers.at("--count");
+    const std::uint64_t n = args.n;
+    const std::string& profile_name = args.profile_name;
     current_profile = profile_name.c_str();
     const std::string extra = n != 0 ? " --n " + std::to_string(n) : "";
     current_extra = extra.c_str();
@@ -114,7 +86,7 @@ int main(int argc, char** argv) {
     std::uint64_t failed = 0;
     for (std::uint64_t seed = from; seed - from < count; ++seed) {
         current_seed = seed;
-        const net::ScenarioResult r = net::run_scenario(net::random_scenario(seed, *profile));
+        const net::ScenarioResult r = net::run_scenario(net::random_scenario(seed, args.profile));
         if (r.ok) continue;
         ++failed;
         const std::string first_line = r.failure.substr(0, r.failure.find('\n'));

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../tools/crash_chain.hpp"
+#include "test_support.hpp"
 
 #ifndef POPCHAIN_TEST_TOOLS_DIR
 #error "POPCHAIN_TEST_TOOLS_DIR must name the directory holding crash_writer"
@@ -43,54 +44,6 @@ Genesis crash_genesis(std::string_view seed) {
     auto keys = crash_chain::keys(seed);
     REQUIRE(keys.ok());
     return crash_chain::genesis(*keys);
-}
-
-struct RunResult {
-    std::optional<std::uint64_t> last_printed; // last height the writer reported committed
-    int status = 0;                            // from waitpid
-};
-
-// Starts the writer, lets it run for `run_for`, SIGKILLs it, and collects what it printed.
-RunResult run_and_kill(const std::string& tool, const fs::path& db, const std::string& seed,
-                       std::chrono::milliseconds run_for) {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    // Built before fork: the child may only make async-signal-safe calls until exec.
-    const std::string db_arg = db.string();
-    std::vector<char*> argv{const_cast<char*>(tool.c_str()), const_cast<char*>(db_arg.c_str()),
-                            const_cast<char*>(seed.c_str()), nullptr};
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        if (::dup2(fds[1], STDOUT_FILENO) < 0) ::_exit(126);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::this_thread::sleep_for(run_for);
-    ::kill(pid, SIGKILL);
-    RunResult out;
-    while (::waitpid(pid, &out.status, 0) < 0 && errno == EINTR) {
-    }
-    // The writer is dead, so the pipe ends after what it wrote.
-    std::string text;
-    char buf[4096];
-    for (;;) {
-        const ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n > 0) {
-            text.append(buf, static_cast<std::size_t>(n));
-        } else if (n == 0 || errno != EINTR) {
-            break;
-        }
-    }
-    ::close(fds[0]);
-    // Only complete lines count: the kill may cut the last one short.
-    if (const auto end = text.rfind('\n'); end != std::string::npos) {
-        const std::string complete = text.substr(0, end);
-        const auto start = complete.rfind('\n');
-        out.last_printed = std::stoull(complete.substr(start == std::string::npos ? 0 : start + 1));
-    }
-    return out;
 }
 
 // Everything about the reopened store that a torn append would break. Returns its tip.
@@ -193,18 +146,18 @@ TEST_CASE("SqliteStore: a writer killed at random instants loses nothing committ
         const auto delay = std::chrono::milliseconds(delay_ms(rng));
         CAPTURE(run);
         CAPTURE(delay.count());
-        const RunResult r = run_and_kill(tool, db, seed, delay);
+        const test::KilledRun r = test::run_and_kill({tool, db.string(), seed}, delay);
         // The writer never stops by itself; an exit means it failed (its stderr says why).
         REQUIRE_MESSAGE(WIFSIGNALED(r.status),
                         "crash_writer exited with status "
                             << (WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1));
         REQUIRE(WTERMSIG(r.status) == SIGKILL);
-        if (r.last_printed) ++mid_run_kills;
+        if (r.last_line) ++mid_run_kills;
 
         const auto tip = check_store(db, genesis, genesis_hash, cache);
-        if (r.last_printed) {
+        if (r.last_line) {
             REQUIRE(tip.has_value());
-            CHECK(*tip >= *r.last_printed); // committed means kept
+            CHECK(*tip >= std::stoull(*r.last_line)); // committed means kept
         }
         if (last_tip) {
             REQUIRE(tip.has_value());

@@ -903,55 +903,11 @@ TEST_CASE("journal: SqliteJournal refuses corrupt and foreign files") {
 
 namespace {
 
-struct WriterRun {
-    std::optional<std::uint64_t> last_synced; // from the last complete "synced N" line
-    int status = 0;                           // from waitpid
-};
-
-// Starts journal_writer on `file` from `start` batches, SIGKILLs it after `run_for`, and
-// collects what it printed.
-WriterRun run_writer(const std::string& tool, const fs::path& file, std::uint64_t start,
-                     std::chrono::milliseconds run_for) {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    // Built before fork: the child may only make async-signal-safe calls until exec.
-    const std::string file_arg = file.string(), start_arg = std::to_string(start);
-    std::vector<char*> argv{const_cast<char*>(tool.c_str()), const_cast<char*>(file_arg.c_str()),
-                            const_cast<char*>(start_arg.c_str()), nullptr};
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        if (::dup2(fds[1], STDOUT_FILENO) < 0) ::_exit(126);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::this_thread::sleep_for(run_for);
-    ::kill(pid, SIGKILL);
-    WriterRun out;
-    while (::waitpid(pid, &out.status, 0) < 0 && errno == EINTR) {
-    }
-    std::string text;
-    char buf[4096];
-    for (;;) {
-        const ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n > 0) {
-            text.append(buf, static_cast<std::size_t>(n));
-        } else if (n == 0 || errno != EINTR) {
-            break;
-        }
-    }
-    ::close(fds[0]);
-    // Only complete lines count: the kill may cut the last one short.
-    if (const auto end = text.rfind('\n'); end != std::string::npos) {
-        const std::string complete = text.substr(0, end);
-        const auto start_of_line = complete.rfind('\n');
-        const std::string line =
-            complete.substr(start_of_line == std::string::npos ? 0 : start_of_line + 1);
-        REQUIRE_MESSAGE(line.rfind("synced ", 0) == 0, "unexpected output: " << line);
-        out.last_synced = std::stoull(line.substr(7));
-    }
-    return out;
+// The batch count in the writer's last complete "synced N" line, if it printed one.
+std::optional<std::uint64_t> last_synced(const test::KilledRun& r) {
+    if (!r.last_line) return std::nullopt;
+    REQUIRE_MESSAGE(r.last_line->rfind("synced ", 0) == 0, "unexpected output: " << *r.last_line);
+    return std::stoull(r.last_line->substr(7));
 }
 
 std::string describe(const JournalState& s) {
@@ -996,16 +952,18 @@ TEST_CASE("journal: SIGKILL at random instants loses no synced batch and never e
         const auto delay = std::chrono::milliseconds(delay_ms(rng));
         CAPTURE(run);
         CAPTURE(delay.count());
-        const WriterRun r = run_writer(tool, file, known, delay);
+        const test::KilledRun r =
+            test::run_and_kill({tool, file.string(), std::to_string(known)}, delay);
+        const auto synced = last_synced(r);
         // The writer never stops by itself; an exit means it failed (its stderr says why).
         REQUIRE_MESSAGE(WIFSIGNALED(r.status),
                         "journal_writer exited with status "
                             << (WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1));
         REQUIRE(WTERMSIG(r.status) == SIGKILL);
-        if (r.last_synced) {
+        if (synced) {
             ++mid_run_kills;
-            REQUIRE(*r.last_synced > known);
-            advance_oracle(*r.last_synced); // every printed batch must be there
+            REQUIRE(*synced > known);
+            advance_oracle(*synced); // every printed batch must be there
         }
 
         auto j = open_sqlite(file);

@@ -8,10 +8,19 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace popchain::test {
@@ -87,5 +96,54 @@ public:
 private:
     std::filesystem::path path_;
 };
+
+// A writer process killed with SIGKILL at an arbitrary instant, and what it had printed.
+struct KilledRun {
+    std::optional<std::string> last_line; // the last complete line: the kill may cut one short
+    int status = 0;                       // from waitpid
+};
+
+// Runs `argv` (argv[0] the program) with its stdout on a pipe for `run_for`, then SIGKILLs it.
+inline KilledRun run_and_kill(const std::vector<std::string>& argv,
+                              std::chrono::milliseconds run_for) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    // Built before fork: the child may only make async-signal-safe calls until exec.
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (::dup2(fds[1], STDOUT_FILENO) < 0) ::_exit(126);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(fds[1]);
+    std::this_thread::sleep_for(run_for);
+    ::kill(pid, SIGKILL);
+    KilledRun out;
+    while (::waitpid(pid, &out.status, 0) < 0 && errno == EINTR) {
+    }
+    // The writer is dead, so the pipe ends after what it wrote.
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n > 0) {
+            text.append(buf, static_cast<std::size_t>(n));
+        } else if (n == 0 || errno != EINTR) {
+            break;
+        }
+    }
+    ::close(fds[0]);
+    if (const auto end = text.rfind('\n'); end != std::string::npos) {
+        const std::string complete = text.substr(0, end);
+        const auto start = complete.rfind('\n');
+        out.last_line = complete.substr(start == std::string::npos ? 0 : start + 1);
+    }
+    return out;
+}
 
 } // namespace popchain::test
