@@ -518,6 +518,16 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
         api::NodeApiOptions api_options;
         api_options.dev_wallets = config.dev_wallets;
         api_options.peers_connected = [raw] { return raw->peers_connected(); };
+        api_options.handshake_refusals = [raw] {
+            const auto& t = raw->transport->stats();
+            return std::vector<std::pair<std::string, std::uint64_t>>{
+                {"unknown_peer", t.handshake_unknown_peer},
+                {"bad_signature", t.handshake_bad_signature},
+                {"wrong_network", t.handshake_wrong_network},
+                {"timeout", t.handshake_timeout},
+                {"malformed", t.handshake_malformed},
+                {"busy", t.refused_busy}};
+        };
         auto attached = api::NodeApi::attach(*impl->http, *impl->replica, *impl->store,
                                              *impl->transport, std::move(api_options));
         if (!attached) return make_error(attached.code(), "api: " + attached.error().message());

@@ -234,6 +234,14 @@ std::string NodeApi::metrics() const {
     };
     for (const auto& [reason, count] : drops)
         out << "popchain_dropped_messages_total{reason=\"" << reason << "\"} " << count << '\n';
+    if (options_.handshake_refusals) {
+        out << "# HELP popchain_handshake_refused_total Replica connections refused during the "
+               "handshake, by reason.\n"
+               "# TYPE popchain_handshake_refused_total counter\n";
+        for (const auto& [reason, count] : options_.handshake_refusals())
+            out << "popchain_handshake_refused_total{reason=\"" << reason << "\"} " << count
+                << '\n';
+    }
     return out.str();
 }
 

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -223,9 +224,10 @@ int cmd_testnet_init(int argc, char** argv, int first) {
 int cmd_testnet_up(int argc, char** argv, int first) {
     const CommandSpec spec{
         "testnet up",
-        "Starts every node of the testnet that is not running, in the "
+        "Starts every node of the testnet that is not running (or only node I), in the "
         "background\n(pid in node<i>/node.pid, log in node<i>/node.log).",
         {{"dir", "DIR", "the testnet directory", true},
+         {"node", "I", "start only node I (it must not be running)"},
          {"timeout", "S", "seconds to wait for each node to listen (default 20)"}}};
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
         std::string err;
@@ -238,8 +240,22 @@ int cmd_testnet_up(int argc, char** argv, int first) {
         const auto nodes = layout.nodes();
         if (nodes.empty()) return fail("no testnet in " + layout.dir.string() + " (testnet init)");
         std::vector<std::uint32_t> to_start;
-        for (auto i : nodes)
-            if (!running_pid(layout, i)) to_start.push_back(i);
+        if (a.has("node")) {
+            const auto only = a.get_uint("node", 0, 0, UINT32_MAX, err);
+            if (!only) {
+                print_usage_error(spec, err);
+                return exit_usage;
+            }
+            const auto i = static_cast<std::uint32_t>(*only);
+            if (std::find(nodes.begin(), nodes.end(), i) == nodes.end())
+                return fail("no node " + std::to_string(i) + " in " + layout.dir.string());
+            if (running_pid(layout, i))
+                return fail("node " + std::to_string(i) + " is already running");
+            to_start.push_back(i);
+        } else {
+            for (auto i : nodes)
+                if (!running_pid(layout, i)) to_start.push_back(i);
+        }
         if (to_start.empty()) return fail("the testnet is already running");
         const std::string exe = self_exe();
 

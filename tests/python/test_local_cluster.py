@@ -10,8 +10,8 @@ import pytest
 
 import popchain
 
-# The number of transfers of the load test; POPCHAIN_PY_LOAD=10000 gives the seed's test.
-LOAD = int(os.environ.get("POPCHAIN_PY_LOAD", "2000"))
+# The number of transfers of the load test: the seed's 10,000 by default (POPCHAIN_PY_LOAD).
+LOAD = int(os.environ.get("POPCHAIN_PY_LOAD", "10000"))
 WALLETS = 8
 
 

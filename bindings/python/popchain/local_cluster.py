@@ -172,10 +172,13 @@ class LocalCluster:
                 time.sleep(0.02)
 
     def restart(self, i: Optional[int] = None) -> None:
-        """Starts the nodes that are not running (node i must be one of them)."""
-        if i is not None and self.pid(i):
+        """Starts node i (which must not be running), or every node that is not running."""
+        if i is None:
+            self._run("testnet", "up", "--dir", str(self.dir))
+            return
+        if self.pid(i):
             raise ValueError(f"node {i} is running")
-        self._run("testnet", "up", "--dir", str(self.dir))
+        self._run("testnet", "up", "--dir", str(self.dir), "--node", str(i))
 
     def pause(self, i: int) -> None:
         """SIGSTOP: the node stops answering; to its peers it is cut off."""
@@ -268,10 +271,11 @@ class LocalCluster:
         return self.height(ids[0])
 
     # ---- membership ----
-    def add_node(self) -> int:
+    def add_node(self, via: int = 0) -> int:
         """Creates node N (a new key, config and data dir), commits a `config` transaction
         adding it (signed by the authority key), and starts it: it catches up by state
-        transfer and votes once the change takes effect. Returns its number."""
+        transfer and votes once the change takes effect. Returns its number. `via`: the
+        running node that takes the transaction."""
         new = max(self.nodes()) + 1
         node_dir = self.dir / f"node{new}"
         node_dir.mkdir()
@@ -284,9 +288,9 @@ class LocalCluster:
         (node_dir / "config.json").write_text(json.dumps(template, indent=2))
         change = _pc.ConfigChange(_pc.ConfigChange.Action.add_replica,
                                   _pc.ReplicaInfo(new, key.public_key, f"127.0.0.1:{port}"))
-        self.submit(self._authority_tx(lambda a, n: a.config(self.chain_id, n, change), 0),
-                    via=0, wait=True)
-        self.restart()
+        self.submit(self._authority_tx(lambda a, n: a.config(self.chain_id, n, change), via),
+                    via=via, wait=True)
+        self.restart(new)
         return new
 
     # ---- internals ----

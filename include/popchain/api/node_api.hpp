@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace popchain::api {
@@ -35,6 +36,9 @@ struct NodeApiOptions {
     bool dev_wallets = false;
     // Authenticated replica connections, for /v1/status and the metrics (optional).
     std::function<std::size_t()> peers_connected;
+    // Connections closed during the replica handshake, by reason: an unknown id, a key
+    // that is not the member's (an impostor), another network... (optional).
+    std::function<std::vector<std::pair<std::string, std::uint64_t>>()> handshake_refusals;
 };
 
 class NodeApi {
