@@ -716,7 +716,10 @@ void Replica::check_progress(std::uint64_t seq) {
     if (it == log_.end() || !it->second.accepted) return;
     Slot& slot = it->second;
     const ReplicaId p = primary();
+    const std::size_t q = quorum(n());
     if (!slot.prepared) {
+        // Counting is O(n) per vote, O(n^2) per slot: skip it while no quorum is possible.
+        if (slot.prepares.size() + 1 < q && slot.commits.size() < q) return;
         std::uint32_t matching = 0;
         for (const auto& [r, d] : slot.prepares)
             if (r != p && d == slot.digest) ++matching;
@@ -728,7 +731,7 @@ void Replica::check_progress(std::uint64_t seq) {
         std::uint32_t committed_by_others = 0;
         for (const auto& [r, d] : slot.commits)
             if (r != id_ && d == slot.digest) ++committed_by_others;
-        if (matching + 1 < quorum(n()) && committed_by_others < quorum(n())) return;
+        if (matching + 1 < q && committed_by_others < q) return;
         slot.prepared = true;
         const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
         prepared_log_[seq] = entry;
@@ -741,10 +744,11 @@ void Replica::check_progress(std::uint64_t seq) {
         broadcast(MsgType::commit, commit);
     }
     if (!slot.committed) {
+        if (slot.commits.size() < q) return;
         std::uint32_t matching = 0;
         for (const auto& [r, d] : slot.commits)
             if (d == slot.digest) ++matching;
-        if (matching < quorum(n())) return;
+        if (matching < q) return;
         slot.committed = true;
         execute_ready();
     }
