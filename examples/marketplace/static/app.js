@@ -47,10 +47,12 @@ function flash(text, isError) {
   flash.timer = setTimeout(() => box.replaceChildren(), 6000);
 }
 
-function show(...nodes) { document.getElementById('main').replaceChildren(...nodes); }
+function show(...nodes) { document.getElementById('main').replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false)); }
 function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
 function short(s, n = 10) { return s && s.length > 2 * n ? `${s.slice(0, n)}…${s.slice(-6)}` : s; }
 function when(ms) { return ms ? new Date(ms).toLocaleString() : ''; }
+// Block times are the proposer's clock, which on a local testnet counts from the node's start.
+function blockTime(ms) { return ms > 1e12 ? when(ms) : `proposer clock +${(ms / 1000).toFixed(1)} s`; }
 function coins(n) { return n === null || n === undefined ? '—' : `${Number(n).toLocaleString()} POP`; }
 
 function badge(verified, reason) {
@@ -188,9 +190,9 @@ function trustStats(r) {
       h('div', { class: 'stat' }, h('div', { class: 'n' }, r.refunded), h('div', { class: 'l' }, 'refunded')),
       h('div', { class: 'stat' }, h('div', { class: 'n' }, r.open), h('div', { class: 'l' }, 'open')),
       h('div', { class: 'stat' }, h('div', { class: 'n' }, r.unverified), h('div', { class: 'l' }, 'not verifiable'))),
-    h('p', {}, r.trades.length === 0 ? h('span', { class: 'muted' }, 'No trades on the chain yet.')
-      : allVerified ? badge(true) : badge(false, 'some trades could not be checked'),
-    ' ', h('span', { class: 'muted' }, 'read from the chain, each transaction checked by Merkle proof and commit certificate')));
+    r.trades.length === 0 ? h('p', { class: 'muted' }, 'No trades on the chain yet.')
+      : h('p', {}, allVerified ? badge(true) : badge(false, 'some trades could not be checked'),
+        ' ', h('span', { class: 'muted' }, 'read from the chain, each transaction checked by Merkle proof and commit certificate')));
 }
 
 async function pageSeller(name) {
@@ -340,7 +342,7 @@ async function pageExplorer(params) {
   const nodes = st.nodes.map((n) => h('tr', {}, h('td', { class: 'mono' }, n.node), h('td', {}, n.up ? h('span', { class: 'badge ok' }, 'up') : h('span', { class: 'badge bad' }, 'down')),
     h('td', {}, n.up ? n.status.height : '—'), h('td', {}, n.up ? n.status.view : '—')));
   const rows = data.blocks.map((b) => h('tr', {}, h('td', {}, h('a', { href: `#/block/${b.height}` }, b.height)), h('td', { class: 'mono' }, short(b.hash)),
-    h('td', {}, b.txs), h('td', {}, when(b.timestamp_ms)), h('td', {}, badge(b.verified, b.reason))));
+    h('td', {}, b.txs), h('td', {}, blockTime(b.timestamp_ms)), h('td', {}, badge(b.verified, b.reason))));
   const search = h('form', { class: 'row', onsubmit: (e) => {
     e.preventDefault();
     const v = e.target.q.value.trim();
@@ -364,7 +366,7 @@ async function pageBlock(height) {
   const b = data.block;
   show(h('h1', {}, `Block ${b.header.height} `, badge(data.verified, data.reason)),
     h('p', { class: 'muted' }, data.verified ? 'Its commit certificate (a quorum of replica signatures over a stable checkpoint) was checked against the genesis replica set.' : data.reason),
-    h('table', {}, h('tbody', {}, [['hash', b.hash], ['previous', b.header.prev_hash], ['tx root', b.header.tx_root], ['state root', b.header.state_root], ['view', b.header.view], ['proposer', b.header.proposer], ['time', when(b.header.timestamp_ms)]]
+    h('table', {}, h('tbody', {}, [['hash', b.hash], ['previous', b.header.prev_hash], ['tx root', b.header.tx_root], ['state root', b.header.state_root], ['view', b.header.view], ['proposer', b.header.proposer], ['time', blockTime(b.header.timestamp_ms)]]
       .map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { class: 'mono' }, String(v)))))),
     h('div', { class: 'pager' }, b.header.height > 0 ? h('a', { href: `#/block/${b.header.height - 1}` }, '← previous') : null, h('a', { href: `#/block/${b.header.height + 1}` }, 'next →')),
     h('h2', {}, `Transactions (${b.txs.length})`),

@@ -105,7 +105,25 @@ try {
   await page.fill('[data-testid=sell-form] input[name=title]', 'Vintage road bike');
   await page.fill('[data-testid=sell-form] textarea[name=description]', 'Steel frame, 56 cm, new tyres. Collect in person or shipped.');
   await page.fill('[data-testid=sell-form] input[name=price]', String(PRICE));
-  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAABAAAAAMCAIAAADkharWAAAAKUlEQVR42mNkYPjPQApgHNUwqmFUw6iGUQ2jGkY1jGoY1TCqYVQDpgEA9JIBF0Ns3qMAAAAASUVORK5CYII=', 'base64');
+  // A photo drawn by the browser itself (a bicycle on a canvas), uploaded as a file.
+  const dataUrl = await page.evaluate(() => {
+    const c = document.createElement('canvas');
+    c.width = 480; c.height = 360;
+    const g = c.getContext('2d');
+    const sky = g.createLinearGradient(0, 0, 0, 360);
+    sky.addColorStop(0, '#dbe7ff'); sky.addColorStop(1, '#f7f9fc');
+    g.fillStyle = sky; g.fillRect(0, 0, 480, 360);
+    g.fillStyle = '#cfd8e3'; g.fillRect(0, 290, 480, 70);
+    g.lineWidth = 8; g.strokeStyle = '#1d2330';
+    for (const x of [130, 350]) { g.beginPath(); g.arc(x, 240, 70, 0, 2 * Math.PI); g.stroke(); }
+    g.strokeStyle = '#c0392b'; g.lineWidth = 10; g.lineJoin = 'round';
+    g.beginPath(); g.moveTo(130, 240); g.lineTo(215, 150); g.lineTo(320, 150); g.lineTo(350, 240);
+    g.moveTo(215, 150); g.lineTo(245, 240); g.lineTo(320, 150); g.moveTo(130, 240); g.lineTo(245, 240); g.stroke();
+    g.strokeStyle = '#1d2330'; g.lineWidth = 7;
+    g.beginPath(); g.moveTo(205, 130); g.lineTo(235, 130); g.moveTo(320, 150); g.lineTo(315, 115); g.lineTo(345, 110); g.stroke();
+    return c.toDataURL('image/png');
+  });
+  const png = Buffer.from(dataUrl.split(',')[1], 'base64');
   await page.setInputFiles('[data-testid=sell-form] input[type=file]', { name: 'bike.png', mimeType: 'image/png', buffer: png });
   await page.waitForSelector('[data-testid=sell-form] img.thumb[src^="data:image/png"]');
   await page.click('[data-testid=sell-form] button[type=submit]');
