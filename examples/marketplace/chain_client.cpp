@@ -4,6 +4,7 @@
 #include <popchain/api/json.hpp>
 
 #include <charconv>
+#include <cstdio>
 
 namespace popmarket {
 
@@ -74,6 +75,8 @@ SubmitOutcome ChainClient::submit(const popchain::Tx& tx) {
         if (!r || r->status >= 500) {
             outcome.message = r ? nodes_[i].to_string() + " answered " + std::to_string(r->status)
                                 : r.error().message();
+            std::fprintf(stderr, "popmarket: submit to %s failed (%s); trying the next node\n",
+                         nodes_[i].to_string().c_str(), outcome.message.c_str());
             continue;
         }
         preferred_ = i;
