@@ -846,6 +846,20 @@ HttpResponse Market::buy(Call& c) {
         j["repeated"] = true;
         return ok_json(j["committed"].get<bool>() ? 200 : 202, j);
     }
+    // The same request id again, after that purchase failed or was refunded, gets that
+    // outcome back: only a new request (a new click) starts a new payment.
+    const std::string request_id = get_string(c.body, "request_id", 1, 64, false);
+    if (!request_id.empty()) {
+        auto earlier =
+            db_.one(std::string("SELECT ") + trade_columns +
+                        " WHERE t.product_id = ? AND t.buyer_id = ? AND t.request_id = ?",
+                    {product_id, w.id, request_id});
+        if (earlier) {
+            json j = trade_json(*earlier);
+            j["repeated"] = true;
+            return ok_json(200, j);
+        }
+    }
     if (p->text(2) != "listed") fail(409, "not_for_sale", "this product is not for sale");
     settle_signer(w.address);
     const auto price = static_cast<std::uint64_t>(p->integer(1));
@@ -887,11 +901,12 @@ HttpResponse Market::buy(Call& c) {
             fail(409, "product_reserved", "someone else is buying this product");
         record_tx(tx);
         db_.query("INSERT INTO trades (trade_id, product_id, buyer_id, seller_id, amount, "
-                  "deadline, status, open_txid, created_at, updated_at) VALUES (?, ?, ?, ?, ?, "
-                  "?, 'opening', ?, ?, ?)",
+                  "deadline, status, open_txid, request_id, created_at, updated_at) VALUES (?, "
+                  "?, ?, ?, ?, ?, 'opening', ?, ?, ?, ?)",
                   {to_hex(trade_id), product_id, w.id, p->integer(0),
                    static_cast<std::int64_t>(price), static_cast<std::int64_t>(deadline), txid,
-                   now_ms(), now_ms()});
+                   request_id.empty() ? DbValue(nullptr) : DbValue(request_id), now_ms(),
+                   now_ms()});
         db_.query("UPDATE products SET status = 'reserved' WHERE id = ?", {product_id});
         dbtx.commit();
     }
@@ -948,7 +963,10 @@ HttpResponse Market::trade(Call& c) {
         if (txid) proofs.push_back(check_json(verifier_.check_tx(*txid)));
     }
     j["proofs"] = proofs;
-    j["chain_height"] = chain_height();
+    // The trade's own state comes from the database; the height only enables "reclaim", so
+    // an unreachable chain leaves it out rather than failing the page.
+    auto status = chain_.get("/v1/status");
+    j["chain_height"] = status && status->status == 200 ? status->body["height"] : json(nullptr);
     return ok_json(200, j);
 }
 

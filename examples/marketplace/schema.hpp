@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS trades (
     open_txid   TEXT NOT NULL REFERENCES chain_txs(txid),
     close_txid  TEXT REFERENCES chain_txs(txid),
     close_kind  TEXT,                        -- escrow_release | escrow_refund
+    request_id  TEXT,                        -- the client's id for the purchase, if it sent one
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 );

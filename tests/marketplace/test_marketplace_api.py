@@ -323,7 +323,7 @@ def test_seller_cancel_refunds_and_relists(market, cluster, name):
     buyer = member(market, name(), charge=200)
     item = product(seller, 150)
     buyer_addr = buyer.get("/api/me").body["member"]["address"]
-    t = buyer.post(f"/api/products/{item['id']}/buy", {}).body
+    t = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "first"}).body
     wait_until(lambda: buyer.get(f"/api/trades/{t['trade_id']}").body["status"] == "open")
     r = seller.post(f"/api/trades/{t['trade_id']}/cancel")
     assert r.status == 200 and r.body["status"] == "refunded", r
@@ -331,8 +331,15 @@ def test_seller_cancel_refunds_and_relists(market, cluster, name):
     assert seller.get(f"/api/products/{item['id']}").body["status"] == "listed"
     # A refunded trade cannot be reviewed, and the product can be bought again (new trade id).
     assert buyer.post(f"/api/trades/{t['trade_id']}/review", {"rating": 1, "body": "x"}).status == 409
-    t2 = buyer.post(f"/api/products/{item['id']}/buy", {}).body
-    assert t2["trade_id"] != t["trade_id"]
+    # The first request, retried late, gets its outcome back instead of paying again...
+    late = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "first"})
+    assert late.status == 200 and late.body["trade_id"] == t["trade_id"]
+    assert late.body["status"] == "refunded" and late.body["repeated"]
+    assert balances(cluster, buyer_addr) == [200] * 4
+    # ...while a new request is a new purchase, under a new trade id.
+    t2 = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "second"})
+    assert t2.status in (201, 202) and t2.body["trade_id"] != t["trade_id"]
+    wait_until(lambda: balances(cluster, buyer_addr) == [50] * 4)
 
 
 def test_buyer_reclaims_after_the_deadline(cluster, tmp_path, name):

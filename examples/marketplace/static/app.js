@@ -295,7 +295,7 @@ async function pageTrade(id) {
     h('div', { class: 'card' },
       h('p', {}, statusBadge(t.status), ' ', t.committed ? h('span', { class: 'muted' }, 'committed on the chain') : h('span', { class: 'muted' }, 'not committed yet — this page shows the chain\'s answer, not a guess')),
       h('p', {}, 'Amount: ', coins(t.amount), ' · buyer ', t.buyer, ' · seller ', t.seller),
-      h('p', { class: 'muted' }, `Reclaimable by the buyer after block ${t.deadline} (chain at ${t.chain_height}).`),
+      h('p', { class: 'muted' }, `Reclaimable by the buyer after block ${t.deadline} (chain ${t.chain_height === null ? 'unreachable right now' : `at ${t.chain_height}`}).`),
       h('table', {}, h('tbody', {}, t.proofs.map((p) => h('tr', {}, h('td', {}, p.tx ? p.tx.kind : 'pending'),
         h('td', { class: 'mono' }, p.txid ? h('a', { href: `#/tx/${p.txid}` }, short(p.txid)) : '—'),
         h('td', {}, p.found ? `block ${p.height}` : ''), h('td', {}, p.found ? badge(p.verified, p.reason) : h('span', { class: 'badge warn' }, 'pending')))))),
