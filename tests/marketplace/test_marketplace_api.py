@@ -105,7 +105,10 @@ def test_anonymous_callers_are_refused(market):
 
 
 def test_members_cannot_use_admin_routes(market, name):
+    # The role is given by popmarket's configuration: its name cannot be signed up for.
+    assert market.client().post("/api/signup", {"username": "admin", "password": PASSWORD}).status == 409
     c = member(market, name())
+    assert c.get("/api/session").body["member"]["is_admin"] is False
     r = c.post("/api/charges", {"amount": 50})
     charge = r.body["id"]
     for method, path in ADMIN_ROUTES:
@@ -228,8 +231,12 @@ def test_purchase_confirm_review_and_every_forbidden_step(market, cluster, name)
     seller_addr = seller.get("/api/me").body["member"]["address"]
     buyer_addr = buyer.get("/api/me").body["member"]["address"]
 
-    # Nobody buys their own product.
+    # Nobody buys their own product, nor names another buyer.
     assert seller.post(f"/api/products/{item['id']}/buy", {}).status == 403
+    r = third.post(f"/api/products/{item['id']}/buy", {"buyer": buyer_name})
+    assert r.status == 400 and r.code == "invalid_argument"
+    assert third.post(f"/api/products/{item['id']}/buy", {"request_id": 7}).status == 400
+    assert seller.get(f"/api/products/{item['id']}").body["status"] == "listed"
     # Double submit: two identical requests at once make one trade and one payment.
     replies = []
     threads = [threading.Thread(target=lambda: replies.append(
