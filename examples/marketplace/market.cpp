@@ -1219,6 +1219,10 @@ json Market::check_json(const TxCheck& check) {
         j["height"] = check.height;
         j["index"] = check.index;
         j["block_hash"] = check.block_hash;
+        if (check.proof.leaf_count > 0) {
+            j["merkle_proof"] = api::to_json(check.proof);
+            j["tx_root"] = to_hex(check.tx_root);
+        }
     }
     return j;
 }

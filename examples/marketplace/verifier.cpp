@@ -86,6 +86,8 @@ TxCheck Verifier::check_tx(const Hash256& txid) {
         return out;
     }
     out.block_hash = to_hex(block.block.hash());
+    out.proof = *proof;
+    out.tx_root = block.block.header.tx_root;
     if (!block.verified) {
         out.reason = block.reason;
         return out;

@@ -7,6 +7,7 @@
 #include "chain_client.hpp"
 
 #include <popchain/block.hpp>
+#include <popchain/merkle.hpp>
 #include <popchain/transaction.hpp>
 
 #include <map>
@@ -25,6 +26,9 @@ struct TxCheck {
     std::uint64_t height = 0;
     std::uint32_t index = 0;
     std::string block_hash;
+    // What the check used, so a browser can repeat the Merkle step itself.
+    popchain::MerkleProof proof;
+    popchain::Hash256 tx_root;
 };
 
 struct BlockCheck {

@@ -59,6 +59,54 @@ function badge(verified, reason) {
   if (verified) return h('span', { class: 'badge ok', title: 'commit certificate and Merkle proof checked', 'data-testid': 'verified' }, '✓ verified');
   return h('span', { class: 'badge warn', title: reason || '' }, reason && reason.startsWith('not certified') ? 'awaiting certificate' : 'unverified');
 }
+// The Merkle step of a check, repeated here with the browser's own SHA-256, so the page does
+// not take the server's word for where a transaction sits in its block (merkle.hpp: leaf =
+// H(00 || id), node = H(01 || left || right), an odd node moves up, root = H(02 || u32 count
+// || top)). The commit certificate of the block is checked by popmarket.
+function hexBytes(hex) { return new Uint8Array((hex.match(/../g) || []).map((b) => parseInt(b, 16))); }
+function bytesHex(bytes) { return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(''); }
+function cat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)); }
+async function merkleVerify(rootHex, leafHex, proof) {
+  if (!proof || !proof.leaf_count || proof.index >= proof.leaf_count) return false;
+  let acc = await sha256(cat([0], hexBytes(leafHex)));
+  let pos = proof.index;
+  let width = proof.leaf_count;
+  let used = 0;
+  while (width > 1) {
+    if ((pos ^ 1) < width) {
+      if (used === proof.siblings.length) return false;
+      const s = hexBytes(proof.siblings[used++]);
+      acc = await sha256((pos & 1) ? cat([1], s, acc) : cat([1], acc, s));
+    }
+    pos = Math.floor(pos / 2);
+    width = Math.floor((width + 1) / 2);
+  }
+  if (used !== proof.siblings.length) return false;
+  const count = new Uint8Array(4);
+  new DataView(count.buffer).setUint32(0, proof.leaf_count, true);
+  return bytesHex(await sha256(cat([2], count, acc))) === rootHex;
+}
+// A check as the server reported it, with the Merkle step redone here: "verified" only when
+// both agree.
+async function checkBadge(check) {
+  if (!check || !check.found) return h('span', { class: 'badge warn' }, 'pending');
+  if (!check.verified) return badge(false, check.reason);
+  if (!window.crypto || !crypto.subtle) return badge(true);
+  if (await merkleVerify(check.tx_root, check.txid, check.merkle_proof)) {
+    const b = badge(true);
+    b.title = 'commit certificate checked by the market; Merkle proof re-checked in this browser';
+    b.dataset.browser = 'ok';
+    return b;
+  }
+  return h('span', { class: 'badge bad', title: 'the Merkle proof does not lead to the block\'s tx root' }, '✗ proof mismatch');
+}
+
 function statusBadge(status) {
   const cls = { open: 'warn', opening: 'warn', releasing: 'warn', refunding: 'warn', released: 'ok', refunded: '', failed: 'bad',
     listed: 'ok', reserved: 'warn', sold: '', requested: 'warn', approving: 'warn', approved: 'ok', rejected: 'bad' }[status];
@@ -197,9 +245,15 @@ function trustStats(r) {
 
 async function pageSeller(name) {
   const { data: s } = await api('GET', `/api/sellers/${encodeURIComponent(name)}`);
-  const rows = s.record.trades.map((t) => h('tr', {},
-    h('td', { class: 'mono' }, h('a', { href: `#/tx/${t.open.txid || ''}` }, short(t.trade_id))),
-    h('td', {}, coins(t.amount)), h('td', {}, statusBadge(t.status)), h('td', {}, badge(t.verified, t.open.reason))));
+  const rows = await Promise.all(s.record.trades.map(async (t) => {
+    const checks = [await checkBadge(t.open)];
+    if (t.close) checks.push(await checkBadge(t.close));
+    const ok = checks.every((b) => b.dataset.testid === 'verified');
+    return h('tr', {},
+      h('td', { class: 'mono' }, h('a', { href: `#/tx/${t.open.txid || ''}` }, short(t.trade_id))),
+      h('td', {}, coins(t.amount)), h('td', {}, statusBadge(t.status)),
+      h('td', {}, ok && t.verified ? checks[checks.length - 1] : badge(false, (t.close && t.close.reason) || t.open.reason)));
+  }));
   const reviews = s.reviews.map((r) => h('div', { class: 'card', 'data-testid': 'review' },
     h('div', { class: 'row' }, h('strong', {}, '★'.repeat(r.rating) + '☆'.repeat(5 - r.rating)), h('span', { class: 'muted' }, 'by ', r.buyer, ' · ', when(r.created_at)),
       badge(r.verified, r.reason)), h('p', {}, r.body)));
@@ -296,9 +350,9 @@ async function pageTrade(id) {
       h('p', {}, statusBadge(t.status), ' ', t.committed ? h('span', { class: 'muted' }, 'committed on the chain') : h('span', { class: 'muted' }, 'not committed yet — this page shows the chain\'s answer, not a guess')),
       h('p', {}, 'Amount: ', coins(t.amount), ' · buyer ', t.buyer, ' · seller ', t.seller),
       h('p', { class: 'muted' }, `Reclaimable by the buyer after block ${t.deadline} (chain ${t.chain_height === null ? 'unreachable right now' : `at ${t.chain_height}`}).`),
-      h('table', {}, h('tbody', {}, t.proofs.map((p) => h('tr', {}, h('td', {}, p.tx ? p.tx.kind : 'pending'),
+      h('table', {}, h('tbody', {}, await Promise.all(t.proofs.map(async (p) => h('tr', {}, h('td', {}, p.tx ? p.tx.kind : 'pending'),
         h('td', { class: 'mono' }, p.txid ? h('a', { href: `#/tx/${p.txid}` }, short(p.txid)) : '—'),
-        h('td', {}, p.found ? `block ${p.height}` : ''), h('td', {}, p.found ? badge(p.verified, p.reason) : h('span', { class: 'badge warn' }, 'pending')))))),
+        h('td', {}, p.found ? `block ${p.height}` : ''), h('td', {}, await checkBadge(p))))))),
       h('div', { class: 'row' },
         role === 'buyer' && t.status === 'open' ? h('button', { 'data-testid': 'confirm', onclick: () => tradeAction(id, 'confirm') }, 'Confirm receipt') : null,
         role === 'buyer' && t.status === 'open' && t.chain_height >= t.deadline ? h('button', { class: 'secondary', onclick: () => tradeAction(id, 'reclaim') }, 'Reclaim payment') : null,
@@ -376,10 +430,10 @@ async function pageBlock(height) {
 async function pageTx(id) {
   const { data } = await api('GET', `/api/chain/txs/${encodeURIComponent(id)}`);
   const memo = data.tx.payload ? hexToText(data.tx.payload) : '';
-  show(h('h1', {}, 'Transaction ', badge(data.verified, data.reason)),
+  show(h('h1', {}, 'Transaction ', await checkBadge(data)),
     h('p', { class: 'mono' }, data.txid),
     h('p', {}, 'In ', h('a', { href: `#/block/${data.height}` }, `block ${data.height}`), `, position ${data.index}. `,
-      h('span', { class: 'muted' }, data.verified ? 'The Merkle proof ties it to the block\'s tx root, and the block\'s commit certificate checks.' : data.reason)),
+      h('span', { class: 'muted' }, data.verified ? 'The Merkle proof ties it to the block\'s tx root (re-checked in this browser), and the block\'s commit certificate checks.' : data.reason)),
     txSummary(data.tx), memo ? h('p', {}, 'Memo: ', h('span', { class: 'mono' }, memo)) : null);
 }
 

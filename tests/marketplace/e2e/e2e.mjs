@@ -168,11 +168,28 @@ try {
     const completed = (await page.textContent('[data-testid=completed]')).trim();
     const badges = await page.locator('[data-testid=trust] ~ p [data-testid=verified]').count();
     const review = await page.locator('[data-testid=review] [data-testid=verified]').count();
-    verified = completed === '1' && badges === 1 && review === 1;
+    const browserChecked = await page.locator('td [data-browser=ok]').count();
+    verified = completed === '1' && badges === 1 && review === 1 && browserChecked === 1;
     if (!verified) await page.waitForTimeout(500);
   }
   await shot('seller-profile');
   check(verified, "the seller's profile shows one verified completed trade and a verified review");
+
+  // The page's own Merkle check accepts the real proof and refuses altered ones.
+  const merkle = await page.evaluate(async () => {
+    const profile = await (await fetch(location.pathname.replace(/[^/]*$/, '') + `api/sellers/${location.hash.split('/')[2]}`)).json();
+    const c = profile.record.trades[0].open;
+    const flip = (hex) => (hex[0] === '0' ? '1' : '0') + hex.slice(1);
+    const p = c.merkle_proof;
+    return {
+      real: await merkleVerify(c.tx_root, c.txid, p),
+      otherTx: await merkleVerify(c.tx_root, flip(c.txid), p),
+      otherRoot: await merkleVerify(flip(c.tx_root), c.txid, p),
+      otherIndex: await merkleVerify(c.tx_root, c.txid, { ...p, index: p.index + 1, leaf_count: p.leaf_count + 1 }),
+    };
+  });
+  check(merkle.real && !merkle.otherTx && !merkle.otherRoot && !merkle.otherIndex,
+    `the browser's Merkle check accepts the proof and refuses altered ones (${JSON.stringify(merkle)})`);
 
   // 9. The explorer shows the blocks with their badges.
   await open('#/explorer', 'explorer');
