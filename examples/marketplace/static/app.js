@@ -372,7 +372,8 @@ async function pageTrade(id) {
   }
   show(...parts);
   // A pending step is re-read until the chain has decided it.
-  if (['opening', 'releasing', 'refunding'].includes(t.status) || (t.review && t.review.status !== 'anchored')) {
+  const uncertified = t.proofs.some((p) => p.found && !p.verified && (p.reason || '').startsWith('not certified'));
+  if (uncertified || ['opening', 'releasing', 'refunding'].includes(t.status) || (t.review && t.review.status !== 'anchored')) {
     const here = location.hash;
     setTimeout(() => { if (location.hash === here) route(); }, 1500);
   }
