@@ -47,7 +47,10 @@ function flash(text, isError) {
   flash.timer = setTimeout(() => box.replaceChildren(), 6000);
 }
 
-function show(...nodes) { document.getElementById('main').replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false)); }
+function render(...nodes) { document.getElementById('main').replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false)); }
+// Pages draw through the `show` their route gave them: a page still loading when the user
+// has moved on must not draw over the newer one.
+let routeSeq = 0;
 function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
 function short(s, n = 10) { return s && s.length > 2 * n ? `${s.slice(0, n)}…${s.slice(-6)}` : s; }
 function when(ms) { return ms ? new Date(ms).toLocaleString() : ''; }
@@ -129,7 +132,7 @@ function form(fields, submitLabel, onSubmit, testid) {
 }
 function input(label, name, attrs) { return h('label', {}, label, h('input', Object.assign({ name }, attrs || {}))); }
 
-function requireLogin() {
+function requireLogin(show) {
   if (state.member) return true;
   show(h('div', { class: 'card' }, h('p', {}, 'Please ', h('a', { href: '#/login' }, 'log in'), ' or ', h('a', { href: '#/signup' }, 'sign up'), ' first.')));
   return false;
@@ -166,12 +169,12 @@ async function logout() {
 }
 
 // ---- pages ---------------------------------------------------------------------------------
-async function pageProducts(params) {
+async function pageProducts(show, params) {
   const q = params.get('q') || '';
   const offset = Number(params.get('offset') || 0);
   const limit = 12;
   const { data } = await api('GET', `/api/products?limit=${limit}&offset=${offset}&q=${encodeURIComponent(q)}`);
-  const search = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); go(`#/?q=${encodeURIComponent(e.target.q.value)}`); } },
+  const search = h('form', { class: 'row search', onsubmit: (e) => { e.preventDefault(); go(`#/?q=${encodeURIComponent(e.target.q.value)}`); } },
     h('input', { name: 'q', value: q, placeholder: 'Search titles and descriptions', 'aria-label': 'search' }), h('button', { type: 'submit' }, 'Search'));
   const grid = h('div', { class: 'grid', 'data-testid': 'product-grid' });
   for (const p of data.products) {
@@ -184,10 +187,10 @@ async function pageProducts(params) {
     h('button', { class: 'secondary', disabled: offset === 0, onclick: () => go(`#/?q=${encodeURIComponent(q)}&offset=${Math.max(0, offset - limit)}`) }, '← Newer'),
     h('span', { class: 'muted' }, data.total ? `${offset + 1}–${Math.min(offset + limit, data.total)} of ${data.total}` : 'nothing here yet'),
     h('button', { class: 'secondary', disabled: offset + limit >= data.total, onclick: () => go(`#/?q=${encodeURIComponent(q)}&offset=${offset + limit}`) }, 'Older →'));
-  show(h('h1', {}, 'Products'), search, h('div', { style: 'height:1rem' }), grid, pager);
+  show(h('h1', {}, 'Products'), search, grid, pager);
 }
 
-async function pageProduct(id) {
+async function pageProduct(show, id) {
   const { data: p } = await api('GET', `/api/products/${id}`);
   const actions = h('div', { class: 'stack' });
   const trust = h('div', { class: 'card' }, h('p', { class: 'muted' }, 'Reading the seller\'s record from the chain…'));
@@ -243,7 +246,7 @@ function trustStats(r) {
         ' ', h('span', { class: 'muted' }, 'read from the chain, each transaction checked by Merkle proof and commit certificate')));
 }
 
-async function pageSeller(name) {
+async function pageSeller(show, name) {
   const { data: s } = await api('GET', `/api/sellers/${encodeURIComponent(name)}`);
   const rows = await Promise.all(s.record.trades.map(async (t) => {
     const checks = [await checkBadge(t.open)];
@@ -265,15 +268,15 @@ async function pageSeller(name) {
     h('h2', {}, 'Reviews'), reviews.length ? h('div', { class: 'stack' }, reviews) : h('p', { class: 'muted' }, 'No reviews yet.'));
 }
 
-async function pageSell() {
-  if (!requireLogin()) return;
-  const preview = h('img', { class: 'thumb', style: 'display:none', alt: '' });
+async function pageSell(show) {
+  if (!requireLogin(show)) return;
+  const preview = h('img', { class: 'thumb', hidden: true, alt: '' });
   let photo = null;
   const file = h('input', { type: 'file', name: 'photo', accept: 'image/png,image/jpeg,image/gif,image/webp', onchange: (e) => {
     const f = e.target.files[0];
-    if (!f) { photo = null; preview.style.display = 'none'; return; }
+    if (!f) { photo = null; preview.hidden = true; return; }
     const reader = new FileReader();
-    reader.onload = () => { photo = reader.result; preview.src = photo; preview.style.display = ''; };
+    reader.onload = () => { photo = reader.result; preview.src = photo; preview.hidden = false; };
     reader.readAsDataURL(f);
   } });
   show(h('h1', {}, 'Sell something'), h('div', { class: 'card' }, form([
@@ -288,8 +291,8 @@ async function pageSell() {
   }, 'sell-form')));
 }
 
-async function pageWallet(params) {
-  if (!requireLogin()) return;
+async function pageWallet(show, params) {
+  if (!requireLogin(show)) return;
   const [{ data: me }, { data: ch }] = await Promise.all([api('GET', '/api/me'), api('GET', '/api/charges')]);
   const nodes = me.balance_by_node.map((n) => h('tr', {}, h('td', { class: 'mono' }, n.node), h('td', { 'data-testid': 'node-balance' }, coins(n.balance))));
   const pending = me.pending_txs.map((t) => h('li', {}, h('span', { class: 'badge warn' }, 'pending'), ' ', t.kind, ' ', h('span', { class: 'mono' }, short(t.txid))));
@@ -331,8 +334,8 @@ async function tradeAction(id, action) {
   route();
 }
 
-async function pageMe() {
-  if (!requireLogin()) return;
+async function pageMe(show) {
+  if (!requireLogin(show)) return;
   const [{ data: b }, { data: s }] = await Promise.all([api('GET', '/api/trades?role=buyer'), api('GET', '/api/trades?role=seller')]);
   const table = (list, role) => list.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'product'), h('th', {}, 'amount'), h('th', {}, role === 'buyer' ? 'seller' : 'buyer'), h('th', {}, 'status'), h('th', {}, ''))),
     h('tbody', {}, list.map((t) => tradeRow(t, role)))) : h('p', { class: 'muted' }, 'None yet.');
@@ -341,8 +344,8 @@ async function pageMe() {
     h('h2', {}, 'My purchases'), table(b.trades, 'buyer'), h('h2', {}, 'My sales'), table(s.trades, 'seller'));
 }
 
-async function pageTrade(id) {
-  if (!requireLogin()) return;
+async function pageTrade(show, id) {
+  if (!requireLogin(show)) return;
   const { data: t } = await api('GET', `/api/trades/${id}`);
   const role = t.buyer === state.member.username ? 'buyer' : 'seller';
   const parts = [h('h1', {}, 'Trade: ', t.title),
@@ -379,8 +382,8 @@ async function pageTrade(id) {
   }
 }
 
-async function pageAdmin() {
-  if (!requireLogin()) return;
+async function pageAdmin(show) {
+  if (!requireLogin(show)) return;
   const { data } = await api('GET', '/api/admin/charges?status=requested');
   const rows = data.charges.map((c) => h('tr', { 'data-testid': 'charge-request' }, h('td', {}, when(c.created_at)), h('td', {}, c.member), h('td', {}, coins(c.amount)),
     h('td', { class: 'row' },
@@ -391,18 +394,18 @@ async function pageAdmin() {
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'requested'), h('th', {}, 'member'), h('th', {}, 'amount'), h('th', {}, ''))), h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No requests waiting.'));
 }
 
-async function pageExplorer(params) {
+async function pageExplorer(show, params) {
   const offset = Number(params.get('offset') || 0);
   const [{ data: st }, { data }] = await Promise.all([api('GET', '/api/chain/status'), api('GET', `/api/chain/blocks?limit=15&offset=${offset}`)]);
   const nodes = st.nodes.map((n) => h('tr', {}, h('td', { class: 'mono' }, n.node), h('td', {}, n.up ? h('span', { class: 'badge ok' }, 'up') : h('span', { class: 'badge bad' }, 'down')),
     h('td', {}, n.up ? n.status.height : '—'), h('td', {}, n.up ? n.status.view : '—')));
   const rows = data.blocks.map((b) => h('tr', {}, h('td', {}, h('a', { href: `#/block/${b.height}` }, b.height)), h('td', { class: 'mono' }, short(b.hash)),
     h('td', {}, b.txs), h('td', {}, blockTime(b.timestamp_ms)), h('td', {}, badge(b.verified, b.reason))));
-  const search = h('form', { class: 'row', onsubmit: (e) => {
+  const search = h('form', { class: 'row search', onsubmit: (e) => {
     e.preventDefault();
     const v = e.target.q.value.trim();
     if (/^\d+$/.test(v)) go(`#/block/${v}`); else if (v.startsWith('pop')) go(`#/address/${v}`); else go(`#/tx/${v}`);
-  } }, h('input', { name: 'q', placeholder: 'block height, tx id or address', size: 50, 'aria-label': 'search the chain' }), h('button', { type: 'submit' }, 'Go'));
+  } }, h('input', { name: 'q', placeholder: 'block height, tx id or address', 'aria-label': 'search the chain' }), h('button', { type: 'submit' }, 'Go'));
   show(h('h1', {}, 'Block explorer'), search,
     h('h2', {}, `Chain ${st.chain_id}: ${st.replicas} replicas`), h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'node'), h('th', {}, ''), h('th', {}, 'height'), h('th', {}, 'view'))), h('tbody', {}, nodes)),
     h('h2', {}, 'Latest blocks'), h('table', { 'data-testid': 'blocks' }, h('thead', {}, h('tr', {}, h('th', {}, 'height'), h('th', {}, 'hash'), h('th', {}, 'txs'), h('th', {}, 'time'), h('th', {}, 'proof'))), h('tbody', {}, rows)),
@@ -416,7 +419,7 @@ function txSummary(tx) {
       .map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { class: 'mono' }, (k === 'from' || k === 'to') && v ? h('a', { href: `#/address/${v}` }, v) : String(v))))));
 }
 
-async function pageBlock(height) {
+async function pageBlock(show, height) {
   const { data } = await api('GET', `/api/chain/blocks/${height}`);
   const b = data.block;
   show(h('h1', {}, `Block ${b.header.height} `, badge(data.verified, data.reason)),
@@ -428,7 +431,7 @@ async function pageBlock(height) {
     h('table', {}, h('tbody', {}, b.txs.map((t) => h('tr', {}, h('td', { class: 'mono' }, h('a', { href: `#/tx/${t.id}` }, short(t.id))), h('td', {}, t.kind), h('td', {}, coins(t.amount)))))));
 }
 
-async function pageTx(id) {
+async function pageTx(show, id) {
   const { data } = await api('GET', `/api/chain/txs/${encodeURIComponent(id)}`);
   const memo = data.tx.payload ? hexToText(data.tx.payload) : '';
   show(h('h1', {}, 'Transaction ', await checkBadge(data)),
@@ -444,7 +447,7 @@ function hexToText(hex) {
   return s.replace(/[^\x20-\x7e]/g, '·');
 }
 
-async function pageAddress(addr, params) {
+async function pageAddress(show, addr, params) {
   const offset = Number(params.get('offset') || 0);
   const { data } = await api('GET', `/api/chain/addresses/${encodeURIComponent(addr)}?limit=50&offset=${offset}`);
   show(h('h1', {}, 'Address'), h('p', { class: 'mono' }, data.address),
@@ -457,7 +460,7 @@ async function pageAddress(addr, params) {
         h('td', { class: 'mono' }, short(t.from, 6)), h('td', { class: 'mono' }, short(t.to, 6)), h('td', {}, t.amount), h('td', {}, t.height))))));
 }
 
-function pageAuth(signup) {
+function pageAuth(show, signup) {
   show(h('h1', {}, signup ? 'Sign up' : 'Log in'), h('div', { class: 'card' }, form([
     input('Username', 'username', { required: true, autocomplete: 'username', minlength: signup ? 3 : 1, maxlength: 32 }),
     input('Password', 'password', { type: 'password', required: true, autocomplete: signup ? 'new-password' : 'current-password', minlength: signup ? 8 : 1 }),
@@ -476,28 +479,31 @@ async function route() {
   const [path, query] = (location.hash.slice(1) || '/').split('?');
   const params = new URLSearchParams(query || '');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const seq = ++routeSeq;
+  const show = (...nodes) => { if (seq === routeSeq) render(...nodes); };
   try {
     switch (parts[0]) {
-      case undefined: await pageProducts(params); break;
-      case 'product': await pageProduct(parts[1]); break;
-      case 'seller': await pageSeller(parts[1]); break;
-      case 'sell': await pageSell(); break;
-      case 'wallet': await pageWallet(params); break;
-      case 'me': await pageMe(); break;
-      case 'trade': await pageTrade(parts[1]); break;
-      case 'admin': await pageAdmin(); break;
-      case 'explorer': await pageExplorer(params); break;
-      case 'block': await pageBlock(parts[1]); break;
-      case 'tx': await pageTx(parts[1]); break;
-      case 'address': await pageAddress(parts[1], params); break;
-      case 'login': pageAuth(false); break;
-      case 'signup': pageAuth(true); break;
+      case undefined: await pageProducts(show, params); break;
+      case 'product': await pageProduct(show, parts[1]); break;
+      case 'seller': await pageSeller(show, parts[1]); break;
+      case 'sell': await pageSell(show); break;
+      case 'wallet': await pageWallet(show, params); break;
+      case 'me': await pageMe(show); break;
+      case 'trade': await pageTrade(show, parts[1]); break;
+      case 'admin': await pageAdmin(show); break;
+      case 'explorer': await pageExplorer(show, params); break;
+      case 'block': await pageBlock(show, parts[1]); break;
+      case 'tx': await pageTx(show, parts[1]); break;
+      case 'address': await pageAddress(show, parts[1], params); break;
+      case 'login': pageAuth(show, false); break;
+      case 'signup': pageAuth(show, true); break;
       default: show(h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Back to the products')));
     }
   } catch (e) {
     if (e.status === 401) { state.member = null; renderNav(); }
     show(h('div', { class: 'card' }, h('p', {}, e.message)));
   }
+  if (seq !== routeSeq) return;
   document.body.dataset.page = parts[0] || 'products';
   document.body.dataset.ready = String(Date.now());
 }

@@ -38,6 +38,8 @@ const page = context.pages()[0] || await context.newPage();
 page.setDefaultTimeout(30000);
 const consoleErrors = [];
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// Console errors include Content-Security-Policy violations and failed requests.
+page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`console: ${m.text()}`); });
 // Nothing may be fetched from anywhere but popmarket.
 const origin = new URL(opts.url).origin;
 await page.route('**/*', (route) => {
@@ -218,7 +220,7 @@ try {
     if (!agree) await new Promise((r) => setTimeout(r, 200));
   }
   check(agree, `balances on all ${nodes.length} nodes: buyer ${CHARGE - PRICE}, seller ${PRICE} (${JSON.stringify(seen)})`);
-  check(consoleErrors.length === 0, `no page errors and no requests outside the market (${consoleErrors.join('; ')})`);
+  check(consoleErrors.length === 0, `no page errors, console errors or requests outside the market (${consoleErrors.join('; ')})`);
   console.log(`screenshots in ${shots}`);
 } catch (e) {
   await shot('failure').catch(() => {});
