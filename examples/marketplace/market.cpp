@@ -1154,8 +1154,14 @@ HttpResponse Market::request_charge(Call& c) {
     const auto id = db_.last_insert_id();
     int status = 201;
     if (options_.authority && amount <= options_.auto_approve_limit) {
-        const std::string outcome = approve_charge(id, "auto");
-        if (outcome == "pending") status = 202;
+        // The request is recorded either way; if the chain cannot take the mint now, it
+        // waits in the admin's queue like any other.
+        try {
+            if (approve_charge(id, "auto") == "pending") status = 202;
+        } catch (const ApiError& e) {
+            db_.query("UPDATE charges SET note = ? WHERE id = ? AND status = 'requested'",
+                      {"automatic approval failed: " + e.message, id});
+        }
     }
     auto row = db_.one(std::string("SELECT ") + charge_columns + " WHERE c.id = ?", {id});
     return ok_json(status, charge_json(*row));
