@@ -1,0 +1,77 @@
+// POP Market's connection to the chain: the HTTP API of one or more nodes (docs/api.md),
+// tried in turn, so a crashed node costs one timeout rather than the purchase.
+#pragma once
+
+#include <popchain/api/http.hpp>
+#include <popchain/result.hpp>
+#include <popchain/transaction.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace popmarket {
+
+using nlohmann::json;
+
+struct NodeEndpoint {
+    std::string host;
+    std::uint16_t port = 0;
+    static popchain::Result<NodeEndpoint> parse(std::string_view text); // "host:port"
+    std::string to_string() const { return host + ":" + std::to_string(port); }
+};
+
+struct NodeReply {
+    int status = 0;
+    json body;
+};
+
+// What became of a submitted transaction.
+enum class SubmitState {
+    committed,   // in a block executed by the node that answered
+    pending,     // admitted, not committed within the wait
+    refused,     // a node said no (4xx): bad nonce, overdraft, closed escrow...
+    unreachable, // no node answered
+};
+
+struct SubmitOutcome {
+    SubmitState state = SubmitState::unreachable;
+    std::uint64_t height = 0;
+    std::string block_hash;
+    std::string error_code; // for refused
+    std::string message;
+};
+
+class ChainClient {
+public:
+    // `timeout` bounds each read; `submit_timeout` each wait for a commit on one node, after
+    // which the next node is asked (the same signed transaction, so it cannot pay twice).
+    ChainClient(std::vector<NodeEndpoint> nodes, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds submit_timeout);
+
+    // GET on the nodes in turn until one answers without a transport error or a 5xx.
+    popchain::Result<NodeReply> get(const std::string& target);
+    // The same on node `i` only (the explorer compares nodes).
+    popchain::Result<NodeReply> get_from(std::size_t i, const std::string& target);
+    // POST /v1/txs?wait=1, moving on to the next node when one cannot be reached. Resending
+    // the same signed transaction is safe: a node answers "committed" for one it has.
+    SubmitOutcome submit(const popchain::Tx& tx);
+
+    std::size_t node_count() const { return nodes_.size(); }
+    const NodeEndpoint& node(std::size_t i) const { return nodes_.at(i); }
+
+private:
+    popchain::Result<NodeReply> request(std::size_t i, std::string_view method,
+                                        const std::string& target, const std::string& body,
+                                        std::chrono::milliseconds timeout);
+    std::vector<NodeEndpoint> nodes_;
+    std::chrono::milliseconds timeout_;
+    std::chrono::milliseconds submit_timeout_;
+    std::atomic<std::size_t> preferred_{0}; // the node that last answered
+};
+
+} // namespace popmarket

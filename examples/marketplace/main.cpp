@@ -1,0 +1,181 @@
+// popmarket: the POP Market web service (docs/marketplace.md).
+//
+//   popmarket --db market.db --listen 127.0.0.1:8080 --genesis DIR/genesis.json
+//             --node 127.0.0.1:7500 [--node ...] --admin NAME
+//             [--admin-password-file F] [--authority-key DIR/authority.key
+//             --authority-passphrase-file DIR/passphrase] [--auto-approve-limit N]
+//             [--escrow-blocks N] [--static DIR] [--workers N]
+//             [--node-timeout-ms N] [--submit-timeout-ms N]
+#include "market.hpp"
+
+#include <popchain/genesis.hpp>
+
+#include <asio.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
+
+using namespace popmarket;
+
+namespace {
+
+int usage(const char* message) {
+    std::fprintf(stderr,
+                 "popmarket: %s\n(see the comment at the top of main.cpp, or "
+                 "docs/marketplace.md)\n",
+                 message);
+    return 2;
+}
+
+std::string first_line(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
+
+std::optional<std::uint64_t> number(const std::string& text) {
+    if (text.empty() || text.size() > 18 ||
+        text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    return std::stoull(text);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::multimap<std::string, std::string> args;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a.rfind("--", 0) != 0 || i + 1 >= argc) return usage(("bad argument " + a).c_str());
+        args.emplace(a.substr(2), argv[++i]);
+    }
+    static const char* known[] = {"db",
+                                  "listen",
+                                  "genesis",
+                                  "node",
+                                  "admin",
+                                  "admin-password-file",
+                                  "authority-key",
+                                  "authority-passphrase-file",
+                                  "auto-approve-limit",
+                                  "escrow-blocks",
+                                  "static",
+                                  "workers",
+                                  "node-timeout-ms",
+                                  "submit-timeout-ms",
+                                  "settle-interval-ms"};
+    for (const auto& [k, v] : args)
+        if (std::find(std::begin(known), std::end(known), k) == std::end(known))
+            return usage(("unknown option --" + k).c_str());
+    auto get = [&](const char* k, std::string fallback = {}) {
+        auto it = args.find(k);
+        return it == args.end() ? fallback : it->second;
+    };
+    auto get_number = [&](const char* k, std::uint64_t fallback) -> std::optional<std::uint64_t> {
+        if (!args.count(k)) return fallback;
+        return number(get(k));
+    };
+    for (const char* required : {"db", "listen", "genesis", "node", "admin"})
+        if (!args.count(required))
+            return usage((std::string("--") + required + " is required").c_str());
+
+    auto genesis = popchain::Genesis::load(get("genesis"));
+    if (!genesis) return usage(("genesis: " + genesis.error().message()).c_str());
+    std::vector<NodeEndpoint> nodes;
+    for (auto [it, end] = args.equal_range("node"); it != end; ++it) {
+        auto n = NodeEndpoint::parse(it->second);
+        if (!n) return usage(n.error().message().c_str());
+        nodes.push_back(*n);
+    }
+    auto listen = NodeEndpoint::parse(get("listen"));
+    if (!listen) return usage(listen.error().message().c_str());
+
+    MarketOptions options;
+    options.chain_id = genesis->params.chain_id;
+    options.replicas = genesis->replicas;
+    options.admin_username = get("admin");
+    options.static_dir = get("static", POPMARKET_STATIC_DIR);
+    const auto auto_limit = get_number("auto-approve-limit", 0);
+    const auto escrow_blocks = get_number("escrow-blocks", 1000);
+    const auto workers = get_number("workers", 4);
+    const auto node_timeout = get_number("node-timeout-ms", 3000);
+    const auto submit_timeout = get_number("submit-timeout-ms", 12000);
+    const auto settle_interval = get_number("settle-interval-ms", 2000);
+    if (!auto_limit || !escrow_blocks || !workers || !node_timeout || !submit_timeout ||
+        !settle_interval || *workers == 0 || *workers > 64 || *escrow_blocks == 0)
+        return usage("a numeric option is not a valid number");
+    options.auto_approve_limit = *auto_limit;
+    options.escrow_blocks = *escrow_blocks;
+
+    if (args.count("authority-key")) {
+        std::ifstream in(get("authority-key"));
+        std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::string pass;
+        if (args.count("authority-passphrase-file"))
+            pass = first_line(get("authority-passphrase-file"));
+        else if (const char* env = std::getenv("POPMARKET_AUTHORITY_PASSPHRASE"))
+            pass = env;
+        auto key = popchain::SigningKey::from_encrypted_pem(pem, pass);
+        if (!key) return usage(("authority key: " + key.error().message()).c_str());
+        if (key->public_key() != genesis->params.authority)
+            return usage("the authority key is not the one genesis names");
+        options.authority = std::make_shared<const popchain::SigningKey>(std::move(*key));
+    }
+    std::string admin_password;
+    if (args.count("admin-password-file"))
+        admin_password = first_line(get("admin-password-file"));
+    else if (const char* env = std::getenv("POPMARKET_ADMIN_PASSWORD"))
+        admin_password = env;
+
+    try {
+        Db db(get("db"));
+        ChainClient chain(nodes, std::chrono::milliseconds(*node_timeout),
+                          std::chrono::milliseconds(*submit_timeout));
+        Market market(db, chain, options);
+        if (auto ok = market.setup(admin_password); !ok) return usage(ok.error().message().c_str());
+
+        asio::io_context io;
+        popchain::api::HttpServerOptions http;
+        http.host = listen->host;
+        http.port = listen->port;
+        http.max_body_bytes = 1024 * 1024 + 4096; // a photo as a data: URL
+        popchain::api::HttpServer server(io, http);
+        WorkerPool pool(*workers);
+        if (auto ok = market.add_routes(server, pool); !ok)
+            return usage(ok.error().message().c_str());
+        if (auto ok = server.start(); !ok) {
+            std::fprintf(stderr, "popmarket: %s\n", ok.error().message().c_str());
+            return 1;
+        }
+        std::fprintf(stderr, "popmarket: serving http://%s:%u/ (chain %s, %zu nodes)\n",
+                     listen->host.c_str(), server.local_port(), options.chain_id.c_str(),
+                     nodes.size());
+
+        std::atomic<bool> stopping{false};
+        std::thread settler([&] {
+            while (!stopping) {
+                for (std::uint64_t waited = 0; waited < *settle_interval && !stopping; waited += 50)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                if (!stopping) market.settle_all();
+            }
+        });
+        asio::signal_set signals(io, SIGINT, SIGTERM);
+        signals.async_wait([&](const std::error_code&, int) {
+            server.close();
+            io.stop();
+        });
+        io.run();
+        stopping = true;
+        settler.join();
+        std::fprintf(stderr, "popmarket: stopped\n");
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "popmarket: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,483 @@
+"""POP Market's JSON API against a real 4-node cluster: every authorisation rule tried and
+refused, bad input refused without changes, charges, purchases (double submit included),
+refunds, reclaims after the deadline, reviews, and a node crash in the middle of a purchase."""
+import threading
+import time
+
+import pytest
+
+from market_client import Market, wait_until
+
+PASSWORD = "correct horse battery"
+
+
+def member(market, name, charge=0, admin=None):
+    """A new member, with `charge` minted (through the charge queue) when non-zero."""
+    c = market.client()
+    c.signup(name)
+    if charge:
+        r = c.post("/api/charges", {"amount": charge})
+        assert r.status == 201, r
+        admin = admin or market.admin()
+        r = admin.post(f"/api/admin/charges/{r.body['id']}/approve")
+        assert r.status == 200 and r.body["status"] == "approved", r
+    return c
+
+
+def product(client, price=100, title="Bicycle"):
+    r = client.post("/api/products", {"title": title, "description": "barely used", "price": price})
+    assert r.status == 201, r
+    return r.body
+
+
+def balances(cluster, address):
+    return [cluster.account(address, i)["balance"] for i in cluster.nodes() if cluster.pid(i)]
+
+
+def counts(market_client):
+    """What a bad request must not change."""
+    p = market_client.get("/api/products?limit=60").body["total"]
+    return p
+
+
+# ---------------------------------------------------------------- members and sessions
+
+def test_signup_login_logout_and_cookie_flags(market, name):
+    c = market.client()
+    user = name()
+    r = c.post("/api/signup", {"username": user, "password": PASSWORD})
+    assert r.status == 201
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert r.body["member"]["address"].startswith("pop")
+    assert c.get("/api/me").status == 200
+    # The same name twice is refused.
+    assert market.client().post("/api/signup", {"username": user, "password": PASSWORD}).status == 409
+    # Wrong password, unknown user: the same answer.
+    other = market.client()
+    assert other.login(user, "wrong password").status == 401
+    assert other.login(name("ghost"), "wrong password").status == 401
+    assert other.get("/api/me").status == 401
+    # Log out ends the session on the server, not only in the browser.
+    old_cookie = c.cookie
+    assert c.post("/api/logout").status == 200
+    c.cookie = old_cookie
+    assert c.get("/api/me").status == 401
+    # And logging in again gives the same wallet.
+    again = market.client()
+    r = again.login(user, PASSWORD)
+    assert r.status == 200 and r.body["member"]["username"] == user
+
+
+def test_signup_refuses_bad_input(market, name):
+    c = market.client()
+    for body in ({"username": "ab", "password": PASSWORD},          # too short
+                 {"username": "bad name!", "password": PASSWORD},   # characters
+                 {"username": name(), "password": "short"},         # weak password
+                 {"username": name(), "password": PASSWORD, "admin": True},  # unknown field
+                 {"username": 5, "password": PASSWORD},
+                 ["not", "an", "object"]):
+        r = c.post("/api/signup", body)
+        assert r.status == 400, (body, r)
+        assert c.cookie is None
+    assert c.post("/api/signup", raw=b"{not json").status == 400
+
+
+# ---------------------------------------------------------------- authorisation
+
+MEMBER_ROUTES = [
+    ("GET", "/api/me"), ("POST", "/api/logout"), ("POST", "/api/products"),
+    ("POST", "/api/products/1/buy"), ("GET", "/api/trades"), ("GET", "/api/trades/" + "0" * 64),
+    ("POST", "/api/trades/" + "0" * 64 + "/confirm"), ("POST", "/api/trades/" + "0" * 64 + "/cancel"),
+    ("POST", "/api/trades/" + "0" * 64 + "/reclaim"), ("POST", "/api/trades/" + "0" * 64 + "/review"),
+    ("POST", "/api/charges"), ("GET", "/api/charges"),
+]
+ADMIN_ROUTES = [("GET", "/api/admin/charges"), ("POST", "/api/admin/charges/1/approve"),
+                ("POST", "/api/admin/charges/1/reject")]
+
+
+def test_anonymous_callers_are_refused(market):
+    anon = market.client()
+    for method, path in MEMBER_ROUTES + ADMIN_ROUTES:
+        r = anon.request(method, path, {})
+        assert r.status == 401, (method, path, r)
+        assert r.code == "unauthenticated"
+
+
+def test_members_cannot_use_admin_routes(market, name):
+    # The role is given by popmarket's configuration: its name cannot be signed up for.
+    assert market.client().post("/api/signup", {"username": "admin", "password": PASSWORD}).status == 409
+    c = member(market, name())
+    assert c.get("/api/session").body["member"]["is_admin"] is False
+    r = c.post("/api/charges", {"amount": 50})
+    charge = r.body["id"]
+    for method, path in ADMIN_ROUTES:
+        assert c.request(method, path, {}).status == 403, path
+    assert c.post(f"/api/admin/charges/{charge}/approve").status == 403
+    # Nothing was minted, and the request is still waiting.
+    assert c.get("/api/me").body["balance"] == 0
+    assert c.get("/api/charges").body["charges"][0]["status"] == "requested"
+
+
+def test_state_changes_need_the_csrf_token_and_json(market, name):
+    c = member(market, name())
+    before = counts(c)
+    assert c.post("/api/products", {"title": "x", "price": 5}, csrf=None).status == 403
+    assert c.post("/api/products", {"title": "x", "price": 5}, csrf="0" * 32).status == 403
+    # A form post (what a cross-site page could send without a preflight) is refused.
+    r = c.post("/api/products", raw=b"title=x&price=5",
+               content_type="application/x-www-form-urlencoded")
+    assert r.status == 415
+    # Another member's token does not work with this session either.
+    other = member(market, name())
+    assert c.post("/api/products", {"title": "x", "price": 5}, csrf=other.csrf).status == 403
+    assert counts(c) == before
+    assert c.post("/api/products", {"title": "x", "price": 5}).status == 201
+
+
+def test_private_data_is_not_shared(market, name):
+    alice, bob = member(market, name()), member(market, name())
+    alice.post("/api/charges", {"amount": 77})
+    assert bob.get("/api/charges").body["charges"] == []
+    assert all(c["amount"] != 77 or c["member"] != "" for c in alice.get("/api/charges").body["charges"])
+    # /api/me is always the caller's own.
+    assert bob.get("/api/me").body["member"]["username"] != alice.get("/api/me").body["member"]["username"]
+
+
+# ---------------------------------------------------------------- charges
+
+def test_charge_approve_reject_and_balance_on_every_node(market, cluster, name):
+    admin = market.admin()
+    c = member(market, name())
+    address = c.get("/api/me").body["member"]["address"]
+    r = c.post("/api/charges", {"amount": 300})
+    assert r.status == 201 and r.body["status"] == "requested"
+    queue = admin.get("/api/admin/charges").body["charges"]
+    assert any(q["id"] == r.body["id"] for q in queue)
+    assert c.get("/api/me").body["balance"] == 0
+    ok = admin.post(f"/api/admin/charges/{r.body['id']}/approve")
+    assert ok.status == 200 and ok.body["status"] == "approved" and ok.body["txid"]
+    # Committed: every node holds the same balance.
+    wait_until(lambda: balances(cluster, address) == [300] * 4)
+    # Approving twice mints once.
+    assert admin.post(f"/api/admin/charges/{r.body['id']}/approve").status == 409
+    assert admin.post(f"/api/admin/charges/{r.body['id']}/reject").status == 409
+    rejected = c.post("/api/charges", {"amount": 40}).body["id"]
+    assert admin.post(f"/api/admin/charges/{rejected}/reject", {"note": "no"}).status == 200
+    assert admin.post(f"/api/admin/charges/{rejected}/approve").status == 409
+    assert c.get("/api/me").body["balance"] == 300
+    # Bad amounts change nothing.
+    n = len(c.get("/api/charges").body["charges"])
+    for body in ({"amount": 0}, {"amount": -5}, {"amount": "9"}, {"amount": 10**12}, {"amount": 1.5}, {}):
+        assert c.post("/api/charges", body).status == 400, body
+    assert len(c.get("/api/charges").body["charges"]) == n
+    assert admin.post("/api/admin/charges/999999/approve").status == 404
+
+
+def test_auto_approval_under_the_limit(cluster, tmp_path, name):
+    m = Market(cluster, tmp_path / "auto", auto_approve_limit=100)
+    try:
+        c = member(m, name())
+        small = c.post("/api/charges", {"amount": 100})
+        assert small.status == 201 and small.body["status"] == "approved"
+        assert small.body["decided_by"] == "auto"
+        big = c.post("/api/charges", {"amount": 101})
+        assert big.body["status"] == "requested"
+        assert c.get("/api/me").body["balance"] == 100
+    finally:
+        m.close()
+
+
+# ---------------------------------------------------------------- products
+
+def test_products_bad_input_search_and_paging(market, name):
+    seller = member(market, name())
+    before = counts(seller)
+    bad = [{"title": "", "price": 5}, {"title": "x" * 101, "price": 5}, {"title": "x", "price": 0},
+           {"title": "x", "price": -1}, {"title": "x"}, {"title": "x", "price": 5, "seller_id": 1},
+           {"title": "x", "price": 5, "photo": "data:text/html;base64,PGI+"},
+           {"title": "x", "price": 5, "photo": "data:image/png;base64,!!!"}]
+    for body in bad:
+        assert seller.post("/api/products", body).status == 400, body
+    assert counts(seller) == before
+    tag = name("unicorn")
+    for i in range(3):
+        product(seller, 10 + i, title=f"{tag} lamp {i}")
+    r = seller.get(f"/api/products?q={tag}&limit=2")
+    assert r.body["total"] == 3 and len(r.body["products"]) == 2
+    r2 = seller.get(f"/api/products?q={tag}&limit=2&offset=2")
+    assert len(r2.body["products"]) == 1
+    # The LIKE wildcards are taken literally.
+    assert seller.get("/api/products?q=%25%25%25zz").body["total"] == 0
+    assert seller.get("/api/products?limit=0").status == 400
+    assert seller.get("/api/products/999999").status == 404
+    assert seller.get("/api/products/abc").status == 404
+    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    p = seller.post("/api/products", {"title": "with photo", "price": 3, "photo": png})
+    assert p.status == 201 and p.body["has_photo"]
+    photo = seller.get(f"/api/products/{p.body['id']}/photo")
+    assert photo.status == 200 and photo.headers["Content-Type"] == "image/png"
+
+
+# ---------------------------------------------------------------- trades
+
+def test_purchase_confirm_review_and_every_forbidden_step(market, cluster, name):
+    admin = market.admin()
+    seller_name, buyer_name = name("seller"), name("buyer")
+    seller = member(market, seller_name)
+    buyer = member(market, buyer_name, charge=500, admin=admin)
+    third = member(market, name(), charge=500, admin=admin)
+    item = product(seller, 120)
+    seller_addr = seller.get("/api/me").body["member"]["address"]
+    buyer_addr = buyer.get("/api/me").body["member"]["address"]
+
+    # Nobody buys their own product, nor names another buyer.
+    assert seller.post(f"/api/products/{item['id']}/buy", {}).status == 403
+    r = third.post(f"/api/products/{item['id']}/buy", {"buyer": buyer_name})
+    assert r.status == 400 and r.code == "invalid_argument"
+    assert third.post(f"/api/products/{item['id']}/buy", {"request_id": 7}).status == 400
+    assert seller.get(f"/api/products/{item['id']}").body["status"] == "listed"
+    # Double submit: two identical requests at once make one trade and one payment.
+    replies = []
+    threads = [threading.Thread(target=lambda: replies.append(
+        buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "r1"}))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status for r in replies) in ([200, 201], [201, 202], [200, 202], [202, 202]), replies
+    trade_ids = {r.body["trade_id"] for r in replies}
+    assert len(trade_ids) == 1
+    trade_id = trade_ids.pop()
+    wait_until(lambda: buyer.get(f"/api/trades/{trade_id}").body["status"] == "open")
+    # And a third submit, later, still pays nothing more.
+    again = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "r2"})
+    assert again.status == 200 and again.body["trade_id"] == trade_id and again.body["repeated"]
+    wait_until(lambda: balances(cluster, buyer_addr) == [380] * 4)
+    escrow = cluster._http(0, "GET", f"/v1/escrows/{trade_id}")
+    assert escrow["amount"] == 120 and escrow["status"] == "open" and escrow["seller"] == seller_addr
+
+    # The product is reserved: nobody else can buy it.
+    r = third.post(f"/api/products/{item['id']}/buy", {})
+    assert r.status == 409 and r.code == "product_reserved"
+    # Nobody but the parties sees or moves the trade.
+    for path in ("confirm", "cancel", "reclaim", "review"):
+        assert third.post(f"/api/trades/{trade_id}/{path}", {"rating": 1, "body": "x"} if path == "review" else {}).status == 403
+    assert third.get(f"/api/trades/{trade_id}").status == 403
+    # The seller cannot confirm receipt, nor reclaim; the buyer cannot cancel for the seller.
+    assert seller.post(f"/api/trades/{trade_id}/confirm").status == 403
+    assert seller.post(f"/api/trades/{trade_id}/reclaim").status == 403
+    assert buyer.post(f"/api/trades/{trade_id}/cancel").status == 403
+    # The deadline is far: no reclaim yet.
+    r = buyer.post(f"/api/trades/{trade_id}/reclaim")
+    assert r.status == 409 and r.code == "before_deadline"
+    # No review before the buyer confirmed.
+    assert buyer.post(f"/api/trades/{trade_id}/review", {"rating": 5, "body": "great"}).status == 409
+    assert cluster._http(0, "GET", f"/v1/escrows/{trade_id}")["status"] == "open"
+
+    r = buyer.post(f"/api/trades/{trade_id}/confirm")
+    assert r.status == 200 and r.body["status"] == "released", r
+    wait_until(lambda: balances(cluster, seller_addr) == [120] * 4)
+    assert buyer.post(f"/api/trades/{trade_id}/confirm").status == 409
+    assert seller.post(f"/api/trades/{trade_id}/cancel").status == 409
+    assert seller.get(f"/api/products/{item['id']}").body["status"] == "sold"
+
+    # Reviews: the seller and others cannot write one; bad input is refused; one per trade.
+    assert seller.post(f"/api/trades/{trade_id}/review", {"rating": 5, "body": "me!"}).status == 403
+    for body in ({"rating": 0, "body": "x"}, {"rating": 6, "body": "x"}, {"rating": 5, "body": ""},
+                 {"rating": 5, "body": "x", "stars": 5}):
+        assert buyer.post(f"/api/trades/{trade_id}/review", body).status == 400, body
+    r = buyer.post(f"/api/trades/{trade_id}/review", {"rating": 4, "body": "as described"})
+    assert r.status == 201 and r.body["status"] == "anchored", r
+    assert buyer.post(f"/api/trades/{trade_id}/review", {"rating": 1, "body": "changed my mind"}).status == 409
+
+    # The seller's record, read from the chain and verified.
+    def profile_verified():
+        p = market.client().get(f"/api/sellers/{seller_name}").body
+        return p if p["record"]["completed"] == 1 and p["reviews"] and p["reviews"][0]["verified"] else None
+    p = wait_until(profile_verified, timeout=30, interval=0.3)
+    assert p["record"]["open"] == 0 and p["record"]["refunded"] == 0 and p["record"]["unverified"] == 0
+    assert p["record"]["trades"][0]["verified"] and p["record"]["trades"][0]["close"]["verified"]
+    # Tampering with the stored review is caught: the text no longer matches the chain.
+    import sqlite3
+    db = sqlite3.connect(str(market.proc.args[2]))
+    db.execute("UPDATE reviews SET body = 'five stars!!' WHERE trade_id = ?", (trade_id,))
+    db.commit()
+    db.close()
+    p = market.client().get(f"/api/sellers/{seller_name}").body
+    assert not p["reviews"][0]["verified"] and "does not match" in p["reviews"][0]["reason"]
+
+    # History: each side sees the trade in its own list only.
+    assert [t["trade_id"] for t in buyer.get("/api/trades?role=buyer").body["trades"]] == [trade_id]
+    assert [t["trade_id"] for t in seller.get("/api/trades?role=seller").body["trades"]] == [trade_id]
+    assert third.get("/api/trades?role=buyer").body["trades"] == []
+    assert buyer.get("/api/trades?role=admin").status == 400
+
+
+def test_short_balance_is_refused_before_anything_is_signed(market, name):
+    seller = member(market, name())
+    buyer = member(market, name(), charge=50)
+    item = product(seller, 80)
+    r = buyer.post(f"/api/products/{item['id']}/buy", {})
+    assert r.status == 409 and r.code == "insufficient_funds"
+    assert buyer.get(f"/api/products/{item['id']}").body["status"] == "listed"
+    assert buyer.get("/api/trades?role=buyer").body["trades"] == []
+    assert buyer.get("/api/me").body["pending_txs"] == []
+
+
+def test_seller_cancel_refunds_and_relists(market, cluster, name):
+    seller = member(market, name())
+    buyer = member(market, name(), charge=200)
+    item = product(seller, 150)
+    buyer_addr = buyer.get("/api/me").body["member"]["address"]
+    t = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "first"}).body
+    wait_until(lambda: buyer.get(f"/api/trades/{t['trade_id']}").body["status"] == "open")
+    r = seller.post(f"/api/trades/{t['trade_id']}/cancel")
+    assert r.status == 200 and r.body["status"] == "refunded", r
+    wait_until(lambda: balances(cluster, buyer_addr) == [200] * 4)
+    assert seller.get(f"/api/products/{item['id']}").body["status"] == "listed"
+    # A refunded trade cannot be reviewed, and the product can be bought again (new trade id).
+    assert buyer.post(f"/api/trades/{t['trade_id']}/review", {"rating": 1, "body": "x"}).status == 409
+    # The first request, retried late, gets its outcome back instead of paying again...
+    late = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "first"})
+    assert late.status == 200 and late.body["trade_id"] == t["trade_id"]
+    assert late.body["status"] == "refunded" and late.body["repeated"]
+    assert balances(cluster, buyer_addr) == [200] * 4
+    # ...while a new request is a new purchase, under a new trade id.
+    t2 = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "second"})
+    assert t2.status in (201, 202) and t2.body["trade_id"] != t["trade_id"]
+    wait_until(lambda: balances(cluster, buyer_addr) == [50] * 4)
+
+
+def test_buyer_reclaims_after_the_deadline(cluster, tmp_path, name):
+    m = Market(cluster, tmp_path / "short", escrow_blocks=2)
+    try:
+        seller = member(m, name())
+        buyer = member(m, name(), charge=100)
+        item = product(seller, 60)
+        t = buyer.post(f"/api/products/{item['id']}/buy", {}).body
+        wait_until(lambda: buyer.get(f"/api/trades/{t['trade_id']}").body["status"] == "open")
+        # Blocks pass (other traffic on the chain).
+        for _ in range(4):
+            cluster.transfer("w0", cluster.address("w0"), 1)
+        assert seller.post(f"/api/trades/{t['trade_id']}/reclaim").status == 403
+        r = buyer.post(f"/api/trades/{t['trade_id']}/reclaim")
+        assert r.status == 200 and r.body["status"] == "refunded", r
+        assert buyer.get("/api/me").body["balance"] == 100
+    finally:
+        m.close()
+
+
+# ---------------------------------------------------------------- crashes
+
+def test_node_crash_during_purchase_pays_once(cluster, tmp_path, name):
+    """Node 0 (the primary, and the node popmarket asks first) is killed while popmarket
+    waits on it for the purchase to commit: two other nodes are frozen so that it cannot
+    commit before the crash. popmarket moves on to the next node with the same signed
+    transaction; the others elect a new primary and commit it. The purchase ends committed
+    exactly once, or not at all, and the API says which."""
+    m = Market(cluster, tmp_path / "crash", node_timeout_ms=1000, submit_timeout_ms=4000)
+    try:
+        seller = member(m, name())
+        buyer = member(m, name(), charge=300)
+        item = product(seller, 100)
+        buyer_addr = buyer.get("/api/me").body["member"]["address"]
+        result = {}
+        for i in (1, 2):
+            cluster.pause(i)
+        try:
+            t = threading.Thread(target=lambda: result.update(
+                r=buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "x"})))
+            t.start()
+            # The transaction is stored, sent to node 0 and waiting there (no quorum).
+            wait_until(lambda: buyer.get("/api/trades?role=buyer").body["trades"], 10, 0.05)
+            time.sleep(0.5)
+            cluster.kill(0)
+        finally:
+            for i in (1, 2):
+                cluster.resume(i)
+        t.join()
+        r = result["r"]
+        print(f"purchase during the crash answered {r.status} ({r.body.get('status')})")
+        assert r.status in (201, 202), r
+        trade_id = r.body["trade_id"]
+        # 201: committed; 202: not yet -- the trade says "opening" and settles later.
+        assert r.body["committed"] == (r.status == 201)
+        assert r.body["status"] == ("open" if r.status == 201 else "opening")
+        # A retry of the same purchase returns the same trade.
+        again = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "x"})
+        assert again.body["trade_id"] == trade_id
+        final = wait_until(lambda: buyer.get(f"/api/trades/{trade_id}").body["status"]
+                           in ("open", "failed") and buyer.get(f"/api/trades/{trade_id}").body, 60)
+        print(f"the trade settled as {final['status']}")
+        live = [i for i in cluster.nodes() if cluster.pid(i)]
+        if final["status"] == "open":
+            wait_until(lambda: balances(cluster, buyer_addr) == [200] * len(live), 30)
+        else:
+            assert balances(cluster, buyer_addr) == [300] * len(live)
+        cluster.restart(0)
+        cluster.wait_converged(timeout=60)
+        expected = 200 if final["status"] == "open" else 300
+        wait_until(lambda: balances(cluster, buyer_addr) == [expected] * 4, 60)
+        escrow = cluster._http(1, "GET", f"/v1/escrows/{trade_id}")
+        assert escrow["amount"] == 100 and escrow["status"] == "open"
+    finally:
+        for i in cluster.nodes():
+            if cluster.pid(i) is None:
+                cluster.restart(i)
+                break
+        m.close()
+
+
+def test_chain_unreachable_purchase_is_pending_then_commits_once(cluster, tmp_path, name):
+    """Three of four nodes frozen (no quorum): the purchase cannot commit, so the API answers
+    202 with the trade "opening" and the product reserved; once the nodes come back the
+    stored transaction is resent and commits once."""
+    m = Market(cluster, tmp_path / "frozen", node_timeout_ms=500, submit_timeout_ms=1000,
+               settle_interval_ms=300)
+    try:
+        seller = member(m, name())
+        buyer = member(m, name(), charge=300)
+        item = product(seller, 100)
+        buyer_addr = buyer.get("/api/me").body["member"]["address"]
+        frozen = [0, 1, 2]
+        for i in frozen:
+            cluster.pause(i)
+        try:
+            r = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "y"})
+            assert buyer.get(f"/api/products/{item['id']}").body["status"] == "reserved"
+        finally:
+            for i in frozen:
+                cluster.resume(i)
+        assert r.status == 202 and r.body["status"] == "opening" and not r.body["committed"], r
+        trade_id = r.body["trade_id"]
+        final = wait_until(lambda: buyer.get(f"/api/trades/{trade_id}").body["status"] == "open", 60)
+        assert final
+        wait_until(lambda: balances(cluster, buyer_addr) == [200] * 4, 30)
+        # A retry after the commit does not pay again.
+        again = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": "y"})
+        assert again.status == 200 and again.body["trade_id"] == trade_id
+        time.sleep(0.5)
+        assert balances(cluster, buyer_addr) == [200] * 4
+    finally:
+        m.close()
+
+
+def test_explorer_verifies_blocks_and_transactions(market, cluster, name):
+    c = member(market, name(), charge=10)
+    charge = c.get("/api/charges").body["charges"][0]
+    tx = wait_until(lambda: (lambda r: r.body if r.status == 200 and r.body["verified"] else None)(
+        c.get(f"/api/chain/txs/{charge['txid']}")), 30, 0.3)
+    assert tx["tx"]["kind"] == "mint" and tx["tx"]["amount"] == 10
+    b = c.get(f"/api/chain/blocks/{tx['height']}").body
+    assert b["verified"] and b["block"]["hash"] == tx["block_hash"]
+    blocks = c.get("/api/chain/blocks?limit=5").body["blocks"]
+    assert blocks and blocks[0]["height"] >= tx["height"]
+    addr = c.get("/api/me").body["member"]["address"]
+    a = c.get(f"/api/chain/addresses/{addr}").body
+    assert a["balance"] == 10 and a["txs"][0]["kind"] == "mint"
+    assert c.get("/api/chain/txs/xyz").status == 400
+    assert c.get("/api/chain/txs/" + "0" * 64).status == 404
+    assert c.get("/api/chain/addresses/popnope").status == 400
+    status = c.get("/api/chain/status").body
+    assert len(status["nodes"]) == 4
