@@ -1,6 +1,8 @@
 #include <popchain/crypto.hpp>
 #include <popchain/hex.hpp>
 
+#include "crypto_backends.hpp"
+
 #include <botan/auto_rng.h>
 #include <botan/bigint.h>
 #include <botan/data_src.h>
@@ -11,6 +13,7 @@
 #include <botan/mac.h>
 #include <botan/pkcs8.h>
 #include <botan/pubkey.h>
+#include <botan/version.h>
 
 #include <unordered_map>
 
@@ -175,9 +178,10 @@ Botan::PK_Verifier* verifier_for(const PublicKey& key) {
 }
 } // namespace
 
-bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+bool detail::verify_with_botan(const PublicKey& key, const Hash256& digest, const Signature& sig,
+                               bool allow_high_s) {
     Botan::BigInt s(sig.data() + 32, 32);
-    if (s > half_order()) return false;
+    if (!allow_high_s && s > half_order()) return false;
     try {
         Botan::PK_Verifier* verifier = verifier_for(key);
         return verifier &&
@@ -186,6 +190,20 @@ bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
         return false;
     }
 }
+
+bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig) {
+#if POPCHAIN_OPENSSL_VERIFY
+    return detail::verify_with_openssl(key, digest, sig);
+#else
+    return detail::verify_with_botan(key, digest, sig);
+#endif
+}
+
+#if !POPCHAIN_OPENSSL_VERIFY
+std::string detail::verify_backend() {
+    return "Botan " + Botan::short_version_string();
+}
+#endif
 
 // ---- signing keys ----
 

@@ -1,4 +1,6 @@
-// Hashes, keys, signatures and addresses (ECDSA over NIST P-256 with SHA-256, via Botan).
+// Hashes, keys, signatures and addresses (ECDSA over NIST P-256 with SHA-256, via Botan;
+// verify() runs on OpenSSL's libcrypto unless the library is built with
+// -DPOPCHAIN_OPENSSL_VERIFY=OFF, with the same decision for every input).
 //
 // Signatures are 64 bytes r||s, deterministic (RFC 6979) and normalised to low S: for every
 // (r, s) the twin (r, n-s) is also a valid ECDSA signature, so verify() accepts only
@@ -83,8 +85,9 @@ struct Address : FixedBytes<20, AddressTag> {
 // Checks that 33 bytes are a valid compressed point on P-256.
 Result<PublicKey> parse_public_key(ByteView bytes);
 
-// Verifies a signature over a 32-byte digest. False for high-S signatures, malformed keys
-// and any mismatch. Thread-safe.
+// Verifies a signature over a 32-byte digest (the digest is the ECDSA input as is, not hashed
+// again). False for high-S signatures, r or s outside [1, n-1], keys that are not compressed
+// points on P-256, and any mismatch. Thread-safe; each thread caches parsed keys.
 bool verify(const PublicKey& key, const Hash256& digest, const Signature& sig);
 
 // A P-256 private key. Move-only; the secret is wiped when the key is destroyed.
