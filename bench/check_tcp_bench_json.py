@@ -41,6 +41,7 @@ def check(report):
             assert 1 <= run["blocks_with_measured_txs"] <= run["blocks"], f"{name}: blocks"
             assert run["blocks_with_measured_txs"] <= txs, f"{name}: more blocks than txs"
             assert run["client"]["bad_replies"] == 0, f"{name}: bad replies"
+            assert run["view_changes"] >= 0, f"{name}: view_changes"
             # Each transfer is done after at least f+1 replies.
             f = (setup["nodes"] - 1) // 3
             assert run["client"]["replies"] >= (f + 1) * txs, f"{name}: too few replies"
