@@ -18,6 +18,7 @@
 #include <popchain/transaction.hpp>
 
 #include "crypto_backends.hpp"
+#include "machine.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +51,7 @@
 namespace {
 
 using namespace popchain;
+using namespace popchain::bench;
 using Json = nlohmann::ordered_json; // keeps keys in the order written, for readable reports
 using Clock = std::chrono::steady_clock;
 
@@ -593,37 +595,6 @@ Json bench_consensus(const Options& opt, double verify1) {
         one["n" + std::to_string(n)] = bench_consensus_shape(opt, verify1, n, singles, 1);
     }
     return Json{{"full_blocks", full}, {"one_tx_blocks", one}};
-}
-
-std::string compiler() {
-#if defined(__clang__)
-    return std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-    return std::string("gcc ") + __VERSION__;
-#else
-    return "unknown";
-#endif
-}
-
-std::string cpu_model() {
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);) {
-        if (line.rfind("model name", 0) == 0) {
-            auto colon = line.find(':');
-            if (colon != std::string::npos)
-                return line.substr(line.find_first_not_of(" \t", colon + 1));
-        }
-    }
-    return "unknown";
-}
-
-// The 1-minute load average when the run started: other work on the machine (a parallel
-// build, say) depresses every figure, so a report carries how busy the machine was.
-double load_average() {
-    std::ifstream in("/proc/loadavg");
-    double one = -1;
-    in >> one;
-    return one;
 }
 
 double ratio(double a, double b) {

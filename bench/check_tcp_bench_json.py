@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Checks the shape and the internal consistency of a popchain_tcp_bench report.
+
+Usage: check_tcp_bench_json.py REPORT.json
+
+No timing thresholds: CI machines are small and shared, so only what must hold however slow
+the run was is checked (every scenario present, counts that add up, positive rates, p50 <= p99).
+Exits non-zero naming the first problem.
+"""
+import json
+import sys
+
+SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks")
+
+
+def check(report):
+    machine = report["machine"]
+    assert machine["nproc"] >= 1, "machine.nproc"
+    for key in ("cpu", "compiler", "build_type", "loadavg_1m_at_start", "temp_dir"):
+        assert key in machine, f"machine.{key} missing"
+
+    bound = report["crypto_bound"]
+    assert bound["verify_per_s_one_thread"] > 0, "crypto_bound.verify_per_s_one_thread"
+    expected = bound["verify_per_s_one_thread"] * bound["usable_cores"] / bound["replicas"]
+    assert abs(bound["tx_per_s"] - expected) <= 0.01 * expected, "crypto_bound.tx_per_s"
+
+    scenarios = report["scenarios"]
+    for name in SCENARIOS:
+        assert name in scenarios, f"scenario {name} missing"
+        s = scenarios[name]
+        setup = s["setup"]
+        for key in ("nodes", "txs", "outstanding", "max_block_txs", "disk"):
+            assert key in setup, f"{name}.setup.{key} missing"
+        assert s["tx_per_s"] > 0 and s["blocks_per_s"] > 0, f"{name}: rates"
+        assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"], f"{name}: latency"
+        assert s["fraction_of_bound"] > 0, f"{name}: fraction_of_bound"
+        assert len(s["runs"]) == report["settings"]["runs_per_scenario"], f"{name}: runs"
+        for run in s["runs"]:
+            txs = setup["txs"]
+            # Every measured transfer sits in one of the blocks of the measured phase.
+            assert 1 <= run["blocks_with_measured_txs"] <= run["blocks"], f"{name}: blocks"
+            assert run["blocks_with_measured_txs"] <= txs, f"{name}: more blocks than txs"
+            assert run["client"]["bad_replies"] == 0, f"{name}: bad replies"
+            assert run["view_changes"] >= 0, f"{name}: view_changes"
+            # Each transfer is done after at least f+1 replies.
+            f = (setup["nodes"] - 1) // 3
+            assert run["client"]["replies"] >= (f + 1) * txs, f"{name}: too few replies"
+            if setup["max_block_txs"] == 1:
+                assert run["blocks_with_measured_txs"] == txs, f"{name}: one tx per block"
+            elif isinstance(setup["max_block_txs"], int):
+                min_blocks = -(-txs // setup["max_block_txs"])
+                assert run["blocks_with_measured_txs"] >= min_blocks, f"{name}: full blocks"
+    for target in report["targets"].values():
+        assert isinstance(target["met"], bool), "targets"
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        report = json.load(f)
+    try:
+        check(report)
+    except (AssertionError, KeyError, TypeError) as e:
+        print(f"popchain_tcp_bench report: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print("TCP bench JSON ok:", ", ".join(
+        f"{n} {report['scenarios'][n]['tx_per_s']} tx/s" for n in SCENARIOS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

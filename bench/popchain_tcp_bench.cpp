@@ -1,0 +1,910 @@
+// popchain_tcp_bench: the seed's "10,000 requests" test over TCP, with one `popchain node`
+// process per replica on loopback and this process as the one closed-loop client.
+//
+// Each run starts a fresh testnet with the real `popchain` tool (testnet init / up / down) in
+// a temporary directory, funds one wallet per transfer in its genesis, and submits transfers
+// that were all signed before any clock started, through a pbft::Client over an
+// AsioTransport: a transfer is done when f+1 replicas sent matching "committed" replies.
+// Beside every rate it prints the crypto bound of this machine measured in the same run, so
+// the fraction shows what consensus, TCP and storage cost on top of the signature checks.
+//
+//   popchain_tcp_bench [--quick] [--runs R] [--nodes N] [--popchain PATH] [--scenario S]...
+//
+// One JSON object on stdout, progress on stderr; a failed step exits non-zero with no JSON.
+// docs/benchmarks.md ("Over TCP") explains each figure and holds measured ones.
+#include <popchain/crypto.hpp>
+#include <popchain/genesis.hpp>
+#include <popchain/net/asio_transport.hpp>
+#include <popchain/node.hpp>
+#include <popchain/pbft/client.hpp>
+#include <popchain/pbft/config.hpp>
+#include <popchain/transaction.hpp>
+#include <popchain/wallet.hpp>
+
+#include "machine.hpp"
+
+#include <asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef POPCHAIN_BENCH_BUILD_TYPE
+#define POPCHAIN_BENCH_BUILD_TYPE "unknown"
+#endif
+#ifndef POPCHAIN_BENCH_BOTAN_VERSION
+#define POPCHAIN_BENCH_BOTAN_VERSION "unknown"
+#endif
+#ifndef POPCHAIN_BENCH_SQLITE_VERSION
+#define POPCHAIN_BENCH_SQLITE_VERSION "unknown"
+#endif
+#ifndef POPCHAIN_TCP_BENCH_POPCHAIN
+#define POPCHAIN_TCP_BENCH_POPCHAIN ""
+#endif
+
+namespace {
+
+using namespace popchain;
+using namespace popchain::bench;
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* chain_id = "popchain-tcpbench";
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double round4(double v) {
+    if (v == 0 || !std::isfinite(v)) return v;
+    double scale = std::pow(10.0, 3 - static_cast<int>(std::floor(std::log10(std::fabs(v)))));
+    return std::round(v * scale) / scale;
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Nearest-rank percentile of sorted values.
+double percentile(const std::vector<double>& sorted, double q) {
+    if (sorted.empty()) return 0;
+    auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+    return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
+}
+
+void progress(const std::string& what) {
+    std::cerr << "[tcp-bench] " << what << std::endl;
+}
+
+// Set by SIGINT/SIGTERM so that the run unwinds and stops its testnet: the nodes run in
+// their own sessions and would otherwise outlive the harness.
+std::atomic<bool> interrupted{false};
+extern "C" void on_signal(int) {
+    interrupted = true;
+}
+
+// ---- options and scenarios ----
+
+struct Scenario {
+    std::string name;
+    std::string what;
+    std::size_t txs = 0;
+    std::size_t outstanding = 0;
+    // Overrides of the node configs' "replica" object; unset keeps what testnet init wrote
+    // (the ReplicaConfig defaults).
+    std::optional<std::uint32_t> max_block_txs;
+    std::optional<std::uint32_t> max_batch_delay_ms;
+    std::optional<std::uint32_t> request_timeout_ms;
+};
+
+struct Options {
+    bool quick = false;
+    int runs = 3;
+    std::uint32_t nodes = 4;
+    std::string popchain = POPCHAIN_TCP_BENCH_POPCHAIN;
+    std::vector<std::string> only; // scenario names; empty = all
+    double verify_seconds = 1.0;   // per run of the verify measurement
+    double stall_seconds = 60;     // no transfer done for this long fails the run
+    bool keep = false;             // keep the testnet directories (for their node logs)
+    std::optional<std::size_t> txs, outstanding, batch_delay_ms;
+    std::vector<Scenario> scenarios;
+};
+
+[[noreturn]] void usage(int code) {
+    std::fprintf(
+        code == 0 ? stdout : stderr,
+        "usage: popchain_tcp_bench [options]\n"
+        "  --quick            a few seconds: small transfer counts, one run per scenario\n"
+        "  --runs R           fresh testnets per scenario; figures are medians (default 3)\n"
+        "  --nodes N          replicas, one process each (default 4)\n"
+        "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
+        "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
+        "                     full_blocks\n"
+        "  --txs K            transfers per run, every scenario (default per scenario)\n"
+        "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
+        "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
+        "  --keep             keep the testnet directories (node logs) under $TMPDIR\n"
+        "Prints one JSON object on stdout; progress on stderr.\n");
+    std::exit(code);
+}
+
+std::size_t parse_count(const char* flag, const char* text, std::size_t lo, std::size_t hi) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi || text[0] == '-') {
+        std::fprintf(stderr, "popchain_tcp_bench: %s needs a whole number in [%zu, %zu]\n", flag,
+                     lo, hi);
+        usage(2);
+    }
+    return static_cast<std::size_t>(v);
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    std::optional<int> runs;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        const bool has_value = i + 1 < argc;
+        if (arg == "--quick") {
+            o.quick = true;
+        } else if (arg == "--runs" && has_value) {
+            runs = static_cast<int>(parse_count("--runs", argv[++i], 1, 99));
+        } else if (arg == "--nodes" && has_value) {
+            o.nodes = static_cast<std::uint32_t>(parse_count("--nodes", argv[++i], 1, 64));
+        } else if (arg == "--popchain" && has_value) {
+            o.popchain = argv[++i];
+        } else if (arg == "--scenario" && has_value) {
+            o.only.emplace_back(argv[++i]);
+        } else if (arg == "--txs" && has_value) {
+            o.txs = parse_count("--txs", argv[++i], 1, 1'000'000);
+        } else if (arg == "--outstanding" && has_value) {
+            o.outstanding = parse_count("--outstanding", argv[++i], 1, 1'000'000);
+        } else if (arg == "--batch-delay-ms" && has_value) {
+            o.batch_delay_ms = parse_count("--batch-delay-ms", argv[++i], 0, 10'000);
+        } else if (arg == "--keep") {
+            o.keep = true;
+        } else if (arg == "--help" || arg == "-h") {
+            usage(0);
+        } else {
+            std::fprintf(stderr, "popchain_tcp_bench: unknown argument \"%s\"\n", arg.c_str());
+            usage(2);
+        }
+    }
+    // The seed's test is 10,000 requests under the default batching. one_tx_blocks needs
+    // enough requests in flight to fill the watermark window (128 sequence numbers by
+    // default); full_blocks enough for several full blocks at once, so the primary always
+    // has a full one to propose while the previous ones are agreed on.
+    o.scenarios = {
+        {"seed_10k", "signed transfers, the testnet's defaults", 10'000, 1'000, std::nullopt,
+         std::nullopt, std::nullopt},
+        {"one_tx_blocks", "max_block_txs = 1: one block per transfer", 5'000, 128, 1, std::nullopt,
+         std::nullopt},
+        // A block of 1,000 signed transfers takes each replica seconds of signature checks on
+        // a small machine, longer than the testnet's request timeout (2 s): backups would
+        // suspect a primary that is merely busy. The batch delay lets blocks fill up.
+        {"full_blocks", "max_block_txs = 1000, blocks filled, request timeout 30 s", 10'000, 3'000,
+         1'000, 1'000, 30'000},
+    };
+    if (o.quick) {
+        o.runs = 1;
+        o.verify_seconds = 0.2;
+        o.scenarios[0].txs = 500;
+        o.scenarios[1].txs = 300;
+        o.scenarios[1].outstanding = 64;
+        o.scenarios[2].txs = 500;
+        o.scenarios[2].outstanding = 500;
+        o.scenarios[2].max_block_txs = 250;
+        o.scenarios[2].what = "max_block_txs = 250 (quick profile), blocks filled, request "
+                              "timeout 30 s";
+    }
+    if (runs) o.runs = *runs;
+    for (auto& s : o.scenarios) {
+        if (o.txs) s.txs = *o.txs;
+        if (o.outstanding) s.outstanding = *o.outstanding;
+        if (o.batch_delay_ms) s.max_batch_delay_ms = static_cast<std::uint32_t>(*o.batch_delay_ms);
+    }
+    for (const auto& name : o.only)
+        if (std::none_of(o.scenarios.begin(), o.scenarios.end(),
+                         [&](const Scenario& s) { return s.name == name; })) {
+            std::fprintf(stderr, "popchain_tcp_bench: no scenario \"%s\"\n", name.c_str());
+            usage(2);
+        }
+    if (!o.only.empty())
+        std::erase_if(o.scenarios, [&](const Scenario& s) {
+            return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
+        });
+    return o;
+}
+
+// ---- the workload: signed before anything is timed ----
+
+// Key i of a label, derived so that every run (and every machine) uses the same keys.
+SigningKey derived_key(const std::string& label, std::size_t i) {
+    for (std::size_t attempt = 0;; ++attempt) {
+        const Hash256 secret =
+            sha256(label + "/" + std::to_string(i) + "/" + std::to_string(attempt));
+        if (auto key = SigningKey::from_secret(secret.view())) return std::move(key).value();
+    }
+}
+
+// One sender per transfer, each sending once (nonce 0): no sender's transfer can wait in a
+// mempool behind an earlier nonce of its own that has not arrived yet, so the order in which
+// the replicas receive requests does not matter. It also makes every signature check one
+// with a key the replica has not seen, the way many independent clients would look.
+struct Workload {
+    std::vector<Tx> transfers;
+    std::vector<Tx> warmup;
+    std::vector<std::pair<Address, std::uint64_t>> balances;
+
+    explicit Workload(std::size_t count, std::size_t warmup_count) {
+        const Address sink = derived_key("popchain_tcp_bench/sink", 0).address();
+        auto make = [&](const std::string& label, std::size_t n, std::vector<Tx>& out) {
+            out.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                const Wallet wallet(label, derived_key(label, i));
+                balances.emplace_back(wallet.address(), 1'000);
+                out.push_back(wallet.transfer(chain_id, 0, sink, 1 + i % 7));
+            }
+        };
+        make("popchain_tcp_bench/sender", count, transfers);
+        make("popchain_tcp_bench/warmup", warmup_count, warmup);
+    }
+};
+
+// ---- the crypto bound ----
+
+struct VerifyRates {
+    double distinct_keys = 0; // each verification with another key (the workload's mix)
+    double one_key = 0;       // the same key every time
+};
+
+double verify_rate(const std::vector<Tx>& txs, std::size_t distinct, double seconds) {
+    std::vector<Hash256> digests;
+    for (std::size_t i = 0; i < distinct; ++i)
+        digests.push_back(txs[i].id());
+    std::size_t done = 0;
+    const auto start = Clock::now();
+    double elapsed = 0;
+    do {
+        for (std::size_t k = 0; k < 64; ++k, ++done) {
+            const std::size_t i = done % distinct;
+            if (!verify(txs[i].public_key, digests[i], txs[i].signature))
+                throw std::runtime_error("a pre-signed transfer does not verify");
+        }
+        elapsed = seconds_since(start);
+    } while (elapsed < seconds);
+    return static_cast<double>(done) / elapsed;
+}
+
+VerifyRates measure_verify(const Workload& w, double seconds) {
+    // More keys than any per-thread cache of parsed keys is likely to hold, so that the
+    // distinct-key rate includes what a replica pays for a key it has not seen before.
+    const std::size_t distinct = std::min<std::size_t>(w.transfers.size(), 4096);
+    std::vector<double> many, one;
+    for (int r = 0; r < 3; ++r) {
+        many.push_back(verify_rate(w.transfers, distinct, seconds / 3));
+        one.push_back(verify_rate(w.transfers, 1, seconds / 3));
+    }
+    return {median(many), median(one)};
+}
+
+// ---- processes ----
+
+// Runs `exe args...` with stdout and stderr appended to `log` (never to ours: stdout carries
+// only the JSON report). Returns the exit status, or -1 if it did not exit normally.
+int run_tool(const std::string& exe, const std::vector<std::string>& args, const fs::path& log) {
+    std::vector<std::string> all{exe};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log_path = log.string();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (out < 0 || in < 0) ::_exit(126);
+        ::dup2(in, STDIN_FILENO);
+        ::dup2(out, STDOUT_FILENO);
+        ::dup2(out, STDERR_FILENO);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string tail_of(const fs::path& file, std::size_t bytes = 2000) {
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string s = text.str();
+    return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+}
+
+bool port_free(std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// A base port with base+i (replicas) and base+100+i (HTTP API) free for every node. Random,
+// so that runs of other engineers' tests on the same machine rarely collide; a collision
+// that happens anyway makes `testnet up` fail, and the run is retried on other ports.
+std::uint16_t pick_base_port(std::uint32_t nodes) {
+    static std::mt19937 rng(std::random_device{}());
+    std::uniform_int_distribution<int> dist(20'000, 60'000);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const auto base = static_cast<std::uint16_t>(dist(rng));
+        bool ok = true;
+        for (std::uint32_t i = 0; i < nodes && ok; ++i)
+            ok = port_free(static_cast<std::uint16_t>(base + i)) &&
+                 port_free(static_cast<std::uint16_t>(base + 100 + i));
+        if (ok) return base;
+    }
+    throw std::runtime_error("no free range of ports found");
+}
+
+// CPU seconds (user, system) a process has used, from /proc/<pid>/stat.
+std::pair<double, double> cpu_seconds(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto paren = text.rfind(')');
+    if (paren == std::string::npos) return {0, 0};
+    std::istringstream fields(text.substr(paren + 2));
+    std::string field;
+    double utime = 0, stime = 0;
+    // After the command name: state is field 3; utime and stime are fields 14 and 15.
+    for (int k = 3; k <= 15 && fields >> field; ++k) {
+        if (k == 14) utime = std::stod(field);
+        if (k == 15) stime = std::stod(field);
+    }
+    const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    return {utime / tick, stime / tick};
+}
+
+std::pair<double, double> own_cpu_seconds() {
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+    return {secs(ru.ru_utime), secs(ru.ru_stime)};
+}
+
+std::string fs_type(const fs::path& dir) {
+    struct statfs sf {};
+    if (::statfs(dir.c_str(), &sf) != 0) return "unknown";
+    switch (static_cast<unsigned long>(sf.f_type)) {
+    case EXT4_SUPER_MAGIC: return "ext2/3/4";
+    case TMPFS_MAGIC: return "tmpfs (fsync is free: not a disk)";
+    case XFS_SUPER_MAGIC: return "xfs";
+    case BTRFS_SUPER_MAGIC: return "btrfs";
+    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+    default: {
+        char hex[32];
+        std::snprintf(hex, sizeof hex, "0x%lx", static_cast<unsigned long>(sf.f_type));
+        return hex;
+    }
+    }
+}
+
+// Median latency of a small write plus fdatasync in `dir`, the cost SQLite pays for each
+// durable commit (WAL, synchronous=FULL): every stored block and journal sync costs about
+// this much per node, so one-tx blocks/s cannot exceed its inverse by much.
+double fdatasync_ms(const fs::path& dir, int samples) {
+    const fs::path file = dir / ("popchain-tcpbench-sync-" + std::to_string(::getpid()));
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot create " + file.string());
+    std::vector<double> ms;
+    const char block[512] = {};
+    for (int i = 0; i < samples; ++i) {
+        const auto start = Clock::now();
+        if (::write(fd, block, sizeof block) != static_cast<ssize_t>(sizeof block) ||
+            ::fdatasync(fd) != 0) {
+            ::close(fd);
+            fs::remove(file);
+            throw std::runtime_error("write/fdatasync failed in " + dir.string());
+        }
+        ms.push_back(seconds_since(start) * 1000);
+    }
+    ::close(fd);
+    std::error_code ec;
+    fs::remove(file, ec);
+    return median(ms);
+}
+
+// ---- one testnet ----
+
+// A testnet in a fresh temporary directory, made and run by the popchain tool. The
+// destructor stops its nodes and removes the directory, also when a run fails midway.
+class Testnet {
+public:
+    Testnet(const Options& opt, const Workload& w, const Scenario& s) : opt_(opt) {
+        std::string templ = (fs::temp_directory_path() / "popchain-tcpbench-XXXXXX").string();
+        if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
+        dir_ = templ;
+        log_ = dir_ / "popchain-tool.log";
+        try {
+            base_port_ = pick_base_port(opt.nodes);
+            tool({"testnet", "init", "--nodes", std::to_string(opt.nodes), "--dir", dir_.string(),
+                  "--base-port", std::to_string(base_port_), "--wallets", "0", "--chain-id",
+                  chain_id});
+            fund(w);
+            configure(s);
+        } catch (...) {
+            std::error_code ec;
+            if (!opt_.keep) fs::remove_all(dir_, ec);
+            throw;
+        }
+    }
+    ~Testnet() {
+        if (up_) {
+            if (run_tool(opt_.popchain, {"testnet", "down", "--dir", dir_.string()}, log_) != 0)
+                progress("warning: testnet down reported a problem; see " + log_.string());
+        }
+        std::error_code ec;
+        if (!opt_.keep) fs::remove_all(dir_, ec);
+    }
+    Testnet(const Testnet&) = delete;
+    Testnet& operator=(const Testnet&) = delete;
+
+    // False if a node could not start (a port taken meanwhile, say); the log says why.
+    bool start() {
+        up_ = true;
+        return run_tool(opt_.popchain, {"testnet", "up", "--dir", dir_.string()}, log_) == 0;
+    }
+
+    const Genesis& genesis() const { return genesis_; }
+    const fs::path& dir() const { return dir_; }
+    const fs::path& log() const { return log_; }
+
+    // View changes the nodes logged so far: the most any node started (each logs its own).
+    std::uint64_t view_changes() const {
+        std::uint64_t most = 0;
+        for (std::uint32_t i = 0; i < opt_.nodes; ++i) {
+            std::ifstream in(dir_ / ("node" + std::to_string(i)) / "node.log");
+            std::uint64_t count = 0;
+            for (std::string line; std::getline(in, line);)
+                if (line.find(" view change: ") != std::string::npos) ++count;
+            most = std::max(most, count);
+        }
+        return most;
+    }
+
+    std::vector<pid_t> pids() const {
+        std::vector<pid_t> out;
+        for (std::uint32_t i = 0; i < opt_.nodes; ++i) {
+            std::ifstream in(dir_ / ("node" + std::to_string(i)) / "node.pid");
+            long pid = 0;
+            if (in >> pid && pid > 0) out.push_back(static_cast<pid_t>(pid));
+        }
+        return out;
+    }
+
+private:
+    void tool(const std::vector<std::string>& args) {
+        if (run_tool(opt_.popchain, args, log_) != 0)
+            throw std::runtime_error("popchain " + args[0] + " " + args[1] + " failed:\n" +
+                                     tail_of(log_));
+    }
+
+    // Adds the workload's wallets to the genesis that testnet init wrote (it funds only the
+    // wallets it creates, each with a keystore file, which would cost seconds per thousand).
+    void fund(const Workload& w) {
+        const fs::path file = dir_ / "genesis.json";
+        auto g = Genesis::load(file);
+        if (!g) throw std::runtime_error("genesis: " + g.error().message());
+        for (const auto& b : w.balances)
+            g->balances.push_back(b);
+        std::ofstream(file, std::ios::trunc) << g->to_json();
+        auto reread = Genesis::load(file);
+        if (!reread || !reread->build())
+            throw std::runtime_error("the funded genesis does not load back");
+        genesis_ = std::move(reread).value();
+    }
+
+    void configure(const Scenario& s) {
+        for (std::uint32_t i = 0; i < opt_.nodes; ++i) {
+            const fs::path file = dir_ / ("node" + std::to_string(i)) / "config.json";
+            std::ifstream in(file);
+            auto config = nlohmann::json::parse(in);
+            in.close();
+            if (s.max_block_txs) config["replica"]["max_block_txs"] = *s.max_block_txs;
+            if (s.max_batch_delay_ms)
+                config["replica"]["max_batch_delay_ms"] = *s.max_batch_delay_ms;
+            if (s.request_timeout_ms)
+                config["replica"]["request_timeout_ms"] = *s.request_timeout_ms;
+            std::ofstream(file, std::ios::trunc) << config.dump(2) << "\n";
+        }
+    }
+
+    const Options& opt_;
+    fs::path dir_, log_;
+    std::uint16_t base_port_ = 0;
+    Genesis genesis_;
+    bool up_ = false;
+};
+
+// ---- the closed-loop client ----
+
+struct RunResult {
+    double seconds = 0;
+    std::size_t txs = 0;
+    std::uint64_t blocks = 0;          // height delta over the measured phase
+    std::uint64_t distinct_blocks = 0; // blocks that hold at least one measured transfer
+    std::vector<double> latency_ms;    // sorted
+    pbft::ClientStats client;
+    double loadavg_at_start = 0;
+    std::uint64_t view_changes = 0;
+    Json cpu;
+
+    double tx_per_s() const { return static_cast<double>(txs) / seconds; }
+    double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
+};
+
+class LoadClient {
+public:
+    LoadClient(const Options& opt, const Testnet& net)
+        : opt_(opt), session_(SigningKey::generate()) {
+        const auto built = net.genesis().build();
+        if (!built) throw std::runtime_error("genesis: " + built.error().message());
+        net::AsioOptions options;
+        options.self = net::first_client_id + 1;
+        options.key = &session_;
+        options.network_id = built->block.hash();
+        options.listen = false;
+        for (const auto& r : net.genesis().replicas) {
+            auto ep = Endpoint::parse(r.endpoint);
+            if (!ep) throw std::runtime_error("replica endpoint: " + ep.error().message());
+            options.peers[r.id] = net::PeerAddress{ep->host, ep->port, r.key};
+        }
+        auto transport = net::AsioTransport::create(io_, options);
+        if (!transport) throw std::runtime_error("transport: " + transport.error().message());
+        transport_ = std::move(transport).value();
+        // Retries only for lost requests: with thousands outstanding on a busy machine a
+        // commit can take tens of seconds, and re-sending every slow request to every
+        // replica would add load that the measurement should not contain.
+        pbft::ClientConfig cc;
+        cc.retry_ms = 60'000;
+        cc.max_retry_ms = 120'000;
+        auto client = pbft::Client::create(*transport_, net.genesis().replicas, cc);
+        if (!client) throw std::runtime_error("client: " + client.error().message());
+        client_ = std::move(client).value();
+        transport_->set_receiver(client_.get());
+    }
+
+    const pbft::ClientStats& stats() const { return client_->stats(); }
+    std::uint64_t max_height() const { return max_height_; }
+
+    // Submits txs[0..count) keeping at most `outstanding` in flight; returns when all are
+    // committed. Fails on a rejection or when nothing commits for stall_seconds.
+    void run(const std::vector<Tx>& txs, std::size_t count, std::size_t outstanding,
+             std::vector<double>* latency_ms, std::set<std::uint64_t>* heights) {
+        txs_ = &txs;
+        count_ = count;
+        latency_ms_ = latency_ms;
+        heights_ = heights;
+        next_ = 0;
+        done_ = 0;
+        error_.reset();
+        submitted_at_.assign(count, Clock::time_point{});
+        last_progress_ = Clock::now();
+        for (std::size_t k = 0; k < std::min(outstanding, count); ++k)
+            submit_next();
+        auto last_report = Clock::now();
+        while (done_ < count && !error_) {
+            if (interrupted) throw std::runtime_error("interrupted");
+            if (seconds_since(last_progress_) > opt_.stall_seconds)
+                throw std::runtime_error(
+                    "no transfer committed for " + std::to_string(opt_.stall_seconds) + " s (" +
+                    std::to_string(done_) + " of " + std::to_string(count) + " done)");
+            io_.restart();
+            io_.run_for(std::chrono::milliseconds(20));
+            if (seconds_since(last_report) > 2) {
+                progress("  " + std::to_string(done_) + " of " + std::to_string(count) +
+                         " committed");
+                last_report = Clock::now();
+            }
+        }
+        if (error_) throw std::runtime_error(*error_);
+    }
+
+private:
+    // Called again from each completion, so the window stays full: a closed loop.
+    void submit_next() {
+        const std::size_t i = next_++;
+        submitted_at_[i] = Clock::now();
+        client_->submit((*txs_)[i], [this, i](Result<pbft::Committed> r) {
+            if (!r) {
+                error_ = "transfer " + std::to_string(i) + ": " + r.error().message();
+                return;
+            }
+            const auto now = Clock::now();
+            if (latency_ms_)
+                latency_ms_->push_back(
+                    std::chrono::duration<double, std::milli>(now - submitted_at_[i]).count());
+            if (heights_) heights_->insert(r->height);
+            max_height_ = std::max(max_height_, r->height);
+            ++done_;
+            last_progress_ = now;
+            if (next_ < count_ && !error_) submit_next();
+        });
+    }
+
+    const Options& opt_;
+    asio::io_context io_{1};
+    SigningKey session_;
+    std::unique_ptr<net::AsioTransport> transport_;
+    std::unique_ptr<pbft::Client> client_;
+    const std::vector<Tx>* txs_ = nullptr;
+    std::size_t count_ = 0, next_ = 0, done_ = 0;
+    std::vector<double>* latency_ms_ = nullptr;
+    std::set<std::uint64_t>* heights_ = nullptr;
+    std::vector<Clock::time_point> submitted_at_;
+    std::optional<std::string> error_;
+    Clock::time_point last_progress_;
+    std::uint64_t max_height_ = 0;
+};
+
+RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
+    std::optional<Testnet> net;
+    for (int attempt = 1;; ++attempt) {
+        net.emplace(opt, w, s);
+        if (net->start()) break;
+        const std::string why = tail_of(net->log());
+        net.reset();
+        if (attempt == 3) throw std::runtime_error("testnet up failed 3 times:\n" + why);
+        progress("testnet up failed (a port taken?); retrying on other ports");
+    }
+    if (opt.keep) progress("  testnet in " + net->dir().string());
+
+    LoadClient client(opt, *net);
+    // Connections (client to replicas and between replicas) are dialled lazily and each
+    // handshake costs signatures: the warm-up pays for them outside the clock.
+    client.run(w.warmup, w.warmup.size(), w.warmup.size(), nullptr, nullptr);
+    const std::uint64_t start_height = client.max_height();
+
+    RunResult r;
+    r.txs = s.txs;
+    r.loadavg_at_start = load_average();
+    const auto pids = net->pids();
+    std::vector<std::pair<double, double>> cpu_before;
+    for (auto pid : pids)
+        cpu_before.push_back(cpu_seconds(pid));
+    const auto own_before = own_cpu_seconds();
+    std::set<std::uint64_t> heights;
+    r.latency_ms.reserve(s.txs);
+    const auto start = Clock::now();
+    client.run(w.transfers, s.txs, s.outstanding, &r.latency_ms, &heights);
+    r.seconds = seconds_since(start);
+    const auto own_after = own_cpu_seconds();
+
+    // Where the CPU went during the measured phase: user and kernel seconds per process.
+    double total = 0;
+    Json nodes = Json::array();
+    for (std::size_t k = 0; k < pids.size(); ++k) {
+        const auto after = cpu_seconds(pids[k]);
+        const double user = after.first - cpu_before[k].first;
+        const double sys = after.second - cpu_before[k].second;
+        total += user + sys;
+        nodes.push_back(Json{{"user_s", round4(user)}, {"sys_s", round4(sys)}});
+    }
+    const double cuser = own_after.first - own_before.first;
+    const double csys = own_after.second - own_before.second;
+    total += cuser + csys;
+    const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
+    double node_cpu = 0;
+    for (const auto& n : nodes)
+        node_cpu += n["user_s"].get<double>() + n["sys_s"].get<double>();
+    r.cpu = Json{{"nodes", nodes},
+                 {"node_cpu_ms_per_tx_per_node",
+                  round4(node_cpu * 1000 / static_cast<double>(s.txs) /
+                         static_cast<double>(std::max<std::size_t>(1, pids.size())))},
+                 {"client", Json{{"user_s", round4(cuser)}, {"sys_s", round4(csys)}}},
+                 {"busy_fraction_of_all_cores", round4(total / (r.seconds * nproc))}};
+
+    r.view_changes = net->view_changes();
+    r.blocks = client.max_height() - start_height;
+    r.distinct_blocks = heights.size();
+    r.client = client.stats();
+    std::sort(r.latency_ms.begin(), r.latency_ms.end());
+    return r;
+}
+
+Json run_json(const RunResult& r) {
+    return Json{
+        {"seconds", round4(r.seconds)},
+        {"tx_per_s", round4(r.tx_per_s())},
+        {"blocks", r.blocks},
+        {"blocks_with_measured_txs", r.distinct_blocks},
+        {"blocks_per_s", round4(r.blocks_per_s())},
+        {"latency_ms", Json{{"p50", round4(percentile(r.latency_ms, 0.50))},
+                            {"p99", round4(percentile(r.latency_ms, 0.99))},
+                            {"max", round4(r.latency_ms.empty() ? 0 : r.latency_ms.back())}}},
+        {"client", Json{{"retransmissions", r.client.retransmissions},
+                        {"replies", r.client.replies},
+                        {"stale_replies", r.client.stale_replies},
+                        {"bad_replies", r.client.bad_replies}}},
+        {"view_changes", r.view_changes},
+        {"cpu", r.cpu},
+        {"loadavg_1m_at_start", r.loadavg_at_start}};
+}
+
+int run(const Options& opt) {
+    const auto started = Clock::now();
+    if (opt.scenarios.empty()) throw std::runtime_error("no scenario selected");
+    if (opt.popchain.empty() || ::access(opt.popchain.c_str(), X_OK) != 0)
+        throw std::runtime_error("the popchain tool \"" + opt.popchain +
+                                 "\" is not an executable (--popchain PATH)");
+    const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
+    const fs::path tmp = fs::temp_directory_path();
+    Json report;
+    report["machine"] =
+        Json{{"nproc", nproc},
+             {"cpu", cpu_model()},
+             {"compiler", compiler()},
+             {"build_type", POPCHAIN_BENCH_BUILD_TYPE},
+             {"loadavg_1m_at_start", load_average()},
+             {"botan", POPCHAIN_BENCH_BOTAN_VERSION},
+             {"sqlite", POPCHAIN_BENCH_SQLITE_VERSION},
+             {"temp_dir", tmp.string()},
+             {"temp_fs", fs_type(tmp)},
+             {"fdatasync_ms_median", round4(fdatasync_ms(tmp, opt.quick ? 20 : 100))}};
+
+    std::size_t most = 0;
+    for (const auto& s : opt.scenarios)
+        most = std::max(most, s.txs);
+    progress("signing " + std::to_string(most) + " transfers from as many wallets (untimed)");
+    const auto sign_start = Clock::now();
+    const Workload w(most, 2 * opt.nodes);
+    progress("  signed in " + std::to_string(seconds_since(sign_start)) + " s");
+
+    progress("measuring popchain::verify, one thread");
+    const VerifyRates verify_rates = measure_verify(w, opt.verify_seconds);
+    const double bound = verify_rates.distinct_keys * nproc / opt.nodes;
+    report["crypto_bound"] = Json{
+        {"verify_per_s_one_thread", round4(verify_rates.distinct_keys)},
+        {"verify_ms", round4(1000 / verify_rates.distinct_keys)},
+        {"verify_per_s_one_thread_same_key", round4(verify_rates.one_key)},
+        {"usable_cores", nproc},
+        {"replicas", opt.nodes},
+        {"tx_per_s", round4(bound)},
+        {"note", "verify/s (one thread, a different key each time, as in the workload) x cores "
+                 "/ replicas: every replica checks every client signature once, and the replica "
+                 "processes share the machine's cores"}};
+
+    report["settings"] =
+        Json{{"quick", opt.quick},
+             {"runs_per_scenario", opt.runs},
+             {"nodes", opt.nodes},
+             {"popchain", opt.popchain},
+             {"client", "one process, one pbft::Client over AsioTransport, closed loop; done = f+1 "
+                        "matching committed replies; retry after 60 s"},
+             {"workload", "one transfer per funded wallet (nonce 0), signed before timing"},
+             {"disk", "each node's chain.db and journal.db (SQLite WAL, synchronous=FULL) in "
+                      "temp_dir"}};
+
+    Json scenarios = Json::object();
+    double one_tx_blocks_per_s = -1, full_fraction = -1;
+    for (const auto& s : opt.scenarios) {
+        std::vector<RunResult> runs;
+        Json run_list = Json::array();
+        for (int k = 0; k < opt.runs; ++k) {
+            progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(opt.runs) +
+                     ": " + std::to_string(s.txs) + " transfers, " + std::to_string(s.outstanding) +
+                     " outstanding");
+            runs.push_back(run_once(opt, w, s));
+            const auto& r = runs.back();
+            progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
+                     std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
+                     std::to_string(percentile(r.latency_ms, 0.5)) + " ms, p99 " +
+                     std::to_string(percentile(r.latency_ms, 0.99)) + " ms");
+            run_list.push_back(run_json(r));
+        }
+        auto med = [&](auto field) {
+            std::vector<double> v;
+            for (const auto& r : runs)
+                v.push_back(field(r));
+            return round4(median(v));
+        };
+        const double tx_s = med([](const RunResult& r) { return r.tx_per_s(); });
+        const double blocks_s = med([](const RunResult& r) { return r.blocks_per_s(); });
+        Json setup = Json{
+            {"nodes", opt.nodes}, {"txs", s.txs}, {"outstanding", s.outstanding}, {"what", s.what}};
+        setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
+        setup["max_batch_delay_ms"] =
+            s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
+        setup["request_timeout_ms"] =
+            s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
+        setup["signatures"] = true;
+        setup["disk"] = true;
+        scenarios[s.name] = Json{
+            {"setup", setup},
+            {"tx_per_s", tx_s},
+            {"blocks_per_s", blocks_s},
+            {"latency_ms",
+             Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
+                  {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}},
+            {"fraction_of_bound", bound > 0 ? round4(tx_s / bound) : 0},
+            {"runs", run_list}};
+        if (s.name == "one_tx_blocks") one_tx_blocks_per_s = blocks_s;
+        if (s.name == "full_blocks") full_fraction = bound > 0 ? tx_s / bound : 0;
+    }
+    report["scenarios"] = std::move(scenarios);
+
+    // The issue's targets, stated beside the figures they are about (not asserted: the
+    // harness measures, CI on a loaded machine must not fail on a slow run).
+    Json targets = Json::object();
+    if (one_tx_blocks_per_s >= 0)
+        targets["one_tx_blocks_per_s"] = Json{{"target", 1000},
+                                              {"measured", one_tx_blocks_per_s},
+                                              {"met", one_tx_blocks_per_s >= 1000}};
+    if (full_fraction >= 0)
+        targets["full_blocks_fraction_of_bound"] = Json{
+            {"target", 0.75}, {"measured", round4(full_fraction)}, {"met", full_fraction >= 0.75}};
+    report["targets"] = std::move(targets);
+    report["machine"]["loadavg_1m_at_end"] = load_average();
+    report["total_seconds"] = round4(seconds_since(started));
+
+    std::cout << report.dump(2) << std::endl;
+    progress("done in " + std::to_string(seconds_since(started)) + " s");
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Options opt = parse_options(argc, argv);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    try {
+        return run(opt);
+    } catch (const std::exception& e) {
+        // No partial JSON on stdout: a consumer must not mistake a failed run for figures.
+        std::fprintf(stderr, "popchain_tcp_bench: %s\n", e.what());
+        return 1;
+    }
+}
