@@ -67,6 +67,7 @@ SimCluster::SimCluster(SimClusterOptions options)
 
     for (std::uint32_t i = 0; i < n; ++i) {
         stores_.push_back(std::make_unique<MemoryStore>());
+        journals_.push_back(std::make_unique<pbft::MemoryJournal>());
         shims_.push_back(std::make_unique<Shim>());
     }
     replicas_.resize(n);
@@ -104,8 +105,8 @@ void SimCluster::build_replica(pbft::ReplicaId id, Transport& inner) {
         wrappers_.push_back(std::move(wrapped));
         transport = wrappers_.back().get();
     }
-    auto made =
-        pbft::Replica::create(id, keys_[id], genesis_, options_.config, *transport, *stores_[id]);
+    auto made = pbft::Replica::create(id, keys_[id], genesis_, options_.config, *transport,
+                                      *stores_[id], journals_[id].get());
     if (!made)
         throw std::runtime_error("replica " + std::to_string(id) + ": " + made.error().message());
     replicas_[id] = std::move(made).value();
@@ -147,6 +148,7 @@ void SimCluster::crash(pbft::ReplicaId id) {
     net_.crash(id);
     shims_[id]->target = nullptr;
     replicas_[id].reset();
+    journals_[id]->drop_unsynced(); // what the crash took before it reached the disk
 }
 
 void SimCluster::restart(pbft::ReplicaId id) {

@@ -12,8 +12,9 @@
 // every wrapper it was given alive until the cluster itself goes.
 //
 // Crash and restart. crash(id) crashes the node in the SimNetwork and destroys its Replica;
-// the store survives, as a disk would. restart(id) restarts the node and builds a new Replica
-// over the same store, so it reopens from what it had stored. Do not crash or restart a
+// its store and journal survive, as a disk would. restart(id) restarts the node and builds a
+// new Replica over the same store and journal, so it reopens from what it had stored and
+// keeps every promise it made. Do not crash or restart a
 // replica from inside one of its own callbacks (its Replica is destroyed under it); call
 // them between runs of the network, as the scenario runner does.
 //
@@ -51,6 +52,7 @@
 #include <popchain/net/transport.hpp>
 #include <popchain/pbft/client.hpp>
 #include <popchain/pbft/config.hpp>
+#include <popchain/pbft/journal.hpp>
 #include <popchain/pbft/replica.hpp>
 #include <popchain/result.hpp>
 #include <popchain/transaction.hpp>
@@ -167,6 +169,9 @@ private:
     std::vector<std::uint64_t> nonces_;
     Genesis genesis_;
     std::vector<std::unique_ptr<MemoryStore>> stores_;
+    // Each replica's promises (views, votes, prepared certificates), kept across restarts as
+    // its store is: a replica that forgot them could vote twice differently for a slot.
+    std::vector<std::unique_ptr<pbft::MemoryJournal>> journals_;
     std::vector<std::unique_ptr<Shim>> shims_;
     std::unique_ptr<ClientReceiver> client_receiver_;
     Transport* client_ = nullptr;
