@@ -27,6 +27,8 @@ Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey&
     if (!store.tip_height()) {
         if (auto ok = store.append(built->block, built->delta); !ok)
             return make_error(ok.code(), "storing genesis: " + ok.error().detail);
+        if (auto ok = store.sync(); !ok)
+            return make_error(ok.code(), "storing genesis: " + ok.error().detail);
         apply_delta(state, built->delta);
     } else {
         auto first = store.block_at(0);
@@ -144,8 +146,24 @@ void Replica::end_batch() {
 void Replica::flush() {
     if (halted_) {
         outbox_.clear();
+        executed_unsynced_.clear();
         return;
     }
+    // The store first: the journal may have dropped what it kept for blocks below a new
+    // stable checkpoint, which only the store then holds. Replies about executed blocks
+    // and votes both wait for both.
+    if (auto ok = store_.sync(); !ok) {
+        ++stats_.store_errors;
+        halted_ = true;
+        outbox_.clear();
+        executed_unsynced_.clear();
+        return;
+    }
+    // Moved out first: a callback may call back into the replica, which flushes again.
+    auto durable = std::move(executed_unsynced_);
+    executed_unsynced_.clear();
+    for (const Block& block : durable)
+        on_commit_(block);
     if (journal_ && journal_->dirty()) {
         if (auto ok = journal_->sync(); !ok) {
             ++stats_.journal_errors;
@@ -783,7 +801,7 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
     answer_waiting(block);
-    if (on_commit_) on_commit_(block);
+    if (on_commit_) executed_unsynced_.push_back(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
     if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);
     if (boundary) take_checkpoint(block);

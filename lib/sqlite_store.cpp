@@ -112,9 +112,15 @@ struct SqliteStore::Impl {
     // The chain's height as of the last COMMIT this connection saw (open() or append()), so
     // tip_height() never touches the file. Guarded by `mutex`.
     std::optional<std::uint64_t> tip;
+    // Group commit (Durability::at_sync): whether a write transaction is open, and the tip
+    // as of the last COMMIT, to fall back to when the group is lost.
+    Durability durability = Durability::each_append;
+    bool group_open = false;
+    std::optional<std::uint64_t> durable_tip;
 
     // Cached statements, prepared once at open.
     Stmt begin_read, begin_write, commit, rollback;
+    Stmt savepoint, release, rollback_to;
     Stmt get_chain, put_chain;
     Stmt get_block_at, get_block_by_hash, put_block;
     Stmt get_tx, put_tx, get_address_txs, put_address_tx;
@@ -125,17 +131,31 @@ struct SqliteStore::Impl {
 
     ~Impl() {
         // Statements must be finalized before the connection closes.
-        for (Stmt* s : {&begin_read,     &begin_write,
-                        &commit,         &rollback,
-                        &get_chain,      &put_chain,
-                        &get_block_at,   &get_block_by_hash,
-                        &put_block,      &get_tx,
-                        &put_tx,         &get_address_txs,
-                        &put_address_tx, &get_escrow_parties,
-                        &all_accounts,   &put_account,
-                        &all_escrows,    &put_escrow,
-                        &all_replicas,   &clear_replicas,
-                        &put_replica,    &get_user_meta,
+        for (Stmt* s : {&begin_read,
+                        &begin_write,
+                        &commit,
+                        &rollback,
+                        &savepoint,
+                        &release,
+                        &rollback_to,
+                        &get_chain,
+                        &put_chain,
+                        &get_block_at,
+                        &get_block_by_hash,
+                        &put_block,
+                        &get_tx,
+                        &put_tx,
+                        &get_address_txs,
+                        &put_address_tx,
+                        &get_escrow_parties,
+                        &all_accounts,
+                        &put_account,
+                        &all_escrows,
+                        &put_escrow,
+                        &all_replicas,
+                        &clear_replicas,
+                        &put_replica,
+                        &get_user_meta,
                         &put_user_meta})
             *s = Stmt();
         sqlite3_close_v2(db);
@@ -148,6 +168,13 @@ struct SqliteStore::Impl {
                                    const Bytes& data) const;
     Result<Tx> decode_tx_row(const Hash256& txid, const Bytes& data) const;
     Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
+    Result<void> append_to_group(const Block& block, const Hash256& hash, const StateDelta& delta);
+    Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta);
+    Result<void> sync_locked();
+    Result<void> run(const Stmt& stmt, const char* context) {
+        Query q(db, stmt, context);
+        return q.run();
+    }
     Result<State> load_state_locked() const;
     Result<std::vector<TxRecord>>
     txs_of_address_locked(const Address& address, std::uint64_t offset, std::uint32_t limit) const;
@@ -163,6 +190,9 @@ Result<void> SqliteStore::Impl::prepare_all() {
         {&begin_write, "BEGIN IMMEDIATE"},
         {&commit, "COMMIT"},
         {&rollback, "ROLLBACK"},
+        {&savepoint, "SAVEPOINT block"},
+        {&release, "RELEASE block"},
+        {&rollback_to, "ROLLBACK TO block"},
         {&get_chain, "SELECT height, tip_hash, state_root, total_minted FROM chain WHERE id = 0"},
         {&put_chain, "INSERT INTO chain (id, height, tip_hash, state_root, total_minted) "
                      "VALUES (0, ?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET "
@@ -281,12 +311,59 @@ Result<Tx> SqliteStore::Impl::decode_tx_row(const Hash256& txid, const Bytes& da
 
 Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
                                               const StateDelta& delta) {
-    const std::uint64_t height = block.header.height;
+    if (durability == Durability::at_sync) return append_to_group(block, hash, delta);
     Transaction txn(db, commit, rollback);
-    // IMMEDIATE takes the write lock now, so the tip read below cannot go stale before
-    // the writes that depend on it.
+    // IMMEDIATE takes the write lock now, so the tip read in write_block cannot go stale
+    // before the writes that depend on it.
     if (auto r = txn.begin(begin_write); !r) return r;
+    if (auto r = write_block(block, hash, delta); !r) return r;
+    if (auto r = txn.commit(); !r) return r;
+    // Only now: a failed COMMIT leaves the stored tip, and so this copy, where it was.
+    tip = durable_tip = block.header.height;
+    return {};
+}
 
+Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash256& hash,
+                                                const StateDelta& delta) {
+    if (!group_open) {
+        if (auto r = run(begin_write, "opening a group of blocks"); !r) return r;
+        group_open = true;
+    }
+    if (auto r = run(savepoint, "opening a block's savepoint"); !r) return r;
+    auto written = write_block(block, hash, delta);
+    if (written) written = run(release, "closing a block's savepoint");
+    if (!written) {
+        if (sqlite3_get_autocommit(db)) {
+            // SQLite rolled the whole transaction back itself (e.g. a full disk): the
+            // group's earlier blocks are gone too.
+            group_open = false;
+            tip = durable_tip;
+        } else {
+            (void)run(rollback_to, "undoing a block");
+            (void)run(release, "closing a block's savepoint");
+        }
+        return written;
+    }
+    tip = block.header.height;
+    return {};
+}
+
+Result<void> SqliteStore::Impl::sync_locked() {
+    if (!group_open) return {};
+    group_open = false;
+    if (auto r = run(commit, "committing a group of blocks"); !r) {
+        // A COMMIT that failed (SQLITE_BUSY, I/O) may leave the transaction open.
+        if (!sqlite3_get_autocommit(db)) (void)run(rollback, "rolling back a group of blocks");
+        tip = durable_tip;
+        return r;
+    }
+    durable_tip = tip;
+    return {};
+}
+
+Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& hash,
+                                            const StateDelta& delta) {
+    const std::uint64_t height = block.header.height;
     auto chain = read_chain();
     if (!chain) return chain.error();
     const std::uint64_t expected = *chain ? (*chain)->height + 1 : 0;
@@ -392,16 +469,15 @@ Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256&
                      .run();
         if (!r) return r;
     }
-    if (auto r = txn.commit(); !r) return r;
-    // Only now: a failed COMMIT leaves the stored tip, and so this copy, where it was.
-    tip = height;
     return {};
 }
 
 Result<State> SqliteStore::Impl::load_state_locked() const {
-    // One read transaction: a consistent snapshot even if another process appends.
+    // One read transaction: a consistent snapshot even if another process appends. An
+    // open group is one already (and BEGIN inside it would fail).
     Transaction txn(db, commit, rollback);
-    if (auto r = txn.begin(begin_read); !r) return r.error();
+    if (!group_open)
+        if (auto r = txn.begin(begin_read); !r) return r.error();
     State state;
     auto chain = read_chain();
     if (!chain) return chain.error();
@@ -471,7 +547,8 @@ Result<State> SqliteStore::Impl::load_state_locked() const {
                 ReplicaInfo{static_cast<std::uint32_t>(*id), *key, std::move(*endpoint)});
         }
     }
-    if (auto r = txn.commit(); !r) return r.error();
+    if (!group_open)
+        if (auto r = txn.commit(); !r) return r.error();
     return state;
 }
 
@@ -590,8 +667,10 @@ Result<void> create_schema(sqlite3* db) {
 
 } // namespace
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file,
+                                                       Durability durability) {
     auto impl = std::make_unique<Impl>();
+    impl->durability = durability;
     impl->path = file.string();
     // The connection is opened NOMUTEX: Impl::mutex already serialises every use of it.
     // Another process holding the write lock is waited for (5 s) rather than failed on.
@@ -618,7 +697,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
     if (auto r = impl->prepare_all(); !r) return r.error();
     auto tip = impl->check_chain_consistent();
     if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
-    impl->tip = *tip;
+    impl->tip = impl->durable_tip = *tip;
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
 }
 
@@ -704,8 +783,14 @@ Result<State> SqliteStore::load_state() const {
     return impl_->load_state_locked();
 }
 
+Result<void> SqliteStore::sync() {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->sync_locked();
+}
+
 Result<void> SqliteStore::put_meta(const std::string& key, ByteView value) {
     std::lock_guard lock(impl_->mutex);
+    if (auto r = impl_->sync_locked(); !r) return r;
     // A single statement outside BEGIN is its own transaction, durable at return.
     Query q(impl_->db, impl_->put_user_meta, "storing meta value");
     return q.text(1, key).blob(2, value).run();

@@ -5,6 +5,16 @@
 // at any instant leaves the chain at a block boundary, with blocks, transaction indexes and
 // state from the same block. Every append is a single SQL transaction.
 //
+// Group commit (Durability::at_sync): append() writes inside one SQL transaction that stays
+// open until sync() commits it, each block in its own savepoint (a failed append undoes only
+// itself). One fsync then covers every block appended since the last sync; the replica syncs
+// before any reply or vote about those blocks leaves (Replica::flush), so nothing a client
+// or peer was told is lost. Readers of this store see the appended blocks at once, before
+// they are durable; a crash loses at most the blocks since the last sync, which the
+// replica then fetches again from its peers. A failed sync() rolls the group back (tip
+// included): the store's owner must stop, as after a failed append. Closing the store with
+// a group open discards it, as a crash would. put_meta() syncs an open group first.
+//
 // Errors: SQLite failures come back as Errc::io_error carrying SQLite's message (a database
 // SQLite itself finds damaged as Errc::storage_corrupt); a stored row that does not decode,
 // or decodes to something other than what its keys say, is Errc::storage_corrupt.
@@ -31,7 +41,12 @@ public:
     // or has a newer schema version, Errc::storage_corrupt for a file that is not an SQLite
     // database at all or a store whose chain summary disagrees with its blocks, and
     // Errc::io_error when the file cannot be opened.
-    static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+    enum class Durability {
+        each_append, // append() is durable when it returns
+        at_sync,     // append() is durable once a later sync() returns success
+    };
+    static Result<std::unique_ptr<SqliteStore>>
+    open(const std::filesystem::path& file, Durability durability = Durability::each_append);
 
     ~SqliteStore() override;
     SqliteStore(const SqliteStore&) = delete;
@@ -43,6 +58,7 @@ public:
     // transaction, so such a block makes it fail with Errc::wrong_height, never fork.
     std::optional<std::uint64_t> tip_height() const override;
     Result<void> append(const Block& block, const StateDelta& delta) override;
+    Result<void> sync() override;
     Result<Block> block_at(std::uint64_t height) const override;
     Result<Block> block_by_hash(const Hash256& hash) const override;
     Result<TxRecord> tx_by_id(const Hash256& txid) const override;

@@ -67,6 +67,15 @@ public:
     // must be the tip's hash; delta.height and delta.block_hash must match the block.
     virtual Result<void> append(const Block& block, const StateDelta& delta) = 0;
 
+    // Group commit. A store may defer the durability of append() to sync(), so that blocks
+    // executed together cost one write to stable storage instead of one each (SqliteStore
+    // with Durability::at_sync). After sync() succeeds every block appended before it
+    // survives a crash; a crash before then may lose the blocks appended since the last
+    // sync (never part of one), and a failed sync() may have lost them: the caller must
+    // then stop and reopen the store. Stores whose append() is durable at return (the
+    // default) have nothing to do.
+    virtual Result<void> sync() { return {}; }
+
     virtual Result<Block> block_at(std::uint64_t height) const = 0;
     virtual Result<Block> block_by_hash(const Hash256& hash) const = 0;
     virtual Result<TxRecord> tx_by_id(const Hash256& txid) const = 0;

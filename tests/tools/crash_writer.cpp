@@ -1,7 +1,9 @@
-// crash_writer <db-file> <genesis-seed>
+// crash_writer <db-file> <genesis-seed> [grouped]
 //
 // Appends valid blocks of random signed transactions to a SqliteStore until it is killed,
-// printing each height once append() has returned (that is, once it is committed). The
+// printing each height once append() has returned (that is, once it is committed). With
+// `grouped` the store is opened with Durability::at_sync and the writer appends one to four
+// blocks per group, printing the last height once sync() has returned. The
 // crash test (tests/unit/crash_test.cpp) SIGKILLs it at random instants and checks that the
 // store reopens at a block boundary holding everything that was printed.
 //
@@ -169,8 +171,9 @@ private:
 } // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        std::fprintf(stderr, "usage: crash_writer <db-file> <genesis-seed>\n");
+    const bool grouped = argc == 4 && std::string(argv[3]) == "grouped";
+    if (argc != 3 && !grouped) {
+        std::fprintf(stderr, "usage: crash_writer <db-file> <genesis-seed> [grouped]\n");
         return 2;
     }
     auto seeded = crash_chain::keys(argv[2]);
@@ -180,7 +183,8 @@ int main(int argc, char** argv) {
     auto genesis_block = genesis.build();
     if (!genesis_block) die("genesis: " + genesis_block.error().message());
 
-    auto opened = SqliteStore::open(argv[1]);
+    auto opened = SqliteStore::open(argv[1], grouped ? SqliteStore::Durability::at_sync
+                                                     : SqliteStore::Durability::each_append);
     if (!opened) die(opened.error().message());
     SqliteStore& store = **opened;
 
@@ -188,6 +192,7 @@ int main(int argc, char** argv) {
     if (!store.tip_height()) {
         if (auto r = store.append(genesis_block->block, genesis_block->delta); !r)
             die("storing genesis: " + r.error().message());
+        if (auto r = store.sync(); !r) die("syncing genesis: " + r.error().message());
         std::printf("0\n");
         std::fflush(stdout);
         auto l = genesis.ledger();
@@ -203,15 +208,22 @@ int main(int argc, char** argv) {
         ledger.emplace(genesis.params, std::move(*state));
     }
 
-    ChainWriter writer(std::move(keys), std::move(*ledger), std::random_device{}());
+    std::mt19937_64 rng(std::random_device{}());
+    ChainWriter writer(std::move(keys), std::move(*ledger), rng());
     for (;;) {
-        BuiltBlock b = writer.next_block();
-        if (auto r = store.append(b.block, b.delta); !r)
-            die("append at height " + std::to_string(b.block.header.height) + ": " +
-                r.error().message());
-        writer.commit(b.delta);
+        const int group = grouped ? std::uniform_int_distribution<int>(1, 4)(rng) : 1;
+        std::uint64_t height = 0;
+        for (int i = 0; i < group; ++i) {
+            BuiltBlock b = writer.next_block();
+            height = b.block.header.height;
+            if (auto r = store.append(b.block, b.delta); !r)
+                die("append at height " + std::to_string(height) + ": " + r.error().message());
+            writer.commit(b.delta);
+        }
+        if (auto r = store.sync(); !r)
+            die("sync at height " + std::to_string(height) + ": " + r.error().message());
         // Flushed at once: the test must see every height committed before its kill.
-        std::printf("%llu\n", static_cast<unsigned long long>(b.block.header.height));
+        std::printf("%llu\n", static_cast<unsigned long long>(height));
         std::fflush(stdout);
     }
 }

@@ -1,7 +1,8 @@
 // Crash safety of SqliteStore: a writer process (tests/tools/crash_writer.cpp) is SIGKILLed
 // at random instants while it appends blocks; after every kill the store must reopen at a
 // block boundary, hold every block the writer reported committed, and hold exactly the state
-// that replaying its blocks from genesis produces.
+// that replaying its blocks from genesis produces. Both durability modes: each append
+// committed, and groups of appends committed by sync().
 //
 // SIGKILL proves atomicity of append() (no torn block, index or state), not fsync: the
 // kernel still writes back a killed process's pages. Power-loss durability rests on
@@ -108,9 +109,7 @@ std::optional<std::uint64_t> check_store(const fs::path& db, const Genesis& gene
     return tip;
 }
 
-} // namespace
-
-TEST_CASE("SqliteStore: a writer killed at random instants loses nothing committed") {
+void kill_writer_repeatedly(bool grouped, int runs, std::uint64_t schedule_seed) {
     const std::string tool = POPCHAIN_TEST_TOOLS_DIR "/crash_writer";
     REQUIRE_MESSAGE(fs::exists(tool), tool << " is missing; build the crash_writer target");
 
@@ -135,18 +134,19 @@ TEST_CASE("SqliteStore: a writer killed at random instants loses nothing committ
     const Hash256 genesis_hash = built->block.hash();
 
     // Fixed seed: a failure reproduces with the same kill schedule (timing still varies).
-    std::mt19937_64 rng(20240611);
+    std::mt19937_64 rng(schedule_seed);
     std::uniform_int_distribution<int> delay_ms(20, 200);
     SignatureCache cache;
     std::optional<std::uint64_t> last_tip;
     int mid_run_kills = 0;
-    constexpr int runs = 24;
     const auto started = std::chrono::steady_clock::now();
     for (int run = 0; run < runs; ++run) {
         const auto delay = std::chrono::milliseconds(delay_ms(rng));
         CAPTURE(run);
         CAPTURE(delay.count());
-        const test::KilledRun r = test::run_and_kill({tool, db.string(), seed}, delay);
+        std::vector<std::string> args{tool, db.string(), seed};
+        if (grouped) args.push_back("grouped");
+        const test::KilledRun r = test::run_and_kill(args, delay);
         // The writer never stops by itself; an exit means it failed (its stderr says why).
         REQUIRE_MESSAGE(WIFSIGNALED(r.status),
                         "crash_writer exited with status "
@@ -167,11 +167,21 @@ TEST_CASE("SqliteStore: a writer killed at random instants loses nothing committ
     }
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started);
-    MESSAGE("crash test: ", runs, " kills (", mid_run_kills,
-            " after the writer committed), final height ", (last_tip ? *last_tip : 0), " in ",
-            took.count(), " ms");
+    MESSAGE(std::string(grouped ? "crash test (grouped): " : "crash test: "), runs, " kills (",
+            mid_run_kills, " after the writer committed), final height ",
+            (last_tip ? *last_tip : 0), " in ", took.count(), " ms");
     // Runs killed during the writer's startup (~60 ms, more under sanitizers) still check
     // reopening, but a good share must have been killed while appending.
     CHECK(mid_run_kills >= runs / 4);
     CHECK(last_tip.has_value());
+}
+
+} // namespace
+
+TEST_CASE("SqliteStore: a writer killed at random instants loses nothing committed") {
+    kill_writer_repeatedly(false, 24, 20240611);
+}
+
+TEST_CASE("SqliteStore at_sync: a writer killed at random instants loses nothing synced") {
+    kill_writer_repeatedly(true, 16, 20261126);
 }

@@ -28,8 +28,10 @@ using namespace popchain;
 using popchain::test::TempDir;
 namespace fs = std::filesystem;
 
-std::unique_ptr<SqliteStore> open_sqlite(const fs::path& file) {
-    auto store = SqliteStore::open(file);
+std::unique_ptr<SqliteStore>
+open_sqlite(const fs::path& file,
+            SqliteStore::Durability durability = SqliteStore::Durability::each_append) {
+    auto store = SqliteStore::open(file, durability);
     INFO((store ? std::string() : store.error().message()));
     REQUIRE(store.ok());
     return std::move(*store);
@@ -42,6 +44,14 @@ struct MemoryFactory {
 struct SqliteFactory {
     TempDir dir;
     std::unique_ptr<BlockStore> make() { return open_sqlite(dir.path() / "chain.db"); }
+};
+
+// Group commit: every generic behaviour holds with the appends not yet synced.
+struct SqliteGroupedFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() {
+        return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::at_sync);
+    }
 };
 
 // A small chain that touches every kind of state change a store keeps: transfers (one to
@@ -239,7 +249,8 @@ void expect_rejected(BlockStore& store, const TestChain& chain, const Block& b,
 
 } // namespace
 
-TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, SqliteFactory) {
+TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, SqliteFactory,
+                   SqliteGroupedFactory) {
     F factory;
     auto store = factory.make();
     CHECK_FALSE(store->tip_height().has_value());
@@ -254,7 +265,7 @@ TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, Sqlite
 }
 
 TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, SqliteGroupedFactory) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -331,7 +342,7 @@ TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, Memor
 }
 
 TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, SqliteGroupedFactory) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -397,7 +408,7 @@ TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, Memory
     CHECK(*state == chain.ledger->state());
 }
 
-TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory) {
+TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, SqliteGroupedFactory) {
     F factory;
     auto store = factory.make();
     const Bytes binary{0, 1, 0, 255, 0};
@@ -474,6 +485,63 @@ TEST_CASE("SqliteStore: a failed append leaves the file unchanged") {
     CHECK(snapshot(*store, chain) == before);
     CHECK(store->block_at(3).code() == Errc::not_found);
     REQUIRE(store->append(chain.blocks[3].block, chain.blocks[3].delta).ok());
+}
+
+TEST_CASE("SqliteStore at_sync: appends are durable at sync, and a lost group is whole") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    constexpr auto at_sync = SqliteStore::Durability::at_sync;
+    Snapshot synced;
+    {
+        auto store = open_sqlite(file, at_sync);
+        for (std::size_t h = 0; h < 3; ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        REQUIRE(store->sync().ok());
+        synced = snapshot(*store, chain);
+        CHECK(store->sync().ok()); // nothing open: nothing to do
+
+        // The next group is readable at once, before it is durable...
+        for (std::size_t h = 3; h < 5; ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        CHECK(store->tip_height() == 4);
+        auto b4 = store->block_at(4);
+        REQUIRE(b4.ok());
+        CHECK(*b4 == chain.blocks[4].block);
+        auto state = store->load_state();
+        REQUIRE(state.ok());
+        CHECK(state->height == 4);
+    } // ...and closing without sync() loses all of it, as a crash would.
+    {
+        auto store = open_sqlite(file, at_sync);
+        CHECK(snapshot(*store, chain) == synced);
+        CHECK(store->block_at(3).code() == Errc::not_found);
+
+        // A failed append in a group undoes only itself.
+        REQUIRE(store->append(chain.blocks[3].block, chain.blocks[3].delta).ok());
+        Block bad = chain.blocks[4].block;
+        bad.txs.push_back(chain.blocks[1].block.txs[0]);
+        StateDelta delta = chain.blocks[4].delta;
+        delta.block_hash = bad.hash();
+        const Snapshot with_3 = snapshot(*store, chain);
+        expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
+        CHECK(snapshot(*store, chain) == with_3);
+        REQUIRE(store->append(chain.blocks[4].block, chain.blocks[4].delta).ok());
+        // put_meta is durable at return, so it syncs the group before it.
+        REQUIRE(store->put_meta("view", to_bytes("3")).ok());
+        for (std::size_t h = 5; h < chain.blocks.size(); ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+    }
+    {
+        auto store = open_sqlite(file);
+        CHECK(store->tip_height() == 4);
+        CHECK(meta(*store, "view") == to_bytes("3"));
+        for (std::size_t h = 5; h < chain.blocks.size(); ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        auto state = store->load_state();
+        REQUIRE(state.ok());
+        CHECK(*state == chain.ledger->state());
+    }
 }
 
 TEST_CASE("SqliteStore: refuses files that are not popchain stores") {

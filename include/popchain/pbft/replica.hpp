@@ -199,7 +199,8 @@ public:
     // An envelope from the transport.
     void on_message(net::NodeId from, ByteView message) override;
 
-    // Called for every block executed, in height order, after it is stored.
+    // Called for every block executed, in height order, once it is durable in the store
+    // (after BlockStore::sync, before the replies about it leave).
     void on_commit(CommitFn fn) { on_commit_ = std::move(fn); }
 
     // ---- observation ----
@@ -399,6 +400,7 @@ private:
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
+    std::vector<Block> executed_unsynced_;            // for on_commit_, after the store syncs
 
     // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
     // a client whose entry was dropped still gets its answer from the store on a retry.
