@@ -111,9 +111,9 @@ void Replica::restore(const JournalState& saved) {
         if (vote.seq <= low() || vote.view != view_) continue;
         Slot& slot = log_[vote.seq];
         if (type == MsgType::prepare) {
-            slot.prepares[id_] = vote.digest;
+            slot.prepares.set(id_, vote.digest);
         } else {
-            slot.commits[id_] = vote.digest;
+            slot.commits.set(id_, vote.digest);
             slot.prepared = true; // a commit is sent only once prepared
         }
     }
@@ -557,9 +557,9 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     }
     Slot& slot = log_[v.seq];
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
-    auto [at, inserted] = votes.emplace(from, v.digest);
+    auto [kept, inserted] = votes.insert(from, v.digest);
     if (!inserted) {
-        if (at->second != v.digest) {
+        if (*kept != v.digest) {
             ++stats_.conflicting;
             return;
         }
@@ -700,7 +700,7 @@ void Replica::accept_ready() {
         note_spec_membership(seq);
         ++stats_.accepted;
         record_pre_prepared(seq, slot);
-        if (!is_primary() && !slot.prepares.count(id_)) send_prepare(seq, slot);
+        if (!is_primary() && !slot.prepares.contains(id_)) send_prepare(seq, slot);
         check_progress(seq);
     }
     maybe_propose();
@@ -718,12 +718,12 @@ void Replica::accept_executed(std::uint64_t seq, Slot& slot) {
     }
     slot.accepted = true;
     record_pre_prepared(seq, slot);
-    if (!is_primary() && !slot.prepares.count(id_)) send_prepare(seq, slot);
+    if (!is_primary() && !slot.prepares.contains(id_)) send_prepare(seq, slot);
     check_progress(seq);
 }
 
 void Replica::send_prepare(std::uint64_t seq, Slot& slot) {
-    slot.prepares[id_] = slot.digest;
+    slot.prepares.set(id_, slot.digest);
     const Vote prepare{view_, seq, slot.digest};
     if (journal_) journal_->put_vote(MsgType::prepare, prepare);
     broadcast(MsgType::prepare, prepare);
@@ -753,7 +753,7 @@ void Replica::check_progress(std::uint64_t seq) {
         slot.prepared = true;
         const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
         prepared_log_[seq] = entry;
-        slot.commits[id_] = slot.digest;
+        slot.commits.set(id_, slot.digest);
         const Vote commit{view_, seq, slot.digest};
         if (journal_) {
             journal_->put_prepared(entry);
@@ -948,9 +948,9 @@ void Replica::retransmit() {
         const bool send_body = is_primary() && bodies_sent < 4; // the lowest slots first
         if (send_body) ++bodies_sent;
         for (const auto& r : replicas_) {
-            if (r.id == id_ || slot.commits.count(r.id)) continue;
+            if (r.id == id_ || slot.commits.contains(r.id)) continue;
             if (send_body) send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
-            if (slot.prepares.count(id_))
+            if (slot.prepares.contains(id_))
                 send_to(r.id, MsgType::prepare, Vote{view_, seq, slot.digest});
             if (slot.prepared) send_to(r.id, MsgType::commit, Vote{view_, seq, slot.digest});
             ++stats_.retransmissions;
@@ -966,7 +966,7 @@ void Replica::request_missing_bodies() {
     auto it = log_.find(seq);
     if (it == log_.end()) return;
     Slot& slot = it->second;
-    auto tally = [](const std::map<ReplicaId, Hash256>& votes) {
+    auto tally = [](const VoteSet& votes) {
         std::map<Hash256, std::vector<ReplicaId>> by_digest;
         for (const auto& [r, d] : votes)
             by_digest[d].push_back(r);
@@ -1360,7 +1360,7 @@ void Replica::on_blocks(ReplicaId, Blocks&& b) {
                 slot.rejected = false;
                 slot.pre_prepare = PrePrepare{view_, seq, std::move(block)};
                 reset_speculation_from(seq);
-                slot.prepares[id_] = digest; // our earlier prepare, if any, was for the other
+                slot.prepares.set(id_, digest); // our earlier prepare, if any, was for the other
                 accept_ready();
             }
         }

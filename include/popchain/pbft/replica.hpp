@@ -102,12 +102,14 @@
 #include <popchain/pbft/view_change.hpp>
 #include <popchain/store.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <utility>
 #include <vector>
 
 namespace popchain::pbft {
@@ -234,14 +236,57 @@ public:
     void rebuild_speculative();
 
 private:
+    // The prepares (or commits) of one slot: the first vote of each replica, in a flat
+    // vector sorted by replica id. Each replica keeps a window of slots with up to n votes of
+    // each kind; contiguous entries keep a vote's lookup and a quorum count in a few cache
+    // lines, where a tree scattered them (measured: docs/benchmarks.md).
+    class VoteSet {
+    public:
+        using Entry = std::pair<ReplicaId, Hash256>;
+        // Keeps `digest` as `from`'s vote unless it has one; returns the vote kept and
+        // whether it is this one.
+        std::pair<const Hash256*, bool> insert(ReplicaId from, const Hash256& digest) {
+            auto at = position(from);
+            if (at != votes_.end() && at->first == from) return {&at->second, false};
+            at = votes_.insert(at, {from, digest});
+            return {&at->second, true};
+        }
+        // Sets `from`'s vote, replacing one it had (this replica's own, after a view change).
+        void set(ReplicaId from, const Hash256& digest) {
+            auto at = position(from);
+            if (at != votes_.end() && at->first == from)
+                at->second = digest;
+            else
+                votes_.insert(at, {from, digest});
+        }
+        bool contains(ReplicaId id) const {
+            auto at = position(id);
+            return at != votes_.end() && at->first == id;
+        }
+        std::size_t size() const { return votes_.size(); }
+        std::vector<Entry>::const_iterator begin() const { return votes_.begin(); }
+        std::vector<Entry>::const_iterator end() const { return votes_.end(); }
+
+    private:
+        std::vector<Entry>::const_iterator position(ReplicaId id) const {
+            return std::lower_bound(votes_.begin(), votes_.end(), id,
+                                    [](const Entry& e, ReplicaId r) { return e.first < r; });
+        }
+        std::vector<Entry>::iterator position(ReplicaId id) {
+            return std::lower_bound(votes_.begin(), votes_.end(), id,
+                                    [](const Entry& e, ReplicaId r) { return e.first < r; });
+        }
+        std::vector<Entry> votes_;
+    };
+
     struct Slot {
         std::optional<PrePrepare> pre_prepare; // from the primary (or a peer, see bodies)
         Hash256 digest;                        // its block hash
         bool accepted = false;                 // validated on the speculative state
         bool rejected = false;                 // failed validation: no other for (view, seq)
         std::optional<StateDelta> delta;       // when accepted, unless executed before
-        std::map<ReplicaId, Hash256> prepares; // first vote per replica
-        std::map<ReplicaId, Hash256> commits;
+        VoteSet prepares;
+        VoteSet commits;
         bool prepared = false;
         bool committed = false;
     };
