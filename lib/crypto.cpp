@@ -16,6 +16,7 @@
 #include <botan/version.h>
 
 #include <unordered_map>
+#include <unordered_set>
 
 namespace popchain {
 
@@ -77,8 +78,13 @@ Bytes random_bytes(std::size_t count) {
 }
 
 Hash256 hmac_sha256(ByteView key, ByteView data) {
+    return hmac_sha256(key, ByteView(), data);
+}
+
+Hash256 hmac_sha256(ByteView key, ByteView prefix, ByteView data) {
     thread_local auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
     mac->set_key(key.data(), key.size());
+    mac->update(prefix.data(), prefix.size());
     mac->update(data.data(), data.size());
     Hash256 out;
     mac->final(out.data());
@@ -151,7 +157,16 @@ Result<PublicKey> parse_public_key(ByteView bytes) {
     PublicKey key = PublicKey::from(bytes);
     if (key.bytes[0] != 0x02 && key.bytes[0] != 0x03)
         return make_error(Errc::bad_public_key, "public key must be a compressed point");
+    // Checking the point costs a modular square root, and a client or replica presents the
+    // same key in every message it sends (a node's profile showed this check, not the
+    // signature checks, as its largest Botan cost), so each thread remembers keys it found
+    // good.
+    constexpr std::size_t max_remembered = 4096;
+    thread_local std::unordered_set<PublicKey, FixedBytesHash> good;
+    if (good.count(key)) return key;
     if (!load_public(key)) return make_error(Errc::bad_public_key, "not a point on P-256");
+    if (good.size() >= max_remembered) good.clear();
+    good.insert(key);
     return key;
 }
 

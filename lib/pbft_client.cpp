@@ -13,9 +13,7 @@ constexpr std::string_view reply_domain = "popchain/reply/v1";
 constexpr std::size_t max_client_frame_bytes = 1u << 20; // one transaction, generously
 
 Hash256 reply_mac(const Hash256& key, ByteView signed_part) {
-    Bytes input = to_bytes(reply_domain);
-    input.insert(input.end(), signed_part.begin(), signed_part.end());
-    return hmac_sha256(key.view(), input);
+    return hmac_sha256(key.view(), as_bytes(reply_domain), signed_part);
 }
 
 Result<ClientMsgType> frame_type(Reader& r) {

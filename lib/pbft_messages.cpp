@@ -298,9 +298,7 @@ Result<void> LinkAuthenticator::add_member(const SigningKey& key, const ReplicaI
 }
 
 Hash256 LinkAuthenticator::mac(const Hash256& key, ByteView signed_part) const {
-    Bytes input = to_bytes(link_domain);
-    input.insert(input.end(), signed_part.begin(), signed_part.end());
-    return hmac_sha256(key.view(), input);
+    return hmac_sha256(key.view(), as_bytes(link_domain), signed_part);
 }
 
 Bytes LinkAuthenticator::seal(ReplicaId to, MsgType type, ByteView body) const {

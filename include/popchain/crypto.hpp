@@ -62,6 +62,8 @@ Bytes random_bytes(std::size_t count);
 
 // HMAC-SHA256 of `data` under `key`.
 Hash256 hmac_sha256(ByteView key, ByteView data);
+// The MAC of prefix || data, without joining them first.
+Hash256 hmac_sha256(ByteView key, ByteView prefix, ByteView data);
 // Compares two MACs in time independent of where they differ.
 bool equal_in_constant_time(const Hash256& a, const Hash256& b);
 
