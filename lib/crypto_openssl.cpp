@@ -43,21 +43,33 @@ bool low_s(const Signature& sig) {
     return std::memcmp(sig.data() + 32, half_order.data(), half_order.size()) <= 0;
 }
 
+// A key holding only the curve, per thread. Building P-256 from its name (parameters,
+// Montgomery constants, a modular inverse) cost as much as the point decompression; copying
+// a built one does not (profile of a node checking one new key per transaction).
+EVP_PKEY* curve_template() {
+    thread_local PkeyPtr curve = [] {
+        CtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+        EVP_PKEY* raw = nullptr;
+        char group[] = "prime256v1";
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+            OSSL_PARAM_construct_end()};
+        if (ctx && EVP_PKEY_fromdata_init(ctx.get()) == 1)
+            (void)EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEY_PARAMETERS, params);
+        return PkeyPtr(raw);
+    }();
+    return curve.get();
+}
+
 PkeyPtr load_public(const PublicKey& key) {
     // OpenSSL would also take other SEC1 forms given the right length; the library's keys are
     // compressed points only, and Botan refuses every other prefix at 33 bytes.
     if (key.bytes[0] != 0x02 && key.bytes[0] != 0x03) return nullptr;
-    CtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-    if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) return nullptr;
-    char group[] = "prime256v1";
-    std::array<std::uint8_t, PublicKey::size()> point = key.bytes;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()),
-        OSSL_PARAM_construct_end()};
-    EVP_PKEY* raw = nullptr;
-    if (EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params) != 1) return nullptr;
-    PkeyPtr pkey(raw);
+    EVP_PKEY* curve = curve_template();
+    if (!curve) return nullptr;
+    PkeyPtr pkey(EVP_PKEY_dup(curve));
+    if (!pkey || EVP_PKEY_set1_encoded_public_key(pkey.get(), key.data(), key.size()) != 1)
+        return nullptr;
     // Decoding already refuses x >= p and an x with no square root, so the point is on the
     // curve and not infinity; the check states that here instead of leaving it to the
     // decoder's internals. P-256 has cofactor 1, so no subgroup check is needed.
