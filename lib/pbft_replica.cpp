@@ -470,8 +470,7 @@ void Replica::refuse_unexecutable() {
     // Only against a settled state: with blocks in flight the primary is busy with them,
     // and what fails now may be what they make valid.
     if (log_.upper_bound(ledger_.height()) != log_.end()) return;
-    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
-    const auto ready = mempool_.take_ready(config_.max_block_txs, next_nonce);
+    const auto ready = mempool_.take_ready(config_.max_block_txs, committed_nonces());
     if (ready.empty()) return;
     for (const auto& r : ledger_.build_block(ready, view_, id_, transport_.now()).rejected) {
         refuse(r);
@@ -995,8 +994,7 @@ void Replica::request_missing_bodies() {
 bool Replica::has_work() const {
     if (log_.upper_bound(ledger_.height()) != log_.end()) return true;
     if (mempool_.size() == 0) return false;
-    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
-    return !mempool_.take_ready(1, next_nonce).empty();
+    return !mempool_.take_ready(1, committed_nonces()).empty();
 }
 
 void Replica::arm_watchdog() {
@@ -1274,8 +1272,7 @@ void Replica::forward_pending_requests() {
         ++stats_.requests_forwarded;
     }
     if (is_primary()) return;
-    auto next_nonce = [this](const Address& a) { return ledger_.account(a).nonce; };
-    for (Tx& tx : mempool_.take_ready(config_.max_block_txs, next_nonce)) {
+    for (Tx& tx : mempool_.take_ready(config_.max_block_txs, committed_nonces())) {
         send_to(primary(), MsgType::request, Request{std::move(tx)});
         ++stats_.requests_forwarded;
     }
@@ -1451,7 +1448,7 @@ void Replica::finish_transfer() {
     fetched_.clear();
     if (halted_) return;
     ++stats_.state_transfers;
-    mempool_.prune([this](const Address& a) { return ledger_.account(a).nonce; });
+    mempool_.prune(committed_nonces());
     if (cert && cert->checkpoints.front().seq == ledger_.height()) make_stable(std::move(*cert));
     reset_speculation_from(ledger_.height() + 1);
     accept_ready();

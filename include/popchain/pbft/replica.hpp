@@ -295,6 +295,10 @@ private:
             ReplicaConfig config, net::Transport& transport, BlockStore& store,
             LinkAuthenticator link, Hash256 genesis_hash, Journal* journal);
     void restore(const JournalState& saved);
+    // Each sender's next nonce on the committed ledger, for the mempool.
+    Mempool::NextNonceFn committed_nonces() const {
+        return [this](const Address& a) { return ledger_.account(a).nonce; };
+    }
 
     // Every entry point runs inside one of these: the outermost flushes the outbox.
     struct Scope {
