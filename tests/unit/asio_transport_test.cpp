@@ -131,8 +131,13 @@ TEST_CASE("asio: three transports exchange messages both ways, in order, with th
     mesh.nodes[1]->send(1, text("to myself"));
 
     const std::size_t expected = 2 * per_link;
+    // The send counters move when a write completes, which the io_context may run after the
+    // peer has already read the bytes: wait for both.
     REQUIRE(run_until(io, [&] {
-        return mesh.inboxes[0].got.size() == expected &&
+        bool written = true;
+        for (NodeId i = 0; i < 3; ++i)
+            written = written && mesh.nodes[i]->stats().frames_sent >= 2 * per_link;
+        return written && mesh.inboxes[0].got.size() == expected &&
                mesh.inboxes[1].got.size() == expected + 1 && mesh.inboxes[2].got.size() == expected;
     }));
     for (NodeId to = 0; to < 3; ++to) {
