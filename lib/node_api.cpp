@@ -166,28 +166,11 @@ void NodeApi::submit(const HttpRequest& request, Responder respond, bool mint_on
 
 HttpResponse NodeApi::block_response(const Block& block) const {
     json body{{"block", to_json(block)}, {"certified", false}};
-    // The commit proof: headers up to the last stable checkpoint and its certificate, which
-    // a light client checks with verify_block() and the replica set alone.
-    const auto& cert = replica_.last_stable_certificate();
-    if (!cert.checkpoints.empty()) {
-        const std::uint64_t checkpoint = cert.checkpoints.front().seq;
-        const std::uint64_t height = block.header.height;
-        if (checkpoint >= height && checkpoint - height <= options_.max_proof_headers) {
-            pbft::CommitProof proof;
-            proof.certificate = cert;
-            bool complete = true;
-            for (std::uint64_t h = height + 1; h <= checkpoint && complete; ++h) {
-                auto b = store_.block_at(h);
-                if (b)
-                    proof.headers.push_back(b->header);
-                else
-                    complete = false;
-            }
-            if (complete) {
-                body["certified"] = true;
-                body["commit_proof"] = to_json(proof);
-            }
-        }
+    // The commit proof a light client checks with verify_block() and the replica set (for
+    // a block changing the set, the set before the change) alone.
+    if (auto proof = replica_.commit_proof(block, options_.max_proof_headers)) {
+        body["certified"] = true;
+        body["commit_proof"] = to_json(*proof);
     }
     return HttpResponse::json(200, body);
 }
@@ -263,7 +246,8 @@ Result<void> NodeApi::add_routes(HttpServer& server) {
                   {"voting", replica_.voting()},
                   {"replicas", replica_.replica_set().size()},
                   {"mempool", replica_.pending()},
-                  {"stable_checkpoint", replica_.stable_seq()}};
+                  {"stable_checkpoint", replica_.stable_seq()},
+                  {"checkpoint_interval", replica_.config().checkpoint_interval}};
         if (options_.peers_connected) body["peers_connected"] = options_.peers_connected();
         return HttpResponse::json(200, body);
     };

@@ -810,6 +810,34 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     if (boundary) take_checkpoint(block);
 }
 
+std::optional<CommitProof> Replica::commit_proof(const Block& block,
+                                                 std::size_t max_headers) const {
+    const std::uint64_t height = block.header.height;
+    const CheckpointCertificate* cert = &stable_cert_;
+    const bool changes_set = std::any_of(block.txs.begin(), block.txs.end(),
+                                         [](const Tx& tx) { return tx.kind == TxKind::config; });
+    if (changes_set) {
+        const std::uint64_t interval = config_.checkpoint_interval;
+        const std::uint64_t boundary = (height + interval - 1) / interval * interval;
+        if (auto b = boundary_certs_.lower_bound(height); b != boundary_certs_.end())
+            cert = &b->second;
+        else if (stable_cert_.checkpoints.empty() ||
+                 stable_cert_.checkpoints.front().seq > boundary)
+            return std::nullopt; // only a later set's certificate is kept
+    }
+    if (cert->checkpoints.empty()) return std::nullopt;
+    const std::uint64_t checkpoint = cert->checkpoints.front().seq;
+    if (checkpoint < height || checkpoint - height > max_headers) return std::nullopt;
+    CommitProof proof;
+    proof.certificate = *cert;
+    for (std::uint64_t h = height + 1; h <= checkpoint; ++h) {
+        auto b = store_.block_at(h);
+        if (!b) return std::nullopt;
+        proof.headers.push_back(b->header);
+    }
+    return proof;
+}
+
 // ---- checkpoints ----
 
 void Replica::take_checkpoint(const Block& block) {

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
     MarketOptions options;
     options.chain_id = genesis->params.chain_id;
     options.replicas = genesis->replicas;
+    options.chain_authority = genesis->params.authority;
     options.admin_username = get("admin");
     options.static_dir = get("static", POPMARKET_STATIC_DIR);
     const auto auto_limit = get_number("auto-approve-limit", 0);

@@ -209,7 +209,9 @@ bool is_valid_username(const std::string& name) {
 // ---------------------------------------------------------------- setup and routing
 
 Market::Market(Db& db, ChainClient& chain, MarketOptions options)
-    : db_(db), chain_(chain), verifier_(chain, options.replicas), options_(std::move(options)) {
+    : db_(db), chain_(chain),
+      verifier_(chain, options.replicas, popchain::Address::of(options.chain_authority)),
+      options_(std::move(options)) {
     dummy_hash_ = hash_password("not a real password", options_.passwords);
 }
 

@@ -24,7 +24,8 @@ namespace popmarket {
 
 struct MarketOptions {
     std::string chain_id;
-    std::vector<popchain::ReplicaInfo> replicas;           // the genesis set, for verification
+    std::vector<popchain::ReplicaInfo> replicas; // the genesis set, for verification
+    popchain::PublicKey chain_authority; // genesis's; its config transactions change the set
     std::shared_ptr<const popchain::SigningKey> authority; // signs mints; null: no charges
     std::string admin_username;
     std::uint64_t auto_approve_limit = 0; // charges up to this are approved at once; 0: never

@@ -481,3 +481,36 @@ def test_explorer_verifies_blocks_and_transactions(market, cluster, name):
     assert c.get("/api/chain/addresses/popnope").status == 400
     status = c.get("/api/chain/status").body
     assert len(status["nodes"]) == 4
+
+
+def test_verification_follows_a_membership_change(tmp_path, name):
+    """Two replicas join by `config`, two of the genesis replicas go down: every later
+    certificate is signed by a quorum that the genesis set alone does not make, and a charge
+    committed after the change still shows as verified (popmarket learnt the new set from the
+    config blocks' own proofs)."""
+    import popchain
+    cluster = popchain.LocalCluster(nodes=4, wallets=1)
+    cluster.start()
+    m = None
+    try:
+        joined = [cluster.add_node(), cluster.add_node()]
+        # The change takes effect at the next checkpoint boundary: commit blocks past it.
+        past = cluster.height(0) + cluster.status(0)["checkpoint_interval"]
+        deadline = time.monotonic() + 120
+        while cluster.height(0) <= past or not all(cluster.status(i)["voting"] for i in joined):
+            assert time.monotonic() < deadline, [cluster.status(i) for i in joined]
+            cluster.transfer("w0", cluster.address("w0"), 1)
+        cluster.kill(2)
+        cluster.kill(3)
+        m = Market(cluster, tmp_path / "membership", nodes=[0, 1])
+        c = member(m, name(), charge=7)
+        charge = c.get("/api/charges").body["charges"][0]
+        tx = wait_until(lambda: (lambda r: r.body if r.status == 200 and r.body["verified"]
+                                 else None)(c.get(f"/api/chain/txs/{charge['txid']}")), 60, 0.3)
+        assert tx["tx"]["kind"] == "mint" and tx["tx"]["amount"] == 7
+        b = c.get(f"/api/chain/blocks/{tx['height']}").body
+        assert b["verified"], b
+    finally:
+        if m:
+            m.close()
+        cluster.close()

@@ -226,6 +226,15 @@ public:
     std::uint64_t stable_seq() const { return low(); }
     // Its certificate; empty until a checkpoint became stable.
     const CheckpointCertificate& last_stable_certificate() const { return stable_cert_; }
+    // A light client's proof that `block` (an executed block of this replica) is committed:
+    // the headers from it up to a stable checkpoint, and that checkpoint's certificate
+    // (verify_block). A block with config transactions is proven by the certificate of the
+    // boundary its change took effect at, signed by the set that agreed on it, which a
+    // client following the chain with a ReplicaSetHistory knows before it learns the
+    // change; other blocks by the last stable certificate. nullopt while no certificate
+    // covers the block, when the proof would need more than `max_headers` headers, or when
+    // the store cannot give a header.
+    std::optional<CommitProof> commit_proof(const Block& block, std::size_t max_headers) const;
     // Log entries kept (sequence numbers with protocol state, all above stable_seq()).
     std::size_t log_size() const { return log_.size(); }
     // Heights with checkpoint messages kept (all above stable_seq()).
