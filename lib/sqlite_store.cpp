@@ -547,8 +547,7 @@ Result<State> SqliteStore::Impl::load_state_locked() const {
                 ReplicaInfo{static_cast<std::uint32_t>(*id), *key, std::move(*endpoint)});
         }
     }
-    if (!group_open)
-        if (auto r = txn.commit(); !r) return r.error();
+    if (auto r = txn.commit(); !r) return r.error();
     return state;
 }
 

@@ -208,7 +208,9 @@ public:
         open_ = true;
         return {};
     }
+    // Nothing to do when begin() was skipped (a caller already inside a transaction).
     Result<void> commit() {
+        if (!open_) return {};
         Query q(db_, commit_, "commit");
         if (auto r = q.run(); !r) return r;
         open_ = false;
