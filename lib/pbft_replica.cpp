@@ -1,6 +1,7 @@
 #include <popchain/pbft/replica.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <set>
 #include <string>
 #include <utility>
@@ -927,8 +928,9 @@ void Replica::on_tick() {
     ++ticks_;
     const bool progressed = ledger_.height() != tick_height_;
     tick_height_ = ledger_.height();
+    stalled_ticks_ = progressed ? 0 : stalled_ticks_ + 1;
     if (target_ && !fetching_ && (!progressed || !view_active_)) start_fetch();
-    if (!progressed) {
+    if (!progressed && stalled_ticks_ % forward_stall_ticks() == 0) {
         forward_pending_requests();
         // Ask a peer now and then whether we are behind: one that has a stable checkpoint
         // above our height answers with its certificate (a replica that was down or cut
@@ -949,8 +951,13 @@ void Replica::on_tick() {
         return;
     }
     if (progressed) return;
-    retransmit();
-    request_missing_bodies();
+    // A slot that waits is usually only slow (a full block still being checked, a busy
+    // peer), not lost: repeat at stalled ticks 1, 2, 4, 8 and then every 8, so a slow block
+    // is not re-sent several times while it commits.
+    if (std::has_single_bit(stalled_ticks_) || stalled_ticks_ % 8 == 0) {
+        retransmit();
+        request_missing_bodies();
+    }
     // Idle with blocks above the last checkpoint: certify the tip, so a quiet chain's last
     // blocks get a certificate and laggards can fetch them.
     const bool idle = log_.upper_bound(ledger_.height()) == log_.end() && !has_work();
@@ -980,7 +987,9 @@ void Replica::retransmit() {
         if (send_body) ++bodies_sent;
         for (const auto& r : replicas_) {
             if (r.id == id_ || slot.commits.contains(r.id)) continue;
-            if (send_body) send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
+            // A peer that prepared this slot holds its block: only its votes may be missing.
+            if (send_body && !slot.prepares.contains(r.id))
+                send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
             if (slot.prepares.contains(id_))
                 send_to(r.id, MsgType::prepare, Vote{view_, seq, slot.digest});
             if (slot.prepared) send_to(r.id, MsgType::commit, Vote{view_, seq, slot.digest});
