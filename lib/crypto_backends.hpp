@@ -19,7 +19,7 @@ bool verify_with_botan(const PublicKey& key, const Hash256& digest, const Signat
                        bool allow_high_s = false);
 
 #if POPCHAIN_OPENSSL_VERIFY
-// OpenSSL 3 libcrypto through the EVP API: what verify() uses when the option is on.
+// OpenSSL 3 libcrypto (its EC_KEY/ECDSA interface): what verify() uses when the option is on.
 bool verify_with_openssl(const PublicKey& key, const Hash256& digest, const Signature& sig,
                          bool allow_high_s = false);
 #endif

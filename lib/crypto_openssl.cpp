@@ -8,11 +8,19 @@
 
 #if POPCHAIN_OPENSSL_VERIFY
 
-#include <openssl/core_names.h>
+// The EC_KEY/ECDSA_do_verify interface is deprecated in OpenSSL 3 in favour of EVP, but it
+// is still shipped and supported through 3.x, and for the workload that matters here (a key
+// never seen before on almost every transaction) it costs a third less per verification: the
+// EVP route builds a provider key, a key check context and a verify context, and fetches
+// the digest, for every new key (profile in docs/benchmarks.md).
+#define OPENSSL_SUPPRESS_DEPRECATED
+
+#include <openssl/bn.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
+#include <openssl/obj_mac.h>
 
 #include <array>
 #include <cstdint>
@@ -24,14 +32,17 @@ namespace popchain::detail {
 
 namespace {
 
-struct CtxFree {
-    void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
+struct Free {
+    void operator()(EC_GROUP* g) const { EC_GROUP_free(g); }
+    void operator()(EC_KEY* k) const { EC_KEY_free(k); }
+    void operator()(EC_POINT* p) const { EC_POINT_free(p); }
+    void operator()(BN_CTX* c) const { BN_CTX_free(c); }
+    void operator()(BIGNUM* b) const { BN_free(b); }
+    void operator()(BN_MONT_CTX* m) const { BN_MONT_CTX_free(m); }
+    void operator()(ECDSA_SIG* s) const { ECDSA_SIG_free(s); }
 };
-struct PkeyFree {
-    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using CtxPtr = std::unique_ptr<EVP_PKEY_CTX, CtxFree>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+template <class T>
+using Owned = std::unique_ptr<T, Free>;
 
 // (n - 1) / 2 for the P-256 group order n, big-endian: the largest s verify() accepts.
 // Comparing bytes avoids a bignum allocation on every call.
@@ -43,88 +54,91 @@ bool low_s(const Signature& sig) {
     return std::memcmp(sig.data() + 32, half_order.data(), half_order.size()) <= 0;
 }
 
-// A key holding only the curve, per thread. Building P-256 from its name (parameters,
-// Montgomery constants, a modular inverse) cost as much as the point decompression; copying
-// a built one does not (profile of a node checking one new key per transaction).
-EVP_PKEY* curve_template() {
-    thread_local PkeyPtr curve = [] {
-        CtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-        EVP_PKEY* raw = nullptr;
-        char group[] = "prime256v1";
-        OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-            OSSL_PARAM_construct_end()};
-        if (ctx && EVP_PKEY_fromdata_init(ctx.get()) == 1)
-            (void)EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEY_PARAMETERS, params);
-        return PkeyPtr(raw);
-    }();
-    return curve.get();
+// What each thread builds once: the curve (its field constants and the base point's
+// precomputed table), and what decompressing a key needs (p, b, (p + 1) / 4, a Montgomery
+// context for p). Objects from OpenSSL's low-level API must not be shared between threads
+// while they are used, so every thread has its own.
+struct Curve {
+    Owned<EC_GROUP> group{EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)};
+    Owned<BN_CTX> ctx{BN_CTX_new()};
+    Owned<BIGNUM> p{BN_new()}, b{BN_new()}, sqrt_exponent{BN_new()};
+    Owned<BN_MONT_CTX> mont{BN_MONT_CTX_new()};
+    bool ready = false;
+
+    Curve() {
+        if (!group || !ctx || !p || !b || !sqrt_exponent || !mont) return;
+        if (EC_GROUP_get_curve(group.get(), p.get(), nullptr, b.get(), ctx.get()) != 1) return;
+        // p = 3 (mod 4), so a square a has the root a^((p + 1) / 4).
+        if (BN_copy(sqrt_exponent.get(), p.get()) == nullptr ||
+            BN_add_word(sqrt_exponent.get(), 1) != 1 ||
+            BN_rshift(sqrt_exponent.get(), sqrt_exponent.get(), 2) != 1)
+            return;
+        ready = BN_MONT_CTX_set(mont.get(), p.get(), ctx.get()) == 1;
+    }
+};
+
+Curve& curve() {
+    thread_local Curve c;
+    return c;
 }
 
-PkeyPtr load_public(const PublicKey& key) {
-    // OpenSSL would also take other SEC1 forms given the right length; the library's keys are
-    // compressed points only, and Botan refuses every other prefix at 33 bytes.
+// The point with the key's x coordinate and the y whose parity the prefix gives, or null
+// when there is none (x >= p, or x^3 - 3x + b not a square). OpenSSL's own decoder takes a
+// general modular square root and builds a Montgomery context for p on every call, which
+// was a tenth of a node's time when each transaction brings a new key.
+Owned<EC_POINT> decompress(Curve& c, const PublicKey& key) {
+    // The library's keys are compressed points only; Botan refuses every other prefix.
     if (key.bytes[0] != 0x02 && key.bytes[0] != 0x03) return nullptr;
-    EVP_PKEY* curve = curve_template();
-    if (!curve) return nullptr;
-    PkeyPtr pkey(EVP_PKEY_dup(curve));
-    if (!pkey || EVP_PKEY_set1_encoded_public_key(pkey.get(), key.data(), key.size()) != 1)
-        return nullptr;
-    // Decoding already refuses x >= p and an x with no square root, so the point is on the
-    // curve and not infinity; the check states that here instead of leaving it to the
-    // decoder's internals. P-256 has cofactor 1, so no subgroup check is needed.
-    CtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
-    if (!check || EVP_PKEY_public_check_quick(check.get()) != 1) return nullptr;
-    return pkey;
+    BN_CTX* ctx = c.ctx.get();
+    BN_CTX_start(ctx);
+    Owned<EC_POINT> point;
+    BIGNUM* x = BN_CTX_get(ctx);
+    BIGNUM* rhs = BN_CTX_get(ctx);
+    BIGNUM* t = BN_CTX_get(ctx);
+    BIGNUM* y = BN_CTX_get(ctx);
+    const bool built =
+        y != nullptr && BN_bin2bn(key.data() + 1, 32, x) != nullptr && BN_cmp(x, c.p.get()) < 0 &&
+        // rhs = x^3 - 3x + b (mod p)
+        BN_mod_sqr(t, x, c.p.get(), ctx) == 1 && BN_mod_mul(rhs, t, x, c.p.get(), ctx) == 1 &&
+        BN_mod_lshift1_quick(t, x, c.p.get()) == 1 && BN_mod_add_quick(t, t, x, c.p.get()) == 1 &&
+        BN_mod_sub_quick(rhs, rhs, t, c.p.get()) == 1 &&
+        BN_mod_add_quick(rhs, rhs, c.b.get(), c.p.get()) == 1 &&
+        BN_mod_exp_mont(y, rhs, c.sqrt_exponent.get(), c.p.get(), ctx, c.mont.get()) == 1 &&
+        BN_mod_sqr(t, y, c.p.get(), ctx) == 1 && BN_cmp(t, rhs) == 0;
+    if (built) {
+        // The root found may have the other parity; p - y has the same square.
+        const bool odd = key.bytes[0] == 0x03;
+        if (!BN_is_zero(y) && BN_is_odd(y) != odd) (void)BN_sub(y, c.p.get(), y);
+        if (BN_is_odd(y) == odd) {
+            point.reset(EC_POINT_new(c.group.get()));
+            // Sets the point and checks it is on the curve (it is, by construction: the
+            // check states that here instead of relying on the arithmetic above). P-256 has
+            // cofactor 1, so no subgroup check is needed.
+            if (point &&
+                EC_POINT_set_affine_coordinates(c.group.get(), point.get(), x, y, ctx) != 1)
+                point.reset();
+        }
+    }
+    BN_CTX_end(ctx);
+    return point;
 }
 
-// Building a key from its compressed form costs a square root mod p and OpenSSL 3's provider
-// lookups, a sizeable share of one verification, and the same few keys (clients, replicas)
-// sign most messages. So each thread keeps verify-initialised contexts for recently seen keys;
-// an EVP_PKEY_CTX must not be shared between threads, and OpenSSL documents that
-// EVP_PKEY_verify() may be called repeatedly on one context. Each context holds a reference
-// to its key.
-constexpr std::size_t max_ready_verifiers = 1024;
+// Decompressing a key costs a modular exponentiation, a sizeable share of one verification,
+// and the same few keys (clients, replicas) sign most messages. So each thread keeps the
+// keys it has decoded recently.
+constexpr std::size_t max_ready_keys = 1024;
 
-EVP_PKEY_CTX* verifier_for(const PublicKey& key) {
-    thread_local std::unordered_map<PublicKey, CtxPtr, FixedBytesHash> ready;
+EC_KEY* key_for(Curve& c, const PublicKey& key) {
+    thread_local std::unordered_map<PublicKey, Owned<EC_KEY>, FixedBytesHash> ready;
     if (auto it = ready.find(key); it != ready.end()) return it->second.get();
-    PkeyPtr pkey = load_public(key);
-    if (!pkey) return nullptr;
-    CtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
-    if (!ctx || EVP_PKEY_verify_init(ctx.get()) != 1) return nullptr;
-    // Not a second hash: with a digest named, OpenSSL refuses input that is not exactly 32
-    // bytes, as Botan's "Raw(SHA-256)" does.
-    if (EVP_PKEY_CTX_set_signature_md(ctx.get(), EVP_sha256()) != 1) return nullptr;
-    if (ready.size() >= max_ready_verifiers) ready.clear();
-    return ready.emplace(key, std::move(ctx)).first->second.get();
-}
-
-// OpenSSL 3.0 takes ECDSA signatures only as DER; the library's form is r||s. Each half
-// becomes a minimal INTEGER (leading zero bytes dropped, one zero byte added when the top bit
-// is set so the value stays non-negative). At most 2 + 2 * 35 = 72 bytes, so every length
-// fits the one-byte form. OpenSSL refuses any encoding it would not produce itself, so a
-// mistake here would reject valid signatures, not accept bad ones.
-std::size_t put_integer(const std::uint8_t* value, std::uint8_t* out) {
-    std::size_t skip = 0;
-    while (skip < 31 && value[skip] == 0)
-        ++skip;
-    const std::size_t pad = (value[skip] & 0x80) ? 1 : 0;
-    const std::size_t length = 32 - skip + pad;
-    out[0] = 0x02;
-    out[1] = static_cast<std::uint8_t>(length);
-    out[2] = 0x00;
-    std::memcpy(out + 2 + pad, value + skip, 32 - skip);
-    return 2 + length;
-}
-
-std::size_t to_der(const Signature& sig, std::array<std::uint8_t, 72>& out) {
-    std::size_t at = 2;
-    at += put_integer(sig.data(), out.data() + at);
-    at += put_integer(sig.data() + 32, out.data() + at);
-    out[0] = 0x30;
-    out[1] = static_cast<std::uint8_t>(at - 2);
-    return at;
+    Owned<EC_POINT> point = decompress(c, key);
+    if (!point) return nullptr;
+    Owned<EC_KEY> k(EC_KEY_new());
+    if (!k || EC_KEY_set_group(k.get(), c.group.get()) != 1 ||
+        EC_KEY_set_public_key(k.get(), point.get()) != 1)
+        return nullptr;
+    if (ready.size() >= max_ready_keys) ready.clear();
+    return ready.emplace(key, std::move(k)).first->second.get();
 }
 
 } // namespace
@@ -132,11 +146,20 @@ std::size_t to_der(const Signature& sig, std::array<std::uint8_t, 72>& out) {
 bool verify_with_openssl(const PublicKey& key, const Hash256& digest, const Signature& sig,
                          bool allow_high_s) {
     if (!allow_high_s && !low_s(sig)) return false;
+    Curve& c = curve();
     bool good = false;
-    if (EVP_PKEY_CTX* ctx = verifier_for(key)) {
-        std::array<std::uint8_t, 72> der;
-        const std::size_t der_size = to_der(sig, der);
-        good = EVP_PKEY_verify(ctx, der.data(), der_size, digest.data(), digest.size()) == 1;
+    if (EC_KEY* k = c.ready ? key_for(c, key) : nullptr) {
+        Owned<ECDSA_SIG> s(ECDSA_SIG_new());
+        BIGNUM* r_value = BN_bin2bn(sig.data(), 32, nullptr);
+        BIGNUM* s_value = BN_bin2bn(sig.data() + 32, 32, nullptr);
+        // set0 takes both values only when it succeeds.
+        if (s && r_value && s_value && ECDSA_SIG_set0(s.get(), r_value, s_value) == 1) {
+            // Checks 0 < r, s < n itself; the digest is used as is (32 bytes, a 256-bit order).
+            good = ECDSA_do_verify(digest.data(), static_cast<int>(digest.size()), s.get(), k) == 1;
+        } else {
+            BN_free(r_value);
+            BN_free(s_value);
+        }
     }
     // A rejection can leave entries in the thread's OpenSSL error queue; nothing reads them,
     // and stale ones would mislead whatever next inspects the queue on this thread.
