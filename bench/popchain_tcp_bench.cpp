@@ -821,8 +821,8 @@ int run(const Options& opt) {
              {"client", "one process, one pbft::Client over AsioTransport, closed loop; done = f+1 "
                         "matching committed replies; retry after 60 s"},
              {"workload", "one transfer per funded wallet (nonce 0), signed before timing"},
-             {"disk", "each node's chain.db and journal.db (SQLite WAL, synchronous=FULL) in "
-                      "temp_dir"}};
+             {"disk", "each node's chain.db, blocks and journal committed together (SQLite WAL, "
+                      "synchronous=FULL), in temp_dir"}};
 
     Json scenarios = Json::object();
     double one_tx_blocks_per_s = -1, full_fraction = -1;

@@ -14,16 +14,23 @@
 #include <asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <utility>
 
 namespace popchain {
 
@@ -288,7 +295,35 @@ private:
     bool open_ = false;
 };
 
+namespace {
+
+// An open file descriptor, closed with the object.
+class FileLock {
+public:
+    FileLock() = default;
+    explicit FileLock(int fd) : fd_(fd) {}
+    FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    FileLock& operator=(FileLock&& other) noexcept {
+        if (this != &other) {
+            if (fd_ >= 0) ::close(fd_);
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    ~FileLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    bool valid() const { return fd_ >= 0; }
+    int fd() const { return fd_; }
+
+private:
+    int fd_ = -1;
+};
+
+} // namespace
+
 struct Node::Impl {
+    FileLock data_dir_lock; // first in, last out: held while anything below uses data_dir
     asio::io_context io{1};
     LogFn log;
     std::uint32_t id = 0;
@@ -459,6 +494,65 @@ Node::~Node() {
     impl_->store.reset();
 }
 
+namespace {
+
+// An exclusive lock on <data_dir>/LOCK, held while the returned descriptor is open (the
+// kernel drops it when the process dies, so a killed node leaves no stale lock).
+Result<FileLock> lock_data_dir(const fs::path& data_dir) {
+    const fs::path file = data_dir / "LOCK";
+    FileLock lock(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock.valid())
+        return make_error(Errc::io_error, file.string() + ": " + std::strerror(errno));
+    if (::flock(lock.fd(), LOCK_EX | LOCK_NB) != 0)
+        return make_error(Errc::io_error,
+                          file.string() + ": " +
+                              (errno == EWOULDBLOCK ? std::string("another node is running on "
+                                                                  "this data_dir")
+                                                    : std::string(std::strerror(errno))));
+    return lock;
+}
+
+// Nodes before the journal moved into chain.db kept it in journal.db. Its promises must
+// survive the upgrade (a replica that forgot a vote could vote differently for the same
+// slot), so they are copied into the new journal, made durable, and only then is the old
+// file removed. A crash in between leaves both with the same state, which is accepted on the
+// next start; two different non-empty states are refused.
+Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal) {
+    std::error_code ec;
+    if (!fs::exists(old_file, ec)) return {};
+    auto fail = [&](const Error& e) {
+        return make_error(e.code,
+                          old_file.string() + " (journal of an earlier version): " + e.message());
+    };
+    pbft::JournalState old;
+    {
+        auto opened = pbft::SqliteJournal::open(old_file);
+        if (!opened) return fail(opened.error());
+        auto state = (*opened)->load();
+        if (!state) return fail(state.error());
+        old = std::move(*state);
+    }
+    auto current = journal.load();
+    if (!current) return current.error();
+    if (*current != old) {
+        if (*current != pbft::JournalState{})
+            return make_error(Errc::storage_corrupt, old_file.string() +
+                                                         " and the journal in chain.db disagree; "
+                                                         "refusing to pick one");
+        pbft::write_state(old, journal);
+        if (auto r = journal.sync(); !r) return fail(r.error());
+    }
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+        fs::remove(old_file.string() + suffix, ec);
+        if (ec)
+            return make_error(Errc::io_error,
+                              "removing " + old_file.string() + suffix + ": " + ec.message());
+    }
+    return {};
+}
+
+} // namespace
+
 Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     auto impl = std::make_unique<Impl>();
     impl->log = std::move(log);
@@ -500,6 +594,11 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     if (ec)
         return make_error(Errc::io_error,
                           "data_dir " + config.data_dir.string() + ": " + ec.message());
+    // One node per data_dir: the journal in chain.db cannot lock itself against a second
+    // writer (other processes may read the store while the node runs), so the node does.
+    auto owner = lock_data_dir(config.data_dir);
+    if (!owner) return owner.error();
+    impl->data_dir_lock = std::move(*owner);
     const fs::path chain_db = config.data_dir / "chain.db";
     // Group commit: the replica syncs the store once per batch of events, before anything
     // about the blocks it executed leaves (docs/node.md, "Group commit").
@@ -515,12 +614,13 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
                                   "not the one " +
                                   config.genesis_file.string() + " builds)");
     }
-    const fs::path journal_db = config.data_dir / "journal.db";
-    auto journal = pbft::SqliteJournal::open(journal_db);
+    // The journal shares chain.db and its commits: one fsync per batch of events.
+    auto journal = pbft::SqliteJournal::open_in(*impl->store);
     if (!journal)
-        return make_error(journal.code(), journal_db.string() + ": " + journal.error().message() +
-                                              " (is another node running on this data_dir?)");
+        return make_error(journal.code(), chain_db.string() + ": " + journal.error().message());
     impl->journal = std::move(journal).value();
+    if (auto r = adopt_old_journal(config.data_dir / "journal.db", *impl->journal); !r)
+        return r.error();
 
     net::AsioOptions options;
     options.self = config.id;

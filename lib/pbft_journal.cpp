@@ -3,6 +3,8 @@
 // every key a buffered write touched, the buffered entry if it still exists, or its removal.
 #include <popchain/pbft/journal.hpp>
 
+#include <popchain/sqlite_store.hpp>
+
 #include "sqlite_support.hpp"
 
 #include <sqlite3.h>
@@ -161,6 +163,25 @@ Journal::Journal(JournalState durable) : batch_(std::make_unique<Batch>()) {
 }
 
 Journal::~Journal() = default;
+
+bool Journal::commits_with(const BlockStore&) const {
+    return false;
+}
+
+void write_state(const JournalState& state, Journal& journal) {
+    journal.set_stable(state.stable_seq, state.stable_certificate);
+    journal.set_view(state.view, state.in_view_change);
+    for (const PrePrepare& p : state.pre_prepares)
+        journal.put_pre_prepare(p);
+    for (const LogEntry& e : state.prepared)
+        journal.put_prepared(e);
+    for (const LogEntry& e : state.pre_prepared)
+        journal.put_pre_prepared(e);
+    for (const auto& [type, vote] : state.own_votes)
+        journal.put_vote(type, vote);
+    for (const Checkpoint& c : state.own_checkpoints)
+        journal.put_checkpoint(c);
+}
 
 void Journal::reset(JournalState durable) {
     batch_ = std::make_unique<Batch>();
@@ -434,6 +455,9 @@ Result<T> decode_row(MsgType type, const Bytes& data, std::string_view what) {
 struct SqliteJournal::Impl {
     sqlite3* db = nullptr;
     std::string path; // for messages
+    // Set when the journal lives in a store's file (open_in): the connection is the store's,
+    // used under its lock, and each sync commits the store's pending blocks too.
+    SqliteStore* store = nullptr;
 
     Stmt begin_read, begin_write, commit, rollback;
     Stmt get_state, put_state;
@@ -451,7 +475,7 @@ struct SqliteJournal::Impl {
         // Statements must be finalized before the connection closes.
         for (Stmt* s : statements())
             *s = Stmt();
-        sqlite3_close_v2(db);
+        if (!store) sqlite3_close_v2(db);
     }
 
     std::vector<Stmt*> statements() {
@@ -466,6 +490,7 @@ struct SqliteJournal::Impl {
     Result<void> prepare_all();
     Result<JournalState> read() const;
     Result<void> write(const JournalState& state, const Batch& batch);
+    Result<void> write_rows(const JournalState& state, const Batch& batch);
 };
 
 Result<void> SqliteJournal::Impl::prepare_all() {
@@ -668,8 +693,17 @@ Result<JournalState> SqliteJournal::Impl::read() const {
 }
 
 Result<void> SqliteJournal::Impl::write(const JournalState& s, const Batch& batch) {
+    if (store)
+        return detail::SqliteStoreAccess::commit_with(
+            *store, [&](sqlite3*) { return write_rows(s, batch); });
     Transaction txn(db, commit, rollback);
     if (auto r = txn.begin(begin_write); !r) return r;
+    if (auto r = write_rows(s, batch); !r) return r;
+    return txn.commit();
+}
+
+// Every row the batch changed, inside a transaction the caller opened.
+Result<void> SqliteJournal::Impl::write_rows(const JournalState& s, const Batch& batch) {
     if (batch.header_changed) {
         Query q(db, put_state, "storing the replica state");
         auto r = q.u64(1, s.view).i64(2, s.in_view_change ? 1 : 0).u64(3, s.stable_seq).run();
@@ -736,7 +770,7 @@ Result<void> SqliteJournal::Impl::write(const JournalState& s, const Batch& batc
             if (auto r = q.u64(1, k).run(); !r) return r;
         }
     }
-    return txn.commit();
+    return {};
 }
 
 namespace {
@@ -836,6 +870,56 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::open(const std::filesystem
     return std::unique_ptr<SqliteJournal>(new SqliteJournal(std::move(impl), std::move(*state)));
 }
 
+Result<std::unique_ptr<SqliteJournal>> SqliteJournal::open_in(SqliteStore& store) {
+    auto impl = std::make_unique<Impl>();
+    impl->store = &store;
+    impl->path = "the journal in the store";
+    std::optional<JournalState> state;
+    auto opened =
+        detail::SqliteStoreAccess::with_connection(store, [&](sqlite3* db) -> Result<void> {
+            impl->db = db;
+            auto tables = read_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                       "AND name = 'journal_meta'");
+            if (!tables) return tables.error();
+            if (*tables == 0) {
+                const std::string sql = "BEGIN IMMEDIATE;" + std::string(schema_sql) +
+                                        "CREATE TABLE journal_meta (key TEXT PRIMARY KEY, value "
+                                        "INTEGER NOT NULL) WITHOUT ROWID;"
+                                        "INSERT INTO journal_meta (key, value) VALUES "
+                                        "('schema_version', " +
+                                        std::to_string(schema_version) + "); COMMIT;";
+                auto r = exec(db, sql.c_str(), "creating the journal's tables");
+                if (!r && !sqlite3_get_autocommit(db))
+                    (void)exec(db, "ROLLBACK", "creating the journal");
+                if (!r) return r;
+            } else {
+                auto version =
+                    read_int(db, "SELECT value FROM journal_meta WHERE key = 'schema_version'");
+                if (!version) return corrupt("the journal's version: " + version.error().detail);
+                if (*version > schema_version)
+                    return make_error(Errc::invalid_argument,
+                                      "the store's journal has schema version " +
+                                          std::to_string(*version) + ", newer than the " +
+                                          std::to_string(schema_version) +
+                                          " this build reads; upgrade popchain");
+                if (*version < 1)
+                    return corrupt("journal schema version " + std::to_string(*version));
+            }
+            if (auto r = impl->prepare_all(); !r)
+                return corrupt("the journal's tables are damaged: " + r.error().detail);
+            auto read = impl->read();
+            if (!read) return read.error();
+            state = std::move(*read);
+            return {};
+        });
+    if (!opened) return opened.error();
+    return std::unique_ptr<SqliteJournal>(new SqliteJournal(std::move(impl), std::move(*state)));
+}
+
+bool SqliteJournal::commits_with(const BlockStore& store) const {
+    return impl_->store == &store;
+}
+
 SqliteJournal::SqliteJournal(std::unique_ptr<Impl> impl, JournalState durable)
     : Journal(std::move(durable)), impl_(std::move(impl)) {}
 
@@ -846,7 +930,17 @@ Result<void> SqliteJournal::commit(const Batch& batch) {
 }
 
 Result<JournalState> SqliteJournal::read_durable() const {
-    return impl_->read();
+    if (!impl_->store) return impl_->read();
+    std::optional<JournalState> state;
+    auto r =
+        detail::SqliteStoreAccess::with_connection(*impl_->store, [&](sqlite3*) -> Result<void> {
+            auto read = impl_->read();
+            if (!read) return read.error();
+            state = std::move(*read);
+            return {};
+        });
+    if (!r) return r.error();
+    return std::move(*state);
 }
 
 } // namespace popchain::pbft

@@ -150,14 +150,31 @@ void Replica::flush() {
         executed_unsynced_.clear();
         return;
     }
-    // The store first: the journal may have dropped what it kept for blocks below a new
-    // stable checkpoint, which only the store then holds. Replies about executed blocks
-    // and votes both wait for both.
-    if (auto ok = store_.sync(); !ok) {
-        ++stats_.store_errors;
+    // What the held messages and callbacks promise is not durable after a failed sync: they
+    // never leave.
+    auto fail = [&](std::uint64_t& errors) {
+        ++errors;
         halted_ = true;
         outbox_.clear();
         executed_unsynced_.clear();
+    };
+    auto sync_journal = [&] {
+        if (!journal_ || !journal_->dirty()) return true;
+        if (auto ok = journal_->sync(); !ok) {
+            fail(stats_.journal_errors);
+            return false;
+        }
+        ++stats_.journal_syncs;
+        return true;
+    };
+    // A journal that commits with the store makes both durable at once. Otherwise the store
+    // goes first: the journal may have dropped what it kept for blocks below a new stable
+    // checkpoint, which only the store then holds. Replies about executed blocks and votes
+    // both wait for both.
+    const bool together = journal_ && journal_->commits_with(store_);
+    if (together && !sync_journal()) return;
+    if (auto ok = store_.sync(); !ok) {
+        fail(stats_.store_errors);
         return;
     }
     // Moved out first: a callback may call back into the replica, which flushes again.
@@ -165,15 +182,7 @@ void Replica::flush() {
     executed_unsynced_.clear();
     for (const Block& block : durable)
         on_commit_(block);
-    if (journal_ && journal_->dirty()) {
-        if (auto ok = journal_->sync(); !ok) {
-            ++stats_.journal_errors;
-            halted_ = true; // what the held messages promise is not durable: they never leave
-            outbox_.clear();
-            return;
-        }
-        ++stats_.journal_syncs;
-    }
+    if (!together && !sync_journal()) return;
     auto out = std::move(outbox_);
     outbox_.clear();
     for (auto& [to, bytes] : out)

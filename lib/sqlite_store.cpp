@@ -795,6 +795,41 @@ Result<void> SqliteStore::put_meta(const std::string& key, ByteView value) {
     return q.text(1, key).blob(2, value).run();
 }
 
+Result<void>
+detail::SqliteStoreAccess::with_connection(SqliteStore& store,
+                                           const std::function<Result<void>(sqlite3*)>& use) {
+    SqliteStore::Impl& impl = *store.impl_;
+    std::lock_guard lock(impl.mutex);
+    if (auto r = impl.sync_locked(); !r) return r;
+    return use(impl.db);
+}
+
+Result<void>
+detail::SqliteStoreAccess::commit_with(SqliteStore& store,
+                                       const std::function<Result<void>(sqlite3*)>& write) {
+    SqliteStore::Impl& impl = *store.impl_;
+    std::lock_guard lock(impl.mutex);
+    if (!impl.group_open) {
+        if (auto r = impl.run(impl.begin_write, "opening a group commit"); !r) return r;
+        impl.group_open = true;
+    }
+    if (auto r = impl.run(impl.savepoint, "opening a savepoint"); !r) return r;
+    if (auto r = write(impl.db); !r) {
+        // The blocks before it stay in the open group, as after a failed append; SQLite may
+        // have rolled the whole transaction back itself (a full disk).
+        if (sqlite3_get_autocommit(impl.db)) {
+            impl.group_open = false;
+            impl.tip = impl.durable_tip;
+        } else {
+            (void)impl.run(impl.rollback_to, "undoing a write");
+            (void)impl.run(impl.release, "closing a savepoint");
+        }
+        return r;
+    }
+    if (auto r = impl.run(impl.release, "closing a savepoint"); !r) return r;
+    return impl.sync_locked();
+}
+
 Result<std::optional<Bytes>> SqliteStore::get_meta(const std::string& key) const {
     std::lock_guard lock(impl_->mutex);
     Query q(impl_->db, impl_->get_user_meta, "reading meta value");

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -259,5 +260,30 @@ inline Result<void> open_connection(const std::string& path, sqlite3*& db, int b
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
     return {};
 }
+
+} // namespace popchain::detail
+
+namespace popchain {
+class SqliteStore;
+}
+
+namespace popchain::detail {
+
+// Another component's tables in a SqliteStore's database file, on the store's connection and
+// under its lock: how pbft::SqliteJournal shares the store's commits. Both calls serialise
+// with every other use of the store.
+struct SqliteStoreAccess {
+    // Commits the store's open group of blocks, if any, then runs `use` (opening tables,
+    // preparing statements, reading).
+    static Result<void> with_connection(SqliteStore& store,
+                                        const std::function<Result<void>(sqlite3*)>& use);
+    // Runs `write` inside the store's group transaction (opened when none is), in a savepoint
+    // of its own, then commits the group: the blocks appended since the last sync and what
+    // `write` wrote become durable together, in one commit and one fsync. A failed `write`
+    // is undone and leaves the group's blocks pending; a failed commit loses the group, as a
+    // failed sync() does.
+    static Result<void> commit_with(SqliteStore& store,
+                                    const std::function<Result<void>(sqlite3*)>& write);
+};
 
 } // namespace popchain::detail

@@ -31,6 +31,10 @@
 
 namespace popchain {
 
+namespace detail {
+struct SqliteStoreAccess; // lets pbft::SqliteJournal keep its tables in the store's file
+}
+
 class SqliteStore final : public BlockStore {
 public:
     // The schema version this build writes and the newest it can read.
@@ -69,6 +73,7 @@ public:
     Result<std::optional<Bytes>> get_meta(const std::string& key) const override;
 
 private:
+    friend struct detail::SqliteStoreAccess;
     struct Impl;
     explicit SqliteStore(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

@@ -9,6 +9,7 @@
 #include <popchain/net/asio_transport.hpp>
 #include <popchain/node.hpp>
 #include <popchain/pbft/client.hpp>
+#include <popchain/pbft/journal.hpp>
 #include <popchain/pbft/replica.hpp>
 #include <popchain/sqlite_store.hpp>
 #include <popchain/wallet.hpp>
@@ -310,7 +311,60 @@ TEST_CASE("node: open reports what is wrong") {
         c.listen.port = free_port();
         auto second = Node::open(c);
         CHECK(second.code() == Errc::io_error);
-        CHECK(second.error().detail.find("journal.db") != std::string::npos);
+        CHECK(second.error().detail.find("another node is running") != std::string::npos);
+    }
+    SUBCASE("a journal.db from an earlier version is adopted, then removed") {
+        const NodeConfig c = chain.config(0);
+        const fs::path old_file = c.data_dir / "journal.db";
+        fs::create_directories(c.data_dir);
+        pbft::Vote vote{7, 3, sha256(std::string_view("a block"))};
+        {
+            auto old = pbft::SqliteJournal::open(old_file);
+            REQUIRE(old.ok());
+            (*old)->set_view(7, false);
+            (*old)->put_vote(pbft::MsgType::prepare, vote);
+            REQUIRE((*old)->sync().ok());
+        }
+        {
+            auto n = Node::open(c);
+            REQUIRE_MESSAGE(n.ok(), (n.ok() ? "" : n.error().message()));
+        }
+        CHECK_FALSE(fs::exists(old_file));
+        auto store = SqliteStore::open(c.data_dir / "chain.db");
+        REQUIRE(store.ok());
+        auto journal = pbft::SqliteJournal::open_in(**store);
+        REQUIRE(journal.ok());
+        auto state = (*journal)->load();
+        REQUIRE(state.ok());
+        CHECK(state->view >= 7); // the promise survived the move: never a lower view again
+        const auto& votes = state->own_votes;
+        CHECK(std::find(votes.begin(), votes.end(), std::pair{pbft::MsgType::prepare, vote}) !=
+              votes.end());
+    }
+    SUBCASE("a journal.db that disagrees with the journal in chain.db is refused") {
+        const NodeConfig c = chain.config(0);
+        {
+            auto n = Node::open(c); // creates chain.db with its (empty) journal
+            REQUIRE(n.ok());
+        }
+        {
+            auto store = SqliteStore::open(c.data_dir / "chain.db");
+            REQUIRE(store.ok());
+            auto journal = pbft::SqliteJournal::open_in(**store);
+            REQUIRE(journal.ok());
+            (*journal)->set_view(2, false);
+            REQUIRE((*journal)->sync().ok());
+        }
+        {
+            auto old = pbft::SqliteJournal::open(c.data_dir / "journal.db");
+            REQUIRE(old.ok());
+            (*old)->set_view(5, false);
+            REQUIRE((*old)->sync().ok());
+        }
+        auto n = Node::open(c);
+        CHECK(n.code() == Errc::storage_corrupt);
+        CHECK(n.error().detail.find("disagree") != std::string::npos);
+        CHECK(fs::exists(c.data_dir / "journal.db")); // nothing removed
     }
     SUBCASE("a store of another chain") {
         {
@@ -404,12 +458,14 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
     client.reset();
     for (auto& r : nodes)
         r->stop();
-    // Stopped cleanly: the stores reopen (the journal lock went with the node).
+    // Stopped cleanly: the stores and the journals in them reopen, and the data_dir lock
+    // went with the node.
     for (std::uint32_t i = 0; i < n; ++i) {
         auto store = SqliteStore::open(chain.config(i).data_dir / "chain.db");
         REQUIRE(store.ok());
         CHECK((*store)->tip_height() >= second_height);
-        CHECK(pbft::SqliteJournal::open(chain.config(i).data_dir / "journal.db").ok());
+        CHECK(pbft::SqliteJournal::open_in(**store).ok());
+        CHECK_FALSE(fs::exists(chain.config(i).data_dir / "journal.db"));
     }
 }
 

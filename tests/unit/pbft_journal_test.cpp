@@ -70,6 +70,34 @@ struct SqliteFactory {
     }
 };
 
+// The journal in a store's file, sharing its commits; a restart closes and reopens both.
+struct StoreFactory {
+    static constexpr bool on_disk = true;
+    TempDir dir;
+    std::unique_ptr<SqliteStore> store;
+    std::unique_ptr<Journal> make() {
+        open_store();
+        return open_in_store();
+    }
+    void restart(std::unique_ptr<Journal>& j) {
+        j.reset(); // the journal before the store whose connection it uses
+        store.reset();
+        open_store();
+        j = open_in_store();
+    }
+    void open_store() {
+        auto s = SqliteStore::open(dir.path() / "chain.db", SqliteStore::Durability::at_sync);
+        REQUIRE(s.ok());
+        store = std::move(*s);
+    }
+    std::unique_ptr<Journal> open_in_store() {
+        auto j = SqliteJournal::open_in(*store);
+        INFO((j ? std::string() : j.error().message()));
+        REQUIRE(j.ok());
+        return std::move(*j);
+    }
+};
+
 JournalState loaded(const Journal& j) {
     auto s = j.load();
     INFO((s ? std::string() : s.error().message()));
@@ -140,7 +168,7 @@ CheckpointCertificate certificate(std::uint64_t seq) {
 // ---- the shared behaviour suite ----
 
 TEST_CASE_TEMPLATE("journal: an empty journal loads the empty state", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     CHECK(loaded(*j) == JournalState{});
@@ -151,7 +179,7 @@ TEST_CASE_TEMPLATE("journal: an empty journal loads the empty state", F, MemoryF
 }
 
 TEST_CASE_TEMPLATE("journal: writes are invisible to load() until sync, and lost at a restart", F,
-                   MemoryFactory, SqliteFactory) {
+                   MemoryFactory, SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     j->set_view(3, true);
@@ -199,7 +227,7 @@ TEST_CASE_TEMPLATE("journal: writes are invisible to load() until sync, and lost
 }
 
 TEST_CASE_TEMPLATE("journal: P keeps one entry per seq, replaced unless its view is older", F,
-                   MemoryFactory, SqliteFactory) {
+                   MemoryFactory, SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     j->put_prepared(entry(7, digest("a"), 2));
@@ -226,7 +254,7 @@ TEST_CASE_TEMPLATE("journal: P keeps one entry per seq, replaced unless its view
 }
 
 TEST_CASE_TEMPLATE("journal: Q keeps the highest view per (seq, digest)", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     j->put_pre_prepared(entry(4, digest("a"), 2));
@@ -247,8 +275,8 @@ TEST_CASE_TEMPLATE("journal: Q keeps the highest view per (seq, digest)", F, Mem
     CHECK(loaded(*j).pre_prepared == expected);
 }
 
-TEST_CASE_TEMPLATE("journal: pre-prepares, votes and checkpoints", F, MemoryFactory,
-                   SqliteFactory) {
+TEST_CASE_TEMPLATE("journal: pre-prepares, votes and checkpoints", F, MemoryFactory, SqliteFactory,
+                   StoreFactory) {
     F factory;
     auto j = factory.make();
     // Pre-prepares: one per (seq, view), several views per seq, sorted by (seq, view).
@@ -280,7 +308,7 @@ TEST_CASE_TEMPLATE("journal: pre-prepares, votes and checkpoints", F, MemoryFact
 
 TEST_CASE_TEMPLATE(
     "journal: set_stable discards everything at or below its seq and keeps the certificate", F,
-    MemoryFactory, SqliteFactory) {
+    MemoryFactory, SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     for (std::uint64_t seq = 1; seq <= 12; ++seq) {
@@ -342,7 +370,7 @@ TEST_CASE_TEMPLATE(
 }
 
 TEST_CASE_TEMPLATE("journal: dirty() counts only writes that change something", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     j->set_view(0, false); // the state already
@@ -363,7 +391,7 @@ TEST_CASE_TEMPLATE("journal: dirty() counts only writes that change something", 
 }
 
 TEST_CASE_TEMPLATE("journal: a rejected write makes the journal unusable", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     j->put_prepared(entry(1, digest("a"), 0));
@@ -393,7 +421,7 @@ TEST_CASE_TEMPLATE("journal: a rejected write makes the journal unusable", F, Me
 }
 
 TEST_CASE_TEMPLATE("journal: a log longer than a view change can carry is rejected", F,
-                   MemoryFactory, SqliteFactory) {
+                   MemoryFactory, SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     for (std::uint64_t seq = 1; seq <= max_log_entries; ++seq)
@@ -523,7 +551,7 @@ struct Reference {
 } // namespace
 
 TEST_CASE_TEMPLATE("journal: random writes, syncs and restarts match a reference model", F,
-                   MemoryFactory, SqliteFactory) {
+                   MemoryFactory, SqliteFactory, StoreFactory) {
     F factory;
     auto j = factory.make();
     Reference ref;
@@ -626,7 +654,7 @@ TEST_CASE_TEMPLATE("journal: random writes, syncs and restarts match a reference
 }
 
 TEST_CASE_TEMPLATE("journal: a pre-prepare with a real block round-trips", F, MemoryFactory,
-                   SqliteFactory) {
+                   SqliteFactory, StoreFactory) {
     using popchain::test::key_from_byte;
     Genesis genesis;
     genesis.params.chain_id = "journal-test";
@@ -986,4 +1014,71 @@ TEST_CASE("journal: SIGKILL at random instants loses no synced batch and never e
             took.count(), " ms");
     CHECK(mid_run_kills >= runs / 2);
     CHECK(known > 0);
+}
+
+TEST_CASE("journal in a store: one sync makes the journal and the store's pending blocks durable") {
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    const auto chain = test::make_test_chain("journal-in-store", 4, 1);
+    auto genesis = chain.genesis.build();
+    REQUIRE(genesis.ok());
+    auto open_store = [&] {
+        auto s = SqliteStore::open(file, SqliteStore::Durability::at_sync);
+        REQUIRE(s.ok());
+        return std::move(*s);
+    };
+    {
+        auto store = open_store();
+        auto j = SqliteJournal::open_in(*store);
+        REQUIRE(j.ok());
+        CHECK((*j)->commits_with(*store));
+        auto other = open_store(); // another connection to the same file is another store
+        CHECK_FALSE((*j)->commits_with(*other));
+        other.reset();
+        // Appended, pending: the journal's sync commits it with the journal's own writes.
+        REQUIRE(store->append(genesis->block, genesis->delta).ok());
+        (*j)->set_view(3, true);
+        synced(**j);
+        j->reset();
+        store.reset(); // no store sync: whatever is durable now came with the journal's commit
+    }
+    {
+        auto store = open_store();
+        CHECK(store->tip_height() == std::optional<std::uint64_t>(0));
+        auto j = SqliteJournal::open_in(*store);
+        REQUIRE(j.ok());
+        JournalState s = loaded(**j);
+        CHECK(s.view == 3);
+        CHECK(s.in_view_change);
+        // A write that is not synced is lost with the pending blocks of the same group.
+        (*j)->set_view(4, false);
+        CHECK((*j)->dirty());
+    }
+    {
+        auto store = open_store();
+        auto j = SqliteJournal::open_in(*store);
+        REQUIRE(j.ok());
+        CHECK(loaded(**j).view == 3);
+        // A standalone journal and a store are not the same thing: the store's own file is
+        // refused by open(), which wants a journal file.
+        j->reset();
+        store.reset();
+        CHECK(SqliteJournal::open(file).code() == Errc::invalid_argument);
+    }
+}
+
+TEST_CASE("journal: write_state copies a state into an empty journal") {
+    MemoryJournal from;
+    for (std::uint64_t k = 1; k <= 20; ++k) {
+        journal_chain::write_batch(from, k);
+        synced(from);
+    }
+    const JournalState state = loaded(from);
+    REQUIRE(state.stable_seq > 0);
+    REQUIRE_FALSE(state.own_votes.empty());
+    TempDir dir;
+    auto to = open_sqlite(dir.path() / "journal.db");
+    write_state(state, *to);
+    synced(*to);
+    CHECK(loaded(*to) == state);
 }

@@ -47,6 +47,7 @@
 #pragma once
 
 #include <popchain/pbft/messages.hpp>
+#include <popchain/store.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -54,6 +55,10 @@
 #include <optional>
 #include <utility>
 #include <vector>
+
+namespace popchain {
+class SqliteStore;
+}
 
 namespace popchain::pbft {
 
@@ -98,6 +103,10 @@ public:
     // The durable state: as of the last successful sync (for SqliteJournal, read from the
     // file). Its entries are all above stable_seq.
     Result<JournalState> load() const;
+    // Whether sync() also makes `store`'s pending blocks durable, in the same commit (a
+    // SqliteJournal opened in that store). The replica then syncs the journal first and the
+    // two together cost one fsync; otherwise it syncs the store first (docs/consensus.md).
+    virtual bool commits_with(const BlockStore& store) const;
 
 protected:
     // The buffered state and which of its parts changed since the last successful sync.
@@ -116,6 +125,10 @@ private:
     std::unique_ptr<Batch> batch_;
     std::optional<Error> failed_;
 };
+
+// Buffers writes that make `journal`'s state `state` (to be synced by the caller), when
+// `journal` is empty: how a journal moves to another implementation or file.
+void write_state(const JournalState& state, Journal& journal);
 
 // A journal in memory, for the simulator: its durable copy changes only at sync(), so a
 // simulated crash that keeps the object but calls drop_unsynced() loses exactly what a crash
@@ -173,7 +186,18 @@ public:
     // or another journal has it open.
     static Result<std::unique_ptr<SqliteJournal>> open(const std::filesystem::path& file);
 
+    // The journal kept in `store`'s own database file, in tables of its own next to the
+    // chain's (created on first use, with their own schema version), on the store's
+    // connection. Each sync() is one commit of the journal's changes together with the
+    // blocks appended to the store since its last sync, so a replica pays one fsync per
+    // batch of events instead of two. The store must outlive the journal. Unlike open(), it
+    // cannot lock the file against a second owner (other processes may read the store while
+    // a node writes it): whoever opens it must ensure one owner (the Node holds a lock file).
+    // Errors as open()'s; a journal in a store also fails when the store's commit does.
+    static Result<std::unique_ptr<SqliteJournal>> open_in(SqliteStore& store);
+
     ~SqliteJournal() override;
+    bool commits_with(const BlockStore& store) const override;
 
 protected:
     Result<void> commit(const Batch& batch) override;
