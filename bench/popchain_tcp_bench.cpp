@@ -125,6 +125,7 @@ struct Scenario {
     std::optional<std::uint32_t> max_block_txs;
     std::optional<std::uint32_t> max_batch_delay_ms;
     std::optional<std::uint32_t> request_timeout_ms;
+    std::optional<std::uint32_t> watermark_window;
 };
 
 struct Options {
@@ -136,7 +137,7 @@ struct Options {
     double verify_seconds = 1.0;   // per run of the verify measurement
     double stall_seconds = 60;     // no transfer done for this long fails the run
     bool keep = false;             // keep the testnet directories (for their node logs)
-    std::optional<std::size_t> txs, outstanding, batch_delay_ms;
+    std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
     std::vector<Scenario> scenarios;
 };
 
@@ -153,6 +154,7 @@ struct Options {
         "  --txs K            transfers per run, every scenario (default per scenario)\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
+        "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
         "  --keep             keep the testnet directories (node logs) under $TMPDIR\n"
         "Prints one JSON object on stdout; progress on stderr.\n");
     std::exit(code);
@@ -192,6 +194,8 @@ Options parse_options(int argc, char** argv) {
             o.outstanding = parse_count("--outstanding", argv[++i], 1, 1'000'000);
         } else if (arg == "--batch-delay-ms" && has_value) {
             o.batch_delay_ms = parse_count("--batch-delay-ms", argv[++i], 0, 10'000);
+        } else if (arg == "--window" && has_value) {
+            o.window = parse_count("--window", argv[++i], 64, 100'000);
         } else if (arg == "--keep") {
             o.keep = true;
         } else if (arg == "--help" || arg == "-h") {
@@ -207,14 +211,14 @@ Options parse_options(int argc, char** argv) {
     // has a full one to propose while the previous ones are agreed on.
     o.scenarios = {
         {"seed_10k", "signed transfers, the testnet's defaults", 10'000, 1'000, std::nullopt,
-         std::nullopt, std::nullopt},
+         std::nullopt, std::nullopt, std::nullopt},
         {"one_tx_blocks", "max_block_txs = 1: one block per transfer", 5'000, 128, 1, std::nullopt,
-         std::nullopt},
+         std::nullopt, std::nullopt},
         // A block of 1,000 signed transfers takes each replica seconds of signature checks on
         // a small machine, longer than the testnet's request timeout (2 s): backups would
         // suspect a primary that is merely busy. The batch delay lets blocks fill up.
         {"full_blocks", "max_block_txs = 1000, blocks filled, request timeout 30 s", 10'000, 3'000,
-         1'000, 1'000, 30'000},
+         1'000, 1'000, 30'000, std::nullopt},
     };
     if (o.quick) {
         o.runs = 1;
@@ -233,6 +237,7 @@ Options parse_options(int argc, char** argv) {
         if (o.txs) s.txs = *o.txs;
         if (o.outstanding) s.outstanding = *o.outstanding;
         if (o.batch_delay_ms) s.max_batch_delay_ms = static_cast<std::uint32_t>(*o.batch_delay_ms);
+        if (o.window) s.watermark_window = static_cast<std::uint32_t>(*o.window);
     }
     for (const auto& name : o.only)
         if (std::none_of(o.scenarios.begin(), o.scenarios.end(),
@@ -554,6 +559,7 @@ private:
                 config["replica"]["max_batch_delay_ms"] = *s.max_batch_delay_ms;
             if (s.request_timeout_ms)
                 config["replica"]["request_timeout_ms"] = *s.request_timeout_ms;
+            if (s.watermark_window) config["replica"]["watermark_window"] = *s.watermark_window;
             std::ofstream(file, std::ios::trunc) << config.dump(2) << "\n";
         }
     }
@@ -856,6 +862,8 @@ int run(const Options& opt) {
             s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
         setup["request_timeout_ms"] =
             s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
+        setup["watermark_window"] =
+            s.watermark_window ? Json(*s.watermark_window) : Json("default");
         setup["signatures"] = true;
         setup["disk"] = true;
         scenarios[s.name] = Json{

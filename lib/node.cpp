@@ -22,15 +22,20 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace popchain {
 
@@ -295,6 +300,78 @@ private:
     bool open_ = false;
 };
 
+// Waits for the disk on a thread of its own (SqliteStore::Durability::at_flush), so the
+// replica goes on handling messages while a batch's commit reaches the disk; the batch's
+// messages and callbacks (the replica's releases) then run on the io_context, in order. One
+// fsync covers every release that arrived while the previous one ran, so the syncs group
+// themselves under load. A failed fsync drops every release from then on and reports the
+// error once, on the io_context.
+class DiskSyncer {
+public:
+    using FailFn = std::function<void(const Error&)>;
+    DiskSyncer(asio::io_context& io, SqliteStore& store, FailFn on_failure)
+        : io_(io), store_(store), on_failure_(std::move(on_failure)), thread_([this] { loop(); }) {}
+    DiskSyncer(const DiskSyncer&) = delete;
+    DiskSyncer& operator=(const DiskSyncer&) = delete;
+    // Pending releases are dropped, as in a crash before their fsync.
+    ~DiskSyncer() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+
+    void submit(pbft::Replica::ReleaseFn release) {
+        {
+            std::lock_guard lock(mutex_);
+            if (failed_) return;
+            pending_.push_back(std::move(release));
+        }
+        wake_.notify_one();
+    }
+
+private:
+    void loop() {
+        for (;;) {
+            std::vector<pbft::Replica::ReleaseFn> batch;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+                if (stopping_) return;
+                batch.swap(pending_);
+            }
+            // Every release in the batch was submitted after its commit returned, so this
+            // fsync, which starts later, covers all of them.
+            auto flushed = store_.flush_to_disk();
+            if (!flushed) {
+                {
+                    std::lock_guard lock(mutex_);
+                    failed_ = true;
+                    pending_.clear();
+                }
+                asio::post(io_, [fail = on_failure_, error = flushed.error()] { fail(error); });
+                return;
+            }
+            asio::post(io_, [batch = std::move(batch)] {
+                for (const auto& release : batch)
+                    release();
+            });
+        }
+    }
+
+    asio::io_context& io_;
+    SqliteStore& store_;
+    FailFn on_failure_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<pbft::Replica::ReleaseFn> pending_;
+    bool stopping_ = false;
+    bool failed_ = false;
+    std::thread thread_; // last: started once the members it uses exist
+};
+
 namespace {
 
 // An open file descriptor, closed with the object.
@@ -331,6 +408,7 @@ struct Node::Impl {
     std::optional<SigningKey> key; // the replica keeps a reference: declared before it
     std::unique_ptr<SqliteStore> store;
     std::unique_ptr<pbft::SqliteJournal> journal;
+    std::unique_ptr<DiskSyncer> syncer; // uses the store: released before it
     std::unique_ptr<net::AsioTransport> transport;
     std::unique_ptr<pbft::Replica> replica;
     std::unique_ptr<GroupingReceiver> receiver; // feeds the replica
@@ -487,6 +565,7 @@ Node::Node(NodeConfig config, std::unique_ptr<Impl> impl)
 Node::~Node() {
     if (!impl_) return;
     // Replica before its transport, store and journal (it borrows them).
+    impl_->syncer.reset();
     impl_->replica.reset();
     if (impl_->transport) impl_->transport->close();
     impl_->transport.reset();
@@ -602,7 +681,7 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     const fs::path chain_db = config.data_dir / "chain.db";
     // Group commit: the replica syncs the store once per batch of events, before anything
     // about the blocks it executed leaves (docs/node.md, "Group commit").
-    auto store = SqliteStore::open(chain_db, SqliteStore::Durability::at_sync);
+    auto store = SqliteStore::open(chain_db, SqliteStore::Durability::at_flush);
     if (!store) return make_error(store.code(), chain_db.string() + ": " + store.error().message());
     impl->store = std::move(store).value();
     if (impl->store->tip_height()) {
@@ -643,6 +722,16 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     impl->receiver = std::make_unique<GroupingReceiver>(impl->io, *impl->replica);
     impl->transport->set_receiver(impl->receiver.get());
     Impl* raw = impl.get();
+    impl->syncer = std::make_unique<DiskSyncer>(impl->io, *impl->store, [raw](const Error& e) {
+        raw->failure = make_error(Errc::io_error, "the disk refused a commit (" + e.message() +
+                                                      "); restart the node");
+        raw->say(raw->failure->message());
+        raw->shutdown("disk failure");
+    });
+    impl->replica->set_durability_gate(
+        [syncer = impl->syncer.get()](pbft::Replica::ReleaseFn release) {
+            syncer->submit(std::move(release));
+        });
     if (config.api) {
         api::HttpServerOptions http_options;
         http_options.host = config.api->host;
@@ -713,9 +802,11 @@ Result<void> Node::run(bool handle_signals) {
     m.io.run();
     if (!m.stopping) m.shutdown("io_context stopped");
     m.say("stopped");
-    // Release in dependency order: the API borrows the replica, which borrows the others.
+    // Release in dependency order: the API borrows the replica, which borrows the others; the
+    // syncer's releases use the replica, and the syncer uses the store.
     m.api.reset();
     m.http.reset();
+    m.syncer.reset();
     m.replica.reset();
     m.transport.reset();
     m.journal.reset();

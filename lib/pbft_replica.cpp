@@ -180,13 +180,32 @@ void Replica::flush() {
     // Moved out first: a callback may call back into the replica, which flushes again.
     auto durable = std::move(executed_unsynced_);
     executed_unsynced_.clear();
-    for (const Block& block : durable)
-        on_commit_(block);
-    if (!together && !sync_journal()) return;
+    if (!together) {
+        for (const Block& block : durable)
+            on_commit_(block);
+        durable.clear();
+        if (!sync_journal()) return;
+    }
+    if (!durability_gate_) {
+        for (const Block& block : durable)
+            on_commit_(block);
+        auto out = std::move(outbox_);
+        outbox_.clear();
+        for (auto& [to, bytes] : out)
+            transport_.send(to, std::move(bytes));
+        return;
+    }
+    // Committed, not yet on disk: the gate runs this once it is. Messages of later batches
+    // go through the gate too, so they cannot overtake these.
     auto out = std::move(outbox_);
     outbox_.clear();
-    for (auto& [to, bytes] : out)
-        transport_.send(to, std::move(bytes));
+    if (out.empty() && durable.empty()) return;
+    durability_gate_([this, out = std::move(out), durable = std::move(durable)]() mutable {
+        for (const Block& block : durable)
+            on_commit_(block);
+        for (auto& [to, bytes] : out)
+            transport_.send(to, std::move(bytes));
+    });
 }
 
 Replica::~Replica() {

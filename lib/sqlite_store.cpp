@@ -5,6 +5,10 @@
 
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -115,6 +119,10 @@ struct SqliteStore::Impl {
     // Group commit (Durability::at_sync): whether a write transaction is open, and the tip
     // as of the last COMMIT, to fall back to when the group is lost.
     Durability durability = Durability::each_append;
+    // Durability::at_flush: the WAL file, opened once more for flush_to_disk(), which runs
+    // on another thread without the connection (an fsync on any descriptor of a file makes
+    // everything written to that file before it durable).
+    int wal_fd = -1;
     bool group_open = false;
     std::optional<std::uint64_t> durable_tip;
 
@@ -131,6 +139,7 @@ struct SqliteStore::Impl {
 
     ~Impl() {
         // Statements must be finalized before the connection closes.
+        if (wal_fd >= 0) ::close(wal_fd);
         for (Stmt* s : {&begin_read,
                         &begin_write,
                         &commit,
@@ -311,7 +320,7 @@ Result<Tx> SqliteStore::Impl::decode_tx_row(const Hash256& txid, const Bytes& da
 
 Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
                                               const StateDelta& delta) {
-    if (durability == Durability::at_sync) return append_to_group(block, hash, delta);
+    if (durability != Durability::each_append) return append_to_group(block, hash, delta);
     Transaction txn(db, commit, rollback);
     // IMMEDIATE takes the write lock now, so the tip read in write_block cannot go stale
     // before the writes that depend on it.
@@ -680,12 +689,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
 
     // WAL: a commit is one append to the log, and readers never block the writer.
     // synchronous=FULL: the log is fsynced at every commit, so a block append() reported
-    // stored survives power loss, not just a crash of this process.
+    // stored survives power loss, not just a crash of this process. With at_flush the commit
+    // only writes the log (NORMAL, which SQLite keeps consistent across power loss) and
+    // flush_to_disk() makes it durable.
     if (auto r = pragma_expect(impl->db, "PRAGMA journal_mode = WAL", "wal"); !r) return r.error();
-    if (auto r = exec(impl->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-                      "configuring the connection");
-        !r)
-        return r.error();
+    const char* settings = durability == Durability::at_flush
+                               ? "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                               : "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+    if (auto r = exec(impl->db, settings, "configuring the connection"); !r) return r.error();
     if (auto r = pragma_expect(impl->db, "PRAGMA foreign_keys", "1"); !r) return r.error();
 
     if (*identity == Identity::fresh) {
@@ -697,6 +708,18 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
     auto tip = impl->check_chain_consistent();
     if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
     impl->tip = impl->durable_tip = *tip;
+    if (durability == Durability::at_flush) {
+        // The connection has read the database, so SQLite has created the log file.
+        const std::string wal = impl->path + "-wal";
+        impl->wal_fd = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+        if (impl->wal_fd < 0) return make_error(Errc::io_error, wal + ": " + std::strerror(errno));
+        // The log's directory entry too, once: SQLite syncs it only in FULL mode.
+        const std::string dir = std::filesystem::absolute(file).parent_path().string();
+        const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        const bool dir_synced = dir_fd >= 0 && ::fsync(dir_fd) == 0;
+        if (dir_fd >= 0) ::close(dir_fd);
+        if (!dir_synced) return make_error(Errc::io_error, dir + ": " + std::strerror(errno));
+    }
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
 }
 
@@ -785,6 +808,13 @@ Result<State> SqliteStore::load_state() const {
 Result<void> SqliteStore::sync() {
     std::lock_guard lock(impl_->mutex);
     return impl_->sync_locked();
+}
+
+Result<void> SqliteStore::flush_to_disk() {
+    if (impl_->wal_fd < 0) return {}; // every commit was durable already
+    if (::fdatasync(impl_->wal_fd) != 0)
+        return make_error(Errc::io_error, impl_->path + "-wal: " + std::strerror(errno));
+    return {};
 }
 
 Result<void> SqliteStore::put_meta(const std::string& key, ByteView value) {

@@ -19,6 +19,11 @@
 // SQLite itself finds damaged as Errc::storage_corrupt); a stored row that does not decode,
 // or decodes to something other than what its keys say, is Errc::storage_corrupt.
 //
+// Deferred fsync (Durability::at_flush): as at_sync, except that sync() commits without
+// waiting for the disk and flush_to_disk() (callable from another thread) waits for it; the
+// node uses it to hold a batch's messages until the disk has its commit while it handles the
+// next batch (docs/node.md).
+//
 // Thread-safe, as BlockStore requires: calls are serialised on one connection. Several
 // processes may open the same file (SQLite's locking keeps them consistent), but one writer
 // per chain is the intended use; tip_height() does not see another process's appends.
@@ -48,6 +53,7 @@ public:
     enum class Durability {
         each_append, // append() is durable when it returns
         at_sync,     // append() is durable once a later sync() returns success
+        at_flush,    // as at_sync, but sync() only commits; see flush_to_disk()
     };
     static Result<std::unique_ptr<SqliteStore>>
     open(const std::filesystem::path& file, Durability durability = Durability::each_append);
@@ -63,6 +69,15 @@ public:
     std::optional<std::uint64_t> tip_height() const override;
     Result<void> append(const Block& block, const StateDelta& delta) override;
     Result<void> sync() override;
+    // Durability::at_flush: makes every commit that returned before this call durable (one
+    // fdatasync of the write-ahead log). Safe to call from another thread while the store is
+    // in use: it does not touch the connection, so a node can wait for the disk on a thread
+    // of its own while it goes on handling messages. Until it returns success, a committed
+    // block survives a crash of the process but not necessarily a power loss (SQLite's WAL
+    // with synchronous=NORMAL, which stays consistent either way). A no-op for the other
+    // modes, whose commits are durable when they return. Errc::io_error when the fsync fails:
+    // the owner must then stop, as after a failed sync().
+    Result<void> flush_to_disk();
     Result<Block> block_at(std::uint64_t height) const override;
     Result<Block> block_by_hash(const Hash256& hash) const override;
     Result<TxRecord> tx_by_id(const Hash256& txid) const override;

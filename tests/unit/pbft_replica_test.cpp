@@ -707,6 +707,52 @@ TEST_CASE("replica: a journal that cannot sync halts the replica before it says 
     CHECK(c.replicas[2]->stats().journal_errors == 1);
 }
 
+TEST_CASE("replica: with a durability gate nothing leaves before its release, in order") {
+    Cluster c(4, 63, net::LinkFaults{0, 0, 1, 3}, small_blocks());
+    // Replica 2's store and journal commit, but its disk "flush" is held back: what its
+    // batches promise waits in `held` until the test lets it go.
+    std::vector<Replica::ReleaseFn> held;
+    bool hold = true;
+    c.replicas[2]->set_durability_gate([&](Replica::ReleaseFn release) {
+        if (hold)
+            held.push_back(std::move(release));
+        else
+            release();
+    });
+    std::uint64_t sent_by_2 = 0;
+    c.net.set_filter([&](net::NodeId from, net::NodeId, ByteView) {
+        if (from == 2) ++sent_by_2;
+        return true;
+    });
+    // Submitted to replica 0 only: a request given to replica 2 would wait in its gate too.
+    for (std::size_t i = 0; i < 20; ++i) {
+        REQUIRE(c.replicas[0]->submit(c.next_transfer(i % wallet_count, 1 + i)).ok());
+        c.net.run_for(1);
+    }
+    // The other three are a quorum: they commit everything; replica 2 executes too (it
+    // hears their votes) but has said nothing.
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            for (std::uint32_t i : {0u, 1u, 2u, 3u})
+                                if (c.replicas[i]->stats().executed_txs < 20) return false;
+                            return true;
+                        },
+                        c.net.now() + 20'000),
+                    c.describe());
+    CHECK(sent_by_2 == 0);
+    REQUIRE(held.size() > 1);
+    // Released in order, everything it held goes out, and it goes on as a normal replica.
+    hold = false;
+    for (auto& release : held)
+        release();
+    held.clear();
+    CHECK(sent_by_2 > 0);
+    c.submit_transfers(20, 2);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(40); }, c.net.now() + 20'000),
+                    c.describe());
+    c.check_agreement();
+}
+
 // ---- Byzantine replicas (ByzantineTransport decorators around honest code) ----
 
 TEST_CASE("replica: an equivocating primary cannot split the honest replicas") {

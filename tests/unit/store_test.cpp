@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -51,6 +53,14 @@ struct SqliteGroupedFactory {
     TempDir dir;
     std::unique_ptr<BlockStore> make() {
         return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::at_sync);
+    }
+};
+
+// at_flush: the same visible behaviour as at_sync (flush_to_disk only adds the fsync).
+struct SqliteFlushFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() {
+        return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::at_flush);
     }
 };
 
@@ -250,7 +260,7 @@ void expect_rejected(BlockStore& store, const TestChain& chain, const Block& b,
 } // namespace
 
 TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, SqliteFactory,
-                   SqliteGroupedFactory) {
+                   SqliteGroupedFactory, SqliteFlushFactory) {
     F factory;
     auto store = factory.make();
     CHECK_FALSE(store->tip_height().has_value());
@@ -265,7 +275,7 @@ TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, Sqlite
 }
 
 TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, MemoryFactory,
-                   SqliteFactory, SqliteGroupedFactory) {
+                   SqliteFactory, SqliteGroupedFactory, SqliteFlushFactory) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -342,7 +352,7 @@ TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, Memor
 }
 
 TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, MemoryFactory,
-                   SqliteFactory, SqliteGroupedFactory) {
+                   SqliteFactory, SqliteGroupedFactory, SqliteFlushFactory) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -408,7 +418,8 @@ TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, Memory
     CHECK(*state == chain.ledger->state());
 }
 
-TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, SqliteGroupedFactory) {
+TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, SqliteGroupedFactory,
+                   SqliteFlushFactory) {
     F factory;
     auto store = factory.make();
     const Bytes binary{0, 1, 0, 255, 0};
@@ -542,6 +553,55 @@ TEST_CASE("SqliteStore at_sync: appends are durable at sync, and a lost group is
         REQUIRE(state.ok());
         CHECK(*state == chain.ledger->state());
     }
+}
+
+TEST_CASE(
+    "SqliteStore at_flush: sync commits, flush_to_disk from another thread makes it durable") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    {
+        auto store = open_sqlite(file, SqliteStore::Durability::at_flush);
+        auto* sqlite = dynamic_cast<SqliteStore*>(store.get());
+        REQUIRE(sqlite != nullptr);
+        CHECK(sqlite->flush_to_disk().ok()); // nothing committed yet: nothing to wait for
+        // The node's pattern: the event loop appends and commits while another thread waits
+        // for the disk, again and again.
+        std::atomic<bool> done{false};
+        std::atomic<int> flushes{0}, failures{0};
+        std::thread flusher([&] {
+            while (!done) {
+                if (!sqlite->flush_to_disk()) ++failures;
+                ++flushes;
+            }
+        });
+        for (std::size_t h = 0; h < 4; ++h) {
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+            REQUIRE(store->sync().ok());
+        }
+        done = true;
+        flusher.join();
+        CHECK(flushes > 0);
+        CHECK(failures == 0);
+        REQUIRE(sqlite->flush_to_disk().ok());
+        // Appended but not synced: lost at close, as with at_sync.
+        REQUIRE(store->append(chain.blocks[4].block, chain.blocks[4].delta).ok());
+    }
+    {
+        auto store = open_sqlite(file, SqliteStore::Durability::at_flush);
+        CHECK(store->tip_height() == 3);
+        CHECK(store->block_at(4).code() == Errc::not_found);
+        for (std::size_t h = 4; h < chain.blocks.size(); ++h)
+            REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        REQUIRE(store->sync().ok());
+        auto state = store->load_state();
+        REQUIRE(state.ok());
+        CHECK(*state == chain.ledger->state());
+    }
+    // The other modes' commits are durable when they return: flush_to_disk has nothing to do.
+    auto plain = SqliteStore::open(file);
+    REQUIRE(plain.ok());
+    CHECK((*plain)->flush_to_disk().ok());
 }
 
 TEST_CASE("SqliteStore: refuses files that are not popchain stores") {

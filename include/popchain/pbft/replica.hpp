@@ -207,6 +207,17 @@ public:
     // (after BlockStore::sync, before the replies about it leave).
     void on_commit(CommitFn fn) { on_commit_ = std::move(fn); }
 
+    // For a store and journal whose sync() only commits and whose disk flush happens
+    // elsewhere (SqliteStore::Durability::at_flush): after each sync, the replica hands
+    // `gate` what must wait for the disk (sending the held messages, then the on_commit
+    // callbacks) instead of doing it at once; `gate` must run the releases in the order it
+    // got them, each only once the commits before it are durable, on the thread that drives
+    // the replica, and may drop them all if the disk fails (the owner must then stop).
+    // Meanwhile the replica goes on handling input. Without a gate, releases run at once.
+    using ReleaseFn = std::function<void()>;
+    using DurabilityGate = std::function<void(ReleaseFn release)>;
+    void set_durability_gate(DurabilityGate gate) { durability_gate_ = std::move(gate); }
+
     // ---- observation ----
     ReplicaId id() const { return id_; }
     std::uint64_t height() const { return ledger_.height(); }
@@ -464,6 +475,7 @@ private:
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
     CommitFn on_commit_;
+    DurabilityGate durability_gate_;
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
