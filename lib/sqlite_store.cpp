@@ -697,6 +697,13 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
                                ? "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
                                : "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
     if (auto r = exec(impl->db, settings, "configuring the connection"); !r) return r.error();
+    // Checkpoints (copying the log into the database) every 10,000 pages, about 40 MB of
+    // log, instead of SQLite's 1,000: the pages every block touches (the chain row, the
+    // newest leaves, the journal's tables) are then copied once per checkpoint, not ten
+    // times. 3-6% more one-tx blocks per second over TCP (docs/benchmarks.md).
+    if (auto r = exec(impl->db, "PRAGMA wal_autocheckpoint = 10000", "configuring the connection");
+        !r)
+        return r.error();
     if (auto r = pragma_expect(impl->db, "PRAGMA foreign_keys", "1"); !r) return r.error();
 
     if (*identity == Identity::fresh) {
