@@ -10,7 +10,7 @@ Exits non-zero naming the first problem.
 import json
 import sys
 
-SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks")
+SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks", "primary_crash")
 
 
 def check(report):
@@ -42,6 +42,18 @@ def check(report):
             assert run["blocks_with_measured_txs"] <= txs, f"{name}: more blocks than txs"
             assert run["client"]["bad_replies"] == 0, f"{name}: bad replies"
             assert run["view_changes"] >= 0, f"{name}: view_changes"
+            peaks = run["memory"]["peak_rss_mb_per_node"]
+            assert len(peaks) == setup["nodes"], f"{name}: peak memory per node"
+            if name == "primary_crash":
+                # Node 0 was killed (no figure); the others ran a view change and went on.
+                assert peaks[0] is None and all(p > 0 for p in peaks[1:]), f"{name}: memory"
+                assert run["view_changes"] >= 1, f"{name}: no view change after the kill"
+                rec = run["recovery"]
+                assert rec["txs_committed_after_kill"] == txs - rec["killed_after_txs"], (
+                    f"{name}: transfers after the kill")
+                assert rec["longest_commit_gap_ms"] > 0, f"{name}: commit gap"
+            else:
+                assert all(p > 0 for p in peaks), f"{name}: memory"
             # Each transfer is done after at least f+1 replies.
             f = (setup["nodes"] - 1) // 3
             assert run["client"]["replies"] >= (f + 1) * txs, f"{name}: too few replies"

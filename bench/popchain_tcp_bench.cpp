@@ -44,6 +44,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -126,6 +127,9 @@ struct Scenario {
     std::optional<std::uint32_t> max_batch_delay_ms;
     std::optional<std::uint32_t> request_timeout_ms;
     std::optional<std::uint32_t> watermark_window;
+    // Kills node 0 (the first primary) with SIGKILL once a third of the transfers committed,
+    // and reports how long commits stopped.
+    bool kill_primary = false;
 };
 
 struct Options {
@@ -150,7 +154,7 @@ struct Options {
         "  --nodes N          replicas, one process each (default 4)\n"
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
-        "                     full_blocks\n"
+        "                     full_blocks, primary_crash\n"
         "  --txs K            transfers per run, every scenario (default per scenario)\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
@@ -211,14 +215,18 @@ Options parse_options(int argc, char** argv) {
     // has a full one to propose while the previous ones are agreed on.
     o.scenarios = {
         {"seed_10k", "signed transfers, the testnet's defaults", 10'000, 1'000, std::nullopt,
-         std::nullopt, std::nullopt, std::nullopt},
+         std::nullopt, std::nullopt, std::nullopt, false},
         {"one_tx_blocks", "max_block_txs = 1: one block per transfer", 5'000, 128, 1, std::nullopt,
-         std::nullopt, std::nullopt},
+         std::nullopt, std::nullopt, false},
         // A block of 1,000 signed transfers takes each replica seconds of signature checks on
         // a small machine, longer than the testnet's request timeout (2 s): backups would
         // suspect a primary that is merely busy. The batch delay lets blocks fill up.
         {"full_blocks", "max_block_txs = 1000, blocks filled, request timeout 30 s", 10'000, 3'000,
-         1'000, 1'000, 30'000, std::nullopt},
+         1'000, 1'000, 30'000, std::nullopt, false},
+        // View-change recovery: the backups' request timeout (testnet default 2 s) runs out,
+        // they elect node 1, and the load goes on.
+        {"primary_crash", "seed_10k's load; node 0, the primary, SIGKILLed once a third committed",
+         10'000, 1'000, std::nullopt, std::nullopt, std::nullopt, std::nullopt, true},
     };
     if (o.quick) {
         o.runs = 1;
@@ -231,6 +239,8 @@ Options parse_options(int argc, char** argv) {
         o.scenarios[2].max_block_txs = 250;
         o.scenarios[2].what = "max_block_txs = 250 (quick profile), blocks filled, request "
                               "timeout 30 s";
+        o.scenarios[3].txs = 600;
+        o.scenarios[3].outstanding = 100; // so that most transfers need the new primary
     }
     if (runs) o.runs = *runs;
     for (auto& s : o.scenarios) {
@@ -409,6 +419,14 @@ std::pair<double, double> cpu_seconds(pid_t pid) {
     return {utime / tick, stime / tick};
 }
 
+// VmHWM: the process's peak resident set, in kB; 0 when it is gone.
+double peak_rss_kb(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6));
+    return 0;
+}
+
 std::pair<double, double> own_cpu_seconds() {
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
@@ -583,9 +601,17 @@ struct RunResult {
     double loadavg_at_start = 0;
     std::uint64_t view_changes = 0;
     Json cpu;
+    Json memory;
+    Json recovery; // primary_crash only
 
     double tx_per_s() const { return static_cast<double>(txs) / seconds; }
     double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
+};
+
+// Runs `fire` once, when the `at`-th transfer has committed.
+struct Trigger {
+    std::size_t at = 0;
+    std::function<void()> fire;
 };
 
 class LoadClient {
@@ -623,9 +649,13 @@ public:
     std::uint64_t max_height() const { return max_height_; }
 
     // Submits txs[0..count) keeping at most `outstanding` in flight; returns when all are
-    // committed. Fails on a rejection or when nothing commits for stall_seconds.
+    // committed. Fails on a rejection or when nothing commits for stall_seconds. `done_at`,
+    // when given, receives each transfer's completion time, in completion order.
     void run(const std::vector<Tx>& txs, std::size_t count, std::size_t outstanding,
-             std::vector<double>* latency_ms, std::set<std::uint64_t>* heights) {
+             std::vector<double>* latency_ms, std::set<std::uint64_t>* heights,
+             std::vector<Clock::time_point>* done_at = nullptr, Trigger trigger = {}) {
+        done_at_ = done_at;
+        trigger_ = std::move(trigger);
         txs_ = &txs;
         count_ = count;
         latency_ms_ = latency_ms;
@@ -670,9 +700,11 @@ private:
                 latency_ms_->push_back(
                     std::chrono::duration<double, std::milli>(now - submitted_at_[i]).count());
             if (heights_) heights_->insert(r->height);
+            if (done_at_) done_at_->push_back(now);
             max_height_ = std::max(max_height_, r->height);
             ++done_;
             last_progress_ = now;
+            if (trigger_.fire && done_ == trigger_.at) std::exchange(trigger_.fire, nullptr)();
             if (next_ < count_ && !error_) submit_next();
         });
     }
@@ -687,6 +719,8 @@ private:
     std::vector<double>* latency_ms_ = nullptr;
     std::set<std::uint64_t>* heights_ = nullptr;
     std::vector<Clock::time_point> submitted_at_;
+    std::vector<Clock::time_point>* done_at_ = nullptr;
+    Trigger trigger_;
     std::optional<std::string> error_;
     Clock::time_point last_progress_;
     std::uint64_t max_height_ = 0;
@@ -720,16 +754,53 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
     const auto own_before = own_cpu_seconds();
     std::set<std::uint64_t> heights;
     r.latency_ms.reserve(s.txs);
+    std::vector<Clock::time_point> done_at;
+    done_at.reserve(s.txs);
+    Trigger trigger;
+    std::optional<Clock::time_point> killed_at;
+    if (s.kill_primary && !pids.empty())
+        trigger = {s.txs / 3, [&] {
+                       ::kill(pids[0], SIGKILL);
+                       killed_at = Clock::now();
+                   }};
     const auto start = Clock::now();
-    client.run(w.transfers, s.txs, s.outstanding, &r.latency_ms, &heights);
+    client.run(w.transfers, s.txs, s.outstanding, &r.latency_ms, &heights, &done_at,
+               std::move(trigger));
     r.seconds = seconds_since(start);
     const auto own_after = own_cpu_seconds();
+    // Peak resident memory of each node since it started (the warm-up included).
+    Json peak_mb = Json::array();
+    for (auto pid : pids) {
+        const double kb = peak_rss_kb(pid);
+        peak_mb.push_back(kb > 0 ? Json(round4(kb / 1024)) : Json(nullptr)); // null: killed
+    }
+    r.memory = Json{{"peak_rss_mb_per_node", peak_mb}};
+    if (killed_at) {
+        // How long commits stopped: the longest wait, from the kill on, between one completed
+        // transfer and the next (transfers already agreed when the primary died still finish
+        // first; the gap is the view change).
+        double longest = 0;
+        auto previous = *killed_at;
+        std::size_t after = 0;
+        for (const auto& t : done_at) {
+            if (t < *killed_at) continue;
+            ++after;
+            longest =
+                std::max(longest, std::chrono::duration<double, std::milli>(t - previous).count());
+            previous = t;
+        }
+        r.recovery = Json{{"killed_node", 0},
+                          {"killed_after_txs", s.txs / 3},
+                          {"longest_commit_gap_ms", round4(longest)},
+                          {"txs_committed_after_kill", after}};
+    }
 
     // Where the CPU went during the measured phase: user and kernel seconds per process.
     double total = 0;
     Json nodes = Json::array();
     for (std::size_t k = 0; k < pids.size(); ++k) {
-        const auto after = cpu_seconds(pids[k]);
+        auto after = cpu_seconds(pids[k]);
+        if (after.first + after.second == 0) after = cpu_before[k]; // killed: its time is gone
         const double user = after.first - cpu_before[k].first;
         const double sys = after.second - cpu_before[k].second;
         total += user + sys;
@@ -750,6 +821,11 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
                  {"busy_fraction_of_all_cores", round4(total / (r.seconds * nproc))}};
 
     r.view_changes = net->view_changes();
+    // The nodes log a view change from a periodic monitor: give the log a moment to catch up.
+    for (int k = 0; killed_at && r.view_changes == 0 && k < 50; ++k) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        r.view_changes = net->view_changes();
+    }
     r.blocks = client.max_height() - start_height;
     r.distinct_blocks = heights.size();
     r.client = client.stats();
@@ -758,22 +834,24 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
 }
 
 Json run_json(const RunResult& r) {
-    return Json{
-        {"seconds", round4(r.seconds)},
-        {"tx_per_s", round4(r.tx_per_s())},
-        {"blocks", r.blocks},
-        {"blocks_with_measured_txs", r.distinct_blocks},
-        {"blocks_per_s", round4(r.blocks_per_s())},
-        {"latency_ms", Json{{"p50", round4(percentile(r.latency_ms, 0.50))},
-                            {"p99", round4(percentile(r.latency_ms, 0.99))},
-                            {"max", round4(r.latency_ms.empty() ? 0 : r.latency_ms.back())}}},
-        {"client", Json{{"retransmissions", r.client.retransmissions},
-                        {"replies", r.client.replies},
-                        {"stale_replies", r.client.stale_replies},
-                        {"bad_replies", r.client.bad_replies}}},
-        {"view_changes", r.view_changes},
-        {"cpu", r.cpu},
-        {"loadavg_1m_at_start", r.loadavg_at_start}};
+    Json j{{"seconds", round4(r.seconds)},
+           {"tx_per_s", round4(r.tx_per_s())},
+           {"blocks", r.blocks},
+           {"blocks_with_measured_txs", r.distinct_blocks},
+           {"blocks_per_s", round4(r.blocks_per_s())},
+           {"latency_ms", Json{{"p50", round4(percentile(r.latency_ms, 0.50))},
+                               {"p99", round4(percentile(r.latency_ms, 0.99))},
+                               {"max", round4(r.latency_ms.empty() ? 0 : r.latency_ms.back())}}},
+           {"client", Json{{"retransmissions", r.client.retransmissions},
+                           {"replies", r.client.replies},
+                           {"stale_replies", r.client.stale_replies},
+                           {"bad_replies", r.client.bad_replies}}},
+           {"view_changes", r.view_changes},
+           {"cpu", r.cpu},
+           {"memory", r.memory},
+           {"loadavg_1m_at_start", r.loadavg_at_start}};
+    if (!r.recovery.is_null()) j["recovery"] = r.recovery;
+    return j;
 }
 
 int run(const Options& opt) {
@@ -827,8 +905,9 @@ int run(const Options& opt) {
              {"client", "one process, one pbft::Client over AsioTransport, closed loop; done = f+1 "
                         "matching committed replies; retry after 60 s"},
              {"workload", "one transfer per funded wallet (nonce 0), signed before timing"},
-             {"disk", "each node's chain.db, blocks and journal committed together (SQLite WAL, "
-                      "synchronous=FULL), in temp_dir"}};
+             {"disk", "each node's chain.db in temp_dir: blocks and journal committed together to "
+                      "SQLite's WAL, fdatasynced by the node's syncer thread before anything about "
+                      "them leaves"}};
 
     Json scenarios = Json::object();
     double one_tx_blocks_per_s = -1, full_fraction = -1;
@@ -874,7 +953,20 @@ int run(const Options& opt) {
              Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
                   {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}},
             {"fraction_of_bound", bound > 0 ? round4(tx_s / bound) : 0},
+            {"peak_rss_mb_max",
+             [&] {
+                 double most = 0;
+                 for (const auto& r : runs)
+                     for (const auto& m : r.memory["peak_rss_mb_per_node"])
+                         if (m.is_number()) most = std::max(most, m.get<double>());
+                 return round4(most);
+             }()},
             {"runs", run_list}};
+        if (s.kill_primary)
+            scenarios[s.name]["longest_commit_gap_ms"] = med([](const RunResult& r) {
+                return r.recovery.is_null() ? 0.0
+                                            : r.recovery["longest_commit_gap_ms"].get<double>();
+            });
         if (s.name == "one_tx_blocks") one_tx_blocks_per_s = blocks_s;
         if (s.name == "full_blocks") full_fraction = bound > 0 ? tx_s / bound : 0;
     }
