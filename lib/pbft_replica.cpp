@@ -832,6 +832,7 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     ++stats_.executed_blocks;
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
+    executed_at_ = transport_.now();
     answer_waiting(block);
     if (on_commit_) executed_unsynced_.push_back(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
@@ -1062,14 +1063,22 @@ bool Replica::has_work() const {
     return !mempool_.take_ready(1, committed_nonces()).empty();
 }
 
-void Replica::arm_watchdog() {
+void Replica::arm_watchdog(net::Millis delay) {
     if (watch_timer_ != 0 || !view_active_ || halted_ || !has_work()) return;
     watch_height_ = ledger_.height();
     const std::uint64_t view = view_;
-    watch_timer_ = set_timer(view_timeout_, [this, view] {
+    watch_timer_ = set_timer(delay ? delay : view_timeout_, [this, view] {
         watch_timer_ = 0;
         if (!view_active_ || view_ != view) return;
-        if (ledger_.height() > watch_height_ || !has_work()) {
+        if (ledger_.height() > watch_height_) {
+            // The timeout counts from the last executed block, not from this check: a
+            // primary that dies just after a block executed is suspected one timeout later,
+            // not up to two.
+            const net::Millis since = transport_.now() - executed_at_;
+            arm_watchdog(since < view_timeout_ ? view_timeout_ - since : view_timeout_);
+            return;
+        }
+        if (!has_work()) {
             arm_watchdog();
             return;
         }

@@ -392,7 +392,9 @@ private:
     void retransmit();
     void request_missing_bodies();
     bool has_work() const;
-    void arm_watchdog();
+    // Arms the view-change timer, if work is pending and none is armed: it fires after
+    // `delay`, or the current view timeout when 0.
+    void arm_watchdog(net::Millis delay = 0);
     void announce_stable(ReplicaId to);
     void answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot);
     void note_view(ReplicaId from, std::uint64_t view);
@@ -471,6 +473,7 @@ private:
                  fetch_timer_ = 0;
     std::uint64_t watch_height_ = 0, tick_height_ = 0, ticks_ = 0;
     std::uint64_t stalled_ticks_ = 0; // consecutive ticks without an executed block
+    net::Millis executed_at_ = 0;     // when the last block executed (transport clock)
     bool batch_due_ = false;
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
