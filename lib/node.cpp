@@ -596,7 +596,8 @@ Result<FileLock> lock_data_dir(const fs::path& data_dir) {
 // slot), so they are copied into the new journal, made durable, and only then is the old
 // file removed. A crash in between leaves both with the same state, which is accepted on the
 // next start; two different non-empty states are refused.
-Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal) {
+Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal,
+                               SqliteStore& store) {
     std::error_code ec;
     if (!fs::exists(old_file, ec)) return {};
     auto fail = [&](const Error& e) {
@@ -620,6 +621,9 @@ Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal)
                                                          "refusing to pick one");
         pbft::write_state(old, journal);
         if (auto r = journal.sync(); !r) return fail(r.error());
+        // The store commits without waiting for the disk (Durability::at_flush): the copy
+        // must be on disk before the original goes.
+        if (auto r = store.flush_to_disk(); !r) return fail(r.error());
     }
     for (const char* suffix : {"", "-wal", "-shm"}) {
         fs::remove(old_file.string() + suffix, ec);
@@ -698,7 +702,8 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
     if (!journal)
         return make_error(journal.code(), chain_db.string() + ": " + journal.error().message());
     impl->journal = std::move(journal).value();
-    if (auto r = adopt_old_journal(config.data_dir / "journal.db", *impl->journal); !r)
+    if (auto r = adopt_old_journal(config.data_dir / "journal.db", *impl->journal, *impl->store);
+        !r)
         return r.error();
 
     net::AsioOptions options;
