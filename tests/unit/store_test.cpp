@@ -579,6 +579,8 @@ TEST_CASE(
             REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
             REQUIRE(store->sync().ok());
         }
+        while (flushes == 0) // the scheduler may start the flusher late: let it run once
+            std::this_thread::yield();
         done = true;
         flusher.join();
         CHECK(flushes > 0);
