@@ -815,11 +815,10 @@ Result<Identity> identify(sqlite3* db, const std::string& path) {
     return Identity::ours;
 }
 
-Result<void> create_schema(sqlite3* db) {
-    const std::string sql =
-        "BEGIN IMMEDIATE;" + std::string(schema_sql) +
-        "PRAGMA application_id = " + std::to_string(SqliteJournal::application_id) +
-        "; PRAGMA user_version = " + std::to_string(SqliteJournal::schema_version) + "; COMMIT;";
+// The journal's tables and `marking` (the SQL that records what the file holds and its schema
+// version), in one transaction: all of them or none.
+Result<void> create_schema(sqlite3* db, const std::string& marking) {
+    const std::string sql = "BEGIN IMMEDIATE;" + std::string(schema_sql) + marking + "; COMMIT;";
     auto r = exec(db, sql.c_str(), "creating the journal");
     if (!r && !sqlite3_get_autocommit(db)) (void)exec(db, "ROLLBACK", "creating the journal");
     return r;
@@ -856,7 +855,9 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::open(const std::filesystem
         return r.error();
     if (auto r = pragma_expect(db, "PRAGMA synchronous", "2"); !r) return r.error();
     if (*identity == Identity::fresh) {
-        if (auto r = create_schema(db); !r) return in_use(r.error());
+        const std::string marking = "PRAGMA application_id = " + std::to_string(application_id) +
+                                    "; PRAGMA user_version = " + std::to_string(schema_version);
+        if (auto r = create_schema(db, marking); !r) return in_use(r.error());
     } else {
         // An empty write transaction, to take the write lock now rather than at the first
         // sync: a second owner must fail at open, before it acts on what it loaded.
@@ -882,16 +883,13 @@ Result<std::unique_ptr<SqliteJournal>> SqliteJournal::open_in(SqliteStore& store
                                        "AND name = 'journal_meta'");
             if (!tables) return tables.error();
             if (*tables == 0) {
-                const std::string sql = "BEGIN IMMEDIATE;" + std::string(schema_sql) +
-                                        "CREATE TABLE journal_meta (key TEXT PRIMARY KEY, value "
-                                        "INTEGER NOT NULL) WITHOUT ROWID;"
-                                        "INSERT INTO journal_meta (key, value) VALUES "
-                                        "('schema_version', " +
-                                        std::to_string(schema_version) + "); COMMIT;";
-                auto r = exec(db, sql.c_str(), "creating the journal's tables");
-                if (!r && !sqlite3_get_autocommit(db))
-                    (void)exec(db, "ROLLBACK", "creating the journal");
-                if (!r) return r;
+                // The file's PRAGMAs are the store's: the journal's version is a row.
+                const std::string marking =
+                    "CREATE TABLE journal_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) "
+                    "WITHOUT ROWID; INSERT INTO journal_meta (key, value) VALUES "
+                    "('schema_version', " +
+                    std::to_string(schema_version) + ")";
+                if (auto r = create_schema(db, marking); !r) return r;
             } else {
                 auto version =
                     read_int(db, "SELECT value FROM journal_meta WHERE key = 'schema_version'");

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -177,6 +178,9 @@ struct SqliteStore::Impl {
                                    const Bytes& data) const;
     Result<Tx> decode_tx_row(const Hash256& txid, const Bytes& data) const;
     Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
+    // Runs `write` in the open group (opened if needed), in a savepoint of its own: a failed
+    // write undoes only itself, unless SQLite lost the whole transaction.
+    Result<void> write_in_group(const std::function<Result<void>()>& write);
     Result<void> append_to_group(const Block& block, const Hash256& hash, const StateDelta& delta);
     Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta);
     Result<void> sync_locked();
@@ -332,15 +336,14 @@ Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256&
     return {};
 }
 
-Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash256& hash,
-                                                const StateDelta& delta) {
+Result<void> SqliteStore::Impl::write_in_group(const std::function<Result<void>()>& write) {
     if (!group_open) {
         if (auto r = run(begin_write, "opening a group of blocks"); !r) return r;
         group_open = true;
     }
-    if (auto r = run(savepoint, "opening a block's savepoint"); !r) return r;
-    auto written = write_block(block, hash, delta);
-    if (written) written = run(release, "closing a block's savepoint");
+    if (auto r = run(savepoint, "opening a savepoint"); !r) return r;
+    auto written = write();
+    if (written) written = run(release, "closing a savepoint");
     if (!written) {
         if (sqlite3_get_autocommit(db)) {
             // SQLite rolled the whole transaction back itself (e.g. a full disk): the
@@ -348,13 +351,19 @@ Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash25
             group_open = false;
             tip = durable_tip;
         } else {
-            (void)run(rollback_to, "undoing a block");
-            (void)run(release, "closing a block's savepoint");
+            (void)run(rollback_to, "undoing a write");
+            (void)run(release, "closing a savepoint");
         }
         return written;
     }
-    tip = block.header.height;
     return {};
+}
+
+Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash256& hash,
+                                                const StateDelta& delta) {
+    auto written = write_in_group([&] { return write_block(block, hash, delta); });
+    if (written) tip = block.header.height;
+    return written;
 }
 
 Result<void> SqliteStore::Impl::sync_locked() {
@@ -849,24 +858,7 @@ detail::SqliteStoreAccess::commit_with(SqliteStore& store,
                                        const std::function<Result<void>(sqlite3*)>& write) {
     SqliteStore::Impl& impl = *store.impl_;
     std::lock_guard lock(impl.mutex);
-    if (!impl.group_open) {
-        if (auto r = impl.run(impl.begin_write, "opening a group commit"); !r) return r;
-        impl.group_open = true;
-    }
-    if (auto r = impl.run(impl.savepoint, "opening a savepoint"); !r) return r;
-    if (auto r = write(impl.db); !r) {
-        // The blocks before it stay in the open group, as after a failed append; SQLite may
-        // have rolled the whole transaction back itself (a full disk).
-        if (sqlite3_get_autocommit(impl.db)) {
-            impl.group_open = false;
-            impl.tip = impl.durable_tip;
-        } else {
-            (void)impl.run(impl.rollback_to, "undoing a write");
-            (void)impl.run(impl.release, "closing a savepoint");
-        }
-        return r;
-    }
-    if (auto r = impl.run(impl.release, "closing a savepoint"); !r) return r;
+    if (auto r = impl.write_in_group([&] { return write(impl.db); }); !r) return r;
     return impl.sync_locked();
 }
 

@@ -279,7 +279,8 @@ struct SqliteStoreAccess {
                                         const std::function<Result<void>(sqlite3*)>& use);
     // Runs `write` inside the store's group transaction (opened when none is), in a savepoint
     // of its own, then commits the group: the blocks appended since the last sync and what
-    // `write` wrote become durable together, in one commit and one fsync. A failed `write`
+    // `write` wrote become durable together, in one commit (and, unless the store flushes
+    // later, Durability::at_flush, one fsync). A failed `write`
     // is undone and leaves the group's blocks pending; a failed commit loses the group, as a
     // failed sync() does.
     static Result<void> commit_with(SqliteStore& store,

@@ -207,8 +207,8 @@ public:
 
     // For a store and journal whose sync() only commits and whose disk flush happens
     // elsewhere (SqliteStore::Durability::at_flush): after each sync, the replica hands
-    // `gate` what must wait for the disk (sending the held messages, then the on_commit
-    // callbacks) instead of doing it at once; `gate` must run the releases in the order it
+    // `gate` what must wait for the disk (the on_commit callbacks, then sending the held
+    // messages) instead of doing it at once; `gate` must run the releases in the order it
     // got them, each only once the commits before it are durable, on the thread that drives
     // the replica, and may drop them all if the disk fails (the owner must then stop).
     // Meanwhile the replica goes on handling input. Without a gate, releases run at once.
