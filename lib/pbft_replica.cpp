@@ -1,6 +1,7 @@
 #include <popchain/pbft/replica.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <set>
 #include <string>
 #include <utility>
@@ -831,6 +832,7 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     ++stats_.executed_blocks;
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
+    executed_at_ = transport_.now();
     answer_waiting(block);
     if (on_commit_) executed_unsynced_.push_back(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
@@ -955,17 +957,16 @@ void Replica::on_tick() {
     ++ticks_;
     const bool progressed = ledger_.height() != tick_height_;
     tick_height_ = ledger_.height();
+    stalled_ticks_ = progressed ? 0 : stalled_ticks_ + 1;
     if (target_ && !fetching_ && (!progressed || !view_active_)) start_fetch();
-    if (!progressed) {
-        forward_pending_requests();
-        // Ask a peer now and then whether we are behind: one that has a stable checkpoint
-        // above our height answers with its certificate (a replica that was down or cut
-        // off has no other way to learn it while the others are idle).
-        if (ticks_ % 5 == 0 && !fetching_ && n() > 1) {
-            const ReplicaId peer = replicas_[(ticks_ / 5 + id_) % n()].id;
-            if (peer != id_)
-                send_to(peer, MsgType::fetch, Fetch{ledger_.height() + 1, ledger_.height() + 1});
-        }
+    if (!progressed && stalled_ticks_ % forward_stall_ticks() == 0) forward_pending_requests();
+    // Ask a peer now and then whether we are behind: one that has a stable checkpoint above
+    // our height answers with its certificate (a replica that was down or cut off has no
+    // other way to learn it while the others are idle).
+    if (!progressed && ticks_ % 5 == 0 && !fetching_ && n() > 1) {
+        const ReplicaId peer = replicas_[(ticks_ / 5 + id_) % n()].id;
+        if (peer != id_)
+            send_to(peer, MsgType::fetch, Fetch{ledger_.height() + 1, ledger_.height() + 1});
     }
     if (!view_active_) {
         auto own = view_changes_.find(view_);
@@ -977,8 +978,13 @@ void Replica::on_tick() {
         return;
     }
     if (progressed) return;
-    retransmit();
-    request_missing_bodies();
+    // A slot that waits is usually only slow (a full block still being checked, a busy
+    // peer), not lost: repeat at stalled ticks 1, 2, 4, 8 and then every 8, so a slow block
+    // is not re-sent several times while it commits.
+    if (std::has_single_bit(stalled_ticks_) || stalled_ticks_ % 8 == 0) {
+        retransmit();
+        request_missing_bodies();
+    }
     // Idle with blocks above the last checkpoint: certify the tip, so a quiet chain's last
     // blocks get a certificate and laggards can fetch them.
     const bool idle = log_.upper_bound(ledger_.height()) == log_.end() && !has_work();
@@ -1008,7 +1014,9 @@ void Replica::retransmit() {
         if (send_body) ++bodies_sent;
         for (const auto& r : replicas_) {
             if (r.id == id_ || slot.commits.contains(r.id)) continue;
-            if (send_body) send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
+            // A peer that prepared this slot holds its block: only its votes may be missing.
+            if (send_body && !slot.prepares.contains(r.id))
+                send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
             if (slot.prepares.contains(id_))
                 send_to(r.id, MsgType::prepare, Vote{view_, seq, slot.digest});
             if (slot.prepared) send_to(r.id, MsgType::commit, Vote{view_, seq, slot.digest});
@@ -1053,14 +1061,22 @@ bool Replica::has_work() const {
     return !mempool_.take_ready(1, committed_nonces()).empty();
 }
 
-void Replica::arm_watchdog() {
+void Replica::arm_watchdog(net::Millis delay) {
     if (watch_timer_ != 0 || !view_active_ || halted_ || !has_work()) return;
     watch_height_ = ledger_.height();
     const std::uint64_t view = view_;
-    watch_timer_ = set_timer(view_timeout_, [this, view] {
+    watch_timer_ = set_timer(delay ? delay : view_timeout_, [this, view] {
         watch_timer_ = 0;
         if (!view_active_ || view_ != view) return;
-        if (ledger_.height() > watch_height_ || !has_work()) {
+        if (ledger_.height() > watch_height_) {
+            // The timeout counts from the last executed block, not from this check: a
+            // primary that dies just after a block executed is suspected one timeout later,
+            // not up to two.
+            const net::Millis since = transport_.now() - executed_at_;
+            arm_watchdog(since < view_timeout_ ? view_timeout_ - since : view_timeout_);
+            return;
+        }
+        if (!has_work()) {
             arm_watchdog();
             return;
         }

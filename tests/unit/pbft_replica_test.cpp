@@ -550,6 +550,37 @@ TEST_CASE("replica: the primary crashes; a view change replaces it and nothing i
     }
 }
 
+TEST_CASE("replica: a primary that dies just after a block executed is suspected one timeout "
+          "after that block") {
+    // A transfer every 50 ms keeps the view-change timer armed and re-armed; the primary dies
+    // at different moments of its period. The backups must start the view change one
+    // request timeout after the last executed block (a re-check that found progress must
+    // not grant a whole new timeout), so the new view is in place within that, plus the
+    // exchange of view-change messages.
+    for (std::size_t before : {10u, 13u, 16u, 19u, 22u, 25u}) {
+        CAPTURE(before);
+        Cluster c(4, 90 + before, net::LinkFaults{0, 0, 1, 2}, small_blocks());
+        c.submit_transfers(before, 50);
+        c.crash(0);
+        const net::Millis crashed_at = c.net.now();
+        c.submit_transfers(10, 50);
+        REQUIRE_MESSAGE(c.net.run_until(
+                            [&] {
+                                for (std::uint32_t i : c.up())
+                                    if (c.replicas[i]->view() < 1 || !c.replicas[i]->view_active())
+                                        return false;
+                                return true;
+                            },
+                            crashed_at + 10'000),
+                        c.describe());
+        CHECK(c.net.now() - crashed_at <= c.config.request_timeout_ms + 200);
+        REQUIRE_MESSAGE(
+            c.net.run_until([&] { return c.all_executed(before + 10); }, c.net.now() + 10'000),
+            c.describe());
+        c.check_agreement();
+    }
+}
+
 TEST_CASE("replica: the primaries of two views in a row crash; the timeout backs off") {
     Cluster c(7, 77, net::LinkFaults{0, 0, 1, 4}, small_blocks());
     c.submit_transfers(20, 1);

@@ -52,8 +52,9 @@ struct ReplicaConfig {
 
     // Retransmission: a replica that made no progress for this long re-sends the messages
     // its stuck slots still need (to the peers that have not answered), its view change,
-    // and its latest checkpoint, so lost messages cost one interval, not a view change. It
-    // is also the idle interval after which a replica checkpoints its tip.
+    // and its latest checkpoint, so lost messages cost one interval, not a view change;
+    // while it stays stuck it repeats them with backoff (after 2, 4 and 8 intervals, then
+    // every 8). It is also the idle interval after which a replica checkpoints its tip.
     Millis retransmit_ms = 100; // 1 .. request_timeout_ms
 
     // State transfer: how long to wait for a peer's answer before asking another one.

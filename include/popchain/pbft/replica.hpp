@@ -31,8 +31,10 @@
 //     there, the log at or below it is discarded, the certificate is kept.
 //
 // Lost messages. A replica that made no progress for retransmit_ms re-sends, for each
-// unexecuted slot, its pre-prepare (primary), prepare and commit to the peers whose commit it
-// lacks; re-forwards its ready requests to the primary; asks a peer for a block body that
+// unexecuted slot, its pre-prepare (primary; only to peers that have not prepared it),
+// prepare and commit to the peers whose commit it lacks, and repeats that with backoff (after
+// 1, 2, 4 and 8 idle ticks, then every 8); after a quarter of the request timeout without
+// progress it re-forwards its ready requests to the primary; asks a peer for a block body that
 // f+1 replicas voted for but it never received (or received in another version from an
 // equivocating primary); and re-broadcasts its view change. A replica that receives a
 // repeated vote for a slot it has executed answers with its commit, and one that receives
@@ -390,7 +392,9 @@ private:
     void retransmit();
     void request_missing_bodies();
     bool has_work() const;
-    void arm_watchdog();
+    // Arms the view-change timer, if work is pending and none is armed: it fires after
+    // `delay`, or the current view timeout when 0.
+    void arm_watchdog(net::Millis delay = 0);
     void announce_stable(ReplicaId to);
     void answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot);
     void note_view(ReplicaId from, std::uint64_t view);
@@ -400,6 +404,12 @@ private:
     void try_new_view();
     void install_view(const NewView& nv, const ViewDecision& decision);
     void forward_pending_requests();
+    // Pending requests are forwarded again after this many ticks without an executed block
+    // (a quarter of the request timeout): waiting that long is normal under load, when
+    // blocks are full, and re-sending them sooner only repeats what the primary holds.
+    std::uint64_t forward_stall_ticks() const {
+        return std::max<std::uint64_t>(1, config_.request_timeout_ms / (4 * config_.retransmit_ms));
+    }
 
     // state transfer
     void consider_target(const CheckpointCertificate& cert, bool urgent);
@@ -462,6 +472,8 @@ private:
     net::TimerId batch_timer_ = 0, tick_timer_ = 0, watch_timer_ = 0, view_timer_ = 0,
                  fetch_timer_ = 0;
     std::uint64_t watch_height_ = 0, tick_height_ = 0, ticks_ = 0;
+    std::uint64_t stalled_ticks_ = 0; // consecutive ticks without an executed block
+    net::Millis executed_at_ = 0;     // when the last block executed (transport clock)
     bool batch_due_ = false;
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
