@@ -3,6 +3,7 @@
 #include <popchain/pbft/byzantine.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -119,6 +120,21 @@ std::optional<Bytes> ByzantineTransport::equivocate(ByteView body) {
     return last_rewrite_;
 }
 
+std::optional<Bytes> ByzantineTransport::tamper(ByteView body) {
+    auto decoded = decode_body(MsgType::blocks, body);
+    if (!decoded || !std::holds_alternative<Blocks>(*decoded)) return std::nullopt;
+    Blocks b = std::get<Blocks>(std::move(*decoded));
+    bool changed = false;
+    for (Block& block : b.blocks)
+        if (!block.txs.empty()) {
+            block.txs.pop_back();
+            changed = true;
+        }
+    if (!changed) return std::nullopt;
+    b.executed_height = std::numeric_limits<std::uint64_t>::max();
+    return encode_body(b);
+}
+
 std::optional<Bytes> ByzantineTransport::conflict(MsgType type, ByteView body) const {
     auto decoded = decode_body(type, body);
     if (!decoded || !std::holds_alternative<Vote>(*decoded)) return std::nullopt;
@@ -200,6 +216,11 @@ void ByzantineTransport::send(net::NodeId to, Bytes message) {
         if (auto body = equivocate(header->body)) {
             rewritten = link_.seal(to, header->type, *body);
             ++stats_.equivocated;
+        }
+    } else if (behavior_.tamper_blocks && header->type == MsgType::blocks) {
+        if (auto body = tamper(header->body)) {
+            rewritten = link_.seal(to, header->type, *body);
+            ++stats_.tampered;
         }
     } else if (behavior_.conflicting_votes && vote && is_victim(conflicting_to, to)) {
         if (auto body = conflict(header->type, header->body)) {

@@ -133,6 +133,7 @@ struct BodyEncoder {
         for (const auto& b : m.blocks)
             encode_block(w, b);
         encode_certificate(w, m.certificate);
+        w.u64(m.executed_height);
     }
 };
 
@@ -179,6 +180,7 @@ Message decode_typed(MsgType type, Reader& r) {
         for (std::size_t i = 0; i < n && r.ok(); ++i)
             m.blocks.push_back(decode_block(r));
         m.certificate = decode_certificate(r);
+        m.executed_height = r.u64();
         return m;
     }
     }

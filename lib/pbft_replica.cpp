@@ -8,6 +8,15 @@
 
 namespace popchain::pbft {
 
+namespace {
+
+// A block's hash covers its header, which names its transactions only through the tx root.
+bool body_matches_header(const Block& block) {
+    return compute_tx_root(block.txs) == block.header.tx_root;
+}
+
+} // namespace
+
 // ---- construction ----
 
 Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey& key,
@@ -962,11 +971,15 @@ void Replica::on_tick() {
     if (!progressed && stalled_ticks_ % forward_stall_ticks() == 0) forward_pending_requests();
     // Ask a peer now and then whether we are behind: one that has a stable checkpoint above
     // our height answers with its certificate (a replica that was down or cut off has no
-    // other way to learn it while the others are idle).
+    // other way to learn it while the others are idle), and with the blocks above our
+    // height that it executed, which f+1 such answers prove committed (the last blocks of
+    // a burst may have no certificate yet, and too few replicas to make one).
     if (!progressed && ticks_ % 5 == 0 && !fetching_ && n() > 1) {
         const ReplicaId peer = replicas_[(ticks_ / 5 + id_) % n()].id;
+        constexpr std::uint64_t asked_blocks = 4;
         if (peer != id_)
-            send_to(peer, MsgType::fetch, Fetch{ledger_.height() + 1, ledger_.height() + 1});
+            send_to(peer, MsgType::fetch,
+                    Fetch{ledger_.height() + 1, ledger_.height() + asked_blocks});
     }
     if (!view_active_) {
         auto own = view_changes_.find(view_);
@@ -1375,11 +1388,12 @@ void Replica::on_fetch(ReplicaId from, const Fetch& f) {
             break;
         }
     }
+    reply.executed_height = ledger_.height();
     if (!reply.blocks.empty() || !reply.certificate.checkpoints.empty())
         send_to(from, MsgType::blocks, reply);
 }
 
-void Replica::on_blocks(ReplicaId, Blocks&& b) {
+void Replica::on_blocks(ReplicaId from, Blocks&& b) {
     // Late messages make peers announce checkpoints we already hold; checking one costs a
     // quorum of signature verifications, so only news is checked.
     const std::uint64_t known =
@@ -1396,30 +1410,40 @@ void Replica::on_blocks(ReplicaId, Blocks&& b) {
     // A state-transfer chunk: exactly the range asked for, ending at the anchored hash.
     if (fetching_ && b.blocks.front().header.height == fetch_from_ &&
         b.blocks.size() == fetch_to_ - fetch_from_ + 1) {
+        // The hashes vouch for the headers only: each body must match its header's tx root,
+        // or one faulty peer could make us execute a block that fails and halt.
         bool chained = b.blocks.back().hash() == fetch_anchor_;
         for (std::size_t i = 0; chained && i + 1 < b.blocks.size(); ++i)
             chained = b.blocks[i + 1].header.prev_hash == b.blocks[i].hash() &&
                       b.blocks[i + 1].header.height == b.blocks[i].header.height + 1;
+        for (std::size_t i = 0; chained && i < b.blocks.size(); ++i)
+            chained = body_matches_header(b.blocks[i]);
         if (!chained) {
             ++stats_.bad_blocks_reply;
+            if (from == fetch_asked_) { // a faulty peer: ask the next one now
+                ++fetch_peer_;
+                send_fetch();
+            }
             return;
         }
         fetch_anchor_ = b.blocks.front().header.prev_hash;
         for (Block& block : b.blocks)
             fetched_.emplace(block.header.height, std::move(block));
-        fetch_attempt_ = 0;
         if (fetch_from_ <= ledger_.height() + 1)
             finish_transfer();
         else
             send_fetch();
         return;
     }
-    // Otherwise: bodies we asked for by digest.
-    bool used = false;
+    // Otherwise: blocks the sender executed above our height, and bodies we asked for by
+    // digest.
+    const bool reported = note_executed_reports(from, b);
+    bool used = reported;
     for (Block& block : b.blocks) {
         const std::uint64_t seq = block.header.height;
         auto want = wanted_.find(seq);
-        if (want == wanted_.end() || want->second != block.hash()) continue;
+        if (want == wanted_.end() || want->second != block.hash() || !body_matches_header(block))
+            continue;
         const Hash256 digest = want->second;
         wanted_.erase(want);
         used = true;
@@ -1439,7 +1463,65 @@ void Replica::on_blocks(ReplicaId, Blocks&& b) {
         }
     }
     if (!used && b.certificate.checkpoints.empty()) ++stats_.bad_blocks_reply;
+    if (reported) execute_reported();
     if (used && !view_active_ && primary() == id_) try_new_view();
+}
+
+// A block f+1 members say they executed is committed: at least one of them is honest, and
+// an honest replica executes only committed blocks, which are the same at every honest
+// replica. Reports count against the set of members that agrees on the next height,
+// which is the current one until that block executes (membership changes take effect
+// only at a boundary, after the boundary block executes).
+bool Replica::note_executed_reports(ReplicaId from, const Blocks& b) {
+    if (fetching_ || from == id_) return false;
+    bool noted = false;
+    for (const Block& block : b.blocks) {
+        const std::uint64_t h = block.header.height;
+        if (h > b.executed_height) break;
+        if (h <= ledger_.height() || h > ledger_.height() + config_.watermark_window) continue;
+        if (!body_matches_header(block)) continue;
+        ExecutedReports& at = executed_reports_[h];
+        const Hash256 digest = block.hash();
+        auto [it, fresh] = at.digests.emplace(from, digest);
+        if (!fresh && it->second != digest) {
+            ++stats_.conflicting; // one replica, two executed blocks at one height
+            continue;
+        }
+        at.bodies.try_emplace(digest, block);
+        noted = true;
+    }
+    return noted;
+}
+
+void Replica::execute_reported() {
+    bool executed_any = false;
+    while (!halted_ && !fetching_) {
+        auto it = executed_reports_.find(ledger_.height() + 1);
+        if (it == executed_reports_.end()) break;
+        std::map<Hash256, std::size_t> votes;
+        for (const auto& [replica, digest] : it->second.digests)
+            if (std::any_of(replicas_.begin(), replicas_.end(),
+                            [&, r = replica](const ReplicaInfo& m) { return m.id == r; }))
+                ++votes[digest];
+        auto vouched = std::find_if(votes.begin(), votes.end(),
+                                    [&](const auto& v) { return v.second >= f() + 1; });
+        if (vouched == votes.end()) break;
+        Block block = std::move(it->second.bodies.at(vouched->first));
+        executed_reports_.erase(it);
+        auto delta = ledger_.execute(block);
+        if (!delta) { // a committed block that does not execute: our state is not the chain's
+            ++stats_.bad_blocks_reply;
+            halted_ = true;
+            return;
+        }
+        log_.erase(block.header.height);
+        executed(block, *delta);
+        ++stats_.reported_blocks;
+        executed_any = true;
+    }
+    executed_reports_.erase(executed_reports_.begin(),
+                            executed_reports_.upper_bound(ledger_.height()));
+    if (executed_any && !halted_) after_transfer();
 }
 
 void Replica::consider_target(const CheckpointCertificate& cert, bool urgent) {
@@ -1467,7 +1549,7 @@ void Replica::start_fetch() {
     fetched_.clear();
     fetch_to_ = cp.seq;
     fetch_anchor_ = cp.block_hash;
-    fetch_attempt_ = 0;
+    fetch_peer_ = id_ + ticks_; // replicas behind together spread over the signers
     send_fetch();
 }
 
@@ -1480,19 +1562,22 @@ void Replica::send_fetch() {
             std::max(ledger_.height() + 1,
                      fetch_to_ + 1 > max_fetch_blocks ? fetch_to_ + 1 - max_fetch_blocks : 1);
     }
-    // Ask the certificate's signers in turn: they executed the certified block.
+    // Ask the certificate's signers (they executed the certified block): the same one while
+    // it answers well, the next one after a timeout or a bad answer.
     std::vector<ReplicaId> peers;
     for (const auto& c : target_->checkpoints)
         if (c.replica != id_) peers.push_back(c.replica);
     if (peers.empty()) return;
-    const ReplicaId peer = peers[(fetch_attempt_ + ticks_) % peers.size()];
-    ++fetch_attempt_;
-    send_to(peer, MsgType::fetch, Fetch{fetch_from_, fetch_to_});
+    fetch_asked_ = peers[fetch_peer_ % peers.size()];
+    send_to(fetch_asked_, MsgType::fetch, Fetch{fetch_from_, fetch_to_});
     if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
     const std::uint64_t from = fetch_from_;
     fetch_timer_ = set_timer(config_.fetch_timeout_ms, [this, from] {
         fetch_timer_ = 0;
-        if (fetching_ && fetch_from_ == from) send_fetch(); // next peer
+        if (fetching_ && fetch_from_ == from) {
+            ++fetch_peer_;
+            send_fetch();
+        }
     });
 }
 
@@ -1520,8 +1605,14 @@ void Replica::finish_transfer() {
     fetched_.clear();
     if (halted_) return;
     ++stats_.state_transfers;
-    mempool_.prune(committed_nonces());
     if (cert && cert->checkpoints.front().seq == ledger_.height()) make_stable(std::move(*cert));
+    after_transfer();
+}
+
+// After blocks were executed from outside the agreement (state transfer, executed reports):
+// the speculative state restarts from the new height.
+void Replica::after_transfer() {
+    mempool_.prune(committed_nonces());
     reset_speculation_from(ledger_.height() + 1);
     accept_ready();
     execute_ready();

@@ -713,6 +713,49 @@ TEST_CASE("replica: prepares lost on the way to one replica; a quorum of commits
     CHECK(c.replicas[2]->view() == 0);
 }
 
+TEST_CASE("replica: blocks executed by too few replicas to certify them reach the replicas "
+          "behind") {
+    ReplicaConfig config = small_blocks();
+    config.checkpoint_interval = 50; // no checkpoint in this test: nothing gets certified
+    config.watermark_window = 100;
+    Cluster c(4, 64, net::LinkFaults{0, 0, 1, 2}, config);
+    // Replica 3 is down; replica 2 never hears a commit. Only 0 and 1 can execute (2 sends
+    // them its commit), too few to sign a checkpoint, so when 3 returns there is no
+    // certificate to fetch: it can only learn the blocks from f+1 = 2 replicas that executed
+    // them.
+    auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
+    c.net.set_filter([&](net::NodeId, net::NodeId to, ByteView m) {
+        return !(to == 2 && type_of(m) == static_cast<std::uint8_t>(MsgType::commit));
+    });
+    c.crash(3);
+    for (std::size_t i = 0; i < 12; ++i)
+        REQUIRE(c.replicas[0]->submit(c.next_transfer(i % wallet_count, 1 + i)).ok());
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            return c.replicas[0]->stats().executed_txs == 12 &&
+                                   c.replicas[1]->stats().executed_txs == 12;
+                        },
+                        20'000),
+                    c.describe());
+    c.restart(3);
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            for (std::uint32_t i : {2u, 3u})
+                                if (c.replicas[i]->height() != c.replicas[0]->height())
+                                    return false;
+                            return true;
+                        },
+                        c.net.now() + 20'000),
+                    c.describe());
+    // Replica 3 first, from 0 and 1; then 0, 1 and 3 can certify the tip for replica 2, which
+    // started a view change alone long before and is still in it: nobody had to join it
+    // (without the reports, 3 would have joined and moved the others to view 1 too).
+    CHECK(c.replicas[3]->stats().reported_blocks > 0);
+    for (std::uint32_t i : {0u, 1u, 3u})
+        CHECK(c.replicas[i]->view() == 0);
+    c.check_agreement();
+}
+
 TEST_CASE("replica: a journal that cannot sync halts the replica before it says anything") {
     Cluster c(4, 62, net::LinkFaults{0, 0, 1, 3}, small_blocks());
     c.submit_transfers(20, 1);
@@ -817,6 +860,31 @@ TEST_CASE("replica: a backup that forges, replays, corrupts and votes wrong chan
         refused += s.forged_sender + s.bad_mac + s.malformed + s.conflicting;
     }
     CHECK(refused > 0);
+}
+
+TEST_CASE("replica: a peer that serves blocks whose bodies do not match their headers cannot "
+          "stop a replica catching up") {
+    ByzantineBehavior liar;
+    liar.tamper_blocks = true;
+    Cluster c(4, 73, net::LinkFaults{0, 0, 1, 4}, small_blocks(), {{1, liar}});
+    c.submit_transfers(16, 1);
+    REQUIRE(c.net.run_until([&] { return c.all_executed(16); }, 10'000));
+    c.crash(3);
+    c.submit_transfers(300, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(316); }, 60'000), c.describe());
+    c.restart(3);
+    REQUIRE_MESSAGE(
+        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                        c.net.now() + 20'000),
+        c.describe());
+    // Replica 1 answered replica 3's fetches with altered bodies; 3 refused them and took
+    // the blocks from the others.
+    CHECK(dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().tampered > 0);
+    CHECK(c.replicas[3]->stats().bad_blocks_reply > 0);
+    c.submit_transfers(20, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(336); }, c.net.now() + 30'000),
+                    c.describe());
+    c.check_agreement();
 }
 
 TEST_CASE("replica: f silent replicas and one slow one: the rest still commit") {

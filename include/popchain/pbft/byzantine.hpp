@@ -73,6 +73,11 @@ struct ByzantineBehavior {
     // Its victims. Empty: the same peers as equivocation, so both lies tell one story.
     std::set<ReplicaId> conflicting_to;
 
+    // Answers to fetches (blocks) carry bodies that do not match their headers: each block
+    // loses its last transaction, the headers (and so the hashes the receiver checks the
+    // chain by) unchanged, and the answer claims every block in it executed.
+    bool tamper_blocks = false;
+
     // Per send, the probability of also re-sending one earlier envelope (chosen uniformly
     // from the last replay_history sent intact), byte for byte, to its original destination.
     double replay_rate = 0;
@@ -101,6 +106,7 @@ struct ByzantineStats {
     std::uint64_t withheld = 0;       // sends dropped by silent / silent_to
     std::uint64_t equivocated = 0;    // pre-prepares replaced by the alternative block
     std::uint64_t conflicting = 0;    // prepares / commits sent with another digest
+    std::uint64_t tampered = 0;       // blocks answers sent with bodies off their headers
     std::uint64_t replayed = 0;       // earlier envelopes sent again
     std::uint64_t forged = 0;         // copies claiming another sender
     std::uint64_t corrupted = 0;      // envelopes sent with one byte flipped
@@ -137,6 +143,7 @@ private:
     std::optional<Header> parse(net::NodeId to, ByteView envelope) const;
     bool is_victim(const std::set<ReplicaId>& chosen, ReplicaId to) const;
     std::optional<Bytes> equivocate(ByteView body);
+    static std::optional<Bytes> tamper(ByteView body);
     std::optional<Bytes> conflict(MsgType type, ByteView body) const;
     std::optional<Bytes> forge(net::NodeId to, const Bytes& genuine);
     void emit(net::NodeId to, Bytes message);

@@ -118,6 +118,9 @@ struct Fetch {
 struct Blocks {
     std::vector<Block> blocks;         // consecutive heights
     CheckpointCertificate certificate; // certifies the last block's checkpoint, when it has one
+    // The sender's executed height: blocks at or below it are ones it executed (committed),
+    // the rest only proposed. f+1 such reports of one block vouch that it is committed.
+    std::uint64_t executed_height = 0;
     friend bool operator==(const Blocks&, const Blocks&) = default;
 };
 

@@ -57,8 +57,12 @@
 // (from quorum(n) checkpoint messages, a new view, or a peer's announcement) and either
 // cannot reach it through its window or makes no progress fetches the missing blocks from
 // the certificate's signers, newest chunk first, so each chunk is checked by hash against
-// the certified block (or the chunk above); then it executes them (every transaction and
-// state root is re-checked) and adopts the checkpoint as its low watermark.
+// the certified block (or the chunk above) and each body against its header's tx root;
+// then it executes them (every transaction and state root is re-checked) and adopts the
+// checkpoint as its low watermark. Blocks no certificate covers (too few replicas executed
+// them to sign one) come from executed reports instead: a stuck replica asks a peer every
+// fifth tick for the blocks above its height, each answer says which of them the sender
+// executed, and a block f+1 members report executed is committed, so it is executed.
 //
 // Clients. Messages from node ids at or above net::first_client_id are client frames
 // (client.hpp), not envelopes. A submit for a transaction in the store is answered from it
@@ -155,6 +159,7 @@ struct ReplicaStats {
     std::uint64_t bodies_fetched = 0;       // block bodies obtained from peers for a slot
     std::uint64_t state_transfers = 0;      // certified checkpoints reached by fetching blocks
     std::uint64_t transferred_blocks = 0;   // blocks executed from state transfer
+    std::uint64_t reported_blocks = 0;      // blocks executed on f+1 peers' executed reports
     std::uint64_t client_requests = 0;      // submits received from clients
     std::uint64_t bad_client_frames = 0;    // undecodable client frames, bad client keys
     std::uint64_t replies_sent = 0;         // replies to clients (committed or rejected)
@@ -416,6 +421,9 @@ private:
     void start_fetch();
     void send_fetch();
     void finish_transfer();
+    bool note_executed_reports(ReplicaId from, const Blocks& b);
+    void execute_reported();
+    void after_transfer();
 
     ReplicaId id_;
     const SigningKey& key_;
@@ -465,7 +473,15 @@ private:
     std::uint64_t fetch_from_ = 0, fetch_to_ = 0; // the chunk asked for
     Hash256 fetch_anchor_;                        // hash the chunk's last block must have
     std::map<std::uint64_t, Block> fetched_;      // verified, not yet executed
-    std::size_t fetch_attempt_ = 0;
+    // Blocks above our height that peers said they executed (Blocks::executed_height), per
+    // height: each peer's digest, and the bodies by digest. Kept within the watermark window.
+    struct ExecutedReports {
+        std::map<ReplicaId, Hash256> digests;
+        std::map<Hash256, Block> bodies;
+    };
+    std::map<std::uint64_t, ExecutedReports> executed_reports_;
+    std::size_t fetch_peer_ = 0;  // which of the certificate's signers to ask
+    ReplicaId fetch_asked_ = 0;   // the one asked last
     std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
     std::map<ReplicaId, Millis> answered_;  // last answer to a stuck peer
 
