@@ -435,7 +435,8 @@ async function pageExplorer(show, params) {
     h('p', { class: 'muted' }, 'This page checks certificates against the genesis replica set',
       root ? ` (${root.replicas.length} replicas, quorum ${quorum(root.replicas.length)})` : '', ', fingerprint ',
       h('span', { class: 'mono', 'data-testid': 'trust-root-fingerprint' }, fingerprint || 'unavailable'),
-      '. To trust nothing from this market, compare it with the one `popmarket --print-trust-root genesis.json` prints from a genesis file you hold.'),
+      '. To trust nothing from this market, compare it with the one ', h('span', { class: 'mono' }, 'popmarket --print-trust-root genesis.json'),
+      ' prints from a genesis file you hold.'),
     h('h2', {}, 'Latest blocks'), h('table', { 'data-testid': 'blocks' }, h('thead', {}, h('tr', {}, h('th', {}, 'height'), h('th', {}, 'hash'), h('th', {}, 'txs'), h('th', {}, 'time'), h('th', {}, 'proof'))), h('tbody', {}, rows)),
     h('div', { class: 'pager' }, h('button', { class: 'secondary', disabled: offset === 0, onclick: () => go(`#/explorer?offset=${Math.max(0, offset - 15)}`) }, '← Newer'),
       h('button', { class: 'secondary', disabled: data.height < offset + 15, onclick: () => go(`#/explorer?offset=${offset + 15}`) }, 'Older →')));
