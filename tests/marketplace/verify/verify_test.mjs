@@ -8,7 +8,12 @@ import vm from 'node:vm';
 const opts = {};
 for (let i = 2; i < process.argv.length; i += 2) opts[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 for (const k of ['script', 'fixture']) if (!opts[k]) throw new Error(`--${k} is required`);
-if (!globalThis.crypto || !globalThis.crypto.subtle) throw new Error(`no WebCrypto in Node ${process.version}`);
+// WebCrypto is a global from Node 19 on; Debian 12's Node 18 has it in node:crypto only.
+if (!globalThis.crypto || !globalThis.crypto.subtle) {
+  const { webcrypto } = await import('node:crypto');
+  if (!webcrypto || !webcrypto.subtle) throw new Error(`no WebCrypto in Node ${process.version}`);
+  Object.defineProperty(globalThis, 'crypto', { value: webcrypto, configurable: true });
+}
 
 // Evaluated as the page evaluates it: a plain script, its functions become globals.
 vm.runInThisContext(fs.readFileSync(opts.script, 'utf8'), { filename: opts.script });
