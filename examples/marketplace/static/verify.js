@@ -256,6 +256,7 @@ async function verifyTxAnswer(check, trustRoot) {
     const id = await txId(check.tx);
     if (id !== String(check.txid).toLowerCase()) refuse('malformed', 'the transaction\'s fields do not hash to its id');
     if (check.header.height !== check.height) refuse('malformed', 'the header is not the transaction\'s block');
+    if (!check.merkle_proof || check.merkle_proof.index !== check.index) refuse('malformed', 'the position shown is not the proof\'s');
     if (!await merkleVerify(check.header.tx_root, id, check.merkle_proof)) refuse('merkle', 'the Merkle proof does not lead to the block\'s tx root');
     const block = await verifyHeaderChain(check.header, check.commit_proof, replicas);
     return { ok: true, kind: 'verified', reason: '', blockHash: block.hash, checkpoint: block.checkpoint };

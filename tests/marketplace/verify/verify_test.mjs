@@ -206,7 +206,11 @@ for (const [field, change] of [['amount', (v) => v + 1], ['to', () => good.tx.fr
   await refused(d, root, 'merkle', 'a Merkle sibling altered');
   const e = clone(good);
   e.merkle_proof.index += 1;
+  e.index = e.merkle_proof.index;
   await refused(e, root, 'merkle', 'another Merkle position');
+  const e2 = clone(good);
+  e2.index += 1;
+  await refused(e2, root, 'malformed', 'a position shown that is not the proof\'s');
   const f = clone(good);
   f.tx_root = flipHex(f.tx_root);
   check((await V.verifyTxAnswer(f, root)).ok, 'the Merkle root is the certified header\'s, not the answer\'s "tx_root"');
