@@ -6,6 +6,9 @@
 //             --authority-passphrase-file DIR/passphrase] [--auto-approve-limit N]
 //             [--escrow-blocks N] [--static DIR] [--workers N]
 //             [--node-timeout-ms N] [--submit-timeout-ms N]
+//   popmarket --print-trust-root DIR/genesis.json
+//             prints the replica set the web page checks certificates against, with its
+//             fingerprint (the page shows the one it uses), and exits
 #include "market.hpp"
 
 #include <popchain/genesis.hpp>
@@ -68,7 +71,8 @@ int main(int argc, char** argv) {
                                   "workers",
                                   "node-timeout-ms",
                                   "submit-timeout-ms",
-                                  "settle-interval-ms"};
+                                  "settle-interval-ms",
+                                  "print-trust-root"};
     for (const auto& [k, v] : args)
         if (std::find(std::begin(known), std::end(known), k) == std::end(known))
             return usage(("unknown option --" + k).c_str());
@@ -80,6 +84,14 @@ int main(int argc, char** argv) {
         if (!args.count(k)) return fallback;
         return number(get(k));
     };
+    if (args.count("print-trust-root")) {
+        auto genesis = popchain::Genesis::load(get("print-trust-root"));
+        if (!genesis) return usage(("genesis: " + genesis.error().message()).c_str());
+        auto root = trust_root_json(genesis->replicas);
+        root["chain_id"] = genesis->params.chain_id;
+        std::printf("%s\n", root.dump(2).c_str());
+        return 0;
+    }
     for (const char* required : {"db", "listen", "genesis", "node", "admin"})
         if (!args.count(required))
             return usage((std::string("--") + required + " is required").c_str());
@@ -153,9 +165,11 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "popmarket: %s\n", ok.error().message().c_str());
             return 1;
         }
-        std::fprintf(stderr, "popmarket: serving http://%s:%u/ (chain %s, %zu nodes)\n",
+        std::fprintf(stderr,
+                     "popmarket: serving http://%s:%u/ (chain %s, %zu nodes, replica set "
+                     "fingerprint %s)\n",
                      listen->host.c_str(), server.local_port(), options.chain_id.c_str(),
-                     nodes.size());
+                     nodes.size(), replica_set_fingerprint(options.replicas).c_str());
 
         std::atomic<bool> stopping{false};
         std::thread settler([&] {

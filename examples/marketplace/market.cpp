@@ -211,7 +211,7 @@ bool is_valid_username(const std::string& name) {
 Market::Market(Db& db, ChainClient& chain, MarketOptions options)
     : db_(db), chain_(chain),
       verifier_(chain, options.replicas, popchain::Address::of(options.chain_authority)),
-      options_(std::move(options)) {
+      options_(std::move(options)), trust_root_(trust_root_json(options_.replicas)) {
     dummy_hash_ = hash_password("not a real password", options_.passwords);
 }
 
@@ -236,7 +236,7 @@ Result<void> Market::setup(const std::string& admin_password) {
         }
         // The role follows the configuration: a former admin loses it on restart.
         db_.query("UPDATE members SET is_admin = (username = ?)", {options_.admin_username});
-        for (const char* name : {"index.html", "app.js", "style.css"}) {
+        for (const char* name : {"index.html", "app.js", "verify.js", "style.css"}) {
             std::ifstream in(options_.static_dir / name, std::ios::binary);
             if (!in)
                 return make_error(Errc::not_found,
@@ -325,12 +325,13 @@ Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool) {
           [this](Call& c) { return decide_charge(c, false); });
     route("GET", "/api/sellers/{username}", anyone, bind(&Market::seller_profile));
     route("GET", "/api/chain/status", anyone, bind(&Market::chain_status));
+    route("GET", "/api/chain/trust-root", anyone, bind(&Market::chain_trust_root));
     route("GET", "/api/chain/blocks", anyone, bind(&Market::chain_blocks));
     route("GET", "/api/chain/blocks/{height}", anyone, bind(&Market::chain_block));
     route("GET", "/api/chain/txs/{id}", anyone, bind(&Market::chain_tx));
     route("GET", "/api/chain/addresses/{address}", anyone, bind(&Market::chain_address));
 
-    // The web UI: three files, held in memory, under a policy that allows nothing from
+    // The web UI: four files, held in memory, under a policy that allows nothing from
     // elsewhere (there is no CDN; uploaded photos preview as data: URLs).
     auto file = [this](const std::string& name, const char* type) {
         return [this, name, type](const HttpRequest&, const api::PathParams&) {
@@ -346,6 +347,8 @@ Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool) {
     added.push_back(server.route("GET", "/", file("index.html", "text/html; charset=utf-8")));
     added.push_back(
         server.route("GET", "/static/app.js", file("app.js", "text/javascript; charset=utf-8")));
+    added.push_back(server.route("GET", "/static/verify.js",
+                                 file("verify.js", "text/javascript; charset=utf-8")));
     added.push_back(
         server.route("GET", "/static/style.css", file("style.css", "text/css; charset=utf-8")));
     for (auto& a : added)
@@ -1219,22 +1222,6 @@ HttpResponse Market::decide_charge(Call& c, bool approve) {
 
 // ---------------------------------------------------------------- reading the chain
 
-json Market::check_json(const TxCheck& check) {
-    json j{{"found", check.found}, {"verified", check.verified}, {"reason", check.reason}};
-    if (check.found) {
-        j["txid"] = to_hex(check.tx.id());
-        j["tx"] = api::to_json(check.tx);
-        j["height"] = check.height;
-        j["index"] = check.index;
-        j["block_hash"] = check.block_hash;
-        if (check.proof.leaf_count > 0) {
-            j["merkle_proof"] = api::to_json(check.proof);
-            j["tx_root"] = to_hex(check.tx_root);
-        }
-    }
-    return j;
-}
-
 // A seller's record as the chain has it: every escrow opened to the seller's address, and
 // how each ended, each transaction checked by Merkle and commit proof. The marketplace's own
 // tables are not consulted, so the record cannot be edited by editing them.
@@ -1319,14 +1306,15 @@ HttpResponse Market::seller_profile(Call& c) {
                   {"buyer", r.text(6)},    {"created_at", r.integer(8)}, {"txid", r.text(4)}};
         bool verified = false;
         std::string reason = "not anchored yet";
+        std::optional<TxCheck> check;
         if (r.text(5) == "anchored") {
-            const TxCheck check = verifier_.check_tx(*fixed_from_hex<Hash256>(r.text(4)));
+            check = verifier_.check_tx(*fixed_from_hex<Hash256>(r.text(4)));
             const std::string recomputed =
                 review_digest(r.text(0), r.text(7), r.integer(1), r.text(2));
-            const std::string carried(check.tx.payload.begin(), check.tx.payload.end());
-            if (!check.verified)
-                reason = check.reason;
-            else if (check.tx.from.to_string() != r.text(7) ||
+            const std::string carried(check->tx.payload.begin(), check->tx.payload.end());
+            if (!check->verified)
+                reason = check->reason;
+            else if (check->tx.from.to_string() != r.text(7) ||
                      carried != std::string(review_prefix) + recomputed)
                 reason = "the text does not match what the buyer signed";
             else
@@ -1334,6 +1322,10 @@ HttpResponse Market::seller_profile(Call& c) {
         }
         item["verified"] = verified;
         item["reason"] = reason;
+        // What the page needs to repeat the check: the buyer's address (the digest's input
+        // and the transaction's sender) and the transaction's proofs.
+        item["buyer_address"] = r.text(7);
+        if (check) item["proof"] = check_json(*check);
         reviews.push_back(item);
     }
     body["reviews"] = reviews;
@@ -1353,6 +1345,12 @@ HttpResponse Market::chain_status(Call&) {
                          {"nodes", nodes}});
 }
 
+HttpResponse Market::chain_trust_root(Call&) {
+    json body = trust_root_;
+    body["chain_id"] = options_.chain_id;
+    return ok_json(200, body);
+}
+
 HttpResponse Market::chain_blocks(Call& c) {
     auto [offset, limit] = paging(c, 20);
     const std::uint64_t top = chain_height();
@@ -1367,6 +1365,12 @@ HttpResponse Market::chain_blocks(Call& c) {
                         {"timestamp_ms", b.block.header.timestamp_ms},
                         {"verified", b.verified},
                         {"reason", b.reason}});
+        // The header and commit proof, so the page checks each block itself.
+        if (b.commit_proof) {
+            list.back()["header"] = api::to_json(b.block.header);
+            list.back()["commit_proof"] = api::to_json(*b.commit_proof);
+            list.back()["replica_set"] = b.genesis_set ? "genesis" : "changed";
+        }
     }
     return ok_json(200, {{"height", top}, {"offset", offset}, {"blocks", list}});
 }
@@ -1376,8 +1380,12 @@ HttpResponse Market::chain_block(Call& c) {
     if (!h) fail(400, "invalid_argument", "height: a whole number");
     const BlockCheck b = verifier_.check_block(*h);
     if (!b.found) fail(404, "not_found", b.reason);
-    return ok_json(
-        200, {{"block", api::to_json(b.block)}, {"verified", b.verified}, {"reason", b.reason}});
+    json body{{"block", api::to_json(b.block)}, {"verified", b.verified}, {"reason", b.reason}};
+    if (b.commit_proof) {
+        body["commit_proof"] = api::to_json(*b.commit_proof);
+        body["replica_set"] = b.genesis_set ? "genesis" : "changed";
+    }
+    return ok_json(200, body);
 }
 
 HttpResponse Market::chain_tx(Call& c) {

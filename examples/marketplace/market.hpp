@@ -34,7 +34,7 @@ struct MarketOptions {
     std::size_t key_kdf_msec = 50;      // scrypt work for wallet keys under a password
     PasswordParams passwords;
     std::chrono::seconds session_lifetime{12 * 3600};
-    std::filesystem::path static_dir; // index.html, app.js, style.css
+    std::filesystem::path static_dir; // index.html, app.js, verify.js, style.css
 };
 
 struct Caller;
@@ -78,6 +78,7 @@ private:
     popchain::api::HttpResponse decide_charge(Call& c, bool approve);
     popchain::api::HttpResponse seller_profile(Call& c);
     popchain::api::HttpResponse chain_status(Call& c);
+    popchain::api::HttpResponse chain_trust_root(Call& c);
     popchain::api::HttpResponse chain_blocks(Call& c);
     popchain::api::HttpResponse chain_block(Call& c);
     popchain::api::HttpResponse chain_tx(Call& c);
@@ -104,12 +105,12 @@ private:
     std::uint64_t chain_height();
     nlohmann::json trade_json(const DbRow& row);
     nlohmann::json trust_profile(const popchain::Address& seller);
-    nlohmann::json check_json(const TxCheck& check);
 
     Db& db_;
     ChainClient& chain_;
     Verifier verifier_;
     MarketOptions options_;
+    nlohmann::json trust_root_; // the genesis set, fixed at start (GET /api/chain/trust-root)
     std::map<std::string, std::string> static_files_;
     std::mutex locks_mutex_;
     std::map<std::string, std::unique_ptr<std::mutex>> signer_locks_;

@@ -5,6 +5,8 @@
 #include <popchain/merkle.hpp>
 #include <popchain/pbft/certificate.hpp>
 
+#include <algorithm>
+
 namespace popmarket {
 
 using namespace popchain;
@@ -13,11 +15,8 @@ BlockCheck Verifier::check_block(std::uint64_t height) {
     BlockCheck out;
     {
         std::lock_guard lock(mutex_);
-        if (auto it = verified_blocks_.find(height); it != verified_blocks_.end()) {
-            out.found = out.verified = true;
-            out.block = it->second;
-            return out;
-        }
+        if (auto it = verified_blocks_.find(height); it != verified_blocks_.end())
+            return it->second;
     }
     auto r = chain_.get("/v1/blocks/" + std::to_string(height));
     if (!r || r->status != 200) {
@@ -40,19 +39,26 @@ BlockCheck Verifier::check_block(std::uint64_t height) {
         out.reason = "malformed commit proof: " + proof.error().message();
         return out;
     }
+    out.commit_proof = *proof;
+    const std::uint64_t certified =
+        proof->certificate.checkpoints.empty() ? 0 : proof->certificate.checkpoints.front().seq;
     std::lock_guard lock(mutex_);
-    if (auto failed = learn_changes_through(proof->certificate.checkpoints.empty()
-                                                ? 0
-                                                : proof->certificate.checkpoints.front().seq)) {
+    if (auto failed = learn_changes_through(certified)) {
         out.reason = "replica set history: " + *failed;
         return out;
     }
+    // Tells the page why its own check (against the genesis set) may fail: a hint only, it
+    // never makes the page's check pass.
+    const auto& set = history_->set_for(certified);
+    out.genesis_set = std::equal(
+        set.begin(), set.end(), genesis_set_.begin(), genesis_set_.end(),
+        [](const ReplicaInfo& a, const ReplicaInfo& b) { return a.id == b.id && a.key == b.key; });
     if (auto ok = pbft::verify_block(*block, *proof, *history_); !ok) {
         out.reason = "commit proof rejected: " + ok.error().message();
         return out;
     }
     out.verified = true;
-    verified_blocks_.emplace(height, *block);
+    verified_blocks_.emplace(height, out);
     return out;
 }
 
@@ -136,12 +142,54 @@ TxCheck Verifier::check_tx(const Hash256& txid) {
     out.block_hash = to_hex(block.block.hash());
     out.proof = *proof;
     out.tx_root = block.block.header.tx_root;
+    out.header = block.block.header;
+    out.commit_proof = block.commit_proof;
+    out.genesis_set = block.genesis_set;
     if (!block.verified) {
         out.reason = block.reason;
         return out;
     }
     out.verified = true;
     return out;
+}
+
+json check_json(const TxCheck& check) {
+    json j{{"found", check.found}, {"verified", check.verified}, {"reason", check.reason}};
+    if (check.found) {
+        j["txid"] = to_hex(check.tx.id());
+        j["tx"] = api::to_json(check.tx);
+        j["height"] = check.height;
+        j["index"] = check.index;
+        j["block_hash"] = check.block_hash;
+        if (check.proof.leaf_count > 0) {
+            j["merkle_proof"] = api::to_json(check.proof);
+            j["tx_root"] = to_hex(check.tx_root);
+            j["header"] = api::to_json(check.header);
+        }
+        if (check.commit_proof) {
+            j["commit_proof"] = api::to_json(*check.commit_proof);
+            j["replica_set"] = check.genesis_set ? "genesis" : "changed";
+        }
+    }
+    return j;
+}
+
+std::string replica_set_fingerprint(const std::vector<ReplicaInfo>& replicas) {
+    Writer w;
+    w.raw(as_bytes(std::string_view("popchain/replica-set/v1")));
+    w.u32(static_cast<std::uint32_t>(replicas.size()));
+    for (const auto& r : replicas) {
+        w.u32(r.id);
+        w.fixed(r.key);
+    }
+    return to_hex(sha256(w.data()));
+}
+
+json trust_root_json(const std::vector<ReplicaInfo>& replicas) {
+    json list = json::array();
+    for (const auto& r : replicas)
+        list.push_back({{"id", r.id}, {"public_key", to_hex(r.key)}});
+    return {{"replicas", std::move(list)}, {"fingerprint", replica_set_fingerprint(replicas)}};
 }
 
 } // namespace popmarket

@@ -34,9 +34,14 @@ struct TxCheck {
     std::uint64_t height = 0;
     std::uint32_t index = 0;
     std::string block_hash;
-    // What the check used, so a browser can repeat the Merkle step itself.
+    // What the check used, so a browser can repeat the whole check itself: the Merkle
+    // proof, the block's header and the block's commit proof (headers up to a checkpoint and
+    // its certificate), when the block has one.
     popchain::MerkleProof proof;
     popchain::Hash256 tx_root;
+    popchain::BlockHeader header;
+    std::optional<popchain::pbft::CommitProof> commit_proof;
+    bool genesis_set = true; // the certificate's height is still under the genesis set
 };
 
 struct BlockCheck {
@@ -44,7 +49,20 @@ struct BlockCheck {
     bool verified = false;
     std::string reason;
     popchain::Block block;
+    std::optional<popchain::pbft::CommitProof> commit_proof;
+    bool genesis_set = true;
 };
+
+// A check as popmarket's answers carry it (GET /api/chain/txs/{id}, trades, profiles).
+nlohmann::json check_json(const TxCheck& check);
+
+// The replica set the web page checks certificates against, fixed when popmarket starts:
+// {"replicas": [{id, public_key}], "fingerprint"}. The fingerprint is SHA-256 over
+// "popchain/replica-set/v1", the u32 count and each replica's u32 id and 33-byte key (codec.hpp
+// encodings, in the genesis file's order), so a user can compare it with the one
+// `popmarket --print-trust-root GENESIS` computes from a genesis file they hold.
+std::string replica_set_fingerprint(const std::vector<popchain::ReplicaInfo>& replicas);
+nlohmann::json trust_root_json(const std::vector<popchain::ReplicaInfo>& replicas);
 
 class Verifier {
 public:
@@ -67,7 +85,7 @@ private:
     std::uint64_t authority_txs_read_ = 0; // offset into the authority's transaction list
     // Verified results only: a certified block never changes, so it is checked once.
     std::mutex mutex_;
-    std::map<std::uint64_t, popchain::Block> verified_blocks_;
+    std::map<std::uint64_t, BlockCheck> verified_blocks_;
 };
 
 } // namespace popmarket

@@ -1,12 +1,14 @@
 """POP Market's JSON API against a real 4-node cluster: every authorisation rule tried and
 refused, bad input refused without changes, charges, purchases (double submit included),
 refunds, reclaims after the deadline, reviews, and a node crash in the middle of a purchase."""
+import json
+import subprocess
 import threading
 import time
 
 import pytest
 
-from market_client import Market, wait_until
+from market_client import Market, find_popmarket, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -471,8 +473,19 @@ def test_explorer_verifies_blocks_and_transactions(market, cluster, name):
     assert tx["tx"]["kind"] == "mint" and tx["tx"]["amount"] == 10
     b = c.get(f"/api/chain/blocks/{tx['height']}").body
     assert b["verified"] and b["block"]["hash"] == tx["block_hash"]
+    # What the page needs for its own check: the block's header, the headers up to a stable
+    # checkpoint and that checkpoint's certificate (at least a quorum of 4's 3 signatures).
+    assert tx["header"] == b["block"]["header"] and tx["header"]["height"] == tx["height"]
+    proof = tx["commit_proof"]
+    assert tx["replica_set"] == "genesis" and b["commit_proof"] == proof
+    cps = proof["certificate"]["checkpoints"]
+    top = proof["headers"][-1] if proof["headers"] else tx["header"]
+    assert len({cp["replica"] for cp in cps}) >= 3
+    assert all(cp["seq"] == top["height"] and cp["block_hash"] == top["hash"] for cp in cps)
     blocks = c.get("/api/chain/blocks?limit=5").body["blocks"]
     assert blocks and blocks[0]["height"] >= tx["height"]
+    certified = [x for x in blocks if x["verified"]]
+    assert all("header" in x and "commit_proof" in x for x in certified)
     addr = c.get("/api/me").body["member"]["address"]
     a = c.get(f"/api/chain/addresses/{addr}").body
     assert a["balance"] == 10 and a["txs"][0]["kind"] == "mint"
@@ -481,6 +494,20 @@ def test_explorer_verifies_blocks_and_transactions(market, cluster, name):
     assert c.get("/api/chain/addresses/popnope").status == 400
     status = c.get("/api/chain/status").body
     assert len(status["nodes"]) == 4
+
+
+def test_trust_root_is_the_genesis_set(market, cluster):
+    """The set the page checks certificates against: the genesis file's, fixed at start, with
+    the fingerprint `popmarket --print-trust-root` computes from the genesis file."""
+    genesis = json.loads((cluster.dir / "genesis.json").read_text())
+    root = market.client().get("/api/chain/trust-root").body
+    assert root["replicas"] == [{"id": r["id"], "public_key": r["public_key"]}
+                                for r in genesis["replicas"]]
+    assert root["chain_id"] == genesis["chain_id"]
+    printed = json.loads(subprocess.run(
+        [find_popmarket(), "--print-trust-root", str(cluster.dir / "genesis.json")],
+        check=True, capture_output=True, text=True).stdout)
+    assert printed == root and len(root["fingerprint"]) == 64
 
 
 def test_verification_follows_a_membership_change(tmp_path, name):
@@ -510,6 +537,8 @@ def test_verification_follows_a_membership_change(tmp_path, name):
         assert tx["tx"]["kind"] == "mint" and tx["tx"]["amount"] == 7
         b = c.get(f"/api/chain/blocks/{tx['height']}").body
         assert b["verified"], b
+        # The page checks against the genesis set only: the answer says the set changed.
+        assert tx["replica_set"] == "changed" and b["replica_set"] == "changed"
     finally:
         if m:
             m.close()

@@ -58,57 +58,49 @@ function when(ms) { return ms ? new Date(ms).toLocaleString() : ''; }
 function blockTime(ms) { return ms > 1e12 ? when(ms) : `proposer clock +${(ms / 1000).toFixed(1)} s`; }
 function coins(n) { return n === null || n === undefined ? '—' : `${Number(n).toLocaleString()} POP`; }
 
+// The server's verdict alone: never "verified", which needs the browser's check too
+// (verdictBadge below).
 function badge(verified, reason) {
-  if (verified) return h('span', { class: 'badge ok', title: 'commit certificate and Merkle proof checked', 'data-testid': 'verified' }, '✓ verified');
+  if (verified) return h('span', { class: 'badge warn', title: 'checked by the market only', 'data-browser': 'unchecked' }, 'unverified by browser');
   return h('span', { class: 'badge warn', title: reason || '' }, reason && reason.startsWith('not certified') ? 'awaiting certificate' : 'unverified');
 }
-// The Merkle step of a check, repeated here with the browser's own SHA-256, so the page does
-// not take the server's word for where a transaction sits in its block (merkle.hpp: leaf =
-// H(00 || id), node = H(01 || left || right), an odd node moves up, root = H(02 || u32 count
-// || top)). The commit certificate of the block is checked by popmarket.
-function hexBytes(hex) { return new Uint8Array((hex.match(/../g) || []).map((b) => parseInt(b, 16))); }
-function bytesHex(bytes) { return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(''); }
-function cat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  return out;
-}
-async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)); }
-async function merkleVerify(rootHex, leafHex, proof) {
-  if (!proof || !proof.leaf_count || proof.index >= proof.leaf_count) return false;
-  let acc = await sha256(cat([0], hexBytes(leafHex)));
-  let pos = proof.index;
-  let width = proof.leaf_count;
-  let used = 0;
-  while (width > 1) {
-    if ((pos ^ 1) < width) {
-      if (used === proof.siblings.length) return false;
-      const s = hexBytes(proof.siblings[used++]);
-      acc = await sha256((pos & 1) ? cat([1], s, acc) : cat([1], acc, s));
-    }
-    pos = Math.floor(pos / 2);
-    width = Math.floor((width + 1) / 2);
+
+// The browser's own check (static/verify.js) against the replica set fixed at popmarket's
+// start. A badge reads "verified" only when popmarket's check passed AND this one did.
+let trustRootPromise = null;
+function trustRoot() {
+  if (!trustRootPromise) {
+    trustRootPromise = api('GET', '/api/chain/trust-root').then((r) => r.data);
+    trustRootPromise.catch(() => { trustRootPromise = null; });
   }
-  if (used !== proof.siblings.length) return false;
-  const count = new Uint8Array(4);
-  new DataView(count.buffer).setUint32(0, proof.leaf_count, true);
-  return bytesHex(await sha256(cat([2], count, acc))) === rootHex;
+  return trustRootPromise;
 }
-// A check as the server reported it, with the Merkle step redone here: "verified" only when
-// both agree.
+const browserCanCheck = () => typeof crypto !== 'undefined' && !!crypto.subtle;
+const noWebCrypto = { ok: false, kind: 'no-webcrypto', reason: 'WebCrypto is unavailable (the page is not served over https or from localhost)' };
+async function browserCheck(fn, answer) {
+  if (!browserCanCheck()) return noWebCrypto;
+  try { return await fn(answer, await trustRoot()); } catch (e) { return { ok: false, kind: 'no-trust-root', reason: `no trust root: ${e.message}` }; }
+}
+// The badge for a server verdict (verified, reason, replica_set hint) and the browser's result.
+function verdictBadge(serverVerified, serverReason, result, replicaSet) {
+  if (!serverVerified) return badge(false, serverReason);
+  if (result.ok) {
+    return h('span', { class: 'badge ok', title: 'checked by the market and in this browser: Merkle proof, headers and a quorum of the genesis replica set\'s signatures', 'data-testid': 'verified', 'data-browser': 'verified' }, '✓ verified');
+  }
+  if (result.kind === 'merkle') return h('span', { class: 'badge bad', title: result.reason, 'data-browser': 'mismatch' }, '✗ proof mismatch');
+  // Not checkable here (set changed since genesis, no WebCrypto): neither verified nor forged.
+  if ((result.kind === 'membership' && replicaSet === 'changed') || ['no-webcrypto', 'no-trust-root', 'uncertified'].includes(result.kind)) {
+    const why = result.kind === 'membership' ? `the replica set changed since genesis; this page checks against the genesis set only (${result.reason})` : result.reason;
+    return h('span', { class: 'badge warn', title: why, 'data-browser': 'unchecked' }, 'unverified by browser');
+  }
+  return h('span', { class: 'badge bad', title: result.reason, 'data-browser': 'invalid' }, '✗ certificate invalid');
+}
 async function checkBadge(check) {
   if (!check || !check.found) return h('span', { class: 'badge warn' }, 'pending');
   if (!check.verified) return badge(false, check.reason);
-  if (!window.crypto || !crypto.subtle) return badge(true);
-  if (await merkleVerify(check.tx_root, check.txid, check.merkle_proof)) {
-    const b = badge(true);
-    b.title = 'commit certificate checked by the market; Merkle proof re-checked in this browser';
-    b.dataset.browser = 'ok';
-    return b;
-  }
-  return h('span', { class: 'badge bad', title: 'the Merkle proof does not lead to the block\'s tx root' }, '✗ proof mismatch');
+  return verdictBadge(true, '', await browserCheck(verifyTxAnswer, check), check.replica_set);
 }
+const isVerified = (b) => b.dataset.browser === 'verified';
 
 function statusBadge(status) {
   const cls = { open: 'warn', opening: 'warn', releasing: 'warn', refunding: 'warn', released: 'ok', refunded: '', failed: 'bad',
@@ -229,12 +221,25 @@ async function pageProduct(show, id) {
         h('h2', {}, 'Seller\'s trade record'), trust)));
   try {
     const { data: s } = await api('GET', `/api/sellers/${encodeURIComponent(p.seller)}`);
-    trust.replaceChildren(trustStats(s.record), h('p', {}, h('a', { href: `#/seller/${encodeURIComponent(p.seller)}` }, 'Full profile and reviews')));
+    trust.replaceChildren(await trustStats(s.record), h('p', {}, h('a', { href: `#/seller/${encodeURIComponent(p.seller)}` }, 'Full profile and reviews')));
   } catch (e) { trust.replaceChildren(h('p', { class: 'muted' }, 'The chain could not be read: ', e.message)); }
 }
 
-function trustStats(r) {
-  const allVerified = r.unverified === 0;
+// One trade of a seller's record, checked here: each transaction by the full check, and
+// that they are what the row says (an escrow to this seller for this trade, closed by a
+// release or refund of the same trade).
+async function tradeBadges(t, sellerAddress) {
+  const checks = [await checkBadge(t.open)];
+  if (t.close) checks.push(await checkBadge(t.close));
+  const closeKind = { released: 'escrow_release', refunded: 'escrow_refund' }[t.status];
+  const consistent = t.open.tx && t.open.tx.kind === 'escrow_open' && t.open.tx.to === sellerAddress && t.open.tx.trade_id === t.trade_id &&
+    t.open.tx.amount === t.amount && (t.close ? t.close.tx && t.close.tx.trade_id === t.trade_id && t.close.tx.kind === closeKind : t.status === 'open');
+  return { checks, consistent, ok: t.verified && consistent && checks.every(isVerified) };
+}
+
+async function trustStats(r) {
+  const results = await Promise.all(r.trades.map((t) => tradeBadges(t, r.address)));
+  const allVerified = r.unverified === 0 && results.every((x) => x.ok);
   return h('div', {},
     h('div', { class: 'stats', 'data-testid': 'trust' },
       h('div', { class: 'stat' }, h('div', { class: 'n', 'data-testid': 'completed' }, r.completed), h('div', { class: 'l' }, 'completed')),
@@ -242,27 +247,43 @@ function trustStats(r) {
       h('div', { class: 'stat' }, h('div', { class: 'n' }, r.open), h('div', { class: 'l' }, 'open')),
       h('div', { class: 'stat' }, h('div', { class: 'n' }, r.unverified), h('div', { class: 'l' }, 'not verifiable'))),
     r.trades.length === 0 ? h('p', { class: 'muted' }, 'No trades on the chain yet.')
-      : h('p', {}, allVerified ? badge(true) : badge(false, 'some trades could not be checked'),
-        ' ', h('span', { class: 'muted' }, 'read from the chain, each transaction checked by Merkle proof and commit certificate')));
+      : h('p', {}, allVerified ? verdictBadge(true, '', { ok: true }) : badge(false, 'some trades could not be checked'),
+        ' ', h('span', { class: 'muted' }, 'read from the chain, each transaction checked by Merkle proof and commit certificate, by the market and in this browser')));
+}
+
+// A review: its transaction by the full check, sent by the buyer, and its memo the digest of
+// the text shown (market.cpp: SHA-256("popmarket/review/v1" \n trade \n buyer \n rating \n body)).
+async function reviewBadge(r) {
+  if (!r.verified || !r.proof) return badge(false, r.reason);
+  const b = await checkBadge(r.proof);
+  if (!isVerified(b)) return b;
+  const enc = new TextEncoder();
+  const digest = bytesHex(await sha256(enc.encode(`popmarket/review/v1\n${r.trade_id}\n${r.buyer_address}\n${r.rating}\n${r.body}`)));
+  if (r.proof.tx.from !== r.buyer_address || r.proof.tx.payload !== bytesHex(enc.encode(`popmarket-review:${digest}`))) {
+    return h('span', { class: 'badge bad', title: 'the text shown is not what the buyer signed', 'data-browser': 'mismatch' }, '✗ text mismatch');
+  }
+  return b;
 }
 
 async function pageSeller(show, name) {
   const { data: s } = await api('GET', `/api/sellers/${encodeURIComponent(name)}`);
   const rows = await Promise.all(s.record.trades.map(async (t) => {
-    const checks = [await checkBadge(t.open)];
-    if (t.close) checks.push(await checkBadge(t.close));
-    const ok = checks.every((b) => b.dataset.testid === 'verified');
+    const { checks, consistent, ok } = await tradeBadges(t, s.record.address);
+    const shown = ok ? checks[checks.length - 1]
+      : !t.verified ? badge(false, (t.close && t.close.reason) || t.open.reason)
+        : !consistent ? h('span', { class: 'badge bad', title: 'the transactions are not this trade\'s', 'data-browser': 'mismatch' }, '✗ record mismatch')
+          : checks.find((b) => !isVerified(b));
     return h('tr', {},
       h('td', { class: 'mono' }, h('a', { href: `#/tx/${t.open.txid || ''}` }, short(t.trade_id))),
       h('td', {}, coins(t.amount)), h('td', {}, statusBadge(t.status)),
-      h('td', {}, ok && t.verified ? checks[checks.length - 1] : badge(false, (t.close && t.close.reason) || t.open.reason)));
+      h('td', {}, shown));
   }));
-  const reviews = s.reviews.map((r) => h('div', { class: 'card', 'data-testid': 'review' },
+  const reviews = await Promise.all(s.reviews.map(async (r) => h('div', { class: 'card', 'data-testid': 'review' },
     h('div', { class: 'row' }, h('strong', {}, '★'.repeat(r.rating) + '☆'.repeat(5 - r.rating)), h('span', { class: 'muted' }, 'by ', r.buyer, ' · ', when(r.created_at)),
-      badge(r.verified, r.reason)), h('p', {}, r.body)));
+      await reviewBadge(r)), h('p', {}, r.body))));
   show(h('h1', {}, s.username, h('span', { class: 'muted' }, ' · member since ', new Date(s.member_since).toLocaleDateString())),
     h('p', { class: 'mono' }, h('a', { href: `#/address/${s.record.address}` }, s.record.address)),
-    trustStats(s.record),
+    await trustStats(s.record),
     h('h2', {}, 'Trades on the chain'),
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'trade'), h('th', {}, 'amount'), h('th', {}, 'status'), h('th', {}, 'proof'))), h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'None yet.'),
     h('h2', {}, 'Reviews'), reviews.length ? h('div', { class: 'stack' }, reviews) : h('p', { class: 'muted' }, 'No reviews yet.'));
@@ -399,8 +420,11 @@ async function pageExplorer(show, params) {
   const [{ data: st }, { data }] = await Promise.all([api('GET', '/api/chain/status'), api('GET', `/api/chain/blocks?limit=15&offset=${offset}`)]);
   const nodes = st.nodes.map((n) => h('tr', {}, h('td', { class: 'mono' }, n.node), h('td', {}, n.up ? h('span', { class: 'badge ok' }, 'up') : h('span', { class: 'badge bad' }, 'down')),
     h('td', {}, n.up ? n.status.height : '—'), h('td', {}, n.up ? n.status.view : '—')));
-  const rows = data.blocks.map((b) => h('tr', {}, h('td', {}, h('a', { href: `#/block/${b.height}` }, b.height)), h('td', { class: 'mono' }, short(b.hash)),
-    h('td', {}, b.txs), h('td', {}, blockTime(b.timestamp_ms)), h('td', {}, badge(b.verified, b.reason))));
+  const rows = await Promise.all(data.blocks.map(async (b) => h('tr', {}, h('td', {}, h('a', { href: `#/block/${b.height}` }, b.height)), h('td', { class: 'mono' }, short(b.hash)),
+    h('td', {}, b.txs), h('td', {}, blockTime(b.timestamp_ms)),
+    h('td', {}, b.verified ? verdictBadge(true, '', await browserCheck(verifyHeaderAnswer, b), b.replica_set) : badge(false, b.reason)))));
+  const root = await trustRoot().catch(() => null);
+  const fingerprint = root && browserCanCheck() ? await replicaSetFingerprint(root.replicas) : null;
   const search = h('form', { class: 'row search', onsubmit: (e) => {
     e.preventDefault();
     const v = e.target.q.value.trim();
@@ -408,6 +432,11 @@ async function pageExplorer(show, params) {
   } }, h('input', { name: 'q', placeholder: 'block height, tx id or address', 'aria-label': 'search the chain' }), h('button', { type: 'submit' }, 'Go'));
   show(h('h1', {}, 'Block explorer'), search,
     h('h2', {}, `Chain ${st.chain_id}: ${st.replicas} replicas`), h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'node'), h('th', {}, ''), h('th', {}, 'height'), h('th', {}, 'view'))), h('tbody', {}, nodes)),
+    h('p', { class: 'muted' }, 'This page checks certificates against the genesis replica set',
+      root ? ` (${root.replicas.length} replicas, quorum ${quorum(root.replicas.length)})` : '', ', fingerprint ',
+      h('span', { class: 'mono', 'data-testid': 'trust-root-fingerprint' }, fingerprint || 'unavailable'),
+      '. To trust nothing from this market, compare it with the one ', h('span', { class: 'mono' }, 'popmarket --print-trust-root genesis.json'),
+      ' prints from a genesis file you hold.'),
     h('h2', {}, 'Latest blocks'), h('table', { 'data-testid': 'blocks' }, h('thead', {}, h('tr', {}, h('th', {}, 'height'), h('th', {}, 'hash'), h('th', {}, 'txs'), h('th', {}, 'time'), h('th', {}, 'proof'))), h('tbody', {}, rows)),
     h('div', { class: 'pager' }, h('button', { class: 'secondary', disabled: offset === 0, onclick: () => go(`#/explorer?offset=${Math.max(0, offset - 15)}`) }, '← Newer'),
       h('button', { class: 'secondary', disabled: data.height < offset + 15, onclick: () => go(`#/explorer?offset=${offset + 15}`) }, 'Older →')));
@@ -422,8 +451,11 @@ function txSummary(tx) {
 async function pageBlock(show, height) {
   const { data } = await api('GET', `/api/chain/blocks/${height}`);
   const b = data.block;
-  show(h('h1', {}, `Block ${b.header.height} `, badge(data.verified, data.reason)),
-    h('p', { class: 'muted' }, data.verified ? 'Its commit certificate (a quorum of replica signatures over a stable checkpoint) was checked against the genesis replica set.' : data.reason),
+  const result = data.verified ? await browserCheck(verifyBlockAnswer, data) : null;
+  show(h('h1', {}, `Block ${b.header.height} `, data.verified ? verdictBadge(true, '', result, data.replica_set) : badge(false, data.reason)),
+    h('p', { class: 'muted' }, !data.verified ? data.reason : result.ok
+      ? 'Checked by the market and again in this browser: its transactions hash to its tx root, the headers chain up to a stable checkpoint, and a quorum of the genesis replica set signed that checkpoint.'
+      : `The market's check passed, this browser's did not: ${result.reason}`),
     h('table', {}, h('tbody', {}, [['hash', b.hash], ['previous', b.header.prev_hash], ['tx root', b.header.tx_root], ['state root', b.header.state_root], ['view', b.header.view], ['proposer', b.header.proposer], ['time', blockTime(b.header.timestamp_ms)]]
       .map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { class: 'mono' }, String(v)))))),
     h('div', { class: 'pager' }, b.header.height > 0 ? h('a', { href: `#/block/${b.header.height - 1}` }, '← previous') : null, h('a', { href: `#/block/${b.header.height + 1}` }, 'next →')),
@@ -437,7 +469,7 @@ async function pageTx(show, id) {
   show(h('h1', {}, 'Transaction ', await checkBadge(data)),
     h('p', { class: 'mono' }, data.txid),
     h('p', {}, 'In ', h('a', { href: `#/block/${data.height}` }, `block ${data.height}`), `, position ${data.index}. `,
-      h('span', { class: 'muted' }, data.verified ? 'The Merkle proof ties it to the block\'s tx root (re-checked in this browser), and the block\'s commit certificate checks.' : data.reason)),
+      h('span', { class: 'muted' }, data.verified ? 'Checked by the market and again in this browser: its fields hash to its id, the Merkle proof ties it to its block\'s header, the headers chain up to a stable checkpoint, and a quorum of the genesis replica set signed that checkpoint.' : data.reason)),
     txSummary(data.tx), memo ? h('p', {}, 'Memo: ', h('span', { class: 'mono' }, memo)) : null);
 }
 

@@ -168,9 +168,11 @@ try {
   for (let attempt = 0; attempt < 40 && !verified; ++attempt) {
     await open(`#/seller/${seller.name}`, 'seller');
     const completed = (await page.textContent('[data-testid=completed]')).trim();
-    const badges = await page.locator('[data-testid=trust] ~ p [data-testid=verified]').count();
-    const review = await page.locator('[data-testid=review] [data-testid=verified]').count();
-    const browserChecked = await page.locator('td [data-browser=ok]').count();
+    // data-browser=verified: set only when the page's own full check (static/verify.js:
+    // tx id, Merkle path, headers, a quorum of the genesis set's signatures) passed too.
+    const badges = await page.locator('[data-testid=trust] ~ p [data-testid=verified][data-browser=verified]').count();
+    const review = await page.locator('[data-testid=review] [data-testid=verified][data-browser=verified]').count();
+    const browserChecked = await page.locator('td [data-testid=verified][data-browser=verified]').count();
     verified = completed === '1' && badges === 1 && review === 1 && browserChecked === 1;
     if (!verified) await page.waitForTimeout(500);
   }
@@ -193,9 +195,70 @@ try {
   check(merkle.real && !merkle.otherTx && !merkle.otherRoot && !merkle.otherIndex,
     `the browser's Merkle check accepts the proof and refuses altered ones (${JSON.stringify(merkle)})`);
 
-  // 9. The explorer shows the blocks with their badges.
+  // The page's full check accepts the real answers and refuses a forged signature, a
+  // duplicated signer and a set it was not given, on its own, in the browser.
+  const full = await page.evaluate(async () => {
+    const profile = await (await fetch(location.pathname.replace(/[^/]*$/, '') + `api/sellers/${location.hash.split('/')[2]}`)).json();
+    const root = await (await fetch(location.pathname.replace(/[^/]*$/, '') + 'api/chain/trust-root')).json();
+    const t = profile.record.trades[0];
+    const flip = (hex, at) => hex.slice(0, at) + ((parseInt(hex[at], 16) ^ 1).toString(16)) + hex.slice(at + 1);
+    const forged = structuredClone(t.close);
+    const cp = forged.commit_proof.certificate.checkpoints[0];
+    cp.signature = flip(cp.signature, 100);
+    const duplicated = structuredClone(t.close);
+    const list = duplicated.commit_proof.certificate.checkpoints;
+    list.splice(0, list.length, ...Array(list.length).fill(list[0]));
+    const otherSet = structuredClone(root);
+    otherSet.replicas.reverse().forEach((r, i) => { r.id = i; });
+    const header = structuredClone(t.open);
+    header.header.timestamp_ms += 1;
+    return {
+      open: (await verifyTxAnswer(t.open, root)).ok,
+      close: (await verifyTxAnswer(t.close, root)).ok,
+      forged: (await verifyTxAnswer(forged, root)).kind,
+      duplicated: (await verifyTxAnswer(duplicated, root)).kind,
+      otherSet: (await verifyTxAnswer(t.open, otherSet)).ok,
+      header: (await verifyTxAnswer(header, root)).kind,
+      signers: t.close.commit_proof.certificate.checkpoints.length,
+      quorum: quorum(root.replicas.length),
+      fingerprint: await replicaSetFingerprint(root.replicas),
+    };
+  });
+  check(full.open && full.close && full.forged === 'certificate' && full.duplicated === 'certificate' && !full.otherSet &&
+    full.header === 'chain' && full.signers >= full.quorum,
+  `the browser's full check accepts the trade's answers and refuses a forged signature, a duplicated signer, another set and an altered header (${JSON.stringify(full)})`);
+  if (opts.fingerprint) check(full.fingerprint === opts.fingerprint, `the page's replica set is the genesis file's (fingerprint ${full.fingerprint})`);
+
+  // A market that lies: its answer still says "verified", with one signature of the trade's
+  // certificate forged. The page must show it as invalid, from its own check.
+  await page.route('**/api/sellers/**', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    for (const t of body.record.trades) {
+      const cp = t.close.commit_proof.certificate.checkpoints[0];
+      cp.signature = (cp.signature[0] === '0' ? '1' : '0') + cp.signature.slice(1);
+    }
+    await route.fulfill({ response, json: body });
+  });
+  await page.goto('about:blank'); // a fresh load, not a hash change to the page already shown
+  await open(`#/seller/${seller.name}`, 'seller');
+  const lied = {
+    invalid: await page.locator('td [data-browser=invalid]').count(),
+    verifiedRows: await page.locator('td [data-testid=verified]').count(),
+    summary: await page.locator('[data-testid=trust] ~ p [data-testid=verified]').count(),
+  };
+  await shot('seller-profile-forged');
+  await page.unroute('**/api/sellers/**');
+  check(lied.invalid === 1 && lied.verifiedRows === 0 && lied.summary === 0,
+    `a forged signature in an answer popmarket marks verified shows as "certificate invalid" (${JSON.stringify(lied)})`);
+
+  // 9. The explorer shows the blocks with their badges, and the set's fingerprint.
   await open('#/explorer', 'explorer');
-  await page.waitForSelector('[data-testid=blocks] [data-testid=verified]');
+  await page.waitForSelector('[data-testid=blocks] [data-testid=verified][data-browser=verified]');
+  if (opts.fingerprint) {
+    const shown = (await page.textContent('[data-testid=trust-root-fingerprint]')).trim();
+    check(shown === opts.fingerprint, 'the explorer shows the fingerprint `popmarket --print-trust-root` prints');
+  }
   await shot('explorer');
   const txLink = page.locator('[data-testid=blocks] a').first();
   await txLink.click();
