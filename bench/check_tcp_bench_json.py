@@ -4,13 +4,28 @@
 Usage: check_tcp_bench_json.py REPORT.json
 
 No timing thresholds: CI machines are small and shared, so only what must hold however slow
-the run was is checked (every scenario present, counts that add up, positive rates, p50 <= p99).
+the run was is checked (every scenario present, counts that add up, positive rates, p50 <= p99,
+catch_up's blocks_per_s = blocks_behind / seconds).
 Exits non-zero naming the first problem.
 """
 import json
 import sys
 
-SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks", "primary_crash")
+SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks", "primary_crash", "catch_up")
+CATCH_UP_FIELDS = ("blocks_behind", "seconds", "blocks_per_s")
+
+
+def check_catch_up(name, c, behind):
+    """One catch_up figure set: present, positive, and blocks_per_s = blocks_behind / seconds."""
+    for key in CATCH_UP_FIELDS + ("poll_interval_ms",):
+        assert key in c, f"{name}: catch_up.{key} missing"
+        assert c[key] > 0, f"{name}: catch_up.{key} not positive"
+    # The stopped node missed at least one block per measured transfer (max_block_txs 1).
+    assert c["blocks_behind"] >= behind, f"{name}: catch_up.blocks_behind < transfers"
+    rate = c["blocks_behind"] / c["seconds"]
+    # The report rounds to 4 significant digits: allow a little more than that.
+    assert abs(c["blocks_per_s"] - rate) <= 0.002 * rate, (
+        f"{name}: catch_up.blocks_per_s {c['blocks_per_s']} != blocks_behind / seconds {rate:.4g}")
 
 
 def check(report):
@@ -44,6 +59,19 @@ def check(report):
             assert run["view_changes"] >= 0, f"{name}: view_changes"
             peaks = run["memory"]["peak_rss_mb_per_node"]
             assert len(peaks) == setup["nodes"], f"{name}: peak memory per node"
+            if name == "catch_up":
+                c = run["catch_up"]
+                check_catch_up(name, c, txs)
+                assert c["others_height_at_restart"] - c["height_at_stop"] == c["blocks_behind"], (
+                    f"{name}: catch_up heights")
+                how = c["how"]
+                assert how["blocks_by_state_transfer"] >= 0, f"{name}: catch_up.how"
+                if how["blocks_executed_since_restart"] is not None:
+                    # Whatever it executed covers the gap; transferred blocks are among them.
+                    assert how["blocks_executed_since_restart"] >= c["blocks_behind"], (
+                        f"{name}: the restarted node executed fewer blocks than it missed")
+                    assert how["blocks_by_state_transfer"] <= how["blocks_executed_since_restart"], (
+                        f"{name}: catch_up.how counts")
             if name == "primary_crash":
                 # Node 0 was killed (no figure); the others ran a view change and went on.
                 assert peaks[0] is None and all(p > 0 for p in peaks[1:]), f"{name}: memory"
@@ -62,6 +90,13 @@ def check(report):
             elif isinstance(setup["max_block_txs"], int):
                 min_blocks = -(-txs // setup["max_block_txs"])
                 assert run["blocks_with_measured_txs"] >= min_blocks, f"{name}: full blocks"
+    if "catch_up" in scenarios:
+        s = scenarios["catch_up"]
+        c = s["catch_up"]
+        check_catch_up("catch_up", c, s["setup"]["txs"])
+        # The scenario's figures are one run's (the median by rate), not mixed medians.
+        assert any(all(run["catch_up"][k] == c[k] for k in CATCH_UP_FIELDS) for run in s["runs"]), (
+            "catch_up: the scenario's figures are no run's")
     for target in report["targets"].values():
         assert isinstance(target["met"], bool), "targets"
 
@@ -75,7 +110,8 @@ def main():
         print(f"popchain_tcp_bench report: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print("TCP bench JSON ok:", ", ".join(
-        f"{n} {report['scenarios'][n]['tx_per_s']} tx/s" for n in SCENARIOS))
+        f"{n} {report['scenarios'][n]['tx_per_s']} tx/s" for n in SCENARIOS) +
+        f"; catch-up {report['scenarios']['catch_up']['catch_up']['blocks_per_s']} blocks/s")
     return 0
 
 

@@ -7,11 +7,15 @@
 // AsioTransport: a transfer is done when f+1 replicas sent matching "committed" replies.
 // Beside every rate it prints the crypto bound of this machine measured in the same run, so
 // the fraction shows what consensus, TCP and storage cost on top of the signature checks.
+// The catch_up scenario stops one backup, commits B one-transfer blocks without it, restarts
+// it and times how long it takes to reach the others' height (blocks/s of catching up).
 //
 //   popchain_tcp_bench [--quick] [--runs R] [--nodes N] [--popchain PATH] [--scenario S]...
+//                      [--behind B]
 //
 // One JSON object on stdout, progress on stderr; a failed step exits non-zero with no JSON.
 // docs/benchmarks.md ("Over TCP") explains each figure and holds measured ones.
+#include <popchain/api/http_client.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -130,6 +134,9 @@ struct Scenario {
     // Kills node 0 (the first primary) with SIGKILL once a third of the transfers committed,
     // and reports how long commits stopped.
     bool kill_primary = false;
+    // Stops the last node (a backup) with SIGTERM before the measured phase, so that it misses
+    // every block of it, then restarts it and measures how fast it catches up.
+    bool catch_up = false;
 };
 
 struct Options {
@@ -142,6 +149,8 @@ struct Options {
     double stall_seconds = 60;     // no transfer done for this long fails the run
     bool keep = false;             // keep the testnet directories (for their node logs)
     std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
+    std::optional<std::size_t> behind; // catch_up: blocks the stopped node misses
+    int catch_up_poll_ms = 10;         // catch_up: how often the restarted node's height is read
     std::vector<Scenario> scenarios;
 };
 
@@ -154,8 +163,10 @@ struct Options {
         "  --nodes N          replicas, one process each (default 4)\n"
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
-        "                     full_blocks, primary_crash\n"
+        "                     full_blocks, primary_crash, catch_up\n"
         "  --txs K            transfers per run, every scenario (default per scenario)\n"
+        "  --behind B         catch_up: blocks the stopped node misses (default 10000;\n"
+        "                     300 with --quick); overrides --txs for that scenario\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
@@ -198,6 +209,8 @@ Options parse_options(int argc, char** argv) {
             o.outstanding = parse_count("--outstanding", argv[++i], 1, 1'000'000);
         } else if (arg == "--batch-delay-ms" && has_value) {
             o.batch_delay_ms = parse_count("--batch-delay-ms", argv[++i], 0, 10'000);
+        } else if (arg == "--behind" && has_value) {
+            o.behind = parse_count("--behind", argv[++i], 1, 1'000'000);
         } else if (arg == "--window" && has_value) {
             o.window = parse_count("--window", argv[++i], 64, 100'000);
         } else if (arg == "--keep") {
@@ -227,6 +240,13 @@ Options parse_options(int argc, char** argv) {
         // they elect node 1, and the load goes on.
         {"primary_crash", "seed_10k's load; node 0, the primary, SIGKILLed once a third committed",
          10'000, 1'000, std::nullopt, std::nullopt, std::nullopt, std::nullopt, true},
+        // Catch-up: the last node (a backup in view 0) is stopped, the others commit one block
+        // per transfer (the quickest way to make many blocks: about 1,000/s here), and the
+        // node is restarted. txs is the number of blocks it misses.
+        {"catch_up",
+         "max_block_txs = 1; the last node stopped (SIGTERM) while the others commit one block "
+         "per transfer, then restarted and timed until it reaches their height",
+         10'000, 128, 1, std::nullopt, std::nullopt, std::nullopt, false, true},
     };
     if (o.quick) {
         o.runs = 1;
@@ -241,6 +261,8 @@ Options parse_options(int argc, char** argv) {
                               "timeout 30 s";
         o.scenarios[3].txs = 600;
         o.scenarios[3].outstanding = 100; // so that most transfers need the new primary
+        o.scenarios[4].txs = 300;
+        o.scenarios[4].outstanding = 64;
     }
     if (runs) o.runs = *runs;
     for (auto& s : o.scenarios) {
@@ -248,6 +270,7 @@ Options parse_options(int argc, char** argv) {
         if (o.outstanding) s.outstanding = *o.outstanding;
         if (o.batch_delay_ms) s.max_batch_delay_ms = static_cast<std::uint32_t>(*o.batch_delay_ms);
         if (o.window) s.watermark_window = static_cast<std::uint32_t>(*o.window);
+        if (s.catch_up && o.behind) s.txs = *o.behind;
     }
     for (const auto& name : o.only)
         if (std::none_of(o.scenarios.begin(), o.scenarios.end(),
@@ -258,6 +281,15 @@ Options parse_options(int argc, char** argv) {
     if (!o.only.empty())
         std::erase_if(o.scenarios, [&](const Scenario& s) {
             return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
+        });
+    // With fewer than 4 replicas (f = 0) the others cannot commit without the stopped one.
+    if (o.nodes < 4)
+        std::erase_if(o.scenarios, [&](const Scenario& s) {
+            if (s.catch_up && !o.only.empty()) {
+                std::fprintf(stderr, "popchain_tcp_bench: catch_up needs --nodes 4 or more\n");
+                usage(2);
+            }
+            return s.catch_up;
         });
     return o;
 }
@@ -401,6 +433,15 @@ std::uint16_t pick_base_port(std::uint32_t nodes) {
     throw std::runtime_error("no free range of ports found");
 }
 
+// Whether pid names a process that has not exited: a zombie (exited, not reaped yet) has.
+bool process_running(pid_t pid) {
+    if (::kill(pid, 0) != 0) return false;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto paren = text.rfind(')');
+    return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] != 'Z';
+}
+
 // CPU seconds (user, system) a process has used, from /proc/<pid>/stat.
 std::pair<double, double> cpu_seconds(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -534,6 +575,88 @@ public:
         return most;
     }
 
+    fs::path node_dir(std::uint32_t i) const { return dir_ / ("node" + std::to_string(i)); }
+
+    // The pid `testnet up` recorded for node i (the process may be gone since).
+    std::optional<pid_t> pid_of(std::uint32_t i) const {
+        std::ifstream in(node_dir(i) / "node.pid");
+        long pid = 0;
+        if (in >> pid && pid > 0) return static_cast<pid_t>(pid);
+        return std::nullopt;
+    }
+
+    // Stops node i with SIGTERM, as `testnet down` does, and waits for the process to be gone
+    // (10 s, then SIGKILL, as `testnet down` too). Returns the signal that ended it.
+    std::string stop_node(std::uint32_t i) const {
+        const auto pid = pid_of(i);
+        if (!pid || !process_running(*pid))
+            throw std::runtime_error("node " + std::to_string(i) + " is not running");
+        ::kill(*pid, SIGTERM);
+        const auto start = Clock::now();
+        while (process_running(*pid)) {
+            if (seconds_since(start) > 10) {
+                ::kill(*pid, SIGKILL);
+                while (process_running(*pid))
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                return "SIGKILL (did not stop within 10 s of SIGTERM)";
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        return "SIGTERM";
+    }
+
+    // Starts node i again the way the testnet was started: `testnet up --node i`, which returns
+    // once the node logs that it listens.
+    bool start_node(std::uint32_t i) const {
+        return run_tool(opt_.popchain,
+                        {"testnet", "up", "--dir", dir_.string(), "--node", std::to_string(i)},
+                        log_) == 0;
+    }
+
+    // The height of the last block in node i's chain.db, read by `testnet status` (for a
+    // stopped node: what it will restart from).
+    std::uint64_t stored_height(std::uint32_t i) const {
+        const fs::path out = dir_ / "status.json";
+        std::error_code ec;
+        fs::remove(out, ec);
+        if (run_tool(opt_.popchain, {"testnet", "status", "--dir", dir_.string(), "--json"}, out) !=
+            0)
+            throw std::runtime_error("popchain testnet status failed:\n" + tail_of(out));
+        std::ifstream in(out);
+        for (std::string line; std::getline(in, line);) {
+            const auto j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_object() && j.value("node", -1) == static_cast<int>(i) &&
+                j["height"].is_number_unsigned())
+                return j["height"].get<std::uint64_t>();
+        }
+        throw std::runtime_error("testnet status gave no height for node " + std::to_string(i));
+    }
+
+    // GET `target` from node i's HTTP API (its config's "api" address); nullopt when the node
+    // does not answer (not listening yet, say) or answers with an error status.
+    std::optional<std::string> api_get(std::uint32_t i, const std::string& target) const {
+        std::ifstream in(node_dir(i) / "config.json");
+        const auto config = nlohmann::json::parse(in, nullptr, false);
+        if (!config.is_object() || !config.contains("api"))
+            throw std::runtime_error("node " + std::to_string(i) + " has no \"api\" in its config");
+        auto ep = Endpoint::parse(config["api"].get<std::string>());
+        if (!ep) throw std::runtime_error("node api address: " + ep.error().message());
+        auto r = api::HttpClient::request("GET", ep->host, ep->port, target, {}, {},
+                                          std::chrono::milliseconds(2'000));
+        if (!r || r->status != 200) return std::nullopt;
+        return std::move(r->body);
+    }
+
+    // Node i's height from GET /v1/status.
+    std::optional<std::uint64_t> api_height(std::uint32_t i) const {
+        const auto body = api_get(i, "/v1/status");
+        if (!body) return std::nullopt;
+        const auto j = nlohmann::json::parse(*body, nullptr, false);
+        if (!j.is_object() || !j.contains("height") || !j["height"].is_number_unsigned())
+            return std::nullopt;
+        return j["height"].get<std::uint64_t>();
+    }
+
     std::vector<pid_t> pids() const {
         std::vector<pid_t> out;
         for (std::uint32_t i = 0; i < opt_.nodes; ++i) {
@@ -603,6 +726,7 @@ struct RunResult {
     Json cpu;
     Json memory;
     Json recovery; // primary_crash only
+    Json catch_up; // catch_up only
 
     double tx_per_s() const { return static_cast<double>(txs) / seconds; }
     double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
@@ -726,6 +850,137 @@ private:
     std::uint64_t max_height_ = 0;
 };
 
+// A counter's value in Prometheus text (GET /metrics); nullopt if absent.
+std::optional<double> metric_value(const std::string& text, const std::string& name) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    return std::nullopt;
+}
+
+// Blocks node.log says were executed by state transfer, in the lines after byte `offset`
+// ("state transfer: executed K fetched blocks, ...", lib/node.cpp).
+std::uint64_t logged_transferred_blocks(const fs::path& log, std::uintmax_t offset) {
+    std::ifstream in(log);
+    in.seekg(static_cast<std::streamoff>(offset));
+    const std::string key = "state transfer: executed ";
+    std::uint64_t blocks = 0;
+    for (std::string line; std::getline(in, line);)
+        if (const auto at = line.find(key); at != std::string::npos)
+            blocks += std::strtoull(line.c_str() + at + key.size(), nullptr, 10);
+    return blocks;
+}
+
+// The catch_up scenario's second half: `node` was stopped before the measured phase and
+// missed all of it. Restarts it and polls its height until it reaches the height the others
+// had at the restart; the cluster gets no more load meanwhile, so this is catching up alone.
+Json measure_catch_up(const Options& opt, const Testnet& net, std::uint32_t node,
+                      std::uint64_t stopped_height, const std::string& stop_signal) {
+    // The others' height: they all took part in every commit (n - 1 >= 2f + 1 of them with
+    // one node down), so they agree within moments of the last reply; take the highest.
+    std::uint64_t target = 0;
+    for (std::uint32_t i = 0; i < opt.nodes; ++i) {
+        if (i == node) continue;
+        const auto h = net.api_height(i);
+        if (!h) throw std::runtime_error("node " + std::to_string(i) + " gave no status");
+        target = std::max(target, *h);
+    }
+    if (target <= stopped_height)
+        throw std::runtime_error("the stopped node is not behind (height " +
+                                 std::to_string(stopped_height) + ", others " +
+                                 std::to_string(target) + ")");
+    const std::uint64_t behind = target - stopped_height;
+    const fs::path log = net.node_dir(node) / "node.log";
+    std::error_code ec;
+    std::uintmax_t log_offset = fs::file_size(log, ec);
+    if (ec) log_offset = 0;
+    progress("  node " + std::to_string(node) + " " + std::to_string(behind) +
+             " blocks behind; restarting it");
+
+    const auto poll = std::chrono::milliseconds(opt.catch_up_poll_ms);
+    const auto restarted = Clock::now();
+    if (!net.start_node(node))
+        throw std::runtime_error("testnet up --node " + std::to_string(node) + " failed:\n" +
+                                 tail_of(net.log()));
+    const double startup = seconds_since(restarted);
+    std::optional<double> first_block;
+    std::uint64_t height = stopped_height, polls = 0;
+    auto last_change = Clock::now(), last_report = Clock::now();
+    double seconds = 0;
+    for (;;) {
+        if (interrupted) throw std::runtime_error("interrupted");
+        const auto h = net.api_height(node);
+        ++polls;
+        const auto now = Clock::now();
+        if (h && *h != height) {
+            height = *h;
+            last_change = now;
+            if (!first_block && height > stopped_height)
+                first_block = std::chrono::duration<double>(now - restarted).count();
+        }
+        if (height >= target) {
+            seconds = std::chrono::duration<double>(now - restarted).count();
+            break;
+        }
+        if (seconds_since(last_change) > opt.stall_seconds)
+            throw std::runtime_error(
+                "the restarted node stayed at height " + std::to_string(height) + " for " +
+                std::to_string(opt.stall_seconds) + " s (target " + std::to_string(target) + ")");
+        if (seconds_since(last_report) > 2) {
+            progress("  catching up: height " + std::to_string(height) + " of " +
+                     std::to_string(target));
+            last_report = Clock::now();
+        }
+        std::this_thread::sleep_until(now + poll);
+    }
+
+    // How it caught up: the node logs the blocks it executed by state transfer from a 250 ms
+    // monitor (lib/node.cpp), so give the log a moment; every other block it executed came
+    // from agreement or from f+1 peers' executed reports, which it does not tell apart.
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    const auto metrics = net.api_get(node, "/metrics");
+    auto counter = [&](const char* name) -> std::optional<std::uint64_t> {
+        const auto v = metrics ? metric_value(*metrics, name) : std::nullopt;
+        if (!v || *v < 0) return std::nullopt;
+        return static_cast<std::uint64_t>(*v);
+    };
+    const auto executed = counter("popchain_committed_blocks_total");
+    const auto checkpoints = counter("popchain_state_transfers_total");
+    const std::uint64_t transferred = logged_transferred_blocks(log, log_offset);
+    std::optional<std::uint64_t> other;
+    if (executed && *executed >= transferred) other = *executed - transferred;
+    std::string method = "unknown (no metrics)";
+    if (executed)
+        method = transferred == 0 ? "agreement or executed reports"
+                 : other == 0     ? "state transfer"
+                                  : "state transfer, then agreement or executed reports";
+    auto or_null = [](const std::optional<std::uint64_t>& v) { return v ? Json(*v) : Json(); };
+    Json how{{"method", method},
+             {"blocks_executed_since_restart", or_null(executed)},
+             {"blocks_by_state_transfer", transferred},
+             {"blocks_otherwise", or_null(other)},
+             {"certified_checkpoints_reached", or_null(checkpoints)},
+             {"source", "node.log 'state transfer: executed K fetched blocks' lines after the "
+                        "restart; GET /metrics popchain_committed_blocks_total and "
+                        "popchain_state_transfers_total"}};
+    progress("  caught up " + std::to_string(behind) + " blocks in " + std::to_string(seconds) +
+             " s (" + std::to_string(static_cast<double>(behind) / seconds) + " blocks/s; " +
+             method + ")");
+    return Json{{"node", node},
+                {"stopped_with", stop_signal},
+                {"restarted_with", "popchain testnet up --node " + std::to_string(node)},
+                {"height_at_stop", stopped_height},
+                {"others_height_at_restart", target},
+                {"blocks_behind", behind},
+                {"seconds", round4(seconds)},
+                {"blocks_per_s", round4(static_cast<double>(behind) / seconds)},
+                {"startup_seconds", round4(startup)},
+                {"first_block_after_s", first_block ? Json(round4(*first_block)) : Json(nullptr)},
+                {"poll_interval_ms", opt.catch_up_poll_ms},
+                {"polls", polls},
+                {"how", how}};
+}
+
 RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
     std::optional<Testnet> net;
     for (int attempt = 1;; ++attempt) {
@@ -743,6 +998,20 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
     // handshake costs signatures: the warm-up pays for them outside the clock.
     client.run(w.warmup, w.warmup.size(), w.warmup.size(), nullptr, nullptr);
     const std::uint64_t start_height = client.max_height();
+
+    // catch_up: the last node (a backup in view 0) stops before the measured phase. SIGTERM,
+    // the way an operator takes a node down: its store is closed cleanly, so the blocks it
+    // misses are exactly those of the measured phase (a SIGKILL could also drop the batch in
+    // flight; primary_crash covers crashes).
+    const std::uint32_t lagging = opt.nodes - 1;
+    std::uint64_t stopped_height = 0;
+    std::string stop_signal;
+    if (s.catch_up) {
+        stop_signal = net->stop_node(lagging);
+        stopped_height = net->stored_height(lagging);
+        progress("  node " + std::to_string(lagging) + " stopped (" + stop_signal + ") at height " +
+                 std::to_string(stopped_height));
+    }
 
     RunResult r;
     r.txs = s.txs;
@@ -768,9 +1037,14 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
                std::move(trigger));
     r.seconds = seconds_since(start);
     const auto own_after = own_cpu_seconds();
-    // Peak resident memory of each node since it started (the warm-up included).
+    std::vector<std::pair<double, double>> cpu_after;
+    for (auto pid : pids)
+        cpu_after.push_back(cpu_seconds(pid));
+    if (s.catch_up) r.catch_up = measure_catch_up(opt, *net, lagging, stopped_height, stop_signal);
+    // Peak resident memory of each node since it started (the warm-up included; for the node
+    // restarted by catch_up, since its restart).
     Json peak_mb = Json::array();
-    for (auto pid : pids) {
+    for (auto pid : net->pids()) {
         const double kb = peak_rss_kb(pid);
         peak_mb.push_back(kb > 0 ? Json(round4(kb / 1024)) : Json(nullptr)); // null: killed
     }
@@ -799,7 +1073,7 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
     double total = 0;
     Json nodes = Json::array();
     for (std::size_t k = 0; k < pids.size(); ++k) {
-        auto after = cpu_seconds(pids[k]);
+        auto after = cpu_after[k];
         if (after.first + after.second == 0) after = cpu_before[k]; // killed: its time is gone
         const double user = after.first - cpu_before[k].first;
         const double sys = after.second - cpu_before[k].second;
@@ -851,6 +1125,7 @@ Json run_json(const RunResult& r) {
            {"memory", r.memory},
            {"loadavg_1m_at_start", r.loadavg_at_start}};
     if (!r.recovery.is_null()) j["recovery"] = r.recovery;
+    if (!r.catch_up.is_null()) j["catch_up"] = r.catch_up;
     return j;
 }
 
@@ -967,6 +1242,32 @@ int run(const Options& opt) {
                 return r.recovery.is_null() ? 0.0
                                             : r.recovery["longest_commit_gap_ms"].get<double>();
             });
+        if (s.catch_up) {
+            // The median run by catch-up rate (the lower middle one for an even number of
+            // runs): its blocks, seconds and rate belong together.
+            std::vector<std::size_t> order(runs.size());
+            for (std::size_t k = 0; k < order.size(); ++k)
+                order[k] = k;
+            std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+                return runs[a].catch_up["blocks_per_s"].get<double>() <
+                       runs[b].catch_up["blocks_per_s"].get<double>();
+            });
+            const std::size_t mid = order[(order.size() - 1) / 2];
+            const Json& c = runs[mid].catch_up;
+            scenarios[s.name]["catch_up"] =
+                Json{{"blocks_behind", c["blocks_behind"]},
+                     {"seconds", c["seconds"]},
+                     {"blocks_per_s", c["blocks_per_s"]},
+                     {"startup_seconds", c["startup_seconds"]},
+                     {"first_block_after_s", c["first_block_after_s"]},
+                     {"method", c["how"]["method"]},
+                     {"poll_interval_ms", c["poll_interval_ms"]},
+                     {"stopped_node", c["node"]},
+                     {"stopped_with", c["stopped_with"]},
+                     {"median_of_runs", "the run with the median blocks_per_s (lower middle for "
+                                        "an even count): runs[" +
+                                            std::to_string(mid) + "]"}};
+        }
         if (s.name == "one_tx_blocks") one_tx_blocks_per_s = blocks_s;
         if (s.name == "full_blocks") full_fraction = bound > 0 ? tx_s / bound : 0;
     }
