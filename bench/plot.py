@@ -26,7 +26,11 @@ import json
 import os
 import sys
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:
+    sys.exit("plot.py: needs matplotlib: Debian's python3-matplotlib (scripts/install-deps), "
+             "run with /usr/bin/python3 if another python3 comes first on PATH")
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
