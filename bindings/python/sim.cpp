@@ -125,6 +125,7 @@ py::dict replica_stats(const pbft::ReplicaStats& s) {
     POPCHAIN_STAT(bodies_fetched);
     POPCHAIN_STAT(state_transfers);
     POPCHAIN_STAT(transferred_blocks);
+    POPCHAIN_STAT(reported_blocks);
 #undef POPCHAIN_STAT
     return d;
 }
