@@ -244,12 +244,24 @@ function trustedSet(trustRoot) {
   return replicas;
 }
 
+// Runs one whole check; its result as the page shows it: {ok, kind, reason, blockHash,
+// checkpoint}, with a refusal's kind and reason when it fails.
+async function settle(check) {
+  try {
+    const block = await check();
+    return { ok: true, kind: 'verified', reason: '', blockHash: block.hash, checkpoint: block.checkpoint };
+  } catch (e) {
+    if (e instanceof VerifyError) return { ok: false, kind: e.kind, reason: e.message };
+    return { ok: false, kind: 'malformed', reason: String(e && e.message || e) };
+  }
+}
+
 // The whole check of one transaction answer (check_json() in popmarket): its id from its
 // fields, its Merkle path to its block's tx root, the block's headers up to a checkpoint and
 // that checkpoint's certificate under the trusted set. {ok, kind, reason}; kind says what
 // failed: 'uncertified', 'malformed', 'merkle', 'chain', 'certificate', 'membership'.
 async function verifyTxAnswer(check, trustRoot) {
-  try {
+  return settle(async () => {
     const replicas = trustedSet(trustRoot);
     if (!check || !check.found || !check.tx) refuse('uncertified', 'not committed');
     if (!check.header || !check.commit_proof) refuse('uncertified', 'no commit proof yet');
@@ -259,17 +271,14 @@ async function verifyTxAnswer(check, trustRoot) {
     if (!check.merkle_proof || check.merkle_proof.index !== check.index) refuse('malformed', 'the position shown is not the proof\'s');
     if (!await merkleVerify(check.header.tx_root, id, check.merkle_proof)) refuse('merkle', 'the Merkle proof does not lead to the block\'s tx root');
     const block = await verifyHeaderChain(check.header, check.commit_proof, replicas);
-    return { ok: true, kind: 'verified', reason: '', blockHash: block.hash, checkpoint: block.checkpoint };
-  } catch (e) {
-    if (e instanceof VerifyError) return { ok: false, kind: e.kind, reason: e.message };
-    return { ok: false, kind: 'malformed', reason: String(e && e.message || e) };
-  }
+    return block;
+  });
 }
 
 // A block answer (GET /api/chain/blocks/{h}): its transactions against its tx root, and its
 // header, chain and certificate as above.
 async function verifyBlockAnswer(answer, trustRoot) {
-  try {
+  return settle(async () => {
     const replicas = trustedSet(trustRoot);
     const b = answer && answer.block;
     if (!b || !b.header) refuse('malformed', 'no block');
@@ -283,27 +292,21 @@ async function verifyBlockAnswer(answer, trustRoot) {
     if (await merkleRoot(ids) !== String(b.header.tx_root).toLowerCase()) refuse('merkle', 'the block\'s transactions do not match its tx root');
     const block = await verifyHeaderChain(b.header, answer.commit_proof, replicas);
     if (block.hash !== String(b.hash).toLowerCase()) refuse('malformed', 'the hash shown is not the header\'s');
-    return { ok: true, kind: 'verified', reason: '', blockHash: block.hash, checkpoint: block.checkpoint };
-  } catch (e) {
-    if (e instanceof VerifyError) return { ok: false, kind: e.kind, reason: e.message };
-    return { ok: false, kind: 'malformed', reason: String(e && e.message || e) };
-  }
+    return block;
+  });
 }
 
 // A block of a list (GET /api/chain/blocks): its header, chain and certificate, and the hash
 // and height shown are the header's.
 async function verifyHeaderAnswer(entry, trustRoot) {
-  try {
+  return settle(async () => {
     const replicas = trustedSet(trustRoot);
     if (!entry || !entry.header) refuse('uncertified', 'no header');
     if (!entry.commit_proof) refuse('uncertified', 'no commit proof yet');
     const block = await verifyHeaderChain(entry.header, entry.commit_proof, replicas);
     if (block.hash !== String(entry.hash).toLowerCase() || entry.height !== entry.header.height) refuse('malformed', 'the hash or height shown is not the header\'s');
-    return { ok: true, kind: 'verified', reason: '', blockHash: block.hash, checkpoint: block.checkpoint };
-  } catch (e) {
-    if (e instanceof VerifyError) return { ok: false, kind: e.kind, reason: e.message };
-    return { ok: false, kind: 'malformed', reason: String(e && e.message || e) };
-  }
+    return block;
+  });
 }
 
 // What a user compares to pin the trusted set: SHA-256("popchain/replica-set/v1" || u32

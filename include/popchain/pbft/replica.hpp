@@ -480,8 +480,8 @@ private:
         std::map<Hash256, Block> bodies;
     };
     std::map<std::uint64_t, ExecutedReports> executed_reports_;
-    std::size_t fetch_peer_ = 0;  // which of the certificate's signers to ask
-    ReplicaId fetch_asked_ = 0;   // the one asked last
+    std::size_t fetch_peer_ = 0;            // which of the certificate's signers to ask
+    ReplicaId fetch_asked_ = 0;             // the one asked last
     std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
     std::map<ReplicaId, Millis> answered_;  // last answer to a stuck peer
 
