@@ -1500,9 +1500,7 @@ void Replica::execute_reported() {
         if (it == executed_reports_.end()) break;
         std::map<Hash256, std::size_t> votes;
         for (const auto& [replica, digest] : it->second.digests)
-            if (std::any_of(replicas_.begin(), replicas_.end(),
-                            [&, r = replica](const ReplicaInfo& m) { return m.id == r; }))
-                ++votes[digest];
+            if (member(replica)) ++votes[digest];
         auto vouched = std::find_if(votes.begin(), votes.end(),
                                     [&](const auto& v) { return v.second >= f() + 1; });
         if (vouched == votes.end()) break;

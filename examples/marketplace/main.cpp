@@ -87,9 +87,8 @@ int main(int argc, char** argv) {
     if (args.count("print-trust-root")) {
         auto genesis = popchain::Genesis::load(get("print-trust-root"));
         if (!genesis) return usage(("genesis: " + genesis.error().message()).c_str());
-        auto root = trust_root_json(genesis->replicas);
-        root["chain_id"] = genesis->params.chain_id;
-        std::printf("%s\n", root.dump(2).c_str());
+        std::printf("%s\n",
+                    trust_root_json(genesis->replicas, genesis->params.chain_id).dump(2).c_str());
         return 0;
     }
     for (const char* required : {"db", "listen", "genesis", "node", "admin"})

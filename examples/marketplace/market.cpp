@@ -211,7 +211,8 @@ bool is_valid_username(const std::string& name) {
 Market::Market(Db& db, ChainClient& chain, MarketOptions options)
     : db_(db), chain_(chain),
       verifier_(chain, options.replicas, popchain::Address::of(options.chain_authority)),
-      options_(std::move(options)), trust_root_(trust_root_json(options_.replicas)) {
+      options_(std::move(options)),
+      trust_root_(trust_root_json(options_.replicas, options_.chain_id)) {
     dummy_hash_ = hash_password("not a real password", options_.passwords);
 }
 
@@ -1346,9 +1347,7 @@ HttpResponse Market::chain_status(Call&) {
 }
 
 HttpResponse Market::chain_trust_root(Call&) {
-    json body = trust_root_;
-    body["chain_id"] = options_.chain_id;
-    return ok_json(200, body);
+    return ok_json(200, trust_root_);
 }
 
 HttpResponse Market::chain_blocks(Call& c) {
@@ -1368,8 +1367,7 @@ HttpResponse Market::chain_blocks(Call& c) {
         // The header and commit proof, so the page checks each block itself.
         if (b.commit_proof) {
             list.back()["header"] = api::to_json(b.block.header);
-            list.back()["commit_proof"] = api::to_json(*b.commit_proof);
-            list.back()["replica_set"] = b.genesis_set ? "genesis" : "changed";
+            add_commit_proof(list.back(), *b.commit_proof, b.genesis_set);
         }
     }
     return ok_json(200, {{"height", top}, {"offset", offset}, {"blocks", list}});
@@ -1381,10 +1379,7 @@ HttpResponse Market::chain_block(Call& c) {
     const BlockCheck b = verifier_.check_block(*h);
     if (!b.found) fail(404, "not_found", b.reason);
     json body{{"block", api::to_json(b.block)}, {"verified", b.verified}, {"reason", b.reason}};
-    if (b.commit_proof) {
-        body["commit_proof"] = api::to_json(*b.commit_proof);
-        body["replica_set"] = b.genesis_set ? "genesis" : "changed";
-    }
+    if (b.commit_proof) add_commit_proof(body, *b.commit_proof, b.genesis_set);
     return ok_json(200, body);
 }
 

@@ -166,10 +166,7 @@ json check_json(const TxCheck& check) {
             j["tx_root"] = to_hex(check.tx_root);
             j["header"] = api::to_json(check.header);
         }
-        if (check.commit_proof) {
-            j["commit_proof"] = api::to_json(*check.commit_proof);
-            j["replica_set"] = check.genesis_set ? "genesis" : "changed";
-        }
+        if (check.commit_proof) add_commit_proof(j, *check.commit_proof, check.genesis_set);
     }
     return j;
 }
@@ -185,11 +182,18 @@ std::string replica_set_fingerprint(const std::vector<ReplicaInfo>& replicas) {
     return to_hex(sha256(w.data()));
 }
 
-json trust_root_json(const std::vector<ReplicaInfo>& replicas) {
+json trust_root_json(const std::vector<ReplicaInfo>& replicas, const std::string& chain_id) {
     json list = json::array();
     for (const auto& r : replicas)
         list.push_back({{"id", r.id}, {"public_key", to_hex(r.key)}});
-    return {{"replicas", std::move(list)}, {"fingerprint", replica_set_fingerprint(replicas)}};
+    return {{"chain_id", chain_id},
+            {"replicas", std::move(list)},
+            {"fingerprint", replica_set_fingerprint(replicas)}};
+}
+
+void add_commit_proof(json& answer, const pbft::CommitProof& proof, bool genesis_set) {
+    answer["commit_proof"] = api::to_json(proof);
+    answer["replica_set"] = genesis_set ? "genesis" : "changed";
 }
 
 } // namespace popmarket

@@ -57,12 +57,18 @@ struct BlockCheck {
 nlohmann::json check_json(const TxCheck& check);
 
 // The replica set the web page checks certificates against, fixed when popmarket starts:
-// {"replicas": [{id, public_key}], "fingerprint"}. The fingerprint is SHA-256 over
+// {"chain_id", "replicas": [{id, public_key}], "fingerprint"}. The fingerprint is SHA-256 over
 // "popchain/replica-set/v1", the u32 count and each replica's u32 id and 33-byte key (codec.hpp
 // encodings, in the genesis file's order), so a user can compare it with the one
 // `popmarket --print-trust-root GENESIS` computes from a genesis file they hold.
 std::string replica_set_fingerprint(const std::vector<popchain::ReplicaInfo>& replicas);
-nlohmann::json trust_root_json(const std::vector<popchain::ReplicaInfo>& replicas);
+nlohmann::json trust_root_json(const std::vector<popchain::ReplicaInfo>& replicas,
+                               const std::string& chain_id);
+
+// Adds a block's commit proof to an answer, with whether the genesis set certified it
+// ("replica_set": a hint for the page, which checks against the genesis set only).
+void add_commit_proof(nlohmann::json& answer, const popchain::pbft::CommitProof& proof,
+                      bool genesis_set);
 
 class Verifier {
 public:

@@ -112,7 +112,7 @@ int main() {
 
     const auto verdict = pbft::verify_block(block, proof, replicas);
     if (!verdict) return fail("the library refuses its own fixture: " + verdict.error().message());
-    json out{{"trust_root", trust_root_json(replicas)},
+    json out{{"trust_root", trust_root_json(replicas, chain)},
              {"check", check_json(check)},
              {"block_answer",
               {{"block", api::to_json(block)},
@@ -129,7 +129,6 @@ int main() {
                {"signed_digests", json::array()}}}};
     for (const auto& cp : proof.certificate.checkpoints)
         out["cpp"]["signed_digests"].push_back(to_hex(cp.signed_digest()));
-    out["trust_root"]["chain_id"] = chain;
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
 }
