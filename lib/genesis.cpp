@@ -56,6 +56,11 @@ Result<void> validate(const Genesis& g) {
         return bad("chain_id must be 1.." + std::to_string(max_chain_id_bytes) +
                    " printable ASCII characters");
     if (!parse_public_key(g.params.authority.view())) return bad("authority is not a P-256 key");
+    const CommandRules& c = g.params.commands;
+    if (c.max_bytes > max_payload_bytes)
+        return bad("commands.max_bytes must be at most " + std::to_string(max_payload_bytes));
+    if (c.allow_unsigned && !c.enabled())
+        return bad("commands.unsigned needs commands.max_bytes > 0");
     if (g.replicas.empty()) return bad("the replica set is empty");
     if (g.replicas.size() > max_replicas) return bad("too many replicas");
     std::set<std::uint32_t> ids;
@@ -88,8 +93,9 @@ std::vector<ReplicaInfo> sorted_by_id(std::vector<ReplicaInfo> replicas) {
 Result<Genesis> Genesis::from_json(std::string_view text) {
     json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded() || !doc.is_object()) return bad("not a JSON object");
-    if (auto ok = only_keys(doc, {"chain_id", "timestamp_ms", "authority", "replicas", "balances"},
-                            "genesis");
+    if (auto ok = only_keys(
+            doc, {"chain_id", "timestamp_ms", "authority", "commands", "replicas", "balances"},
+            "genesis");
         !ok)
         return ok.error();
     Genesis g;
@@ -103,6 +109,19 @@ Result<Genesis> Genesis::from_json(std::string_view text) {
     auto authority = key_field(doc, "authority");
     if (!authority) return authority.error();
     g.params.authority = *authority;
+    if (doc.contains("commands")) {
+        const json& c = doc["commands"];
+        if (!c.is_object()) return bad("commands must be an object");
+        if (auto ok = only_keys(c, {"max_bytes", "unsigned"}, "commands"); !ok) return ok.error();
+        auto max_bytes = uint_field(c, "max_bytes");
+        if (!max_bytes || *max_bytes == 0 || *max_bytes > max_payload_bytes)
+            return bad("commands.max_bytes must be 1.." + std::to_string(max_payload_bytes));
+        g.params.commands.max_bytes = static_cast<std::uint32_t>(*max_bytes);
+        if (c.contains("unsigned")) {
+            if (!c["unsigned"].is_boolean()) return bad("commands.unsigned must be true or false");
+            g.params.commands.allow_unsigned = c["unsigned"].get<bool>();
+        }
+    }
 
     if (!doc.contains("replicas") || !doc["replicas"].is_array() || doc["replicas"].empty())
         return bad("replicas must be a non-empty array");
@@ -153,6 +172,9 @@ std::string Genesis::to_json() const {
     doc["chain_id"] = params.chain_id;
     doc["timestamp_ms"] = timestamp_ms;
     doc["authority"] = to_hex(params.authority);
+    if (params.commands.enabled())
+        doc["commands"] = {{"max_bytes", params.commands.max_bytes},
+                           {"unsigned", params.commands.allow_unsigned}};
     doc["replicas"] = json::array();
     for (const auto& r : sorted_by_id(replicas))
         doc["replicas"].push_back(
@@ -180,6 +202,12 @@ Result<BuiltBlock> Genesis::build() const {
     Writer params_bytes(128);
     params_bytes.str(params.chain_id);
     params_bytes.fixed(params.authority);
+    // Only chains that take commands add their rules, so the hashes of chains made before
+    // commands existed stay as they were.
+    if (params.commands.enabled()) {
+        params_bytes.u32(params.commands.max_bytes);
+        params_bytes.u8(params.commands.allow_unsigned ? 1 : 0);
+    }
     h.prev_hash = Sha256().update(genesis_domain).update(params_bytes.data()).finish();
     h.tx_root = Hash256{};
     d.state_root = next_state_root(Hash256{}, d);

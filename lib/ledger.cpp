@@ -131,7 +131,8 @@ public:
     // Checks `tx` against the overlay and, only if every check passes, records its effects.
     Result<void> execute(const Tx& tx, const Hash256& txid, const ChainParams& params,
                          SignatureCache* cache) {
-        if (auto ok = check_tx_stateless(tx, txid, params.chain_id, cache); !ok) return ok;
+        if (auto ok = check_tx_stateless(tx, txid, params.chain_id, cache, params.commands); !ok)
+            return ok;
         const std::uint64_t height = delta.height;
         Account sender = account(tx.from);
         if (tx.nonce < sender.nonce)
@@ -241,6 +242,12 @@ public:
             delta.replicas = std::move(next).value();
             return {};
         }
+        case TxKind::command:
+            // The ledger only orders the command and spends the client's nonce, so that a
+            // retransmitted command cannot execute twice; the application executes it.
+            ++sender.nonce;
+            delta.accounts[tx.from] = sender;
+            return {};
         }
         return make_error(Errc::unknown_kind);
     }

@@ -6,14 +6,15 @@
 
 namespace popchain {
 
-Mempool::Mempool(std::string chain_id, SignatureCache* cache, MempoolLimits limits)
-    : chain_id_(std::move(chain_id)), cache_(cache), limits_(limits) {}
+Mempool::Mempool(std::string chain_id, SignatureCache* cache, MempoolLimits limits,
+                 CommandRules commands)
+    : chain_id_(std::move(chain_id)), cache_(cache), limits_(limits), commands_(commands) {}
 
 Result<void> Mempool::add(const Tx& tx, std::uint64_t sender_next_nonce) {
     Hash256 id = tx.id();
     // Before the signature check: a re-broadcast costs a hash, not a verification.
     if (contains(id)) return make_error(Errc::already_known, "tx " + to_hex(id) + " is pending");
-    if (auto ok = check_tx_stateless(tx, id, chain_id_, cache_); !ok) return ok;
+    if (auto ok = check_tx_stateless(tx, id, chain_id_, cache_, commands_); !ok) return ok;
 
     if (tx.nonce < sender_next_nonce)
         return make_error(Errc::nonce_reused, "nonce " + std::to_string(tx.nonce) +

@@ -249,6 +249,9 @@ Result<void> NodeApi::add_routes(HttpServer& server) {
                   {"stable_checkpoint", replica_.stable_seq()},
                   {"checkpoint_interval", replica_.config().checkpoint_interval}};
         if (options_.peers_connected) body["peers_connected"] = options_.peers_connected();
+        if (const Application* app = replica_.application())
+            body["application"] = {{"height", app->height()},
+                                   {"state_digest", to_hex(app->state_digest().view())}};
         return HttpResponse::json(200, body);
     };
     auto block_at = [this](std::string_view text) {

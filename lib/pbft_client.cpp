@@ -57,6 +57,7 @@ Bytes encode_reply(const Reply& r, const Hash256& key) {
     w.u16(r.code);
     w.u64(r.height);
     w.fixed(r.block_hash);
+    w.bytes(r.result);
     const Hash256 tag = reply_mac(key, w.data());
     w.fixed(tag);
     return w.take();
@@ -97,6 +98,7 @@ Result<Reply> open_reply(ByteView frame,
     reply.code = r.u16();
     reply.height = r.u64();
     reply.block_hash = r.fixed<Hash256>();
+    reply.result = r.bytes(max_result_bytes);
     const Hash256 tag = r.fixed<Hash256>();
     if (auto ok = r.finish(); !ok) return ok.error();
     if (status != static_cast<std::uint8_t>(ReplyStatus::committed) &&
@@ -228,12 +230,13 @@ void Client::on_message(net::NodeId from, ByteView message) {
     std::size_t matching = 0;
     for (const auto& [id, r] : o.replies)
         if (r.status == reply->status && r.code == reply->code && r.height == reply->height &&
-            r.block_hash == reply->block_hash)
+            r.block_hash == reply->block_hash && r.result == reply->result)
             ++matching;
     if (matching >= f() + 1) {
         if (reply->status == ReplyStatus::committed) {
             ++stats_.committed;
-            finish(reply->txid, Committed{reply->txid, reply->height, reply->block_hash});
+            finish(reply->txid,
+                   Committed{reply->txid, reply->height, reply->block_hash, reply->result});
         } else {
             ++stats_.rejected;
             finish(reply->txid, make_error(static_cast<Errc>(reply->code),

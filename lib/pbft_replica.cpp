@@ -81,8 +81,8 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
     : id_(id), key_(key), params_(std::move(params)), config_(config), transport_(transport),
       store_(store), link_(std::move(link)), genesis_hash_(genesis_hash),
       cache_(std::make_unique<SignatureCache>()), ledger_(params_, std::move(state), cache_.get()),
-      spec_(ledger_), mempool_(params_.chain_id, cache_.get()), replicas_(ledger_.state().replicas),
-      journal_(journal) {
+      spec_(ledger_), mempool_(params_.chain_id, cache_.get(), {}, params_.commands),
+      replicas_(ledger_.state().replicas), journal_(journal) {
     // The low watermark is the last *certified* checkpoint (low()); a restarted replica gets
     // it back from its journal, or from its peers. Blocks between it and the stored height
     // are executed but may still need this replica's votes and view-change reports.
@@ -472,10 +472,13 @@ void Replica::reply(net::NodeId client, const Hash256& key, Reply r) {
     ++stats_.replies_sent;
 }
 
-void Replica::answer_waiting(const Block& block) {
+void Replica::answer_waiting(const Block& block, const std::vector<Bytes>& results) {
     if (waiting_.empty()) return;
     const Hash256 hash = block.hash();
+    std::size_t command = 0;
     for (const auto& tx : block.txs) {
+        const Bytes* result = nullptr;
+        if (tx.kind == TxKind::command && command < results.size()) result = &results[command++];
         auto it = waiting_.find(tx.id());
         if (it == waiting_.end()) continue;
         for (const auto& w : it->second) {
@@ -484,6 +487,7 @@ void Replica::answer_waiting(const Block& block) {
             r.status = ReplyStatus::committed;
             r.height = block.header.height;
             r.block_hash = hash;
+            if (result && result->size() <= max_result_bytes) r.result = *result;
             reply(w.client, w.key, r);
         }
         waiting_.erase(it);
@@ -842,11 +846,29 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     stats_.executed_txs += block.txs.size();
     view_timeout_ = config_.request_timeout_ms; // progress: the view works
     executed_at_ = transport_.now();
-    answer_waiting(block);
+    std::vector<Bytes> results;
+    if (app_) results = app_->execute(block);
+    answer_waiting(block, results);
     if (on_commit_) executed_unsynced_.push_back(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
     if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);
     if (boundary) take_checkpoint(block);
+}
+
+Result<void> Replica::set_application(Application* app) {
+    if (app && app->height() > ledger_.height())
+        return make_error(Errc::invalid_argument,
+                          "the application is at height " + std::to_string(app->height()) +
+                              ", above the store's " + std::to_string(ledger_.height()));
+    for (std::uint64_t h = app ? app->height() + 1 : 1; app && h <= ledger_.height(); ++h) {
+        auto block = store_.block_at(h);
+        if (!block)
+            return make_error(block.code(), "replaying block " + std::to_string(h) +
+                                                " to the application: " + block.error().detail);
+        app->execute(*block);
+    }
+    app_ = app;
+    return {};
 }
 
 std::optional<CommitProof> Replica::commit_proof(const Block& block,

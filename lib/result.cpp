@@ -44,6 +44,7 @@ const char* errc_name(Errc code) noexcept {
     case Errc::storage_corrupt: return "storage_corrupt";
     case Errc::invalid_argument: return "invalid_argument";
     case Errc::timeout: return "timeout";
+    case Errc::command_refused: return "command_refused";
     }
     return "unknown_error";
 }

@@ -53,6 +53,7 @@ SimCluster::SimCluster(SimClusterOptions options)
     genesis_.params.chain_id = "popchain-sim";
     genesis_.params.authority = fixed_key("authority").public_key();
     genesis_.timestamp_ms = 1'700'000'000'000ull;
+    if (options_.noop_application) genesis_.params.commands = noop_command_rules();
     for (std::uint32_t i = 0; i < n; ++i) {
         keys_.push_back(fixed_key("replica/" + std::to_string(i)));
         genesis_.replicas.push_back({i, keys_[i].public_key(), ""});
@@ -71,6 +72,7 @@ SimCluster::SimCluster(SimClusterOptions options)
         shims_.push_back(std::make_unique<Shim>());
     }
     replicas_.resize(n);
+    apps_.resize(n);
     for (std::uint32_t i = 0; i < n; ++i)
         build_replica(i, net_.attach(i, *shims_[i]));
     client_receiver_ = std::make_unique<ClientReceiver>();
@@ -109,8 +111,34 @@ void SimCluster::build_replica(pbft::ReplicaId id, Transport& inner) {
                                       *stores_[id], journals_[id].get());
     if (!made)
         throw std::runtime_error("replica " + std::to_string(id) + ": " + made.error().message());
+    if (options_.noop_application) {
+        apps_[id] = std::make_unique<NoopApplication>();
+        if (auto ok = (*made)->set_application(apps_[id].get()); !ok)
+            throw std::runtime_error("replica " + std::to_string(id) + ": " + ok.error().message());
+    }
     replicas_[id] = std::move(made).value();
     shims_[id]->target = replicas_[id].get();
+}
+
+const NoopApplication* SimCluster::application(pbft::ReplicaId id) const {
+    check_id(id);
+    return replicas_[id] ? apps_[id].get() : nullptr;
+}
+
+Tx SimCluster::command(std::uint64_t client, std::uint64_t value) {
+    if (!options_.noop_application)
+        throw std::logic_error("SimCluster::command needs noop_application");
+    Tx tx;
+    tx.kind = TxKind::command;
+    tx.chain_id = genesis_.params.chain_id;
+    Writer id;
+    id.u64(client + 1); // a client id must not be the zero address
+    std::copy(id.data().begin(), id.data().end(), tx.from.bytes.begin());
+    tx.nonce = command_nonces_[client]++;
+    Writer payload;
+    payload.u64(value);
+    tx.payload = payload.take();
+    return tx;
 }
 
 pbft::Replica* SimCluster::replica(pbft::ReplicaId id) {
@@ -148,6 +176,7 @@ void SimCluster::crash(pbft::ReplicaId id) {
     net_.crash(id);
     shims_[id]->target = nullptr;
     replicas_[id].reset();
+    apps_[id].reset();              // it kept its state in memory only
     journals_[id]->drop_unsynced(); // what the crash took before it reached the disk
 }
 
@@ -333,6 +362,11 @@ Result<void> SimCluster::check_converged() const {
             return make_error(Errc::invalid_argument, "converged: " + who + " at height " +
                                                           std::to_string(r->height()) +
                                                           ": stored state differs from its ledger");
+        if (options_.noop_application && apps_[i]->height() != r->height())
+            return make_error(Errc::invalid_argument,
+                              "converged: " + who + "'s application is at height " +
+                                  std::to_string(apps_[i]->height()) + ", its ledger at " +
+                                  std::to_string(r->height()));
         if (!ref) {
             ref = r;
             continue;
@@ -346,6 +380,10 @@ Result<void> SimCluster::check_converged() const {
             return make_error(Errc::invalid_argument, "converged: " + pair +
                                                           " hold different states at height " +
                                                           std::to_string(r->height()));
+        if (options_.noop_application &&
+            apps_[i]->state_digest() != apps_[ref->id()]->state_digest())
+            return make_error(Errc::invalid_argument,
+                              "converged: " + pair + " hold different application states");
     }
     if (!ref) return make_error(Errc::invalid_argument, "converged: no honest replica is up");
     return {};

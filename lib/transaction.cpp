@@ -7,11 +7,30 @@ namespace popchain {
 namespace {
 constexpr std::string_view tx_domain = "popchain/tx/v1";
 
+constexpr std::uint8_t last_kind = static_cast<std::uint8_t>(TxKind::command);
+
 bool valid_kind(std::uint8_t k) {
-    return k >= 1 && k <= 6;
+    return k >= 1 && k <= last_kind;
+}
+
+// A command carries only the fields it uses, and an unsigned one no key or signature: at
+// 8-byte commands the fixed fields of the other kinds would be 20 times the command.
+void encode_command_unsigned(Writer& w, const Tx& tx) {
+    w.u8(static_cast<std::uint8_t>(tx.kind));
+    w.str(tx.chain_id);
+    w.fixed(tx.from);
+    w.u64(tx.nonce);
+    w.bytes(tx.payload);
+    const bool is_signed = !tx.public_key.is_zero();
+    w.u8(is_signed ? 1 : 0);
+    if (is_signed) w.fixed(tx.public_key);
 }
 
 void encode_unsigned(Writer& w, const Tx& tx) {
+    if (tx.kind == TxKind::command) {
+        encode_command_unsigned(w, tx);
+        return;
+    }
     w.u8(static_cast<std::uint8_t>(tx.kind));
     w.str(tx.chain_id);
     w.fixed(tx.from);
@@ -33,12 +52,13 @@ const char* tx_kind_name(TxKind kind) noexcept {
     case TxKind::escrow_release: return "escrow_release";
     case TxKind::escrow_refund: return "escrow_refund";
     case TxKind::config: return "config";
+    case TxKind::command: return "command";
     }
     return "unknown";
 }
 
 std::optional<TxKind> tx_kind_from_name(std::string_view name) noexcept {
-    for (std::uint8_t k = 1; k <= 6; ++k)
+    for (std::uint8_t k = 1; k <= last_kind; ++k)
         if (name == tx_kind_name(static_cast<TxKind>(k))) return static_cast<TxKind>(k);
     return std::nullopt;
 }
@@ -54,9 +74,13 @@ Hash256 Tx::id() const {
     return sha256(signing_bytes());
 }
 
+bool is_unsigned_command(const Tx& tx) {
+    return tx.kind == TxKind::command && tx.public_key.is_zero();
+}
+
 void encode_tx(Writer& w, const Tx& tx) {
     encode_unsigned(w, tx);
-    w.fixed(tx.signature);
+    if (!is_unsigned_command(tx)) w.fixed(tx.signature);
 }
 
 Bytes Tx::encode() const {
@@ -71,6 +95,21 @@ Tx decode_tx(Reader& r) {
     if (r.ok() && !valid_kind(kind)) r.fail(Errc::unknown_kind, "tx kind " + std::to_string(kind));
     tx.kind = static_cast<TxKind>(kind);
     tx.chain_id = r.str(max_chain_id_bytes);
+    if (tx.kind == TxKind::command) {
+        tx.from = r.fixed<Address>();
+        tx.nonce = r.u64();
+        tx.payload = r.bytes(max_payload_bytes);
+        const std::uint8_t is_signed = r.u8();
+        if (r.ok() && is_signed > 1) r.fail(Errc::malformed, "command signed flag");
+        if (is_signed == 1) {
+            tx.public_key = r.fixed<PublicKey>();
+            tx.signature = r.fixed<Signature>();
+            // A zero key would encode back as unsigned: one value, one encoding.
+            if (r.ok() && tx.public_key.is_zero())
+                r.fail(Errc::malformed, "signed command with a zero key");
+        }
+        return tx;
+    }
     tx.from = r.fixed<Address>();
     tx.to = r.fixed<Address>();
     tx.amount = r.u64();
@@ -128,6 +167,16 @@ Result<void> check_tx_shape(const Tx& tx) {
         if (!change) return make_error(Errc::bad_config, change.error().message());
         break;
     }
+    case TxKind::command:
+        if (tx.amount != 0) return unused("amount");
+        if (!tx.to.is_zero()) return unused("to");
+        if (!tx.trade_id.is_zero()) return unused("trade_id");
+        if (tx.deadline != 0) return unused("deadline");
+        if (tx.payload.empty()) return make_error(Errc::malformed, "command is empty");
+        if (tx.from.is_zero()) return make_error(Errc::malformed, "command client id is zero");
+        if (tx.public_key.is_zero() && !tx.signature.is_zero())
+            return make_error(Errc::malformed, "unsigned command with a signature");
+        break;
     default: return make_error(Errc::unknown_kind);
     }
     if (tx.chain_id.size() > max_chain_id_bytes) return make_error(Errc::too_large, "chain id");
@@ -135,15 +184,30 @@ Result<void> check_tx_shape(const Tx& tx) {
     return {};
 }
 
-Result<void> check_tx_stateless(const Tx& tx, std::string_view chain_id, SignatureCache* cache) {
-    return check_tx_stateless(tx, tx.id(), chain_id, cache);
+Result<void> check_tx_stateless(const Tx& tx, std::string_view chain_id, SignatureCache* cache,
+                                const CommandRules& commands) {
+    return check_tx_stateless(tx, tx.id(), chain_id, cache, commands);
 }
 
 Result<void> check_tx_stateless(const Tx& tx, const Hash256& id, std::string_view chain_id,
-                                SignatureCache* cache) {
+                                SignatureCache* cache, const CommandRules& commands) {
     if (auto shape = check_tx_shape(tx); !shape) return shape;
     if (tx.chain_id != chain_id)
         return make_error(Errc::wrong_chain_id, "tx is for chain \"" + tx.chain_id + "\"");
+    if (tx.kind == TxKind::command) {
+        if (!commands.enabled())
+            return make_error(Errc::command_refused, "this chain takes no commands");
+        if (tx.payload.size() > commands.max_bytes)
+            return make_error(Errc::command_refused, "command of " +
+                                                         std::to_string(tx.payload.size()) +
+                                                         " bytes; this chain takes at most " +
+                                                         std::to_string(commands.max_bytes));
+        if (tx.public_key.is_zero()) {
+            if (!commands.allow_unsigned)
+                return make_error(Errc::command_refused, "this chain takes only signed commands");
+            return {};
+        }
+    }
     if (Address::of(tx.public_key) != tx.from)
         return make_error(Errc::sender_mismatch, "from is not the signer's address");
     bool good = cache ? cache->verify(tx.public_key, id, tx.signature)

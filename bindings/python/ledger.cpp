@@ -101,7 +101,7 @@ void init_ledger(py::module_& m) {
                          std::vector<std::pair<Address, std::uint64_t>> balances,
                          std::uint64_t timestamp_ms) {
                  Genesis g;
-                 g.params = {std::move(chain_id), authority};
+                 g.params = {std::move(chain_id), authority, {}};
                  g.replicas = std::move(replicas);
                  g.balances = std::move(balances);
                  g.timestamp_ms = timestamp_ms;

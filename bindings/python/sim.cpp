@@ -273,7 +273,7 @@ void init_sim(py::module_& m) {
         .def(py::init([](std::uint32_t replicas, std::uint64_t seed, double drop, double duplicate,
                          std::pair<Millis, Millis> delay, std::optional<pbft::ReplicaConfig> config,
                          std::size_t wallets, std::uint64_t balance, Millis client_retry_ms,
-                         bool trace) {
+                         bool trace, bool noop_application) {
                  net::SimClusterOptions o;
                  o.replicas = replicas;
                  o.seed = seed;
@@ -283,16 +283,20 @@ void init_sim(py::module_& m) {
                  o.balance = balance;
                  o.client_retry_ms = client_retry_ms;
                  o.trace = trace;
+                 o.noop_application = noop_application;
                  return std::make_unique<Cluster>(std::move(o));
              }),
              py::arg("replicas") = 4, py::arg("seed") = 1, py::arg("drop") = 0.0,
              py::arg("duplicate") = 0.0, py::arg("delay") = std::pair<Millis, Millis>{1, 5},
              py::arg("config") = py::none(), py::arg("wallets") = 8, py::arg("balance") = 1'000'000,
              py::arg("client_retry_ms") = 500, py::arg("trace") = false,
+             py::arg("noop_application") = false,
              "drop, duplicate: probabilities per message on every link; delay: (min, max) ms,\n"
              "uniform (reordering follows when max > min); config: a ReplicaConfig; balance:\n"
              "each wallet's at genesis; client_retry_ms: resubmission period of\n"
-             "submit_with_retry; trace: keep the network's text trace.")
+             "submit_with_retry; trace: keep the network's text trace; noop_application:\n"
+             "consensus-only mode (the chain takes unsigned 8-byte commands, every replica\n"
+             "runs the no-op application; see command() and app_digest()).")
         .def_property_readonly(
             "size", [](const Cluster& c) { return c.get().size(); }, "Number of replicas.")
         .def("__len__", [](const Cluster& c) { return c.get().size(); })
@@ -332,6 +336,27 @@ void init_sim(py::module_& m) {
             py::arg("from_wallet"), py::arg("to_wallet"), py::arg("amount"),
             "A transfer between two wallets, signed with the sender's next nonce (counted by\n"
             "the cluster, so create transfers in the order they should execute). Not sent.")
+        .def(
+            "command",
+            [](Cluster& c, std::uint64_t client, std::uint64_t value) {
+                if (!c.get().options().noop_application)
+                    throw py::value_error("command() needs SimCluster(noop_application=True)");
+                return c.get().command(client, value);
+            },
+            py::arg("client"), py::arg("value"),
+            "An unsigned command from client id `client` (any number) with that client's\n"
+            "next nonce, its payload the 8 bytes of `value`. Not sent.")
+        .def(
+            "app_digest",
+            [](const Cluster& c, ReplicaId id) -> std::optional<std::pair<std::uint64_t, Hash256>> {
+                c.check_id(id);
+                const NoopApplication* app = c.get().application(id);
+                if (!app) return std::nullopt;
+                return std::make_pair(app->height(), app->state_digest());
+            },
+            py::arg("id"),
+            "(height, state digest) of replica `id`'s no-op application; None without\n"
+            "noop_application or while the replica is crashed.")
         .def(
             "submit",
             [](Cluster& c, const Tx& tx, ReplicaId via) {

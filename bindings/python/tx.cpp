@@ -56,7 +56,8 @@ void init_tx(py::module_& m) {
         .value("escrow_open", TxKind::escrow_open, "buyer locks `amount` for seller `to`")
         .value("escrow_release", TxKind::escrow_release, "buyer releases the escrow to the seller")
         .value("escrow_refund", TxKind::escrow_refund, "the escrow goes back to the buyer")
-        .value("config", TxKind::config, "the authority changes the replica set");
+        .value("config", TxKind::config, "the authority changes the replica set")
+        .value("command", TxKind::command, "an opaque command for the chain's application");
 
     py::class_<ReplicaInfo>(m, "ReplicaInfo", "A replica as the ledger knows it.")
         .def(py::init([](std::uint32_t id, const PublicKey& key, std::string endpoint) {

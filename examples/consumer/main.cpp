@@ -14,7 +14,7 @@ int main() {
     SigningKey bob = SigningKey::generate();
 
     Genesis genesis;
-    genesis.params = {"consumer-example", authority.public_key()};
+    genesis.params = {"consumer-example", authority.public_key(), {}};
     genesis.replicas = {{0, SigningKey::generate().public_key(), ""}};
     genesis.balances = {{alice.address(), 100}};
     auto ledger = genesis.ledger();

@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
     }
 
     Genesis genesis;
-    genesis.params = {"popchain-demo", w.at("authority").public_key()};
+    genesis.params = {"popchain-demo", w.at("authority").public_key(), {}};
     for (std::uint32_t id = 0; id < 4; ++id)
         genesis.replicas.push_back({id, SigningKey::generate().public_key(), ""});
     BuiltBlock g = must(genesis.build(), "genesis");

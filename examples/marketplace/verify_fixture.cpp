@@ -52,7 +52,7 @@ int main() {
     Wallet bob("bob", key_from(0x62));
 
     Genesis g;
-    g.params = {chain, authority.public_key()};
+    g.params = {chain, authority.public_key(), {}};
     g.replicas = replicas;
     g.timestamp_ms = 1'700'000'000'000;
     auto built = g.build();

@@ -4,6 +4,7 @@
 //     "chain_id": "popchain-dev",
 //     "timestamp_ms": 0,
 //     "authority": "<33-byte compressed public key, hex>",
+//     "commands": {"max_bytes": 8, "unsigned": true},   // optional: see CommandRules
 //     "replicas": [ {"id": 0, "public_key": "<hex>", "endpoint": "127.0.0.1:7000"}, ... ],
 //     "balances": [ {"address": "pop...", "amount": 1000}, ... ]
 //   }

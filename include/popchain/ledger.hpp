@@ -48,6 +48,7 @@ struct Escrow {
 struct ChainParams {
     std::string chain_id;
     PublicKey authority;
+    CommandRules commands; // none by default
     Address authority_address() const { return Address::of(authority); }
     friend bool operator==(const ChainParams&, const ChainParams&) = default;
 };

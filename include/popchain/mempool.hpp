@@ -53,7 +53,7 @@ public:
     using NextNonceFn = std::function<std::uint64_t(const Address&)>;
 
     explicit Mempool(std::string chain_id, SignatureCache* cache = nullptr,
-                     MempoolLimits limits = {});
+                     MempoolLimits limits = {}, CommandRules commands = {});
 
     // Admits `tx`; `sender_next_nonce` is the ledger's next nonce for tx.from. Errors, in
     // the order they are checked:
@@ -114,6 +114,7 @@ private:
     std::string chain_id_;
     SignatureCache* cache_;
     MempoolLimits limits_;
+    CommandRules commands_;
     SenderMap senders_;
     // txid -> (sender, nonce); for lookups only, never iterated.
     std::unordered_map<Hash256, std::pair<Address, std::uint64_t>, FixedBytesHash> by_id_;

@@ -60,6 +60,8 @@ enum class Errc : std::uint16_t {
     invalid_argument,
     // waiting
     timeout,
+    // transaction rules (added later; codes are stable, so new ones go last)
+    command_refused,
 };
 
 // Stable snake_case name of an error code ("insufficient_funds"); used in logs and APIs.

@@ -23,8 +23,8 @@ struct TxRecord {
 // The addresses a transaction is listed under by BlockStore::txs_of_address, in this order
 // and without duplicates: the sender; the recipient for transfer, mint and escrow_open; for
 // escrow_release and escrow_refund both parties (buyer, then seller) of the escrow it closes;
-// nothing more for config. `find_escrow(trade_id)` returns that escrow (nullptr if unknown,
-// leaving only the sender). A release or refund can close an escrow opened in the same
+// nothing more for config and command. `find_escrow(trade_id)` returns that escrow (nullptr if
+// unknown, leaving only the sender). A release or refund can close an escrow opened in the same
 // block, so a store appending a block looks in the block's delta before its stored state.
 template <class FindEscrow>
 std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
@@ -45,7 +45,8 @@ std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
             add(e->seller);
         }
         break;
-    case TxKind::config: break;
+    case TxKind::config:
+    case TxKind::command: break;
     }
     return out;
 }

@@ -17,6 +17,7 @@ enum class TxKind : std::uint8_t {
     escrow_release = 4, // buyer confirms receipt: the locked amount goes to the seller
     escrow_refund = 5,  // seller cancels any time, or the buyer reclaims after `deadline`
     config = 6,         // authority changes the replica set; `payload` is a ConfigChange
+    command = 7,        // an opaque request for the chain's application (application.hpp)
 };
 
 const char* tx_kind_name(TxKind kind) noexcept;
@@ -35,8 +36,19 @@ inline constexpr std::size_t max_payload_bytes = 4096;
 //   escrow_release  -         -       trade     -         optional memo
 //   escrow_refund   -         -       trade     -         optional memo
 //   config          -         -       -         -         ConfigChange
+//   command         -         -       -         -         the command (1..max bytes)
 //
-// `from` is always Address::of(public_key); `nonce` is the sender's next nonce (from 0).
+// `from` is Address::of(public_key); `nonce` is the sender's next nonce (from 0).
+//
+// Commands are what the ledger orders for an application without looking inside them
+// (consensus-only use, docs/application.md). A chain takes them only when its genesis says
+// so (CommandRules). A command may be unsigned, if the chain allows it: then public_key and
+// signature are zero and `from` is any non-zero client id, which only orders and
+// de-duplicates that client's commands (its nonces) and proves nothing about who sent
+// them. An unsigned command is encoded without the key and signature fields:
+//
+//   command = u8 kind | str chain_id | from | u64 nonce | bytes payload | u8 signed
+//             [ | public_key | signature ]   (when signed = 1)
 struct Tx {
     TxKind kind = TxKind::transfer;
     std::string chain_id;
@@ -67,14 +79,27 @@ Result<Tx> decode_tx(ByteView bytes);
 // Fills in public_key and from, then signs. The rest of `tx` must be set already.
 Tx sign_tx(Tx tx, const SigningKey& key);
 
+// Which `command` transactions a chain takes (from its genesis). The default takes none.
+struct CommandRules {
+    std::uint32_t max_bytes = 0; // largest command; 0 = the chain takes no commands
+    bool allow_unsigned = false; // commands without a key and signature are valid
+    bool enabled() const { return max_bytes > 0; }
+    friend bool operator==(const CommandRules&, const CommandRules&) = default;
+};
+
+// True for a command that carries no key and signature.
+bool is_unsigned_command(const Tx& tx);
+
 // Everything that can be checked without ledger state: field shapes, chain id, sender
-// matches the key, signature. `cache` (optional) skips repeated signature checks.
+// matches the key, signature, and for commands the chain's CommandRules (a command on a
+// chain that takes none is Errc::command_refused). `cache` (optional) skips repeated
+// signature checks.
 Result<void> check_tx_shape(const Tx& tx);
 Result<void> check_tx_stateless(const Tx& tx, std::string_view chain_id,
-                                SignatureCache* cache = nullptr);
+                                SignatureCache* cache = nullptr, const CommandRules& commands = {});
 // The same, for a caller that already computed `txid` (== tx.id()).
 Result<void> check_tx_stateless(const Tx& tx, const Hash256& txid, std::string_view chain_id,
-                                SignatureCache* cache);
+                                SignatureCache* cache, const CommandRules& commands = {});
 
 // A replica as known to the ledger (membership lives in ledger state).
 struct ReplicaInfo {

@@ -197,3 +197,28 @@ def test_run_scenario():
     assert "seed" in popchain.describe_scenario(1, "today")
     with pytest.raises(ValueError):
         popchain.run_scenario(1, "nonsense")
+
+
+def test_consensus_only_commands_reach_every_application():
+    c = cluster(seed=23, drop=0.05, noop_application=True)
+    ids = []
+    for i in range(60):
+        tx = c.command(i % 3, i)
+        assert tx.kind == popchain.TxKind.command and len(tx.payload) == 8
+        ids.append(tx.txid)
+        c.submit_with_retry(tx, i % c.size)
+        c.run_for(2)
+    commit(c, ids)
+    c.check_safety()
+    c.check_converged()  # includes equal application digests
+    digests = {c.app_digest(i) for i in range(4)}
+    assert len(digests) == 1
+    height, digest = digests.pop()
+    assert height == c.replica(0).height and digest != popchain.Hash256()
+    # A restarted replica's application is rebuilt from its store.
+    c.crash(3)
+    assert c.app_digest(3) is None
+    c.restart(3)
+    assert c.app_digest(3) == (height, digest)
+    with pytest.raises(ValueError):
+        cluster(seed=1).command(0, 1)

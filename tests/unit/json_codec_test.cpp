@@ -34,7 +34,7 @@ struct Fixture {
                 {i, replica_keys.back().public_key(), "127.0.0.1:700" + std::to_string(i)});
         }
         Genesis g;
-        g.params = {chain, authority.public_key()};
+        g.params = {chain, authority.public_key(), {}};
         g.replicas = replicas;
         auto built = g.build();
         REQUIRE(built.ok());

@@ -28,7 +28,7 @@ struct Chain {
         Wallet authority("authority", key_from_byte(0x70));
         Wallet alice("alice", key_from_byte(0x71));
         Genesis g;
-        g.params = {"light", authority.public_key()};
+        g.params = {"light", authority.public_key(), {}};
         g.replicas = replicas;
         auto built = g.build();
         REQUIRE(built.ok());
@@ -131,7 +131,7 @@ struct ConfigChain {
         Wallet authority("authority", key_from_byte(0x70));
         Wallet alice("alice", key_from_byte(0x71));
         Genesis g;
-        g.params = {"light", authority.public_key()};
+        g.params = {"light", authority.public_key(), {}};
         g.replicas = genesis_set;
         auto built = g.build();
         REQUIRE(built.ok());

@@ -119,6 +119,7 @@ Errc model_execute(Model& m, const Planned& p, std::uint64_t height) {
             return Errc::malformed;
         if (!p.payload_ok) return Errc::bad_config;
         break;
+    case TxKind::command: return Errc::command_refused; // the generator makes none
     }
     if (tx.chain_id != chain) return Errc::wrong_chain_id;
     if (keys().actor_addresses[static_cast<std::size_t>(p.signer)] != tx.from)
@@ -202,6 +203,7 @@ Errc model_execute(Model& m, const Planned& p, std::uint64_t height) {
         m.accounts[tx.from].nonce += 1;
         return Errc{};
     }
+    case TxKind::command: break; // refused by the shape switch above
     }
     return Errc::unknown_kind;
 }
@@ -419,6 +421,7 @@ private:
                 tx.payload = Bytes{static_cast<std::uint8_t>(below(256))};
                 p.payload_ok = false;
                 break;
+            case TxKind::command: break; // not generated: the chain takes no commands
             }
             p.what += "bad field; ";
         } else if (f < 9 && tx.kind == TxKind::escrow_open) {

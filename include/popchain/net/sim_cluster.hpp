@@ -34,10 +34,10 @@
 //   - check_safety(): for every pair of honest replicas, up or crashed (their stores
 //     survive), the same block hash at every height both stores hold. Blocks are append-only,
 //     so the hashes read are cached and a check costs only the new blocks.
-//   - check_converged(): every up honest replica has the same height and ledger
-//     state_digest, its ledger passes check_invariants() (which includes conservation: the
-//     balances plus the open escrows add up to the total minted), and its store holds
-//     exactly the state of its ledger.
+//   - check_converged(): every up honest replica has the same height, ledger state_digest
+//     and (with noop_application) application digest, its ledger passes check_invariants() (which
+//     includes conservation: the balances plus the open escrows add up to the total minted), and
+//     its store holds exactly the state of its ledger.
 // Failures name the replicas and the height involved.
 //
 // Misuse (a replica id out of range, a wallet index out of range, crashing a crashed
@@ -45,6 +45,7 @@
 // std::runtime_error carrying Replica::create's message if a replica cannot be built.
 #pragma once
 
+#include <popchain/application.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/memory_store.hpp>
@@ -60,6 +61,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +81,10 @@ struct SimClusterOptions {
     Millis client_retry_ms = 500;      // > 0
     bool trace = false;                // keep the SimNetwork's text trace from the start
     WrapFn wrap;                       // optional
+    // Consensus-only mode: the genesis takes unsigned 8-byte commands (noop_command_rules)
+    // and every replica runs a NoopApplication, made afresh at each (re)start so that a
+    // restarted replica replays its stored blocks to it.
+    bool noop_application = false;
 };
 
 class SimCluster {
@@ -114,6 +120,11 @@ public:
 
     // ---- the client ----
     Tx transfer(std::size_t from_wallet, std::size_t to_wallet, std::uint64_t amount);
+    // An unsigned command (needs noop_application) from client id `client` (any number; the
+    // cluster counts each client's nonces), its payload the 8 bytes of `value`.
+    Tx command(std::uint64_t client, std::uint64_t value);
+    // Replica `id`'s application (nullptr without noop_application or while crashed).
+    const NoopApplication* application(pbft::ReplicaId id) const;
     // Fails without trying if `via` is down.
     Result<void> submit(const Tx& tx, pbft::ReplicaId via);
     // Submits to `via`, or to the next up replica after it if `via` is down, and retries
@@ -167,6 +178,7 @@ private:
     std::vector<SigningKey> keys_;
     std::vector<SigningKey> wallets_;
     std::vector<std::uint64_t> nonces_;
+    std::map<std::uint64_t, std::uint64_t> command_nonces_; // per client id
     Genesis genesis_;
     std::vector<std::unique_ptr<MemoryStore>> stores_;
     // Each replica's promises (views, votes, prepared certificates), kept across restarts as
@@ -177,7 +189,8 @@ private:
     Transport* client_ = nullptr;
     std::unique_ptr<pbft::Client> network_client_; // before the network goes: it cancels timers
     std::vector<bool> byzantine_;
-    std::vector<std::unique_ptr<Transport>> wrappers_; // every one ever made
+    std::vector<std::unique_ptr<Transport>> wrappers_;   // every one ever made
+    std::vector<std::unique_ptr<NoopApplication>> apps_; // before the replicas: they use them
     std::vector<std::unique_ptr<pbft::Replica>> replicas_;
 
     std::vector<Pending> pending_; // submission order

@@ -6,7 +6,7 @@
 //   frame  = u8 version (1) | u8 type | body
 //   submit = 33-byte client public key | tx                          (client -> replica)
 //   reply  = u32 replica | u64 view | txid | u8 status | u16 code | u64 height
-//            | block hash | 32-byte MAC                              (replica -> client)
+//            | block hash | bytes result | 32-byte MAC               (replica -> client)
 //   MAC    = HMAC-SHA256(k, "popchain/reply/v1" || frame up to the MAC)
 //   k      = SHA-256("popchain/client-mac/v1" || ECDH(replica key, client key) || u32 replica)
 //
@@ -15,14 +15,18 @@
 // of its identity key and that key, so a reply is authenticated end to end with no handshake
 // and no replica signature per reply, whatever transport carried it.
 //
-// A reply says "committed at (height, block hash)" or "rejected with code". One replica may
-// lie, so the client trusts a result only when f+1 replicas sent the same (status, code,
-// height, block hash): at least one of them is honest. A committed transaction's reply comes
+// A reply says "committed at (height, block hash)", with the application's result for a
+// command (application.hpp; empty otherwise), or "rejected with code". One replica may lie,
+// so the client trusts an answer only when f+1 replicas sent the same (status, code, height,
+// block hash, result): at least one of them is honest. A reply answered from the store (a
+// late duplicate, below) carries no result: an application keeps no results, so a client
+// that needs one must ask before the command's reply is done. A committed transaction's reply comes
 // from the replica's block store, which therefore serves as the durable reply cache: a
 // duplicate or late request for a committed transaction is answered from it and never
 // enters the mempool again.
 #pragma once
 
+#include <popchain/application.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/net/transport.hpp>
 #include <popchain/pbft/messages.hpp>
@@ -59,6 +63,7 @@ struct Reply {
     std::uint16_t code = 0;   // the Errc of a rejection, 0 when committed
     std::uint64_t height = 0; // committed: the block's height
     Hash256 block_hash;       // committed: the block's hash
+    Bytes result;             // committed command: the application's result (may be empty)
     friend bool operator==(const Reply&, const Reply&) = default;
 };
 
@@ -101,6 +106,7 @@ struct Committed {
     Hash256 txid;
     std::uint64_t height = 0;
     Hash256 block_hash;
+    Bytes result; // a command's result from the application, as f+1 replicas sent it
     friend bool operator==(const Committed&, const Committed&) = default;
 };
 

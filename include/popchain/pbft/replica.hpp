@@ -93,6 +93,7 @@
 // certificate from a set it already knows.
 #pragma once
 
+#include <popchain/application.hpp>
 #include <popchain/block.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
@@ -212,6 +213,13 @@ public:
     // (after BlockStore::sync, before the replies about it leave).
     void on_commit(CommitFn fn) { on_commit_ = std::move(fn); }
 
+    // Attaches the application that executes `command` transactions (application.hpp;
+    // borrowed, must outlive the replica). Without one, commands are ordered and answered
+    // with an empty result. First replays to `app` the stored blocks above its height(), so
+    // call it before any input. Fails (and attaches nothing) when `app` is ahead of the
+    // store or a stored block cannot be read.
+    Result<void> set_application(Application* app);
+
     // For a store and journal whose sync() only commits and whose disk flush happens
     // elsewhere (SqliteStore::Durability::at_flush): after each sync, the replica hands
     // `gate` what must wait for the disk (the on_commit callbacks, then sending the held
@@ -237,6 +245,7 @@ public:
     const Ledger& ledger() const { return ledger_; }
     const Ledger& speculative_ledger() const { return spec_; }
     const ReplicaStats& stats() const { return stats_; }
+    const Application* application() const { return app_; } // nullptr: none attached
     std::size_t pending() const { return mempool_.size(); }
     const Mempool& mempool() const { return mempool_; }
     const ReplicaConfig& config() const { return config_; }
@@ -368,7 +377,8 @@ private:
     void on_client_message(net::NodeId client, ByteView frame);
     Result<void> admit(const Tx& tx, net::NodeId from, bool forward);
     void reply(net::NodeId client, const Hash256& key, Reply r);
-    void answer_waiting(const Block& block);
+    // `results`: the application's, one per command of the block in order (or none).
+    void answer_waiting(const Block& block, const std::vector<Bytes>& results);
     // Drops a transaction no block can hold now (its reason from the block builder) and
     // tells the clients waiting for it.
     void refuse(const RejectedTx& rejected);
@@ -494,6 +504,7 @@ private:
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
     CommitFn on_commit_;
+    Application* app_ = nullptr;
     DurabilityGate durability_gate_;
 
     Journal* journal_ = nullptr;
