@@ -137,6 +137,15 @@ struct Scenario {
     // Stops the last node (a backup) with SIGTERM before the measured phase, so that it misses
     // every block of it, then restarts it and measures how fast it catches up.
     bool catch_up = false;
+    // Consensus-only: the testnet runs the no-op application (testnet init --app noop) and the
+    // load is unsigned 8-byte commands instead of signed transfers.
+    bool consensus_only = false;
+    // A peer engine's figure for the same setup (ARCHITECTURE.md), printed beside ours.
+    std::optional<double> peer_per_s = std::nullopt;
+    std::optional<double> target_per_s = std::nullopt;
+    // The nodes' "fsync" (docs/node.md): false commits to the page cache only, as engines
+    // that keep nothing on disk are measured. --fsync on|off overrides it for every scenario.
+    bool fsync = true;
 };
 
 struct Options {
@@ -150,6 +159,7 @@ struct Options {
     bool keep = false;             // keep the testnet directories (for their node logs)
     std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
     std::optional<std::size_t> behind; // catch_up: blocks the stopped node misses
+    std::optional<bool> fsync;         // every scenario's nodes
     int catch_up_poll_ms = 10;         // catch_up: how often the restarted node's height is read
     std::vector<Scenario> scenarios;
 };
@@ -163,13 +173,16 @@ struct Options {
         "  --nodes N          replicas, one process each (default 4)\n"
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
-        "                     full_blocks, primary_crash, catch_up\n"
+        "                     full_blocks, primary_crash, catch_up, consensus_one,\n"
+        "                     consensus_batched\n"
         "  --txs K            transfers per run, every scenario (default per scenario)\n"
         "  --behind B         catch_up: blocks the stopped node misses (default 10000;\n"
         "                     300 with --quick); overrides --txs for that scenario\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
+        "  --fsync on|off     the nodes' fsync, every scenario (default: on, off for the\n"
+        "                     consensus_* scenarios)\n"
         "  --keep             keep the testnet directories (node logs) under $TMPDIR\n"
         "Prints one JSON object on stdout; progress on stderr.\n");
     std::exit(code);
@@ -213,6 +226,13 @@ Options parse_options(int argc, char** argv) {
             o.behind = parse_count("--behind", argv[++i], 1, 1'000'000);
         } else if (arg == "--window" && has_value) {
             o.window = parse_count("--window", argv[++i], 64, 100'000);
+        } else if (arg == "--fsync" && has_value) {
+            const std::string v = argv[++i];
+            if (v != "on" && v != "off") {
+                std::fprintf(stderr, "popchain_tcp_bench: --fsync takes on or off\n");
+                usage(2);
+            }
+            o.fsync = v == "on";
         } else if (arg == "--keep") {
             o.keep = true;
         } else if (arg == "--help" || arg == "-h") {
@@ -247,6 +267,16 @@ Options parse_options(int argc, char** argv) {
          "max_block_txs = 1; the last node stopped (SIGTERM) while the others commit one block "
          "per transfer, then restarted and timed until it reaches their height",
          10'000, 128, 1, std::nullopt, std::nullopt, std::nullopt, false, true},
+        // Consensus-only, the way other BFT engines are measured: dummy commands, a closed
+        // loop, a command done on f+1 matching replies. 4 outstanding at one command per block
+        // measures the latency of one agreement; 2,800 outstanding at up to 400 per block,
+        // throughput. Peer: libhotstuff on this kind of machine (ARCHITECTURE.md).
+        {"consensus_one", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 1",
+         20'000, 4, 1, std::nullopt, std::nullopt, std::nullopt, false, false, true, 1'060, 2'100,
+         false},
+        {"consensus_batched", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
+         200'000, 2'800, 400, std::nullopt, std::nullopt, std::nullopt, false, false, true, 40'000,
+         50'000, false},
     };
     if (o.quick) {
         o.runs = 1;
@@ -263,6 +293,8 @@ Options parse_options(int argc, char** argv) {
         o.scenarios[3].outstanding = 100; // so that most transfers need the new primary
         o.scenarios[4].txs = 300;
         o.scenarios[4].outstanding = 64;
+        o.scenarios[5].txs = 1'000;
+        o.scenarios[6].txs = 10'000;
     }
     if (runs) o.runs = *runs;
     for (auto& s : o.scenarios) {
@@ -271,6 +303,7 @@ Options parse_options(int argc, char** argv) {
         if (o.batch_delay_ms) s.max_batch_delay_ms = static_cast<std::uint32_t>(*o.batch_delay_ms);
         if (o.window) s.watermark_window = static_cast<std::uint32_t>(*o.window);
         if (s.catch_up && o.behind) s.txs = *o.behind;
+        if (o.fsync) s.fsync = *o.fsync;
     }
     for (const auto& name : o.only)
         if (std::none_of(o.scenarios.begin(), o.scenarios.end(),
@@ -328,6 +361,31 @@ struct Workload {
         make("popchain_tcp_bench/warmup", warmup_count, warmup);
     }
 };
+
+// Consensus-only load: `count` unsigned 8-byte commands, command i from client id i % C with
+// that client's next nonce. C keeps each client's commands in flight at `outstanding` / C
+// <= 32, inside the replicas' per-sender mempool window (64), since a client's commands
+// execute in nonce order.
+std::vector<Tx> make_commands(std::size_t count, std::size_t outstanding) {
+    const std::size_t clients = std::max<std::size_t>(1, (outstanding + 31) / 32);
+    std::vector<Tx> out;
+    out.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        Tx tx;
+        tx.kind = TxKind::command;
+        tx.chain_id = chain_id;
+        Writer id;
+        id.u64(0x706f70636d64ull); // a fixed prefix, so no client id is the zero address
+        id.u64(i % clients);
+        std::copy(id.data().begin(), id.data().end(), tx.from.bytes.begin());
+        tx.nonce = i / clients;
+        Writer payload;
+        payload.u64(i);
+        tx.payload = payload.take();
+        out.push_back(std::move(tx));
+    }
+    return out;
+}
 
 // ---- the crypto bound ----
 
@@ -530,9 +588,15 @@ public:
         log_ = dir_ / "popchain-tool.log";
         try {
             base_port_ = pick_base_port(opt.nodes);
-            tool({"testnet", "init", "--nodes", std::to_string(opt.nodes), "--dir", dir_.string(),
-                  "--base-port", std::to_string(base_port_), "--wallets", "0", "--chain-id",
-                  chain_id});
+            std::vector<std::string> init{
+                "testnet",   "init",        "--nodes",     std::to_string(opt.nodes),
+                "--dir",     dir_.string(), "--base-port", std::to_string(base_port_),
+                "--wallets", "0",           "--chain-id",  chain_id};
+            if (s.consensus_only) {
+                init.push_back("--app");
+                init.push_back("noop");
+            }
+            tool(init);
             fund(w);
             configure(s);
         } catch (...) {
@@ -701,6 +765,7 @@ private:
             if (s.request_timeout_ms)
                 config["replica"]["request_timeout_ms"] = *s.request_timeout_ms;
             if (s.watermark_window) config["replica"]["watermark_window"] = *s.watermark_window;
+            config["fsync"] = s.fsync;
             std::ofstream(file, std::ios::trunc) << config.dump(2) << "\n";
         }
     }
@@ -981,7 +1046,9 @@ Json measure_catch_up(const Options& opt, const Testnet& net, std::uint32_t node
                 {"how", how}};
 }
 
-RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
+// `load`: what the measured phase submits (the workload's transfers, or commands).
+RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
+                   const std::vector<Tx>& load) {
     std::optional<Testnet> net;
     for (int attempt = 1;; ++attempt) {
         net.emplace(opt, w, s);
@@ -1033,8 +1100,7 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s) {
                        killed_at = Clock::now();
                    }};
     const auto start = Clock::now();
-    client.run(w.transfers, s.txs, s.outstanding, &r.latency_ms, &heights, &done_at,
-               std::move(trigger));
+    client.run(load, s.txs, s.outstanding, &r.latency_ms, &heights, &done_at, std::move(trigger));
     r.seconds = seconds_since(start);
     const auto own_after = own_cpu_seconds();
     std::vector<std::pair<double, double>> cpu_after;
@@ -1152,7 +1218,8 @@ int run(const Options& opt) {
 
     std::size_t most = 0;
     for (const auto& s : opt.scenarios)
-        most = std::max(most, s.txs);
+        if (!s.consensus_only) most = std::max(most, s.txs);
+    most = std::max<std::size_t>(most, 256); // the verify measurement needs some
     progress("signing " + std::to_string(most) + " transfers from as many wallets (untimed)");
     const auto sign_start = Clock::now();
     const Workload w(most, 2 * opt.nodes);
@@ -1186,14 +1253,18 @@ int run(const Options& opt) {
 
     Json scenarios = Json::object();
     double one_tx_blocks_per_s = -1, full_fraction = -1;
+    Json consensus_targets = Json::object();
     for (const auto& s : opt.scenarios) {
         std::vector<RunResult> runs;
         Json run_list = Json::array();
+        const std::vector<Tx> commands =
+            s.consensus_only ? make_commands(s.txs, s.outstanding) : std::vector<Tx>{};
+        const std::vector<Tx>& load = s.consensus_only ? commands : w.transfers;
         for (int k = 0; k < opt.runs; ++k) {
             progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(opt.runs) +
                      ": " + std::to_string(s.txs) + " transfers, " + std::to_string(s.outstanding) +
                      " outstanding");
-            runs.push_back(run_once(opt, w, s));
+            runs.push_back(run_once(opt, w, s, load));
             const auto& r = runs.back();
             progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
                      std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
@@ -1218,8 +1289,11 @@ int run(const Options& opt) {
             s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
         setup["watermark_window"] =
             s.watermark_window ? Json(*s.watermark_window) : Json("default");
-        setup["signatures"] = true;
-        setup["disk"] = true;
+        setup["signatures"] = !s.consensus_only;
+        setup["payload"] =
+            s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
+        setup["disk"] = s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
+                                : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
         scenarios[s.name] = Json{
             {"setup", setup},
             {"tx_per_s", tx_s},
@@ -1227,7 +1301,8 @@ int run(const Options& opt) {
             {"latency_ms",
              Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
                   {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}},
-            {"fraction_of_bound", bound > 0 ? round4(tx_s / bound) : 0},
+            {"fraction_of_bound",
+             s.consensus_only ? Json(nullptr) : Json(bound > 0 ? round4(tx_s / bound) : 0)},
             {"peak_rss_mb_max",
              [&] {
                  double most = 0;
@@ -1268,6 +1343,13 @@ int run(const Options& opt) {
                                         "an even count): runs[" +
                                             std::to_string(mid) + "]"}};
         }
+        if (s.peer_per_s) {
+            scenarios[s.name]["peer_per_s"] = *s.peer_per_s;
+            scenarios[s.name]["ratio_to_peer"] = round4(tx_s / *s.peer_per_s);
+        }
+        if (s.target_per_s)
+            consensus_targets[s.name + "_per_s"] = Json{
+                {"target", *s.target_per_s}, {"measured", tx_s}, {"met", tx_s >= *s.target_per_s}};
         if (s.name == "one_tx_blocks") one_tx_blocks_per_s = blocks_s;
         if (s.name == "full_blocks") full_fraction = bound > 0 ? tx_s / bound : 0;
     }
@@ -1283,6 +1365,8 @@ int run(const Options& opt) {
     if (full_fraction >= 0)
         targets["full_blocks_fraction_of_bound"] = Json{
             {"target", 0.75}, {"measured", round4(full_fraction)}, {"met", full_fraction >= 0.75}};
+    for (auto& [name, t] : consensus_targets.items())
+        targets[name] = t;
     report["targets"] = std::move(targets);
     report["machine"]["loadavg_1m_at_end"] = load_average();
     report["total_seconds"] = round4(seconds_since(started));

@@ -1,5 +1,6 @@
 #include <popchain/api/http_server.hpp>
 #include <popchain/api/node_api.hpp>
+#include <popchain/application.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -161,11 +162,11 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
     const json doc = json::parse(text.begin(), text.end(), nullptr, false);
     if (doc.is_discarded()) return config_error("not valid JSON");
     if (!doc.is_object()) return config_error("must be a JSON object");
-    if (auto ok =
-            only_keys(doc,
-                      {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
-                       "accept_clients", "api", "dev_wallets", "status_interval_ms", "replica"},
-                      "");
+    if (auto ok = only_keys(doc,
+                            {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
+                             "accept_clients", "api", "dev_wallets", "status_interval_ms",
+                             "application", "fsync", "replica"},
+                            "");
         !ok)
         return ok.error();
     for (const char* required : {"id", "data_dir", "genesis", "key_file", "listen"})
@@ -216,6 +217,17 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
         if (!v) return v.error();
         c.status_interval_ms = *v;
     }
+    if (doc.contains("application")) {
+        auto s = string_of(doc, "application");
+        if (!s) return s.error();
+        if (*s != "noop")
+            return config_error("application \"" + *s + "\" is not built in (known: \"noop\")");
+        c.application = *s;
+    }
+    if (doc.contains("fsync")) {
+        if (!doc["fsync"].is_boolean()) return config_error("fsync must be true or false");
+        c.fsync = doc["fsync"].get<bool>();
+    }
     if (doc.contains("replica"))
         if (auto ok = parse_replica_overrides(doc["replica"], c.replica); !ok) return ok.error();
     return c;
@@ -240,6 +252,8 @@ std::string NodeConfig::to_json() const {
     if (passphrase_file) doc["passphrase_file"] = passphrase_file->string();
     if (api) doc["api"] = api->to_string();
     if (dev_wallets) doc["dev_wallets"] = true;
+    if (!application.empty()) doc["application"] = application;
+    if (!fsync) doc["fsync"] = false;
     doc["replica"] = {{"max_block_txs", replica.max_block_txs},
                       {"max_batch_delay_ms", replica.max_batch_delay_ms},
                       {"checkpoint_interval", replica.checkpoint_interval},
@@ -410,6 +424,7 @@ struct Node::Impl {
     std::unique_ptr<pbft::SqliteJournal> journal;
     std::unique_ptr<DiskSyncer> syncer; // uses the store: released before it
     std::unique_ptr<net::AsioTransport> transport;
+    std::unique_ptr<Application> application; // the replica borrows it
     std::unique_ptr<pbft::Replica> replica;
     std::unique_ptr<GroupingReceiver> receiver; // feeds the replica
     // After the replica: the API borrows it, so it goes first.
@@ -636,7 +651,8 @@ Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal,
 
 } // namespace
 
-Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
+Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
+                                         std::unique_ptr<Application> application) {
     auto impl = std::make_unique<Impl>();
     impl->log = std::move(log);
     impl->id = config.id;
@@ -724,19 +740,34 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log) {
                                          *impl->transport, *impl->store, impl->journal.get());
     if (!replica) return make_error(replica.code(), "replica: " + replica.error().message());
     impl->replica = std::move(replica).value();
+    if (!application && config.application == "noop")
+        application = std::make_unique<NoopApplication>();
+    if (application) {
+        if (!genesis->params.commands.enabled())
+            return make_error(Errc::invalid_argument,
+                              "application: the genesis takes no commands (no \"commands\" rules)");
+        if (auto ok = impl->replica->set_application(application.get()); !ok)
+            return make_error(ok.code(), "application: " + ok.error().message());
+        impl->application = std::move(application);
+    }
     impl->receiver = std::make_unique<GroupingReceiver>(impl->io, *impl->replica);
     impl->transport->set_receiver(impl->receiver.get());
     Impl* raw = impl.get();
-    impl->syncer = std::make_unique<DiskSyncer>(impl->io, *impl->store, [raw](const Error& e) {
-        raw->failure = make_error(Errc::io_error, "the disk refused a commit (" + e.message() +
-                                                      "); restart the node");
-        raw->say(raw->failure->message());
-        raw->shutdown("disk failure");
-    });
-    impl->replica->set_durability_gate(
-        [syncer = impl->syncer.get()](pbft::Replica::ReleaseFn release) {
-            syncer->submit(std::move(release));
+    if (config.fsync) {
+        impl->syncer = std::make_unique<DiskSyncer>(impl->io, *impl->store, [raw](const Error& e) {
+            raw->failure = make_error(Errc::io_error, "the disk refused a commit (" + e.message() +
+                                                          "); restart the node");
+            raw->say(raw->failure->message());
+            raw->shutdown("disk failure");
         });
+        impl->replica->set_durability_gate(
+            [syncer = impl->syncer.get()](pbft::Replica::ReleaseFn release) {
+                syncer->submit(std::move(release));
+            });
+    } else {
+        impl->say("fsync off: commits reach the page cache only (a power failure can lose "
+                  "the last blocks and votes)");
+    }
     if (config.api) {
         api::HttpServerOptions http_options;
         http_options.host = config.api->host;

@@ -2,6 +2,7 @@
 
 #include "args.hpp"
 
+#include <popchain/application.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/keystore.hpp>
 #include <popchain/node.hpp>
@@ -123,6 +124,9 @@ int cmd_testnet_init(int argc, char** argv, int first) {
          {"chain-id", "ID", "chain id (default popchain-testnet)"},
          {"wallets", "W", "funded wallets w0..w{W-1} in DIR/wallets (default 4)"},
          {"balance", "B", "initial balance of each wallet (default 1000000)"},
+         {"app", "NAME",
+          "consensus-only: the genesis takes unsigned 8-byte commands and every node runs "
+          "the built-in application NAME (noop)"},
          {"force", "", "replace an existing testnet in DIR (refused while it runs)"}}};
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
         std::string err;
@@ -132,6 +136,11 @@ int cmd_testnet_init(int argc, char** argv, int first) {
         const auto balance = a.get_uint("balance", 1'000'000, 0, 1'000'000'000'000'000ull, err);
         if (!n || !base || !wallets || !balance) {
             print_usage_error(spec, err);
+            return exit_usage;
+        }
+        const std::string app = a.get("app", "");
+        if (!app.empty() && app != "noop") {
+            print_usage_error(spec, "--app " + app + ": the built-in applications are: noop");
             return exit_usage;
         }
         const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
@@ -173,6 +182,7 @@ int cmd_testnet_init(int argc, char** argv, int first) {
                                            .count());
         const SigningKey authority = SigningKey::generate();
         g.params.authority = authority.public_key();
+        if (app == "noop") g.params.commands = noop_command_rules();
         auto authority_pem = authority.encrypted_pem(passphrase, testnet_kdf_msec);
         if (!authority_pem) return fail("authority key: " + authority_pem.error().message());
         if (auto ok = write_new_file(layout.authority_key(), *authority_pem, 0600); !ok)
@@ -189,7 +199,7 @@ int cmd_testnet_init(int argc, char** argv, int first) {
             if (auto ok = write_new_file(layout.node_dir(i) / "replica.key", *pem, 0600); !ok)
                 return fail(ok.error().message());
             // Relative paths: the testnet directory can be moved as a whole.
-            const nlohmann::json config = {
+            nlohmann::json config = {
                 {"id", i},
                 {"data_dir", "data"},
                 {"genesis", "../genesis.json"},
@@ -200,6 +210,7 @@ int cmd_testnet_init(int argc, char** argv, int first) {
                 {"api", Endpoint{host, static_cast<std::uint16_t>(*base + 100 + i)}.to_string()},
                 {"status_interval_ms", 5000},
                 {"replica", {{"request_timeout_ms", 2000}}}};
+            if (!app.empty()) config["application"] = app;
             if (auto ok = write_new_file(layout.config(i), config.dump(2) + "\n", 0644); !ok)
                 return fail(ok.error().message());
         }

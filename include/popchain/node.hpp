@@ -15,6 +15,8 @@
 //     "accept_clients": true,              // client ids >= net::first_client_id
 //     "api": "127.0.0.1:7100",             // optional: serve the HTTP API (docs/api.md)
 //     "status_interval_ms": 5000,          // periodic status log line; 0 = none
+//     "application": "noop",               // optional: the built-in application to run
+//     "fsync": true,                       // false: never wait for the disk (see below)
 //     "replica": { "max_block_txs": 1000, "request_timeout_ms": 1000, ... }
 //   }
 //
@@ -64,6 +66,7 @@ class io_context;
 
 namespace popchain {
 
+class Application;
 namespace pbft {
 class Replica;
 }
@@ -91,6 +94,16 @@ struct NodeConfig {
     std::optional<Endpoint> api; // serve the HTTP API (docs/api.md) here; none if absent
     bool dev_wallets = false;    // POST /makeWallet on the API (local/dev chains only)
     std::uint64_t status_interval_ms = 5000;
+    // The application that executes `command` transactions (application.hpp): "" for none
+    // (commands are ordered only) or "noop" (NoopApplication). Node::open may be given an
+    // application object instead.
+    std::string application;
+    // False: blocks and promises are committed to SQLite's write-ahead log (so in the
+    // kernel's page cache) and said at once, with no fdatasync. A killed node process loses
+    // nothing; a power failure or OS crash can lose this node's last blocks and votes, and a
+    // replica that lost votes may vote again differently (pBFT then holds only while at most
+    // f replicas lost theirs). For benchmarks and throwaway testnets (docs/node.md).
+    bool fsync = true;
     pbft::ReplicaConfig replica;
 
     // Parses the JSON text; relative paths are resolved against `base_dir`. Errors are
@@ -129,7 +142,10 @@ public:
     // missing), binds the listening port and builds the replica. Nothing runs until run().
     // Errors name what failed: a missing file, a wrong passphrase, a key that is not this
     // replica's, a store of another chain, a data_dir another node holds, a port in use.
-    static Result<std::unique_ptr<Node>> open(NodeConfig config, LogFn log = {});
+    // `application`, when given, executes the chain's commands in place of the one named by
+    // config.application (an embedding program's own).
+    static Result<std::unique_ptr<Node>> open(NodeConfig config, LogFn log = {},
+                                              std::unique_ptr<Application> application = {});
     ~Node();
     Node(const Node&) = delete;
     Node& operator=(const Node&) = delete;

@@ -4,6 +4,7 @@
 // would; the test's pbft::Client runs on the test thread.
 #include <popchain/api/http_client.hpp>
 #include <popchain/api/json.hpp>
+#include <popchain/application.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -18,6 +19,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -26,6 +28,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,8 +70,11 @@ struct TestChain {
 
     std::vector<ReplicaInfo> learners; // have a key and a config, not in genesis
 
-    TestChain(const fs::path& d, std::uint32_t n, std::uint32_t extra = 0) : dir(d) {
+    TestChain(const fs::path& d, std::uint32_t n, std::uint32_t extra = 0,
+              CommandRules commands = {})
+        : dir(d) {
         genesis.params.chain_id = "node-test";
+        genesis.params.commands = commands;
         genesis.params.authority = key_from_byte(0xa0).public_key();
         genesis.timestamp_ms = 1'700'000'000'000ull;
         for (std::uint32_t i = 0; i < n + extra; ++i) {
@@ -183,6 +189,7 @@ TEST_CASE("node: config files") {
     const std::string good = R"({"id": 2, "data_dir": "data", "genesis": "../genesis.json",
         "key_file": "/keys/r2.key", "passphrase_file": "pass", "listen": "0.0.0.0:7002",
         "api": "127.0.0.1:8002", "accept_clients": false, "status_interval_ms": 1000,
+        "application": "noop", "fsync": false,
         "replica": {"max_block_txs": 50, "checkpoint_interval": 8, "watermark_window": 32,
                     "request_timeout_ms": 3000, "max_batch_delay_ms": 5}})";
 
@@ -198,6 +205,8 @@ TEST_CASE("node: config files") {
         CHECK(c->api == Endpoint{"127.0.0.1", 8002});
         CHECK(!c->accept_clients);
         CHECK(c->status_interval_ms == 1000);
+        CHECK(c->application == "noop");
+        CHECK_FALSE(c->fsync);
         CHECK(c->replica.max_block_txs == 50);
         CHECK(c->replica.checkpoint_interval == 8);
         CHECK(c->replica.watermark_window == 32);
@@ -217,6 +226,8 @@ TEST_CASE("node: config files") {
         CHECK(c->accept_clients);
         CHECK(!c->passphrase_file);
         CHECK(!c->api);
+        CHECK(c->application.empty());
+        CHECK(c->fsync);
     }
     struct Bad {
         std::string text;
@@ -250,6 +261,12 @@ TEST_CASE("node: config files") {
         {R"({"id": 0, "data_dir": "d", "genesis": "g", "key_file": "k", "listen": "h:1",
              "replica": {"max_block_txs": 0}})",
          "max_block_txs"},
+        {R"({"id": 0, "data_dir": "d", "genesis": "g", "key_file": "k", "listen": "h:1",
+             "application": "kv"})",
+         "not built in"},
+        {R"({"id": 0, "data_dir": "d", "genesis": "g", "key_file": "k", "listen": "h:1",
+             "fsync": "no"})",
+         "fsync must be"},
     };
     for (const auto& b : bad) {
         auto c = NodeConfig::from_json(b.text, base);
@@ -266,6 +283,13 @@ TEST_CASE("node: open reports what is wrong") {
     TempDir tmp;
     TestChain chain(tmp.path(), 4);
 
+    SUBCASE("an application on a chain that takes no commands") {
+        NodeConfig c = chain.config(0);
+        c.application = "noop";
+        auto n = Node::open(c);
+        CHECK(n.code() == Errc::invalid_argument);
+        CHECK(n.error().detail.find("takes no commands") != std::string::npos);
+    }
     SUBCASE("wrong passphrase") {
         write(chain.dir / "passphrase", "not the passphrase\n");
         auto n = Node::open(chain.config(0));
@@ -467,6 +491,70 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
         CHECK(pbft::SqliteJournal::open_in(**store).ok());
         CHECK_FALSE(fs::exists(chain.config(i).data_dir / "journal.db"));
     }
+}
+
+TEST_CASE("node: consensus-only nodes without fsync order commands for their no-op "
+          "applications") {
+    TempDir tmp;
+    constexpr std::uint32_t n = 4;
+    TestChain chain(tmp.path(), n, 0, noop_command_rules());
+    std::vector<std::unique_ptr<Running>> nodes;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        NodeConfig c = chain.config(i);
+        c.application = "noop";
+        c.fsync = false;
+        nodes.push_back(std::make_unique<Running>(c));
+    }
+    TcpClient tcp(chain, net::first_client_id + 1, 0x78);
+    std::vector<Result<pbft::Committed>> outcomes;
+    constexpr std::size_t count = 50;
+    for (std::size_t k = 0; k < count; ++k) {
+        Tx tx;
+        tx.kind = TxKind::command;
+        tx.chain_id = chain.genesis.params.chain_id;
+        tx.from.bytes[0] = static_cast<std::uint8_t>(1 + k % 3);
+        tx.nonce = k / 3;
+        tx.payload = Bytes(8, static_cast<std::uint8_t>(k));
+        tcp.client->submit(tx, [&](Result<pbft::Committed> r) { outcomes.push_back(r); });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (outcomes.size() < count && std::chrono::steady_clock::now() < deadline) {
+        tcp.io.restart();
+        tcp.io.run_for(10ms);
+    }
+    REQUIRE(outcomes.size() == count);
+    for (const auto& r : outcomes)
+        CHECK_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+    // Every application executes all of them, to the same digest. Each is read on its
+    // node's thread.
+    struct AppView {
+        std::uint64_t height = 0, commands = 0;
+        Hash256 digest;
+        bool operator==(const AppView&) const = default;
+    };
+    auto view_of = [](Node& node) {
+        std::promise<AppView> seen;
+        asio::post(node.io_context(), [&] {
+            const auto* app = dynamic_cast<const NoopApplication*>(node.replica().application());
+            seen.set_value(
+                app ? AppView{app->height(), app->executed_commands(), app->state_digest()}
+                    : AppView{});
+        });
+        return seen.get_future().get();
+    };
+    CHECK(wait_for(
+        [&] {
+            const AppView first = view_of(*nodes[0]->node);
+            if (first.commands != count) return false;
+            for (auto& r : nodes)
+                if (!(view_of(*r->node) == first)) return false;
+            return true;
+        },
+        20s));
+    const AppView first = view_of(*nodes[0]->node);
+    CHECK(first.commands == count);
+    CHECK(first.height == nodes[0]->tip());
+    CHECK_FALSE(first.digest.is_zero());
 }
 
 TEST_CASE("node: a replica added by a config transaction joins: members dial it, it catches up") {

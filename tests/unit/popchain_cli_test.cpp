@@ -5,6 +5,9 @@
 
 #include "test_support.hpp"
 
+#include <popchain/application.hpp>
+#include <popchain/node.hpp>
+
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -114,6 +117,26 @@ TEST_CASE("popchain: command line errors and help") {
     CHECK(missing.code == 1);
     CHECK(missing.output.find("not found") != std::string::npos);
     CHECK(popchain_cmd(tmp.path(), "testnet status --dir " + tmp.path().string()).code == 1);
+}
+
+TEST_CASE("popchain: testnet init --app noop writes a consensus-only testnet") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    CHECK(popchain_cmd(tmp.path(), "testnet init --nodes 4 --dir " + dir.string() + " --app kv")
+              .code == 2);
+    const Run made =
+        popchain_cmd(tmp.path(), "testnet init --nodes 4 --dir " + dir.string() + " --app noop");
+    REQUIRE_MESSAGE(made.code == 0, made.output);
+    auto genesis = popchain::Genesis::load(dir / "genesis.json");
+    REQUIRE(genesis.ok());
+    CHECK(genesis->params.commands == popchain::noop_command_rules());
+    for (int i = 0; i < 4; ++i) {
+        auto config =
+            popchain::NodeConfig::load(dir / ("node" + std::to_string(i)) / "config.json");
+        REQUIRE(config.ok());
+        CHECK(config->application == "noop");
+        CHECK(config->fsync);
+    }
 }
 
 TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catches up") {
