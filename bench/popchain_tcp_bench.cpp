@@ -146,6 +146,8 @@ struct Scenario {
     // The nodes' "fsync" (docs/node.md): false commits to the page cache only, as engines
     // that keep nothing on disk are measured. --fsync on|off overrides it for every scenario.
     bool fsync = true;
+    // The nodes' "storage": "sqlite", or "memory" (disk off). --storage overrides it.
+    std::string storage = "sqlite";
 };
 
 struct Options {
@@ -160,7 +162,8 @@ struct Options {
     std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
     std::optional<std::size_t> behind; // catch_up: blocks the stopped node misses
     std::optional<bool> fsync;         // every scenario's nodes
-    int catch_up_poll_ms = 10;         // catch_up: how often the restarted node's height is read
+    std::optional<std::string> storage;
+    int catch_up_poll_ms = 10; // catch_up: how often the restarted node's height is read
     std::vector<Scenario> scenarios;
 };
 
@@ -183,6 +186,8 @@ struct Options {
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
         "  --fsync on|off     the nodes' fsync, every scenario (default: on, off for the\n"
         "                     consensus_* scenarios)\n"
+        "  --storage sqlite|memory  the nodes' storage, every scenario (default: sqlite,\n"
+        "                     memory (disk off) for the consensus_* scenarios)\n"
         "  --keep             keep the testnet directories (node logs) under $TMPDIR\n"
         "Prints one JSON object on stdout; progress on stderr.\n");
     std::exit(code);
@@ -233,6 +238,13 @@ Options parse_options(int argc, char** argv) {
                 usage(2);
             }
             o.fsync = v == "on";
+        } else if (arg == "--storage" && has_value) {
+            const std::string v = argv[++i];
+            if (v != "sqlite" && v != "memory") {
+                std::fprintf(stderr, "popchain_tcp_bench: --storage takes sqlite or memory\n");
+                usage(2);
+            }
+            o.storage = v;
         } else if (arg == "--keep") {
             o.keep = true;
         } else if (arg == "--help" || arg == "-h") {
@@ -273,10 +285,10 @@ Options parse_options(int argc, char** argv) {
         // throughput. Peer: libhotstuff on this kind of machine (ARCHITECTURE.md).
         {"consensus_one", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 1",
          20'000, 4, 1, std::nullopt, std::nullopt, std::nullopt, false, false, true, 1'060, 2'100,
-         false},
+         false, "memory"},
         {"consensus_batched", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
          200'000, 2'800, 400, std::nullopt, std::nullopt, std::nullopt, false, false, true, 40'000,
-         50'000, false},
+         50'000, false, "memory"},
     };
     if (o.quick) {
         o.runs = 1;
@@ -304,6 +316,7 @@ Options parse_options(int argc, char** argv) {
         if (o.window) s.watermark_window = static_cast<std::uint32_t>(*o.window);
         if (s.catch_up && o.behind) s.txs = *o.behind;
         if (o.fsync) s.fsync = *o.fsync;
+        if (o.storage) s.storage = *o.storage;
     }
     for (const auto& name : o.only)
         if (std::none_of(o.scenarios.begin(), o.scenarios.end(),
@@ -766,6 +779,7 @@ private:
                 config["replica"]["request_timeout_ms"] = *s.request_timeout_ms;
             if (s.watermark_window) config["replica"]["watermark_window"] = *s.watermark_window;
             config["fsync"] = s.fsync;
+            config["storage"] = s.storage;
             std::ofstream(file, std::ios::trunc) << config.dump(2) << "\n";
         }
     }
@@ -1292,8 +1306,11 @@ int run(const Options& opt) {
         setup["signatures"] = !s.consensus_only;
         setup["payload"] =
             s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
-        setup["disk"] = s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
-                                : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
+        setup["disk"] = s.storage == "memory"
+                            ? "off: blocks, state and journal in memory (node storage: memory)"
+                        : s.fsync
+                            ? "SQLite WAL, fdatasync before anything about a commit leaves"
+                            : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
         scenarios[s.name] = Json{
             {"setup", setup},
             {"tx_per_s", tx_s},

@@ -3,6 +3,7 @@
 #include <popchain/application.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/hex.hpp>
+#include <popchain/memory_store.hpp>
 #include <popchain/net/asio_transport.hpp>
 #include <popchain/node.hpp>
 #include <popchain/pbft/journal.hpp>
@@ -165,7 +166,7 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
     if (auto ok = only_keys(doc,
                             {"id", "data_dir", "genesis", "key_file", "passphrase_file", "listen",
                              "accept_clients", "api", "dev_wallets", "status_interval_ms",
-                             "application", "fsync", "replica"},
+                             "application", "fsync", "storage", "replica"},
                             "");
         !ok)
         return ok.error();
@@ -224,6 +225,13 @@ Result<NodeConfig> NodeConfig::from_json(std::string_view text, const fs::path& 
             return config_error("application \"" + *s + "\" is not built in (known: \"noop\")");
         c.application = *s;
     }
+    if (doc.contains("storage")) {
+        auto s = string_of(doc, "storage");
+        if (!s) return s.error();
+        if (*s != "sqlite" && *s != "memory")
+            return config_error("storage must be \"sqlite\" or \"memory\"");
+        c.storage = *s;
+    }
     if (doc.contains("fsync")) {
         if (!doc["fsync"].is_boolean()) return config_error("fsync must be true or false");
         c.fsync = doc["fsync"].get<bool>();
@@ -254,6 +262,7 @@ std::string NodeConfig::to_json() const {
     if (dev_wallets) doc["dev_wallets"] = true;
     if (!application.empty()) doc["application"] = application;
     if (!fsync) doc["fsync"] = false;
+    if (storage != "sqlite") doc["storage"] = storage;
     doc["replica"] = {{"max_block_txs", replica.max_block_txs},
                       {"max_batch_delay_ms", replica.max_batch_delay_ms},
                       {"checkpoint_interval", replica.checkpoint_interval},
@@ -420,8 +429,9 @@ struct Node::Impl {
     std::uint32_t id = 0;
     Hash256 genesis_hash;
     std::optional<SigningKey> key; // the replica keeps a reference: declared before it
-    std::unique_ptr<SqliteStore> store;
-    std::unique_ptr<pbft::SqliteJournal> journal;
+    std::unique_ptr<BlockStore> store;
+    SqliteStore* sqlite = nullptr; // the store, when it is chain.db (storage "sqlite")
+    std::unique_ptr<pbft::Journal> journal;
     std::unique_ptr<DiskSyncer> syncer; // uses the store: released before it
     std::unique_ptr<net::AsioTransport> transport;
     std::unique_ptr<Application> application; // the replica borrows it
@@ -649,6 +659,39 @@ Result<void> adopt_old_journal(const fs::path& old_file, pbft::Journal& journal,
     return {};
 }
 
+// chain.db in data_dir, with the journal in it (storage "sqlite").
+struct SqliteFiles {
+    std::unique_ptr<SqliteStore> store;
+    std::unique_ptr<pbft::SqliteJournal> journal;
+};
+Result<SqliteFiles> open_sqlite(const NodeConfig& config, const Hash256& genesis_hash) {
+    SqliteFiles files;
+    const fs::path chain_db = config.data_dir / "chain.db";
+    // Group commit: the replica syncs the store once per batch of events, before anything
+    // about the blocks it executed leaves (docs/node.md, "Group commit").
+    auto store = SqliteStore::open(chain_db, SqliteStore::Durability::at_flush);
+    if (!store) return make_error(store.code(), chain_db.string() + ": " + store.error().message());
+    files.store = std::move(store).value();
+    if (files.store->tip_height()) {
+        auto first = files.store->block_at(0);
+        if (!first || first->hash() != genesis_hash)
+            return make_error(Errc::invalid_argument,
+                              chain_db.string() +
+                                  " holds another chain (its genesis block is "
+                                  "not the one " +
+                                  config.genesis_file.string() + " builds)");
+    }
+    // The journal shares chain.db and its commits: one fsync per batch of events.
+    auto journal = pbft::SqliteJournal::open_in(*files.store);
+    if (!journal)
+        return make_error(journal.code(), chain_db.string() + ": " + journal.error().message());
+    files.journal = std::move(journal).value();
+    if (auto r = adopt_old_journal(config.data_dir / "journal.db", *files.journal, *files.store);
+        !r)
+        return r.error();
+    return files;
+}
+
 } // namespace
 
 Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
@@ -698,29 +741,16 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
     auto owner = lock_data_dir(config.data_dir);
     if (!owner) return owner.error();
     impl->data_dir_lock = std::move(*owner);
-    const fs::path chain_db = config.data_dir / "chain.db";
-    // Group commit: the replica syncs the store once per batch of events, before anything
-    // about the blocks it executed leaves (docs/node.md, "Group commit").
-    auto store = SqliteStore::open(chain_db, SqliteStore::Durability::at_flush);
-    if (!store) return make_error(store.code(), chain_db.string() + ": " + store.error().message());
-    impl->store = std::move(store).value();
-    if (impl->store->tip_height()) {
-        auto first = impl->store->block_at(0);
-        if (!first || first->hash() != impl->genesis_hash)
-            return make_error(Errc::invalid_argument,
-                              chain_db.string() +
-                                  " holds another chain (its genesis block is "
-                                  "not the one " +
-                                  config.genesis_file.string() + " builds)");
+    if (config.storage == "memory") {
+        impl->store = std::make_unique<MemoryStore>();
+        impl->journal = std::make_unique<pbft::MemoryJournal>();
+    } else {
+        auto files = open_sqlite(config, impl->genesis_hash);
+        if (!files) return files.error();
+        impl->sqlite = files->store.get();
+        impl->store = std::move(files->store);
+        impl->journal = std::move(files->journal);
     }
-    // The journal shares chain.db and its commits: one fsync per batch of events.
-    auto journal = pbft::SqliteJournal::open_in(*impl->store);
-    if (!journal)
-        return make_error(journal.code(), chain_db.string() + ": " + journal.error().message());
-    impl->journal = std::move(journal).value();
-    if (auto r = adopt_old_journal(config.data_dir / "journal.db", *impl->journal, *impl->store);
-        !r)
-        return r.error();
 
     net::AsioOptions options;
     options.self = config.id;
@@ -753,8 +783,8 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
     impl->receiver = std::make_unique<GroupingReceiver>(impl->io, *impl->replica);
     impl->transport->set_receiver(impl->receiver.get());
     Impl* raw = impl.get();
-    if (config.fsync) {
-        impl->syncer = std::make_unique<DiskSyncer>(impl->io, *impl->store, [raw](const Error& e) {
+    if (impl->sqlite && config.fsync) {
+        impl->syncer = std::make_unique<DiskSyncer>(impl->io, *impl->sqlite, [raw](const Error& e) {
             raw->failure = make_error(Errc::io_error, "the disk refused a commit (" + e.message() +
                                                           "); restart the node");
             raw->say(raw->failure->message());
@@ -764,9 +794,11 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
             [syncer = impl->syncer.get()](pbft::Replica::ReleaseFn release) {
                 syncer->submit(std::move(release));
             });
-    } else {
+    } else if (impl->sqlite) {
         impl->say("fsync off: commits reach the page cache only (a power failure can lose "
                   "the last blocks and votes)");
+    } else {
+        impl->say("storage memory: nothing is kept across a restart");
     }
     if (config.api) {
         api::HttpServerOptions http_options;

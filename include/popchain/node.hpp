@@ -17,6 +17,7 @@
 //     "status_interval_ms": 5000,          // periodic status log line; 0 = none
 //     "application": "noop",               // optional: the built-in application to run
 //     "fsync": true,                       // false: never wait for the disk (see below)
+//     "storage": "sqlite",                 // or "memory" (see below)
 //     "replica": { "max_block_txs": 1000, "request_timeout_ms": 1000, ... }
 //   }
 //
@@ -104,6 +105,12 @@ struct NodeConfig {
     // replica that lost votes may vote again differently (pBFT then holds only while at most
     // f replicas lost theirs). For benchmarks and throwaway testnets (docs/node.md).
     bool fsync = true;
+    // "sqlite": chain.db in data_dir holds the blocks, the state and the journal.
+    // "memory": nothing is written to disk, and a restarted node starts from genesis with no
+    // promises kept (it catches up by state transfer and may vote again differently, so
+    // pBFT holds only while at most f replicas restarted so). For measurements that leave
+    // the disk out ("disk off"), and tests.
+    std::string storage = "sqlite";
     pbft::ReplicaConfig replica;
 
     // Parses the JSON text; relative paths are resolved against `base_dir`. Errors are

@@ -189,7 +189,7 @@ TEST_CASE("node: config files") {
     const std::string good = R"({"id": 2, "data_dir": "data", "genesis": "../genesis.json",
         "key_file": "/keys/r2.key", "passphrase_file": "pass", "listen": "0.0.0.0:7002",
         "api": "127.0.0.1:8002", "accept_clients": false, "status_interval_ms": 1000,
-        "application": "noop", "fsync": false,
+        "application": "noop", "fsync": false, "storage": "memory",
         "replica": {"max_block_txs": 50, "checkpoint_interval": 8, "watermark_window": 32,
                     "request_timeout_ms": 3000, "max_batch_delay_ms": 5}})";
 
@@ -207,6 +207,7 @@ TEST_CASE("node: config files") {
         CHECK(c->status_interval_ms == 1000);
         CHECK(c->application == "noop");
         CHECK_FALSE(c->fsync);
+        CHECK(c->storage == "memory");
         CHECK(c->replica.max_block_txs == 50);
         CHECK(c->replica.checkpoint_interval == 8);
         CHECK(c->replica.watermark_window == 32);
@@ -228,6 +229,7 @@ TEST_CASE("node: config files") {
         CHECK(!c->api);
         CHECK(c->application.empty());
         CHECK(c->fsync);
+        CHECK(c->storage == "sqlite");
     }
     struct Bad {
         std::string text;
@@ -267,6 +269,9 @@ TEST_CASE("node: config files") {
         {R"({"id": 0, "data_dir": "d", "genesis": "g", "key_file": "k", "listen": "h:1",
              "fsync": "no"})",
          "fsync must be"},
+        {R"({"id": 0, "data_dir": "d", "genesis": "g", "key_file": "k", "listen": "h:1",
+             "storage": "tape"})",
+         "storage must be"},
     };
     for (const auto& b : bad) {
         auto c = NodeConfig::from_json(b.text, base);
@@ -493,8 +498,8 @@ TEST_CASE("node: four nodes commit client transfers over TCP; a restarted node c
     }
 }
 
-TEST_CASE("node: consensus-only nodes without fsync order commands for their no-op "
-          "applications") {
+TEST_CASE("node: consensus-only nodes, in memory or without fsync, order commands for their "
+          "no-op applications") {
     TempDir tmp;
     constexpr std::uint32_t n = 4;
     TestChain chain(tmp.path(), n, 0, noop_command_rules());
@@ -503,6 +508,7 @@ TEST_CASE("node: consensus-only nodes without fsync order commands for their no-
         NodeConfig c = chain.config(i);
         c.application = "noop";
         c.fsync = false;
+        if (i < 2) c.storage = "memory";
         nodes.push_back(std::make_unique<Running>(c));
     }
     TcpClient tcp(chain, net::first_client_id + 1, 0x78);
