@@ -105,4 +105,19 @@ Result<Block> decode_block(ByteView bytes) {
     return decode_all<Block>(bytes, [](Reader& r) { return decode_block(r); });
 }
 
+Result<Tx> decode_block_tx(ByteView bytes, std::size_t index) {
+    Reader r(bytes);
+    (void)decode_header(r);
+    const std::size_t n = r.count(max_block_txs);
+    if (!r.ok()) return r.finish().error();
+    if (index >= n)
+        return make_error(Errc::not_found, "transaction " + std::to_string(index) +
+                                               " of a block of " + std::to_string(n));
+    for (std::size_t i = 0; i < index && r.ok(); ++i)
+        skip_tx(r);
+    Tx tx = decode_tx(r);
+    if (!r.ok()) return r.finish().error();
+    return tx;
+}
+
 } // namespace popchain

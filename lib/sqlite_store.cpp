@@ -21,10 +21,16 @@ namespace popchain {
 
 namespace {
 
-// Schema version 1. Integers that are u64 in C++ (heights, amounts, nonces) are stored as
+// Schema version 2. Integers that are u64 in C++ (heights, amounts, nonces) are stored as
 // the int64 with the same bits: SQLite integers are signed, and a bit-cast round-trips every
 // value exactly. Hashes, addresses and keys are fixed-size BLOBs; their lengths are checked
 // by constraints on write and again when read back.
+//
+// A transaction is stored once, in its block's blob; the index tables say only where it is
+// (height, idx). Format 1 also kept a copy of every transaction in a row keyed by its whole
+// id and the id again in every address row: two random-key B-tree inserts of 240 and 80
+// bytes per transaction, the biggest part of the store's cost per block (docs/benchmarks.md, "store
+// format 2").
 constexpr const char* schema_sql = R"sql(
 CREATE TABLE popchain_meta (
     key   TEXT PRIMARY KEY,
@@ -36,23 +42,6 @@ CREATE TABLE blocks (
     hash   BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
     data   BLOB NOT NULL  -- Block::encode(): header, transactions and commit certificate
 );
-
-CREATE TABLE txs (
-    txid   BLOB PRIMARY KEY CHECK (length(txid) = 32),
-    height INTEGER NOT NULL REFERENCES blocks (height),
-    idx    INTEGER NOT NULL CHECK (idx >= 0),
-    data   BLOB NOT NULL,  -- Tx::encode()
-    UNIQUE (height, idx)
-) WITHOUT ROWID;
-
--- One row per (party, transaction); the primary key is the index txs_of_address pages on.
-CREATE TABLE address_txs (
-    address BLOB NOT NULL CHECK (length(address) = 20),
-    height  INTEGER NOT NULL,
-    idx     INTEGER NOT NULL,
-    txid    BLOB NOT NULL REFERENCES txs (txid),
-    PRIMARY KEY (address, height, idx)
-) WITHOUT ROWID;
 
 CREATE TABLE accounts (
     address BLOB PRIMARY KEY CHECK (length(address) = 20),
@@ -91,6 +80,34 @@ CREATE TABLE user_meta (
 ) WITHOUT ROWID;
 )sql";
 
+// The transaction indexes of format 2, apart because the upgrade from format 1 creates them.
+constexpr const char* tx_index_sql = R"sql(
+-- Where each transaction is, by tx_key(): the first 8 bytes of its id as the rowid, so a
+-- row is three integers in one B-tree. Two transactions may share a key; the first stored
+-- keeps the row and the others go to tx_collisions. A reader compares the whole id of the
+-- transaction it reads from the block.
+CREATE TABLE txs (
+    key    INTEGER PRIMARY KEY,
+    height INTEGER NOT NULL REFERENCES blocks (height),
+    idx    INTEGER NOT NULL CHECK (idx >= 0)
+);
+
+-- Transactions whose key a transaction in txs holds already (about one in 2^64 / n of n).
+CREATE TABLE tx_collisions (
+    txid   BLOB PRIMARY KEY CHECK (length(txid) = 32),
+    height INTEGER NOT NULL REFERENCES blocks (height),
+    idx    INTEGER NOT NULL CHECK (idx >= 0)
+) WITHOUT ROWID;
+
+-- One row per (party, transaction); the primary key is the index txs_of_address pages on.
+CREATE TABLE address_txs (
+    address BLOB NOT NULL CHECK (length(address) = 20),
+    height  INTEGER NOT NULL REFERENCES blocks (height),
+    idx     INTEGER NOT NULL CHECK (idx >= 0),
+    PRIMARY KEY (address, height, idx)
+) WITHOUT ROWID;
+)sql";
+
 constexpr std::string_view format_name = "popchain-store";
 
 using detail::corrupt;
@@ -108,6 +125,21 @@ struct ChainRow {
     std::uint64_t total_minted = 0;
 };
 
+// A transaction's place: its block's height and its index in the block.
+struct TxPos {
+    std::uint64_t height = 0;
+    std::uint32_t idx = 0;
+    bool operator==(const TxPos&) const = default;
+};
+
+// A block's encoding, kept while several transactions are read out of it.
+struct BlockBlob {
+    std::uint64_t height = 0;
+    Bytes data;
+};
+
+constexpr std::uint64_t all_key_bits = ~std::uint64_t{0};
+
 } // namespace
 
 struct SqliteStore::Impl {
@@ -124,6 +156,9 @@ struct SqliteStore::Impl {
     // on another thread without the connection (an fsync on any descriptor of a file makes
     // everything written to that file before it durable).
     int wal_fd = -1;
+    // The bits of a txid's first 8 bytes that make its key in `txs`: all of them, except in
+    // tests that make keys collide on purpose (SqliteStoreAccess::open_with_tx_key_mask).
+    std::uint64_t tx_key_mask = all_key_bits;
     bool group_open = false;
     std::optional<std::uint64_t> durable_tip;
 
@@ -132,7 +167,7 @@ struct SqliteStore::Impl {
     Stmt savepoint, release, rollback_to;
     Stmt get_chain, put_chain;
     Stmt get_block_at, get_block_by_hash, put_block;
-    Stmt get_tx, put_tx, get_address_txs, put_address_tx;
+    Stmt get_tx, put_tx, get_tx_collision, put_tx_collision, get_address_txs, put_address_tx;
     Stmt get_escrow_parties;
     Stmt all_accounts, put_account, all_escrows, put_escrow;
     Stmt all_replicas, clear_replicas, put_replica;
@@ -155,6 +190,8 @@ struct SqliteStore::Impl {
                         &put_block,
                         &get_tx,
                         &put_tx,
+                        &get_tx_collision,
+                        &put_tx_collision,
                         &get_address_txs,
                         &put_address_tx,
                         &get_escrow_parties,
@@ -176,7 +213,13 @@ struct SqliteStore::Impl {
     Result<std::optional<std::uint64_t>> check_chain_consistent() const;
     Result<Block> decode_block_row(std::uint64_t height, const Hash256& hash,
                                    const Bytes& data) const;
-    Result<Tx> decode_tx_row(const Hash256& txid, const Bytes& data) const;
+    std::int64_t tx_key(const Hash256& txid) const;
+    Result<Tx> tx_at(const TxPos& pos, std::optional<BlockBlob>& blob) const;
+    Result<std::optional<TxRecord>> find_tx(const Hash256& txid) const;
+    Result<void> check_indexed_at(const Hash256& txid, const TxPos& pos) const;
+    Result<void> index_tx(const Hash256& txid, const TxPos& pos);
+    Result<void> index_stored_blocks();
+    Result<void> upgrade_from_1();
     Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
     // Runs `write` in the open group (opened if needed), in a savepoint of its own: a failed
     // write undoes only itself, unless SQLite lost the whole transaction.
@@ -214,13 +257,13 @@ Result<void> SqliteStore::Impl::prepare_all() {
         {&get_block_at, "SELECT hash, data FROM blocks WHERE height = ?1"},
         {&get_block_by_hash, "SELECT height, data FROM blocks WHERE hash = ?1"},
         {&put_block, "INSERT INTO blocks (height, hash, data) VALUES (?1, ?2, ?3)"},
-        {&get_tx, "SELECT height, idx, data FROM txs WHERE txid = ?1"},
-        {&put_tx, "INSERT INTO txs (txid, height, idx, data) VALUES (?1, ?2, ?3, ?4)"},
-        {&get_address_txs, "SELECT t.txid, t.height, t.idx, t.data FROM address_txs AS a "
-                           "JOIN txs AS t ON t.txid = a.txid WHERE a.address = ?1 "
-                           "ORDER BY a.height, a.idx LIMIT ?2 OFFSET ?3"},
-        {&put_address_tx,
-         "INSERT INTO address_txs (address, height, idx, txid) VALUES (?1, ?2, ?3, ?4)"},
+        {&get_tx, "SELECT height, idx FROM txs WHERE key = ?1"},
+        {&put_tx, "INSERT INTO txs (key, height, idx) VALUES (?1, ?2, ?3)"},
+        {&get_tx_collision, "SELECT height, idx FROM tx_collisions WHERE txid = ?1"},
+        {&put_tx_collision, "INSERT INTO tx_collisions (txid, height, idx) VALUES (?1, ?2, ?3)"},
+        {&get_address_txs, "SELECT height, idx FROM address_txs WHERE address = ?1 "
+                           "ORDER BY height, idx LIMIT ?2 OFFSET ?3"},
+        {&put_address_tx, "INSERT INTO address_txs (address, height, idx) VALUES (?1, ?2, ?3)"},
         {&get_escrow_parties, "SELECT buyer, seller FROM escrows WHERE trade_id = ?1"},
         {&all_accounts, "SELECT address, balance, nonce FROM accounts"},
         {&put_account, "INSERT INTO accounts (address, balance, nonce) VALUES (?1, ?2, ?3) "
@@ -315,11 +358,131 @@ Result<Block> SqliteStore::Impl::decode_block_row(std::uint64_t height, const Ha
     return block;
 }
 
-Result<Tx> SqliteStore::Impl::decode_tx_row(const Hash256& txid, const Bytes& data) const {
-    auto tx = decode_tx(data);
-    if (!tx) return corrupt("stored transaction: " + tx.error().message());
-    if (tx->id() != txid) return corrupt("stored transaction does not match its id");
+namespace {
+
+// Reads a (height, idx) pair from columns 0 and 1.
+Result<TxPos> read_pos(const Query& q) {
+    auto height = q.col_u64(0, "transaction height");
+    auto idx = q.col_i64(1, "transaction index");
+    if (!height) return height.error();
+    if (!idx) return idx.error();
+    if (*idx < 0 || *idx > std::int64_t{UINT32_MAX})
+        return corrupt("transaction index " + std::to_string(*idx));
+    return TxPos{*height, static_cast<std::uint32_t>(*idx)};
+}
+
+std::string where(const TxPos& pos) {
+    return "transaction " + std::to_string(pos.idx) + " of block " + std::to_string(pos.height);
+}
+
+} // namespace
+
+std::int64_t SqliteStore::Impl::tx_key(const Hash256& txid) const {
+    std::uint64_t key = 0;
+    for (std::size_t i = 0; i < 8; ++i)
+        key = key << 8 | txid.bytes[i];
+    return detail::to_sql(key & tx_key_mask);
+}
+
+// `blob` keeps the last block read, so a list of transactions from one block reads it once.
+Result<Tx> SqliteStore::Impl::tx_at(const TxPos& pos, std::optional<BlockBlob>& blob) const {
+    if (!blob || blob->height != pos.height) {
+        blob.reset();
+        Query q(db, get_block_at, "reading a transaction's block");
+        auto row = q.u64(1, pos.height).step();
+        if (!row) return row.error();
+        if (!*row) return corrupt(where(pos) + ": the block is missing");
+        auto hash = q.col_fixed<Hash256>(0, "block hash");
+        if (!hash) return hash.error();
+        auto data = q.col_blob(1, "block data");
+        if (!data) return data.error();
+        // The header only: what block_at checks short of decoding every transaction.
+        Reader r(*data);
+        const BlockHeader header = decode_header(r);
+        if (!r.ok() || header.height != pos.height || header.hash() != *hash)
+            return corrupt("block at height " + std::to_string(pos.height) +
+                           " does not match its stored height and hash");
+        blob = BlockBlob{pos.height, std::move(*data)};
+    }
+    auto tx = decode_block_tx(blob->data, pos.idx);
+    if (!tx) return corrupt(where(pos) + ": " + tx.error().message());
     return tx;
+}
+
+// The transaction with this id, from its block; nullopt when none is stored.
+Result<std::optional<TxRecord>> SqliteStore::Impl::find_tx(const Hash256& txid) const {
+    std::optional<TxPos> pos;
+    {
+        Query q(db, get_tx, "reading transaction");
+        auto row = q.i64(1, tx_key(txid)).step();
+        if (!row) return row.error();
+        if (!*row) return std::optional<TxRecord>{};
+        auto p = read_pos(q);
+        if (!p) return p.error();
+        pos = *p;
+    }
+    std::optional<BlockBlob> blob;
+    auto tx = tx_at(*pos, blob);
+    if (!tx) return tx.error();
+    if (const Hash256 id = tx->id(); id != txid) {
+        // The row holder must share the key; anything else means the block changed after
+        // the row was written.
+        if (tx_key(id) != tx_key(txid))
+            return corrupt(where(*pos) + " does not match its index row");
+        Query q(db, get_tx_collision, "reading transaction");
+        auto row = q.blob(1, txid).step();
+        if (!row) return row.error();
+        if (!*row) return std::optional<TxRecord>{};
+        auto p = read_pos(q);
+        if (!p) return p.error();
+        pos = *p;
+        tx = tx_at(*pos, blob);
+        if (!tx) return tx.error();
+        if (tx->id() != txid) return corrupt(where(*pos) + " does not match its index row");
+    }
+    return std::optional<TxRecord>(TxRecord{std::move(*tx), pos->height, pos->idx});
+}
+
+// Address rows carry no id, so a transaction read through one is checked against the id
+// index instead: a block altered behind the store's back yields a transaction the index
+// does not place there.
+Result<void> SqliteStore::Impl::check_indexed_at(const Hash256& txid, const TxPos& pos) const {
+    {
+        Query q(db, get_tx, "checking a transaction's index row");
+        auto row = q.i64(1, tx_key(txid)).step();
+        if (!row) return row.error();
+        if (!*row) return corrupt(where(pos) + " has no index row");
+        auto p = read_pos(q);
+        if (!p) return p.error();
+        if (*p == pos) return {};
+    }
+    Query q(db, get_tx_collision, "checking a transaction's index row");
+    auto row = q.blob(1, txid).step();
+    if (!row) return row.error();
+    if (!*row) return corrupt(where(pos) + " has no index row");
+    auto p = read_pos(q);
+    if (!p) return p.error();
+    if (*p != pos) return corrupt(where(pos) + " is indexed elsewhere");
+    return {};
+}
+
+// Errc::duplicate_tx when a transaction with this id is stored already, this block's
+// earlier ones included. The common case is one insert; only a taken key costs a read.
+Result<void> SqliteStore::Impl::index_tx(const Hash256& txid, const TxPos& pos) {
+    {
+        Query q(db, put_tx, "storing transaction");
+        auto r = q.i64(1, tx_key(txid)).u64(2, pos.height).i64(3, pos.idx).run();
+        if (r) return {};
+        if (q.last_rc() != SQLITE_CONSTRAINT_PRIMARYKEY) return r;
+    }
+    auto stored = find_tx(txid);
+    if (!stored) return stored.error();
+    if (*stored) return make_error(Errc::duplicate_tx, "stored already");
+    Query q(db, put_tx_collision, "storing transaction");
+    auto r = q.blob(1, txid).u64(2, pos.height).i64(3, pos.idx).run();
+    if (!r && q.last_rc() == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return make_error(Errc::duplicate_tx, "stored already");
+    return r;
 }
 
 Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
@@ -431,21 +594,17 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
         const Tx& tx = block.txs[i];
         const Hash256 txid = tx.id();
         const auto idx = static_cast<std::int64_t>(i);
-        {
-            Query q(db, put_tx, "storing transaction");
-            auto r = q.blob(1, txid).u64(2, height).i64(3, idx).blob(4, tx.encode()).run();
-            if (!r) {
-                if (q.last_rc() == SQLITE_CONSTRAINT_PRIMARYKEY)
-                    return make_error(Errc::duplicate_tx,
-                                      "transaction " + std::to_string(i) + " is stored already");
-                return r;
-            }
+        if (auto r = index_tx(txid, TxPos{height, static_cast<std::uint32_t>(i)}); !r) {
+            if (r.code() == Errc::duplicate_tx)
+                return make_error(Errc::duplicate_tx,
+                                  "transaction " + std::to_string(i) + " is stored already");
+            return r;
         }
         auto parties = tx_parties(tx, find_escrow);
         if (lookup_error) return *lookup_error;
         for (const Address& party : parties) {
             Query q(db, put_address_tx, "indexing transaction");
-            auto r = q.blob(1, party).u64(2, height).i64(3, idx).blob(4, txid).run();
+            auto r = q.blob(1, party).u64(2, height).i64(3, idx).run();
             if (!r) return r;
         }
     }
@@ -577,34 +736,27 @@ Result<std::vector<TxRecord>> SqliteStore::Impl::txs_of_address_locked(const Add
     if (limit == 0 || offset > static_cast<std::uint64_t>(INT64_MAX)) return out;
     Query q(db, get_address_txs, "listing transactions of an address");
     q.blob(1, address).i64(2, limit).u64(3, offset);
+    std::optional<BlockBlob> blob;
     for (;;) {
         auto row = q.step();
         if (!row) return row.error();
         if (!*row) break;
-        auto txid = q.col_fixed<Hash256>(0, "txid");
-        auto height = q.col_u64(1, "transaction height");
-        auto idx = q.col_i64(2, "transaction index");
-        auto data = q.col_blob(3, "transaction data");
-        if (!txid) return txid.error();
-        if (!height) return height.error();
-        if (!idx) return idx.error();
-        if (!data) return data.error();
-        if (*idx < 0 || *idx > std::int64_t{UINT32_MAX})
-            return corrupt("transaction index " + std::to_string(*idx));
-        auto tx = decode_tx_row(*txid, *data);
+        auto pos = read_pos(q);
+        if (!pos) return pos.error();
+        auto tx = tx_at(*pos, blob);
         if (!tx) return tx.error();
-        out.push_back(TxRecord{std::move(*tx), *height, static_cast<std::uint32_t>(*idx)});
+        if (auto r = check_indexed_at(tx->id(), *pos); !r) return r.error();
+        out.push_back(TxRecord{std::move(*tx), pos->height, pos->idx});
     }
     return out;
 }
 
 namespace {
 
-enum class Identity { fresh, ours };
-
-// Decides whether `db` is an empty database (to initialise), a popchain store this build can
-// read, or something else, before anything is written to it.
-Result<Identity> identify(sqlite3* db, const std::string& path) {
+// Decides whether `db` is an empty database (to initialise: 0), a popchain store this build
+// can read (its schema version, older ones included), or something else, before anything is
+// written to it.
+Result<int> identify(sqlite3* db, const std::string& path) {
     // The first read of the file: where SQLite notices it is not a database at all.
     auto count_stmt = prepare(db, "SELECT count(*) FROM sqlite_master");
     // Only SQLite's "not a database" verdict means a foreign file; "locked" does not.
@@ -618,7 +770,7 @@ Result<Identity> identify(sqlite3* db, const std::string& path) {
     if (!row) return not_ours(row.error());
     auto objects = count.col_i64(0, "schema size");
     if (!objects) return objects.error();
-    if (*objects == 0) return Identity::fresh;
+    if (*objects == 0) return 0;
 
     auto has_meta = prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
                                 "'popchain_meta'");
@@ -658,16 +810,15 @@ Result<Identity> identify(sqlite3* db, const std::string& path) {
                               ", newer than the " + std::to_string(SqliteStore::schema_version) +
                               " this build reads; upgrade popchain");
     if (*version < 1) return corrupt(path + ": schema version " + std::to_string(*version));
-    // Versions older than the current one would be migrated here; version 1 is the first.
-    return Identity::ours;
+    return static_cast<int>(*version);
 }
 
 Result<void> create_schema(sqlite3* db) {
     if (auto r = exec(db, "BEGIN IMMEDIATE", "creating the schema"); !r) return r;
     // Another process may have created the store since identify() looked.
     auto again = identify(db, "");
-    if (again && *again == Identity::ours) return exec(db, "ROLLBACK", "creating the schema");
-    const std::string sql = std::string(schema_sql) +
+    if (again && *again > 0) return exec(db, "ROLLBACK", "creating the schema");
+    const std::string sql = std::string(schema_sql) + tx_index_sql +
                             "INSERT INTO popchain_meta (key, value) VALUES ('format', '" +
                             std::string(format_name) + "'), ('schema_version', " +
                             std::to_string(SqliteStore::schema_version) + ");";
@@ -684,10 +835,88 @@ Result<void> create_schema(sqlite3* db) {
 
 } // namespace
 
+// The id index rows of every stored block, each block decoded and checked on the way.
+Result<void> SqliteStore::Impl::index_stored_blocks() {
+    auto blocks = prepare(db, "SELECT height, hash, data FROM blocks ORDER BY height");
+    if (!blocks) return blocks.error();
+    Query q(db, *blocks, "indexing the stored blocks");
+    for (;;) {
+        auto row = q.step();
+        if (!row) return row.error();
+        if (!*row) return {};
+        auto height = q.col_u64(0, "block height");
+        if (!height) return height.error();
+        auto hash = q.col_fixed<Hash256>(1, "block hash");
+        if (!hash) return hash.error();
+        auto data = q.col_blob(2, "block data");
+        if (!data) return data.error();
+        auto block = decode_block_row(*height, *hash, *data);
+        if (!block) return block.error();
+        for (std::size_t i = 0; i < block->txs.size(); ++i) {
+            const TxPos pos{*height, static_cast<std::uint32_t>(i)};
+            if (auto r = index_tx(block->txs[i].id(), pos); !r)
+                return make_error(r.code(), where(pos) + ": " + r.error().detail);
+        }
+    }
+}
+
+// Format 1 to 2, in one transaction: a crash or a failure anywhere leaves format 1 as it was.
+// The id index is rebuilt from the blocks, the source of truth it points into; the address
+// rows are format 1's without their txid, since the parties a release or refund is listed
+// under depend on escrows as of its block, which only those rows still say directly. The old
+// tables' pages go to SQLite's free list for later blocks to reuse; the file does not shrink.
+Result<void> SqliteStore::Impl::upgrade_from_1() {
+    static_assert(SqliteStore::schema_version == 2,
+                  "an upgrade to each newer version belongs here");
+    const char* context = "upgrading the store from schema version 1";
+    if (auto r = exec(db, "BEGIN IMMEDIATE", context); !r) return r;
+    auto upgraded = [&]() -> Result<void> {
+        // Another process may have upgraded it since identify() looked.
+        auto version = identify(db, path);
+        if (!version) return version.error();
+        if (*version != 1) return {};
+        if (auto r = exec(db,
+                          "ALTER TABLE address_txs RENAME TO address_txs_v1;"
+                          "ALTER TABLE txs RENAME TO txs_v1;",
+                          context);
+            !r)
+            return r;
+        if (auto r = exec(db, tx_index_sql, context); !r) return r;
+        if (auto r = prepare_all(); !r) return r;
+        if (auto r = index_stored_blocks(); !r) return r;
+        return exec(db,
+                    "INSERT INTO address_txs (address, height, idx) "
+                    "SELECT address, height, idx FROM address_txs_v1;"
+                    "DROP TABLE address_txs_v1;"
+                    "DROP TABLE txs_v1;"
+                    "UPDATE popchain_meta SET value = 2 WHERE key = 'schema_version';",
+                    context);
+    }();
+    if (upgraded) upgraded = exec(db, "COMMIT", context);
+    if (!upgraded) {
+        if (!sqlite3_get_autocommit(db)) (void)exec(db, "ROLLBACK", context);
+        return upgraded;
+    }
+    return {};
+}
+
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file,
                                                        Durability durability) {
+    return open_impl(file, durability, all_key_bits);
+}
+
+Result<std::unique_ptr<SqliteStore>>
+detail::SqliteStoreAccess::open_with_tx_key_mask(const std::filesystem::path& file,
+                                                 std::uint64_t mask) {
+    return SqliteStore::open_impl(file, SqliteStore::Durability::each_append, mask);
+}
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open_impl(const std::filesystem::path& file,
+                                                            Durability durability,
+                                                            std::uint64_t tx_key_mask) {
     auto impl = std::make_unique<Impl>();
     impl->durability = durability;
+    impl->tx_key_mask = tx_key_mask;
     impl->path = file.string();
     // The connection is opened NOMUTEX: Impl::mutex already serialises every use of it.
     // Another process holding the write lock is waited for (5 s) rather than failed on.
@@ -700,16 +929,17 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
     // synchronous=FULL: the log is fsynced at every commit, so a block append() reported
     // stored survives power loss, not just a crash of this process. With at_flush the commit
     // only writes the log (NORMAL, which SQLite keeps consistent across power loss) and
-    // flush_to_disk() makes it durable.
+    // flush_to_disk() makes it durable; that mode is set only after an upgrade, whose commit
+    // is durable when open() returns whatever the mode.
     if (auto r = pragma_expect(impl->db, "PRAGMA journal_mode = WAL", "wal"); !r) return r.error();
     // The schema's REFERENCES clauses document how the tables relate; SQLite does not check
     // them (foreign_keys stays off). Every row of a block is written by write_block in one
     // savepoint, after the block row the others refer to, so they hold by construction, and
     // checking them cost a B-tree lookup per index row: 6% of the one-tx block rate over TCP.
-    const char* settings = durability == Durability::at_flush
-                               ? "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;"
-                               : "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;";
-    if (auto r = exec(impl->db, settings, "configuring the connection"); !r) return r.error();
+    if (auto r = exec(impl->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
+                      "configuring the connection");
+        !r)
+        return r.error();
     // Checkpoints (copying the log into the database) every 10,000 pages, about 40 MB of
     // log, instead of SQLite's 1,000: the pages every block touches (the chain row, the
     // newest leaves, the journal's tables) are then copied once per checkpoint, not ten
@@ -718,11 +948,18 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
         !r)
         return r.error();
 
-    if (*identity == Identity::fresh) {
+    if (*identity == 0) {
         if (auto r = create_schema(impl->db); !r) return r.error();
         auto again = identify(impl->db, impl->path);
         if (!again) return again.error();
+    } else if (*identity == 1) {
+        if (auto r = impl->upgrade_from_1(); !r)
+            return make_error(r.code(), impl->path + ": " + r.error().detail);
     }
+    if (durability == Durability::at_flush)
+        if (auto r = exec(impl->db, "PRAGMA synchronous = NORMAL", "configuring the connection");
+            !r)
+            return r.error();
     if (auto r = impl->prepare_all(); !r) return r.error();
     auto tip = impl->check_chain_consistent();
     if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
@@ -795,21 +1032,10 @@ Result<Block> SqliteStore::block_by_hash(const Hash256& hash) const {
 
 Result<TxRecord> SqliteStore::tx_by_id(const Hash256& txid) const {
     std::lock_guard lock(impl_->mutex);
-    Query q(impl_->db, impl_->get_tx, "reading transaction");
-    auto row = q.blob(1, txid).step();
-    if (!row) return row.error();
-    if (!*row) return make_error(Errc::not_found, "no transaction with id " + to_hex(txid));
-    auto height = q.col_u64(0, "transaction height");
-    auto idx = q.col_i64(1, "transaction index");
-    auto data = q.col_blob(2, "transaction data");
-    if (!height) return height.error();
-    if (!idx) return idx.error();
-    if (!data) return data.error();
-    if (*idx < 0 || *idx > std::int64_t{UINT32_MAX})
-        return corrupt("transaction index " + std::to_string(*idx));
-    auto tx = impl_->decode_tx_row(txid, *data);
-    if (!tx) return tx.error();
-    return TxRecord{std::move(*tx), *height, static_cast<std::uint32_t>(*idx)};
+    auto found = impl_->find_tx(txid);
+    if (!found) return found.error();
+    if (!*found) return make_error(Errc::not_found, "no transaction with id " + to_hex(txid));
+    return std::move(**found);
 }
 
 Result<std::vector<TxRecord>> SqliteStore::txs_of_address(const Address& address,

@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -285,6 +287,12 @@ struct SqliteStoreAccess {
     // failed sync() does.
     static Result<void> commit_with(SqliteStore& store,
                                     const std::function<Result<void>(sqlite3*)>& write);
+    // For tests: opens a store (Durability::each_append) that keys transactions by only the
+    // `mask` bits of their ids' first 8 bytes, so that a few transactions share keys and the
+    // store's handling of shared keys can be seen. Such a file must always be opened with
+    // the same mask.
+    static Result<std::unique_ptr<SqliteStore>>
+    open_with_tx_key_mask(const std::filesystem::path& file, std::uint64_t mask);
 };
 
 } // namespace popchain::detail

@@ -122,6 +122,16 @@ Tx decode_tx(Reader& r) {
     return tx;
 }
 
+// Field for field the layout decode_tx reads.
+void skip_tx(Reader& r) {
+    std::uint8_t kind = r.u8();
+    if (r.ok() && !valid_kind(kind)) r.fail(Errc::unknown_kind, "tx kind " + std::to_string(kind));
+    r.skip_bytes(max_chain_id_bytes);
+    r.skip(Address::size() + Address::size() + 8 + 8 + Hash256::size() + 8);
+    r.skip_bytes(max_payload_bytes);
+    r.skip(PublicKey::size() + Signature::size());
+}
+
 Result<Tx> decode_tx(ByteView bytes) {
     return decode_all<Tx>(bytes, [](Reader& r) { return decode_tx(r); });
 }

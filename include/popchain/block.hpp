@@ -60,6 +60,10 @@ BlockHeader decode_header(Reader& r);
 void encode_block(Writer& w, const Block& b);
 Block decode_block(Reader& r);
 Result<Block> decode_block(ByteView bytes);
+// txs[index] of an encoded block, passing over the transactions before it (skip_tx) and not
+// reading past it: a store that keeps only blocks reads one transaction at the cost of its
+// offset, not of the whole block. Errc::not_found when the block has no such index.
+Result<Tx> decode_block_tx(ByteView bytes, std::size_t index);
 Result<BlockHeader> decode_header(ByteView bytes);
 
 } // namespace popchain

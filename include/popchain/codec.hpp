@@ -82,6 +82,10 @@ public:
     }
     // Reads a list count and checks it against a maximum.
     std::size_t count(std::size_t max_count) { return length(max_count); }
+    // Passes over `n` bytes, or a length-prefixed field, with the checks of the reads above
+    // but without copying: how one element of a list is reached without decoding the others.
+    void skip(std::size_t n) { (void)take(n); }
+    void skip_bytes(std::size_t max_len) { (void)take(length(max_len)); }
 
     // Latches an error (the first one wins).
     void fail(Errc code, std::string detail) {

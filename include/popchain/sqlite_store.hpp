@@ -1,5 +1,11 @@
 // A durable BlockStore in one SQLite database file.
 //
+// Format (schema version 2, lib/sqlite_store.cpp): a block is stored once, encoded; a
+// transaction is read out of its block's encoding through an index of where it is (by the
+// first 8 bytes of its id, the rare ids that share them beside) and an index of the
+// addresses it involves. Version 1 kept a second copy of every transaction; open() upgrades
+// such a store in place.
+//
 // Durability: the database runs in WAL mode with synchronous=FULL, so when append() or
 // put_meta() returns success the change is on stable storage; a crash (kill -9, power loss)
 // at any instant leaves the chain at a block boundary, with blocks, transaction indexes and
@@ -42,10 +48,15 @@ struct SqliteStoreAccess; // lets pbft::SqliteJournal keep its tables in the sto
 
 class SqliteStore final : public BlockStore {
 public:
-    // The schema version this build writes and the newest it can read.
-    static constexpr int schema_version = 1;
+    // The schema version this build writes and the newest it can read. Version 2 keeps each
+    // transaction only in its block's encoding; the indexes say where it is.
+    static constexpr int schema_version = 2;
 
     // Opens `file`, creating a new empty store when the file does not exist or is empty.
+    // A version 1 store is upgraded to version 2 in place first, in one SQL transaction
+    // (the transaction index rebuilt from the stored blocks, the address index kept): a
+    // crash or failure during it leaves the version 1 store as it was, and the upgrade's
+    // error is open()'s. It takes time in proportion to the stored transactions, once.
     // Fails with Errc::invalid_argument for an SQLite database that is not a popchain store
     // or has a newer schema version, Errc::storage_corrupt for a file that is not an SQLite
     // database at all or a store whose chain summary disagrees with its blocks, and
@@ -91,6 +102,8 @@ private:
     friend struct detail::SqliteStoreAccess;
     struct Impl;
     explicit SqliteStore(std::unique_ptr<Impl> impl);
+    static Result<std::unique_ptr<SqliteStore>>
+    open_impl(const std::filesystem::path& file, Durability durability, std::uint64_t tx_key_mask);
     std::unique_ptr<Impl> impl_;
 };
 

@@ -75,6 +75,9 @@ struct Tx {
 void encode_tx(Writer& w, const Tx& tx);
 Tx decode_tx(Reader& r);
 Result<Tx> decode_tx(ByteView bytes);
+// Advances `r` past one encoded transaction, failing as decode_tx would on a bad kind, an
+// over-long field or truncation, without building the Tx.
+void skip_tx(Reader& r);
 
 // Fills in public_key and from, then signs. The rest of `tx` must be set already.
 Tx sign_tx(Tx tx, const SigningKey& key);

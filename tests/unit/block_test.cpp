@@ -253,3 +253,51 @@ TEST_CASE("block: the tx root does not depend on signatures, only on txids") {
     b.txs[1].amount += 1;
     CHECK(compute_tx_root(b.txs) != root);
 }
+
+TEST_CASE("block: one transaction decodes out of an encoded block") {
+    Block b = sample_block(6);
+    // Fields of every variable length: a long chain id and payloads of several sizes, so a
+    // skip that misjudged any length would land inside the next transaction.
+    Tx odd = b.txs[2];
+    odd.chain_id = std::string(max_chain_id_bytes, 'c');
+    odd.payload = Bytes(300, 0x5a);
+    b.txs[2] = sign_tx(odd, sender());
+    const Bytes enc = b.encode();
+    for (std::size_t i = 0; i < b.txs.size(); ++i) {
+        CAPTURE(i);
+        auto tx = decode_block_tx(enc, i);
+        REQUIRE(tx.ok());
+        CHECK(*tx == b.txs[i]);
+    }
+    CHECK(code_of(decode_block_tx(enc, b.txs.size())) == code_name(Errc::not_found));
+    CHECK(code_of(decode_block_tx(sample_block(0).encode(), 0)) == code_name(Errc::not_found));
+
+    // Only the bytes up to the wanted transaction are read: any cut before its end fails,
+    // a cut after it does not.
+    std::size_t end_of_3 = header_size + 4;
+    for (std::size_t i = 0; i <= 3; ++i)
+        end_of_3 += b.txs[i].encode().size();
+    for (std::size_t cut = 0; cut < end_of_3; ++cut) {
+        CAPTURE(cut);
+        CHECK(code_of(decode_block_tx(ByteView(enc.data(), cut), 3)) == code_name(Errc::truncated));
+    }
+    auto cut_after = decode_block_tx(ByteView(enc.data(), end_of_3), 3);
+    REQUIRE(cut_after.ok());
+    CHECK(*cut_after == b.txs[3]);
+
+    // A transaction passed over is checked as decode_tx checks it.
+    const std::size_t tx0 = header_size + 4;
+    Bytes bad_kind = enc;
+    bad_kind[tx0] = 9;
+    CHECK(code_of(decode_block_tx(bad_kind, 1)) == code_name(Errc::unknown_kind));
+    Bytes long_chain_id = enc;
+    put_u32_le(long_chain_id, tx0 + 1, static_cast<std::uint32_t>(max_chain_id_bytes + 1));
+    CHECK(code_of(decode_block_tx(long_chain_id, 1)) == code_name(Errc::too_large));
+    Bytes long_payload = enc;
+    const std::size_t payload_len_at = tx0 + 1 + 4 + b.txs[0].chain_id.size() + 96;
+    put_u32_le(long_payload, payload_len_at, static_cast<std::uint32_t>(max_payload_bytes + 1));
+    CHECK(code_of(decode_block_tx(long_payload, 1)) == code_name(Errc::too_large));
+    Bytes tx_count = enc;
+    put_u32_le(tx_count, header_size, static_cast<std::uint32_t>(max_block_txs + 1));
+    CHECK(code_of(decode_block_tx(tx_count, 0)) == code_name(Errc::too_large));
+}
