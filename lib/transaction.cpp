@@ -127,6 +127,18 @@ void skip_tx(Reader& r) {
     std::uint8_t kind = r.u8();
     if (r.ok() && !valid_kind(kind)) r.fail(Errc::unknown_kind, "tx kind " + std::to_string(kind));
     r.skip_bytes(max_chain_id_bytes);
+    if (kind == static_cast<std::uint8_t>(TxKind::command)) {
+        r.skip(Address::size() + 8);
+        r.skip_bytes(max_payload_bytes);
+        const std::uint8_t is_signed = r.u8();
+        if (r.ok() && is_signed > 1) r.fail(Errc::malformed, "command signed flag");
+        if (is_signed == 1) {
+            if (r.ok() && r.fixed<PublicKey>().is_zero())
+                r.fail(Errc::malformed, "signed command with a zero key");
+            r.skip(Signature::size());
+        }
+        return;
+    }
     r.skip(Address::size() + Address::size() + 8 + 8 + Hash256::size() + 8);
     r.skip_bytes(max_payload_bytes);
     r.skip(PublicKey::size() + Signature::size());

@@ -254,6 +254,35 @@ TEST_CASE("block: the tx root does not depend on signatures, only on txids") {
     CHECK(compute_tx_root(b.txs) != root);
 }
 
+TEST_CASE("block: one transaction decodes out of a block of commands and transfers") {
+    Block b = sample_block(2);
+    Tx command;
+    command.kind = TxKind::command;
+    command.chain_id = b.txs[0].chain_id;
+    command.from.bytes[0] = 9;
+    command.payload = Bytes(8, 0x11);
+    Tx signed_command = sign_tx(command, sender());
+    signed_command.payload = Bytes(40, 0x22);
+    signed_command = sign_tx(signed_command, sender());
+    b.txs.insert(b.txs.begin(), command);
+    b.txs.insert(b.txs.begin() + 2, signed_command);
+    b.header.tx_root = compute_tx_root(b.txs);
+    const Bytes enc = b.encode();
+    for (std::size_t i = 0; i < b.txs.size(); ++i) {
+        CAPTURE(i);
+        auto tx = decode_block_tx(enc, i);
+        REQUIRE(tx.ok());
+        CHECK(*tx == b.txs[i]);
+    }
+    // The unsigned command's flag byte ends it: 2 is refused when passed over.
+    const std::size_t tx0 = header_size + 4;
+    const std::size_t flag_at = tx0 + command.encode().size() - 1;
+    Bytes bad_flag = enc;
+    bad_flag[flag_at] = 2;
+    CHECK(code_of(decode_block_tx(bad_flag, 1)) == code_name(Errc::malformed));
+    CHECK(code_of(decode_block_tx(bad_flag, 0)) == code_name(Errc::malformed));
+}
+
 TEST_CASE("block: one transaction decodes out of an encoded block") {
     Block b = sample_block(6);
     // Fields of every variable length: a long chain id and payloads of several sizes, so a
