@@ -11,6 +11,7 @@ namespace {
 constexpr std::uint8_t client_version = 1;
 constexpr std::string_view reply_domain = "popchain/reply/v1";
 constexpr std::size_t max_client_frame_bytes = 1u << 20; // one transaction, generously
+constexpr std::size_t max_reply_frame_bytes = 8u << 20;  // max_replies_per_frame, generously
 
 Hash256 reply_mac(const Hash256& key, ByteView signed_part) {
     return hmac_sha256(key.view(), as_bytes(reply_domain), signed_part);
@@ -46,21 +47,28 @@ Bytes encode_client_submit(const ClientSubmit& s) {
     return w.take();
 }
 
-Bytes encode_reply(const Reply& r, const Hash256& key) {
-    Writer w;
+Bytes encode_replies(std::span<const Reply> replies, const Hash256& key) {
+    Writer w(64 + replies.size() * 96);
     w.u8(client_version);
     w.u8(static_cast<std::uint8_t>(ClientMsgType::reply));
-    w.u32(r.replica);
-    w.u64(r.view);
-    w.fixed(r.txid);
-    w.u8(static_cast<std::uint8_t>(r.status));
-    w.u16(r.code);
-    w.u64(r.height);
-    w.fixed(r.block_hash);
-    w.bytes(r.result);
+    w.u32(replies.empty() ? 0 : replies.front().replica);
+    w.u64(replies.empty() ? 0 : replies.front().view);
+    w.u32(static_cast<std::uint32_t>(replies.size()));
+    for (const Reply& r : replies) {
+        w.fixed(r.txid);
+        w.u8(static_cast<std::uint8_t>(r.status));
+        w.u16(r.code);
+        w.u64(r.height);
+        w.fixed(r.block_hash);
+        w.bytes(r.result);
+    }
     const Hash256 tag = reply_mac(key, w.data());
     w.fixed(tag);
     return w.take();
+}
+
+Bytes encode_reply(const Reply& r, const Hash256& key) {
+    return encode_replies(std::span<const Reply>(&r, 1), key);
 }
 
 Result<ClientMsgType> client_frame_type(ByteView frame) {
@@ -84,34 +92,55 @@ Result<ClientSubmit> decode_client_submit(ByteView frame) {
     return s;
 }
 
-Result<Reply> open_reply(ByteView frame,
-                         const std::function<std::optional<Hash256>(ReplicaId)>& key_of) {
+Result<std::vector<Reply>>
+open_replies(ByteView frame, const std::function<std::optional<Hash256>(ReplicaId)>& key_of) {
+    if (frame.size() > max_reply_frame_bytes)
+        return make_error(Errc::too_large,
+                          "reply frame of " + std::to_string(frame.size()) + " bytes");
     Reader r(frame);
     auto type = frame_type(r);
     if (!type) return type.error();
     if (*type != ClientMsgType::reply) return make_error(Errc::malformed, "not a reply frame");
-    Reply reply;
-    reply.replica = r.u32();
-    reply.view = r.u64();
-    reply.txid = r.fixed<Hash256>();
-    const std::uint8_t status = r.u8();
-    reply.code = r.u16();
-    reply.height = r.u64();
-    reply.block_hash = r.fixed<Hash256>();
-    reply.result = r.bytes(max_result_bytes);
+    const ReplicaId replica = r.u32();
+    const std::uint64_t view = r.u64();
+    const std::uint32_t count = r.u32();
+    if (r.ok() && (count == 0 || count > max_replies_per_frame))
+        return make_error(Errc::malformed,
+                          "reply frame with " + std::to_string(count) + " replies");
+    std::vector<Reply> replies;
+    for (std::uint32_t i = 0; i < count && r.ok(); ++i) {
+        Reply reply;
+        reply.replica = replica;
+        reply.view = view;
+        reply.txid = r.fixed<Hash256>();
+        const std::uint8_t status = r.u8();
+        reply.code = r.u16();
+        reply.height = r.u64();
+        reply.block_hash = r.fixed<Hash256>();
+        reply.result = r.bytes(max_result_bytes);
+        if (r.ok() && status != static_cast<std::uint8_t>(ReplyStatus::committed) &&
+            status != static_cast<std::uint8_t>(ReplyStatus::rejected))
+            return make_error(Errc::malformed, "reply status " + std::to_string(status));
+        reply.status = static_cast<ReplyStatus>(status);
+        replies.push_back(std::move(reply));
+    }
     const Hash256 tag = r.fixed<Hash256>();
     if (auto ok = r.finish(); !ok) return ok.error();
-    if (status != static_cast<std::uint8_t>(ReplyStatus::committed) &&
-        status != static_cast<std::uint8_t>(ReplyStatus::rejected))
-        return make_error(Errc::malformed, "reply status " + std::to_string(status));
-    reply.status = static_cast<ReplyStatus>(status);
-    const auto key = key_of(reply.replica);
+    const auto key = key_of(replica);
     if (!key)
         return make_error(Errc::unknown_peer,
-                          "reply from " + std::to_string(reply.replica) + ", not a replica");
+                          "reply from " + std::to_string(replica) + ", not a replica");
     if (!equal_in_constant_time(reply_mac(*key, frame.first(frame.size() - Hash256::size())), tag))
         return make_error(Errc::bad_mac, "reply MAC does not verify");
-    return reply;
+    return replies;
+}
+
+Result<Reply> open_reply(ByteView frame,
+                         const std::function<std::optional<Hash256>(ReplicaId)>& key_of) {
+    auto replies = open_replies(frame, key_of);
+    if (!replies) return replies.error();
+    if (replies->size() != 1) return make_error(Errc::malformed, "more than one reply");
+    return std::move(replies->front());
 }
 
 Result<void> ClientConfig::validate() const {
@@ -210,38 +239,44 @@ void Client::retry(const Hash256& txid) {
 }
 
 void Client::on_message(net::NodeId from, ByteView message) {
-    auto reply = open_reply(message, [this](ReplicaId id) -> std::optional<Hash256> {
+    auto replies = open_replies(message, [this](ReplicaId id) -> std::optional<Hash256> {
         auto it = keys_.find(id);
         if (it == keys_.end()) return std::nullopt;
         return it->second;
     });
-    if (!reply || reply->replica != from) {
+    if (!replies || replies->front().replica != from) {
         ++stats_.bad_replies;
         return;
     }
+    for (Reply& reply : *replies)
+        on_reply(std::move(reply));
+}
+
+void Client::on_reply(Reply&& reply) {
     ++stats_.replies;
-    auto it = outstanding_.find(reply->txid);
+    auto it = outstanding_.find(reply.txid);
     if (it == outstanding_.end()) {
         ++stats_.stale_replies;
         return;
     }
     Outstanding& o = it->second;
-    o.replies[reply->replica] = *reply;
+    const ReplicaId from = reply.replica;
+    o.replies[from] = std::move(reply);
+    const Reply& latest = o.replies[from];
     std::size_t matching = 0;
     for (const auto& [id, r] : o.replies)
-        if (r.status == reply->status && r.code == reply->code && r.height == reply->height &&
-            r.block_hash == reply->block_hash && r.result == reply->result)
+        if (r.status == latest.status && r.code == latest.code && r.height == latest.height &&
+            r.block_hash == latest.block_hash && r.result == latest.result)
             ++matching;
-    if (matching >= f() + 1) {
-        if (reply->status == ReplyStatus::committed) {
-            ++stats_.committed;
-            finish(reply->txid,
-                   Committed{reply->txid, reply->height, reply->block_hash, reply->result});
-        } else {
-            ++stats_.rejected;
-            finish(reply->txid, make_error(static_cast<Errc>(reply->code),
-                                           "refused by " + std::to_string(matching) + " replicas"));
-        }
+    if (matching < f() + 1) return;
+    const Hash256 txid = latest.txid;
+    if (latest.status == ReplyStatus::committed) {
+        ++stats_.committed;
+        finish(txid, Committed{txid, latest.height, latest.block_hash, latest.result});
+    } else {
+        ++stats_.rejected;
+        finish(txid, make_error(static_cast<Errc>(latest.code),
+                                "refused by " + std::to_string(matching) + " replicas"));
     }
 }
 

@@ -475,6 +475,8 @@ void Replica::reply(net::NodeId client, const Hash256& key, Reply r) {
 void Replica::answer_waiting(const Block& block, const std::vector<Bytes>& results) {
     if (waiting_.empty()) return;
     const Hash256 hash = block.hash();
+    // One frame per client (per MAC key) for the whole block.
+    std::map<std::pair<net::NodeId, Hash256>, std::vector<Reply>> by_client;
     std::size_t command = 0;
     for (const auto& tx : block.txs) {
         const Bytes* result = nullptr;
@@ -483,14 +485,24 @@ void Replica::answer_waiting(const Block& block, const std::vector<Bytes>& resul
         if (it == waiting_.end()) continue;
         for (const auto& w : it->second) {
             Reply r;
+            r.replica = id_;
+            r.view = view_;
             r.txid = it->first;
             r.status = ReplyStatus::committed;
             r.height = block.header.height;
             r.block_hash = hash;
             if (result && result->size() <= max_result_bytes) r.result = *result;
-            reply(w.client, w.key, r);
+            by_client[{w.client, w.key}].push_back(std::move(r));
         }
         waiting_.erase(it);
+    }
+    for (const auto& [to, replies] : by_client) {
+        for (std::size_t at = 0; at < replies.size(); at += max_replies_per_frame) {
+            const std::size_t n = std::min(max_replies_per_frame, replies.size() - at);
+            outbox_.emplace_back(to.first,
+                                 encode_replies(std::span(replies).subspan(at, n), to.second));
+        }
+        stats_.replies_sent += replies.size();
     }
 }
 

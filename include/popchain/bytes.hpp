@@ -43,13 +43,20 @@ struct FixedBytes {
 
 // Hash-table support: values are already uniformly distributed (hashes, keys), so the first
 // eight bytes are a fine bucket index.
+// Mixes every byte: ids and addresses derived from hashes are uniform in any 8 bytes, but
+// client ids of unsigned commands and escrow trade ids are chosen by users, and keys that
+// shared their first 8 bytes would all land in one bucket.
 struct FixedBytesHash {
     template <std::size_t N, class Tag>
     std::size_t operator()(const FixedBytes<N, Tag>& v) const noexcept {
-        static_assert(N >= sizeof(std::size_t));
-        std::size_t h;
-        std::memcpy(&h, v.bytes.data(), sizeof h);
-        return h;
+        std::uint64_t h = 0;
+        for (std::size_t i = 0; i < N; i += 8) {
+            std::uint64_t word = 0;
+            std::memcpy(&word, v.bytes.data() + i, N - i < 8 ? N - i : 8);
+            h = (h ^ word) * 0x9e3779b97f4a7c15ull;
+            h ^= h >> 29;
+        }
+        return static_cast<std::size_t>(h);
     }
 };
 

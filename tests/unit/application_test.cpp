@@ -257,9 +257,13 @@ TEST_CASE("consensus-only: replicas order commands from a network client and the
     for (std::uint64_t i = 0; i < 30; ++i)
         send(8, 2000 + i);
     REQUIRE(cluster.network().run_until(all_done, cluster.network().now() + 60'000));
-    cluster.network().run_until(
-        [&] { return cluster.replica(2)->height() == cluster.replica(0)->height(); },
-        cluster.network().now() + 60'000);
+    REQUIRE(cluster.network().run_until(
+        [&] {
+            for (ReplicaId id = 1; id < cluster.size(); ++id)
+                if (cluster.replica(id)->height() != cluster.replica(0)->height()) return false;
+            return true;
+        },
+        cluster.network().now() + 60'000));
     converged = cluster.check_converged();
     REQUIRE_MESSAGE(converged.ok(), converged.error().message());
     CHECK(cluster.application(2)->executed_commands() == 180);

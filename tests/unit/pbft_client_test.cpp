@@ -84,6 +84,36 @@ TEST_CASE("client frames: reply MAC keys agree, replies verify, tampering and ga
     CHECK_FALSE(open_reply(Bytes(frame.begin(), frame.end() - 1), key_of).ok());
     CHECK_FALSE(open_reply(Bytes{}, key_of).ok());
 
+    // Many replies in one frame under one MAC: the order and every field come back, and
+    // every reply carries the frame's replica and view.
+    std::vector<Reply> many;
+    for (int i = 0; i < 5; ++i) {
+        Reply m = r;
+        m.txid = sha256("tx " + std::to_string(i));
+        m.status = i == 3 ? ReplyStatus::rejected : ReplyStatus::committed;
+        m.code = i == 3 ? static_cast<std::uint16_t>(Errc::nonce_gap) : 0;
+        m.result = Bytes(static_cast<std::size_t>(i), 0x33);
+        many.push_back(m);
+    }
+    const Bytes batch = encode_replies(many, *at_replica);
+    auto batch_opened = open_replies(batch, key_of);
+    REQUIRE(batch_opened.ok());
+    CHECK(*batch_opened == many);
+    CHECK(open_reply(batch, key_of).code() == Errc::malformed); // not exactly one
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        Bytes bad = batch;
+        bad[i] ^= 0x80;
+        CAPTURE(i);
+        CHECK_FALSE(open_replies(bad, key_of).ok());
+    }
+    // An empty frame, and one claiming more replies than a frame may hold, are refused.
+    Bytes empty = encode_reply(r, *at_replica);
+    CHECK(open_replies(encode_replies({}, *at_replica), key_of).code() == Errc::malformed);
+    const std::size_t count_at = 2 + 4 + 8;
+    for (std::size_t k = 0; k < 4; ++k)
+        empty[count_at + k] = static_cast<std::uint8_t>((max_replies_per_frame + 1) >> (8 * k));
+    CHECK(open_replies(empty, key_of).code() == Errc::malformed);
+
     // Submit frames: round trip, and refusals of garbage and of a key not on the curve.
     SimCluster cluster(client_options(1));
     const Tx tx = cluster.transfer(0, 1, 5);
@@ -120,6 +150,11 @@ TEST_CASE("client: f+1 matching replies over a lossy network, duplicates answere
     }
     REQUIRE(cluster.network().run_until([&] { return client.outstanding() == 0; }, 60'000));
     REQUIRE(outcomes.by_txid.size() == txs.size());
+    // f+1 replies may come before replica 0 (whose store is read below) executed them all.
+    std::vector<Hash256> ids;
+    for (const auto& tx : txs)
+        ids.push_back(tx.id());
+    REQUIRE(cluster.run_until_committed(ids, cluster.network().now() + 60'000));
     for (const auto& tx : txs) {
         const auto& r = outcomes.by_txid.at(tx.id());
         REQUIRE_MESSAGE(r.ok(), r.error().message());

@@ -5,10 +5,15 @@
 //
 //   frame  = u8 version (1) | u8 type | body
 //   submit = 33-byte client public key | tx                          (client -> replica)
-//   reply  = u32 replica | u64 view | txid | u8 status | u16 code | u64 height
-//            | block hash | bytes result | 32-byte MAC               (replica -> client)
+//   replies = u32 replica | u64 view | u32 count | count x reply | 32-byte MAC
+//                                                                    (replica -> client)
+//   reply   = txid | u8 status | u16 code | u64 height | block hash | bytes result
 //   MAC    = HMAC-SHA256(k, "popchain/reply/v1" || frame up to the MAC)
 //   k      = SHA-256("popchain/client-mac/v1" || ECDH(replica key, client key) || u32 replica)
+//
+// A replica answers every request of one client that one block settled in one frame, with
+// one MAC: at hundreds of commands per block, a frame and a MAC per reply would cost the
+// client more than the commands cost the replicas.
 //
 // The client key is a session key the client makes up (it need not be a wallet key: the
 // transaction carries its own signature). The replica derives k from the static-static ECDH
@@ -39,6 +44,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <vector>
 
 namespace popchain::pbft {
@@ -72,11 +78,19 @@ struct Reply {
 Result<Hash256> reply_key(const SigningKey& own, const PublicKey& peer, ReplicaId replica);
 
 Bytes encode_client_submit(const ClientSubmit& s);
+// At most this many replies per frame (encode_replies' caller splits longer lists).
+inline constexpr std::size_t max_replies_per_frame = 4096;
+// `replies` (1..max_replies_per_frame) share the frame's replica and view: the first's.
+Bytes encode_replies(std::span<const Reply> replies, const Hash256& key);
 Bytes encode_reply(const Reply& r, const Hash256& key);
 // The frame's type byte, if it has a known version and type.
 Result<ClientMsgType> client_frame_type(ByteView frame);
 Result<ClientSubmit> decode_client_submit(ByteView frame);
-// Decodes a reply and checks its MAC with `key_of(replica)` (nullopt: unknown replica).
+// Decodes a reply frame and checks its MAC with `key_of(replica)` (nullopt: unknown
+// replica); every reply gets the frame's replica and view.
+Result<std::vector<Reply>>
+open_replies(ByteView frame, const std::function<std::optional<Hash256>(ReplicaId)>& key_of);
+// The same for a frame of exactly one reply.
 Result<Reply> open_reply(ByteView frame,
                          const std::function<std::optional<Hash256>(ReplicaId)>& key_of);
 
@@ -158,6 +172,7 @@ private:
     void send_to_all(const Outstanding& o);
     void arm(const Hash256& txid, Outstanding& o);
     void retry(const Hash256& txid);
+    void on_reply(Reply&& reply);
     void finish(const Hash256& txid, Result<Committed> result);
     std::uint32_t f() const;
 
