@@ -45,6 +45,7 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 namespace popchain::pbft {
@@ -181,7 +182,7 @@ private:
     ClientConfig config_;
     std::vector<ReplicaInfo> replicas_;
     std::map<ReplicaId, Hash256> keys_;
-    std::map<Hash256, Outstanding> outstanding_;
+    std::unordered_map<Hash256, Outstanding, FixedBytesHash> outstanding_;
     ClientStats stats_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -116,6 +116,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -517,7 +518,7 @@ private:
         net::NodeId client;
         Hash256 key;
     };
-    std::map<Hash256, std::vector<Waiter>> waiting_;
+    std::unordered_map<Hash256, std::vector<Waiter>, FixedBytesHash> waiting_;
     std::map<PublicKey, Hash256> client_keys_; // reply MAC keys, bounded, oldest evicted
     std::vector<PublicKey> client_key_order_;
     std::size_t client_key_next_ = 0;
