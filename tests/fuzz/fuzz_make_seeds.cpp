@@ -183,6 +183,15 @@ int main(int argc, char** argv) {
         big.payload = Bytes(max_payload_bytes, 0xa5);
         add_tx(sign_tx(big, bob));
     }
+    {
+        // Commands (consensus-only chains): unsigned, and signed with a longer command.
+        Tx command = unsigned_tx(TxKind::command, 4);
+        command.from = alice.address();
+        command.payload = Bytes(8, 0x3c);
+        add_tx(command);
+        command.payload = Bytes(200, 0x3d);
+        add_tx(sign_tx(command, alice));
+    }
 
     write_file(block_dir, "block-0-genesis", genesis_block->block.encode());
     write_file(block_dir, "block-1", block1.block.encode());
@@ -205,9 +214,12 @@ int main(int argc, char** argv) {
                                      "10.0.0." + std::to_string(id) + ":7000"});
         four.balances.emplace_back(authority.address(), ~std::uint64_t{0} - 1'000'500);
         write_text("genesis-four-replicas.json", four.to_json());
+        Genesis commands = fuzz::genesis();
+        commands.params.commands = CommandRules{8, true};
+        write_text("genesis-commands.json", commands.to_json());
     }
 
-    std::cout << "fuzz_make_seeds: " << tx_seeds << " tx, 4 block and 3 genesis seeds in "
+    std::cout << "fuzz_make_seeds: " << tx_seeds << " tx, 4 block and 4 genesis seeds in "
               << out.string() << "\n";
     return 0;
 }
