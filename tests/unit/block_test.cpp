@@ -64,6 +64,16 @@ void put_u32_le(Bytes& b, std::size_t off, std::uint32_t v) {
 
 constexpr std::size_t header_size = 8 + 32 + 32 + 32 + 8 + 4 + 8;
 
+// decode_block_tx gives every transaction of `b` out of its encoding `enc`.
+void check_each_tx_decodes(const Block& b, const Bytes& enc) {
+    for (std::size_t i = 0; i < b.txs.size(); ++i) {
+        CAPTURE(i);
+        auto tx = decode_block_tx(enc, i);
+        REQUIRE(tx.ok());
+        CHECK(*tx == b.txs[i]);
+    }
+}
+
 } // namespace
 
 TEST_CASE("block header: the hash covers every header field") {
@@ -268,12 +278,7 @@ TEST_CASE("block: one transaction decodes out of a block of commands and transfe
     b.txs.insert(b.txs.begin() + 2, signed_command);
     b.header.tx_root = compute_tx_root(b.txs);
     const Bytes enc = b.encode();
-    for (std::size_t i = 0; i < b.txs.size(); ++i) {
-        CAPTURE(i);
-        auto tx = decode_block_tx(enc, i);
-        REQUIRE(tx.ok());
-        CHECK(*tx == b.txs[i]);
-    }
+    check_each_tx_decodes(b, enc);
     // The unsigned command's flag byte ends it: 2 is refused when passed over.
     const std::size_t tx0 = header_size + 4;
     const std::size_t flag_at = tx0 + command.encode().size() - 1;
@@ -292,12 +297,7 @@ TEST_CASE("block: one transaction decodes out of an encoded block") {
     odd.payload = Bytes(300, 0x5a);
     b.txs[2] = sign_tx(odd, sender());
     const Bytes enc = b.encode();
-    for (std::size_t i = 0; i < b.txs.size(); ++i) {
-        CAPTURE(i);
-        auto tx = decode_block_tx(enc, i);
-        REQUIRE(tx.ok());
-        CHECK(*tx == b.txs[i]);
-    }
+    check_each_tx_decodes(b, enc);
     CHECK(code_of(decode_block_tx(enc, b.txs.size())) == code_name(Errc::not_found));
     CHECK(code_of(decode_block_tx(sample_block(0).encode(), 0)) == code_name(Errc::not_found));
 

@@ -217,8 +217,8 @@ public:
     // Attaches the application that executes `command` transactions (application.hpp;
     // borrowed, must outlive the replica). Without one, commands are ordered and answered
     // with an empty result. First replays to `app` the stored blocks above its height(), so
-    // call it before any input. Fails (and attaches nothing) when `app` is ahead of the
-    // store or a stored block cannot be read.
+    // call it before any input. Fails, and attaches nothing, when `app` is ahead of the
+    // store or a stored block cannot be read (`app` keeps the blocks replayed before that).
     Result<void> set_application(Application* app);
 
     // For a store and journal whose sync() only commits and whose disk flush happens
