@@ -23,11 +23,12 @@
 
 namespace popchain::fuzz {
 
-// The only errors decoding may report (codec.hpp and decode_tx's kind check). Anything
-// else would mean a decoder validates more than the wire format, or reports the wrong thing.
+// The only errors decoding may report (codec.hpp, decode_tx's kind check, and malformed for
+// a command's signed flag that is neither 0 nor 1, or 1 with a zero key). Anything else
+// would mean a decoder validates more than the wire format, or reports the wrong thing.
 inline bool is_decode_error(Errc code) {
     return code == Errc::truncated || code == Errc::trailing_bytes || code == Errc::too_large ||
-           code == Errc::unknown_kind;
+           code == Errc::unknown_kind || code == Errc::malformed;
 }
 
 // Deterministic keys: the same seeds and the same genesis on every run and machine.
