@@ -868,11 +868,15 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
 }
 
 Result<void> Replica::set_application(Application* app) {
-    if (app && app->height() > ledger_.height())
+    if (!app) {
+        app_ = nullptr;
+        return {};
+    }
+    if (app->height() > ledger_.height())
         return make_error(Errc::invalid_argument,
                           "the application is at height " + std::to_string(app->height()) +
                               ", above the store's " + std::to_string(ledger_.height()));
-    for (std::uint64_t h = app ? app->height() + 1 : 1; app && h <= ledger_.height(); ++h) {
+    for (std::uint64_t h = app->height() + 1; h <= ledger_.height(); ++h) {
         auto block = store_.block_at(h);
         if (!block)
             return make_error(block.code(), "replaying block " + std::to_string(h) +
