@@ -302,6 +302,7 @@ Result<StateDelta> Ledger::execute(const Block& block) const {
     if (delta.state_root != h.state_root)
         return make_error(Errc::bad_state_root, "state root does not match the executed state");
     delta.block_hash = block.hash();
+    delta.txids = std::move(ids);
     return delta;
 }
 
@@ -354,6 +355,7 @@ BuiltBlock Ledger::build_block(const std::vector<Tx>& candidates, std::uint64_t 
     out.delta.state_root = next_state_root(state_.state_root, out.delta);
     h.state_root = out.delta.state_root;
     out.delta.block_hash = h.hash();
+    out.delta.txids = std::move(ids);
     return out;
 }
 

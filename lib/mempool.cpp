@@ -11,7 +11,10 @@ Mempool::Mempool(std::string chain_id, SignatureCache* cache, MempoolLimits limi
     : chain_id_(std::move(chain_id)), cache_(cache), limits_(limits), commands_(commands) {}
 
 Result<void> Mempool::add(const Tx& tx, std::uint64_t sender_next_nonce) {
-    Hash256 id = tx.id();
+    return add(tx, tx.id(), sender_next_nonce);
+}
+
+Result<void> Mempool::add(const Tx& tx, const Hash256& id, std::uint64_t sender_next_nonce) {
     // Before the signature check: a re-broadcast costs a hash, not a verification.
     if (contains(id)) return make_error(Errc::already_known, "tx " + to_hex(id) + " is pending");
     if (auto ok = check_tx_stateless(tx, id, chain_id_, cache_, commands_); !ok) return ok;
@@ -36,7 +39,7 @@ Result<void> Mempool::add(const Tx& tx, std::uint64_t sender_next_nonce) {
     if (size() >= limits_.max_txs)
         return make_error(Errc::mempool_full,
                           "pool holds " + std::to_string(size()) + " txs (max_txs)");
-    std::size_t tx_size = tx.encode().size();
+    const std::size_t tx_size = encoded_size(tx);
     // bytes_ <= max_bytes always holds, so the subtraction cannot wrap.
     if (tx_size > limits_.max_bytes - bytes_)
         return make_error(Errc::mempool_full, "pool holds " + std::to_string(bytes_) +

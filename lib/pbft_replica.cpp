@@ -328,15 +328,15 @@ void Replica::broadcast(MsgType type, const Message& m) {
 
 Result<void> Replica::submit(const Tx& tx) {
     Scope scope(*this);
-    return admit(tx, id_, true);
+    return admit(tx, tx.id(), id_, true);
 }
 
 // Admits a transaction to the mempool and, if `forward`, passes it on to the primary.
 // Replicas may disagree on the view for a while (one is still changing views): a
 // transaction new here goes on to the primary we know, so it reaches the one that proposes.
 // It is passed on only when it is new here, so this cannot loop.
-Result<void> Replica::admit(const Tx& tx, net::NodeId from, bool forward) {
-    if (auto ok = mempool_.add(tx, ledger_.account(tx.from).nonce); !ok) return ok;
+Result<void> Replica::admit(const Tx& tx, const Hash256& txid, net::NodeId from, bool forward) {
+    if (auto ok = mempool_.add(tx, txid, ledger_.account(tx.from).nonce); !ok) return ok;
     if (forward && !is_primary() && from != primary()) {
         send_to(primary(), MsgType::request, Request{tx});
         ++stats_.requests_forwarded;
@@ -389,7 +389,7 @@ void Replica::on_message(net::NodeId from, ByteView message) {
 }
 
 void Replica::on_request(ReplicaId from, Request&& r) {
-    if (auto ok = admit(r.tx, from, true); !ok) {
+    if (auto ok = admit(r.tx, r.tx.id(), from, true); !ok) {
         if (ok.code() == Errc::already_known)
             ++stats_.duplicate;
         else
@@ -445,7 +445,7 @@ void Replica::on_client_message(net::NodeId client, ByteView frame) {
     // Clients send to every replica (so that every replica knows whom to answer), so the
     // primary has it too: passing it on would only multiply the traffic. If the primary
     // does not propose it, the watchdog armed here replaces the primary.
-    auto admitted = admit(submit->tx, client, false);
+    auto admitted = admit(submit->tx, txid, client, false);
     if (!admitted && admitted.code() != Errc::already_known) {
         // Refusals by the mempool are per replica (a full mempool, a nonce this replica has
         // not seen executed yet); the client decides only on f+1 matching ones.
@@ -472,16 +472,19 @@ void Replica::reply(net::NodeId client, const Hash256& key, Reply r) {
     ++stats_.replies_sent;
 }
 
-void Replica::answer_waiting(const Block& block, const std::vector<Bytes>& results) {
+void Replica::answer_waiting(const Block& block, const StateDelta& delta,
+                             const std::vector<Bytes>& results) {
     if (waiting_.empty()) return;
+    const std::vector<Hash256> txids = block_txids(block, delta);
     const Hash256 hash = block.hash();
     // One frame per client (per MAC key) for the whole block.
     std::map<std::pair<net::NodeId, Hash256>, std::vector<Reply>> by_client;
     std::size_t command = 0;
-    for (const auto& tx : block.txs) {
+    for (std::size_t i = 0; i < block.txs.size(); ++i) {
         const Bytes* result = nullptr;
-        if (tx.kind == TxKind::command && command < results.size()) result = &results[command++];
-        auto it = waiting_.find(tx.id());
+        if (block.txs[i].kind == TxKind::command && command < results.size())
+            result = &results[command++];
+        auto it = waiting_.find(txids[i]);
         if (it == waiting_.end()) continue;
         for (const auto& w : it->second) {
             Reply r;
@@ -836,9 +839,9 @@ void Replica::execute_ready() {
     while (!halted_) {
         auto it = log_.find(ledger_.height() + 1);
         if (it == log_.end() || !it->second.committed || !it->second.delta) break;
-        const Block block = it->second.pre_prepare->block;
-        const StateDelta delta = *it->second.delta;
-        executed(block, delta);
+        // By reference: executing a block erases log entries only through the checkpoint
+        // it takes last, after its last use of the block.
+        executed(it->second.pre_prepare->block, *it->second.delta);
         progressed = true;
     }
     if (progressed) maybe_propose();
@@ -860,7 +863,7 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     executed_at_ = transport_.now();
     std::vector<Bytes> results;
     if (app_) results = app_->execute(block);
-    answer_waiting(block, results);
+    answer_waiting(block, delta, results);
     if (on_commit_) executed_unsynced_.push_back(block);
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
     if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);

@@ -590,9 +590,10 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
         return &*looked_up;
     };
 
+    const std::vector<Hash256> txids = block_txids(block, delta);
     for (std::size_t i = 0; i < block.txs.size(); ++i) {
         const Tx& tx = block.txs[i];
-        const Hash256 txid = tx.id();
+        const Hash256& txid = txids[i];
         const auto idx = static_cast<std::int64_t>(i);
         if (auto r = index_tx(txid, TxPos{height, static_cast<std::uint32_t>(i)}); !r) {
             if (r.code() == Errc::duplicate_tx)

@@ -83,6 +83,16 @@ void encode_tx(Writer& w, const Tx& tx) {
     if (!is_unsigned_command(tx)) w.fixed(tx.signature);
 }
 
+std::size_t encoded_size(const Tx& tx) {
+    constexpr std::size_t length_prefix = 4;
+    const std::size_t common = 1 + length_prefix + tx.chain_id.size() + tx.from.bytes.size() + 8 +
+                               length_prefix + tx.payload.size();
+    const std::size_t key_and_signature = tx.public_key.bytes.size() + tx.signature.bytes.size();
+    if (tx.kind == TxKind::command)
+        return common + 1 + (is_unsigned_command(tx) ? 0 : key_and_signature);
+    return common + tx.to.bytes.size() + 8 + tx.trade_id.bytes.size() + 8 + key_and_signature;
+}
+
 Bytes Tx::encode() const {
     Writer w(256 + payload.size());
     encode_tx(w, *this);

@@ -75,6 +75,10 @@ struct StateDelta {
     std::optional<std::vector<ReplicaInfo>> replicas; // the new set, when it changed
     std::uint64_t total_minted = 0;                   // after the block
     Hash256 state_root;                               // after the block
+    // The block's transaction ids, in block order, as execution computed them, so that the
+    // store, the mempool and the replies need not hash every transaction again. Not part of
+    // the state: empty when unknown (a store then computes them itself).
+    std::vector<Hash256> txids;
     // Encoding of everything but block_hash and state_root: what the state root chains.
     Bytes encode_changes() const;
 };

@@ -7,12 +7,12 @@
 #include <popchain/store.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -54,15 +54,13 @@ public:
 
         // Everything that can fail is checked before the first change, so a rejected block
         // leaves the store as it was.
-        std::vector<Hash256> txids;
-        txids.reserve(block.txs.size());
-        std::unordered_set<Hash256, FixedBytesHash> fresh;
-        for (const auto& tx : block.txs) {
-            Hash256 id = tx.id();
-            if (txs_.contains(id) || !fresh.insert(id).second)
-                return make_error(Errc::duplicate_tx, "transaction is stored already");
-            txids.push_back(id);
-        }
+        const std::vector<Hash256> txids = block_txids(block, delta);
+        std::vector<Hash256> sorted = txids;
+        std::sort(sorted.begin(), sorted.end());
+        if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+            return make_error(Errc::duplicate_tx, "transaction repeated in the block");
+        for (const auto& id : txids)
+            if (find_tx(id)) return make_error(Errc::duplicate_tx, "transaction is stored already");
 
         auto find_escrow = [&](const Hash256& trade_id) -> const Escrow* {
             if (auto it = delta.escrows.find(trade_id); it != delta.escrows.end())
@@ -73,7 +71,7 @@ public:
         };
         for (std::size_t i = 0; i < block.txs.size(); ++i) {
             const Loc loc{height, static_cast<std::uint32_t>(i)};
-            txs_.emplace(txids[i], loc);
+            txs_.insert(txids[i], loc);
             for (const auto& party : tx_parties(block.txs[i], find_escrow))
                 by_address_[party].push_back(loc);
         }
@@ -99,9 +97,9 @@ public:
 
     Result<TxRecord> tx_by_id(const Hash256& txid) const override {
         std::lock_guard lock(mutex_);
-        auto it = txs_.find(txid);
-        if (it == txs_.end()) return make_error(Errc::not_found, "no transaction with this id");
-        return record(it->second);
+        const auto loc = find_tx(txid);
+        if (!loc) return make_error(Errc::not_found, "no transaction with this id");
+        return record(*loc);
     }
 
     Result<std::vector<TxRecord>> txs_of_address(const Address& address, std::uint64_t offset,
@@ -139,9 +137,73 @@ public:
 private:
     // Where a transaction sits; the blocks own the transactions themselves.
     struct Loc {
-        std::uint64_t height;
-        std::uint32_t index;
+        std::uint64_t height = 0;
+        std::uint32_t index = 0;
     };
+
+    // Transaction ids to where they sit: an open-addressing table of each id's first 8
+    // bytes, so that indexing a transaction costs one cache line and no allocation (a
+    // node-based map of whole ids cost several cache misses per transaction, the largest
+    // single cost of a replica storing in memory). Entries whose 8 bytes match are told
+    // apart by the whole id of the transaction they point to, recomputed from its block.
+    class TxIndex {
+    public:
+        // Each entry whose prefix matches, until `visit` returns true; that entry's place.
+        template <class Visit>
+        std::optional<Loc> find(const Hash256& id, Visit&& visit) const {
+            if (slots_.empty()) return std::nullopt;
+            const std::uint64_t key = key_of(id);
+            for (std::size_t at = home(key);; at = (at + 1) & mask()) {
+                const Slot& slot = slots_[at];
+                if (!slot.used) return std::nullopt;
+                const Loc loc{slot.height, slot.index};
+                if (slot.key == key && visit(loc)) return loc;
+            }
+        }
+        void insert(const Hash256& id, Loc loc) {
+            // At most half full, so probes stay short and a free slot always exists.
+            if (2 * (size_ + 1) > slots_.size()) grow();
+            place(key_of(id), loc);
+            ++size_;
+        }
+
+    private:
+        struct Slot { // 24 bytes: Loc's padding would make it 32
+            std::uint64_t key = 0;
+            std::uint64_t height = 0;
+            std::uint32_t index = 0;
+            bool used = false;
+        };
+        static std::uint64_t key_of(const Hash256& id) {
+            std::uint64_t key = 0;
+            std::memcpy(&key, id.data(), sizeof key);
+            return key;
+        }
+        std::size_t mask() const { return slots_.size() - 1; }
+        std::size_t home(std::uint64_t key) const {
+            return static_cast<std::size_t>(key * 0x9e3779b97f4a7c15ull) & mask();
+        }
+        void place(std::uint64_t key, Loc loc) {
+            std::size_t at = home(key);
+            while (slots_[at].used)
+                at = (at + 1) & mask();
+            slots_[at] = Slot{key, loc.height, loc.index, true};
+        }
+        void grow() {
+            std::vector<Slot> old = std::exchange(
+                slots_, std::vector<Slot>(std::max<std::size_t>(1024, 2 * slots_.size())));
+            for (const Slot& slot : old)
+                if (slot.used) place(slot.key, Loc{slot.height, slot.index});
+        }
+
+        std::vector<Slot> slots_; // a power of two in size, or empty
+        std::size_t size_ = 0;
+    };
+
+    std::optional<Loc> find_tx(const Hash256& txid) const {
+        return txs_.find(
+            txid, [&](const Loc& loc) { return blocks_[loc.height].txs[loc.index].id() == txid; });
+    }
 
     TxRecord record(const Loc& loc) const {
         return TxRecord{blocks_[loc.height].txs[loc.index], loc.height, loc.index};
@@ -150,7 +212,7 @@ private:
     mutable std::mutex mutex_;
     std::vector<Block> blocks_; // blocks_[h] is the block at height h
     std::unordered_map<Hash256, std::uint64_t, FixedBytesHash> by_hash_;
-    std::unordered_map<Hash256, Loc, FixedBytesHash> txs_;
+    TxIndex txs_;
     std::unordered_map<Address, std::vector<Loc>> by_address_; // oldest first
     State state_;
     std::map<std::string, Bytes, std::less<>> meta_;

@@ -68,6 +68,8 @@ public:
     // The message of mempool_full names the limit.
     // A rejected transaction leaves the mempool unchanged.
     Result<void> add(const Tx& tx, std::uint64_t sender_next_nonce);
+    // The same, for a caller that already computed `txid` (== tx.id()).
+    Result<void> add(const Tx& tx, const Hash256& txid, std::uint64_t sender_next_nonce);
 
     // Up to `max_txs` transactions that can execute in this order on top of the ledger
     // whose next nonces `next_nonce` reports: per sender, the contiguous nonce run from its

@@ -51,6 +51,13 @@ std::vector<Address> tx_parties(const Tx& tx, FindEscrow&& find_escrow) {
     return out;
 }
 
+// The ids of `block`'s transactions, in order: the ones execution recorded in `delta` when it
+// has them for every transaction, else computed here (a store then hashes each one again).
+inline std::vector<Hash256> block_txids(const Block& block, const StateDelta& delta) {
+    if (delta.txids.size() == block.txs.size()) return delta.txids;
+    return block.txids();
+}
+
 // Implementations must be thread-safe: any member may be called from several threads at
 // once, readers beside a writer, and each call sees the store before or after a whole
 // append(), never part of one. MemoryStore and SqliteStore both are.

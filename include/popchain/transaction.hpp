@@ -73,6 +73,8 @@ struct Tx {
 };
 
 void encode_tx(Writer& w, const Tx& tx);
+// tx.encode().size(), without encoding.
+std::size_t encoded_size(const Tx& tx);
 Tx decode_tx(Reader& r);
 Result<Tx> decode_tx(ByteView bytes);
 // Advances `r` past one encoded transaction, failing as decode_tx would on a bad kind, an

@@ -286,3 +286,34 @@ TEST_CASE("consensus-only: an application ahead of the store is refused") {
     NoopApplication fresh;
     CHECK((*replica)->set_application(&fresh).ok());
 }
+
+TEST_CASE("command: a memory store finds each of thousands of stored commands") {
+    TestChain c = make_test_chain(chain, 4, 2);
+    c.genesis.params.commands = noop_command_rules();
+    auto genesis = c.genesis.build();
+    REQUIRE(genesis.ok());
+    auto ledger = c.genesis.ledger();
+    REQUIRE(ledger.ok());
+    MemoryStore store;
+    REQUIRE(store.append(genesis->block, genesis->delta).ok());
+    std::vector<Tx> stored;
+    // 3,000 ids: the store's index grows several times on the way.
+    for (std::uint64_t nonce = 0; nonce < 60; ++nonce) {
+        std::vector<Tx> txs;
+        for (std::uint8_t client = 1; client <= 50; ++client)
+            txs.push_back(command(client, nonce));
+        auto built = ledger->build_block(txs, 0, 0, 1'700'000'000'001ull + nonce);
+        REQUIRE(built.rejected.empty());
+        REQUIRE(store.append(built.block, built.delta).ok());
+        ledger->commit(built.delta);
+        stored.insert(stored.end(), txs.begin(), txs.end());
+    }
+    for (std::size_t i = 0; i < stored.size(); ++i) {
+        auto record = store.tx_by_id(stored[i].id());
+        REQUIRE(record.ok());
+        CHECK(record->tx == stored[i]);
+        CHECK(record->height == i / 50 + 1);
+        CHECK(record->index == i % 50);
+    }
+    CHECK(store.tx_by_id(command(51, 0).id()).code() == Errc::not_found);
+}

@@ -168,6 +168,28 @@ TEST_CASE("tx: encode/decode round trip for every kind, with the documented layo
     }
 }
 
+TEST_CASE("tx: encoded_size is the encoding's size, for every kind and payload length") {
+    std::vector<Tx> txs;
+    for (TxKind k : all_kinds())
+        txs.push_back(signed_tx(k));
+    Tx command;
+    command.kind = TxKind::command;
+    command.chain_id = "a-chain-id-longer-than-a-short-string";
+    command.from = Address::from(Bytes(20, 0x11));
+    command.nonce = 9;
+    command.payload = Bytes(8, 0x22);
+    txs.push_back(command);                 // unsigned: no key, no signature
+    txs.push_back(sign_tx(command, bob())); // signed
+    for (Tx tx : txs) {
+        for (std::size_t payload : {std::size_t{0}, std::size_t{1}, std::size_t{300}}) {
+            CAPTURE(tx_kind_name(tx.kind));
+            CAPTURE(payload);
+            tx.payload.assign(payload, 0x33);
+            CHECK(encoded_size(tx) == tx.encode().size());
+        }
+    }
+}
+
 TEST_CASE("tx: round trip of extreme field values") {
     Tx tx = unsigned_tx(TxKind::escrow_open);
     tx.chain_id = std::string(max_chain_id_bytes, 'c');

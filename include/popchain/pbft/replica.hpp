@@ -376,10 +376,11 @@ private:
     void on_fetch(ReplicaId from, const Fetch& f);
     void on_blocks(ReplicaId from, Blocks&& b);
     void on_client_message(net::NodeId client, ByteView frame);
-    Result<void> admit(const Tx& tx, net::NodeId from, bool forward);
+    Result<void> admit(const Tx& tx, const Hash256& txid, net::NodeId from, bool forward);
     void reply(net::NodeId client, const Hash256& key, Reply r);
     // `results`: the application's, one per command of the block in order (or none).
-    void answer_waiting(const Block& block, const std::vector<Bytes>& results);
+    void answer_waiting(const Block& block, const StateDelta& delta,
+                        const std::vector<Bytes>& results);
     // Drops a transaction no block can hold now (its reason from the block builder) and
     // tells the clients waiting for it.
     void refuse(const RejectedTx& rejected);
