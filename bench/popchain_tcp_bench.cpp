@@ -1223,6 +1223,8 @@ int run(const Options& opt) {
              {"cpu", cpu_model()},
              {"compiler", compiler()},
              {"build_type", POPCHAIN_BENCH_BUILD_TYPE},
+             // Of this build's load client and popchain tool (--popchain may name another).
+             {"allocator", POPCHAIN_ALLOCATOR},
              {"loadavg_1m_at_start", load_average()},
              {"botan", POPCHAIN_BENCH_BOTAN_VERSION},
              {"sqlite", POPCHAIN_BENCH_SQLITE_VERSION},

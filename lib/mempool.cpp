@@ -112,7 +112,7 @@ Mempool::SenderMap::iterator Mempool::drop_front(SenderMap::iterator sender,
 void Mempool::remove_committed(const Block& block) {
     // Highest committed nonce per sender; a block orders each sender's nonces anyway, but
     // taking the maximum does not rely on it.
-    std::map<Address, std::uint64_t> highest;
+    std::unordered_map<Address, std::uint64_t> highest;
     for (const Tx& tx : block.txs) {
         auto [it, inserted] = highest.emplace(tx.from, tx.nonce);
         if (!inserted) it->second = std::max(it->second, tx.nonce);

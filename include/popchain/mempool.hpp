@@ -107,7 +107,9 @@ private:
         std::uint64_t seq = 0; // arrival number
     };
     using SenderQueue = std::map<std::uint64_t, Entry>; // by nonce
-    using SenderMap = std::map<Address, SenderQueue>;
+    // Hashed, not ordered: every walk over the senders sorts what it takes by arrival
+    // number, so their order never shows.
+    using SenderMap = std::unordered_map<Address, SenderQueue>;
 
     // Drops the sender's entries before `end`; returns the next sender (the queue itself is
     // erased once empty).
