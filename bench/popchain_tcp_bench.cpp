@@ -16,6 +16,7 @@
 // One JSON object on stdout, progress on stderr; a failed step exits non-zero with no JSON.
 // docs/benchmarks.md ("Over TCP") explains each figure and holds measured ones.
 #include <popchain/api/http_client.hpp>
+#include <popchain/application.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
 #include <popchain/net/asio_transport.hpp>
@@ -384,18 +385,10 @@ std::vector<Tx> make_commands(std::size_t count, std::size_t outstanding) {
     std::vector<Tx> out;
     out.reserve(count);
     for (std::size_t i = 0; i < count; ++i) {
-        Tx tx;
-        tx.kind = TxKind::command;
-        tx.chain_id = chain_id;
-        Writer id;
-        id.u64(0x706f70636d64ull); // a fixed prefix, so no client id is the zero address
-        id.u64(i % clients);
-        std::copy(id.data().begin(), id.data().end(), tx.from.bytes.begin());
-        tx.nonce = i / clients;
         Writer payload;
         payload.u64(i);
-        tx.payload = payload.take();
-        out.push_back(std::move(tx));
+        out.push_back(
+            make_command(chain_id, command_client(i % clients), i / clients, payload.take()));
     }
     return out;
 }

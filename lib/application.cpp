@@ -18,4 +18,23 @@ std::vector<Bytes> NoopApplication::execute(const Block& block) {
     return results;
 }
 
+Address command_client(std::uint64_t n) {
+    Writer w(16);
+    w.u64(0x706f70636d64ull); // "popcmd"
+    w.u64(n);
+    Address a;
+    std::copy(w.data().begin(), w.data().end(), a.bytes.begin());
+    return a;
+}
+
+Tx make_command(std::string chain_id, const Address& client, std::uint64_t nonce, Bytes command) {
+    Tx tx;
+    tx.kind = TxKind::command;
+    tx.chain_id = std::move(chain_id);
+    tx.from = client;
+    tx.nonce = nonce;
+    tx.payload = std::move(command);
+    return tx;
+}
+
 } // namespace popchain

@@ -128,17 +128,10 @@ const NoopApplication* SimCluster::application(pbft::ReplicaId id) const {
 Tx SimCluster::command(std::uint64_t client, std::uint64_t value) {
     if (!options_.noop_application)
         throw std::logic_error("SimCluster::command needs noop_application");
-    Tx tx;
-    tx.kind = TxKind::command;
-    tx.chain_id = genesis_.params.chain_id;
-    Writer id;
-    id.u64(client + 1); // a client id must not be the zero address
-    std::copy(id.data().begin(), id.data().end(), tx.from.bytes.begin());
-    tx.nonce = command_nonces_[client]++;
     Writer payload;
     payload.u64(value);
-    tx.payload = payload.take();
-    return tx;
+    return make_command(genesis_.params.chain_id, command_client(client), command_nonces_[client]++,
+                        payload.take());
 }
 
 pbft::Replica* SimCluster::replica(pbft::ReplicaId id) {

@@ -19,6 +19,7 @@
 #include <popchain/crypto.hpp>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace popchain {
@@ -68,5 +69,14 @@ private:
 inline CommandRules noop_command_rules() {
     return CommandRules{NoopApplication::command_bytes, true};
 }
+
+// The client id of the load generator's or a script's client number `n`: a fixed 8-byte tag
+// then n, so no number gives the zero address (which no command may come from).
+Address command_client(std::uint64_t n);
+
+// An unsigned command from `client` with that client's `nonce` (its commands execute in
+// nonce order, from 0), `command` as the payload. Valid on a chain whose CommandRules allow
+// unsigned commands of that size; sign_tx() makes a signed one of it.
+Tx make_command(std::string chain_id, const Address& client, std::uint64_t nonce, Bytes command);
 
 } // namespace popchain

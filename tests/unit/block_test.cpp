@@ -1,4 +1,5 @@
 // Blocks: header hashing, encoding, decoding limits, transaction inclusion proofs.
+#include <popchain/application.hpp>
 #include <popchain/block.hpp>
 
 #include <doctest/doctest.h>
@@ -266,11 +267,7 @@ TEST_CASE("block: the tx root does not depend on signatures, only on txids") {
 
 TEST_CASE("block: one transaction decodes out of a block of commands and transfers") {
     Block b = sample_block(2);
-    Tx command;
-    command.kind = TxKind::command;
-    command.chain_id = b.txs[0].chain_id;
-    command.from.bytes[0] = 9;
-    command.payload = Bytes(8, 0x11);
+    const Tx command = make_command(b.txs[0].chain_id, command_client(9), 0, Bytes(8, 0x11));
     Tx signed_command = sign_tx(command, sender());
     signed_command.payload = Bytes(40, 0x22);
     signed_command = sign_tx(signed_command, sender());

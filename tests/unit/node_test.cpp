@@ -515,12 +515,8 @@ TEST_CASE("node: consensus-only nodes, in memory or without fsync, order command
     std::vector<Result<pbft::Committed>> outcomes;
     constexpr std::size_t count = 50;
     for (std::size_t k = 0; k < count; ++k) {
-        Tx tx;
-        tx.kind = TxKind::command;
-        tx.chain_id = chain.genesis.params.chain_id;
-        tx.from.bytes[0] = static_cast<std::uint8_t>(1 + k % 3);
-        tx.nonce = k / 3;
-        tx.payload = Bytes(8, static_cast<std::uint8_t>(k));
+        const Tx tx = make_command(chain.genesis.params.chain_id, command_client(k % 3), k / 3,
+                                   Bytes(8, static_cast<std::uint8_t>(k)));
         tcp.client->submit(tx, [&](Result<pbft::Committed> r) { outcomes.push_back(r); });
     }
     const auto deadline = std::chrono::steady_clock::now() + 30s;

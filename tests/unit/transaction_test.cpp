@@ -1,4 +1,5 @@
 // Transactions: encoding, ids, stateless checks, config payloads.
+#include <popchain/application.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/transaction.hpp>
 
@@ -172,12 +173,8 @@ TEST_CASE("tx: encoded_size is the encoding's size, for every kind and payload l
     std::vector<Tx> txs;
     for (TxKind k : all_kinds())
         txs.push_back(signed_tx(k));
-    Tx command;
-    command.kind = TxKind::command;
-    command.chain_id = "a-chain-id-longer-than-a-short-string";
-    command.from = Address::from(Bytes(20, 0x11));
-    command.nonce = 9;
-    command.payload = Bytes(8, 0x22);
+    const Tx command =
+        make_command("a-chain-id-longer-than-a-short-string", command_client(3), 9, Bytes(8, 0x22));
     txs.push_back(command);                 // unsigned: no key, no signature
     txs.push_back(sign_tx(command, bob())); // signed
     for (Tx tx : txs) {
