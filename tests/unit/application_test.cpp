@@ -129,10 +129,8 @@ TEST_CASE("command: the ledger spends the client's nonce and changes nothing els
     const Block block = next_block(ledger, {command(1, 0), command(2, 0), command(1, 1)});
     auto delta = ledger.apply(block);
     REQUIRE(delta.ok());
-    Address one;
-    one.bytes[0] = 1;
-    Address two;
-    two.bytes[0] = 2;
+    const Address one = command_client(1);
+    const Address two = command_client(2);
     CHECK(ledger.account(one) == Account{0, 2});
     CHECK(ledger.account(two) == Account{0, 1});
     CHECK(ledger.state().total_minted == before.total_minted);
