@@ -597,6 +597,68 @@ Json bench_consensus(const Options& opt, double verify1) {
     return Json{{"full_blocks", full}, {"one_tx_blocks", one}};
 }
 
+// Consensus-only in the simulator: `count` unsigned 8-byte no-op commands (NoopApplication),
+// submitted round-robin to `n` replicas, blocks of at most `block_txs`, timed until every
+// replica executed them all. No signatures, so no crypto bound: the figure is what agreement,
+// execution and the in-memory store cost on one thread for all n replicas together.
+Json bench_consensus_only_shape(const Options& opt, std::uint32_t n, std::size_t count,
+                                std::uint32_t block_txs) {
+    net::SimClusterOptions o;
+    o.replicas = n;
+    o.noop_application = true;
+    o.config.max_block_txs = block_txs;
+    o.config.max_batch_delay_ms = 2;
+    o.config.checkpoint_interval = block_txs == 1 ? 128 : 32;
+    o.config.watermark_window = 2 * o.config.checkpoint_interval;
+    const std::size_t clients = count / 50 + 1; // mempool: at most 64 pending per sender
+    Rates rates;
+    std::uint64_t height = 0;
+    for (int run = 0; run < opt.runs; ++run) {
+        progress("consensus-only: " + std::to_string(n) + " replicas, " + std::to_string(count) +
+                 " no-op commands, blocks of <= " + std::to_string(block_txs) + " (run " +
+                 std::to_string(run + 1) + ")");
+        net::SimCluster cluster(o);
+        std::vector<Tx> batch;
+        std::vector<Hash256> ids;
+        for (std::size_t i = 0; i < count; ++i) {
+            batch.push_back(cluster.command(i % clients, i));
+            ids.push_back(batch.back().id());
+        }
+        const auto start = Clock::now();
+        for (std::size_t i = 0; i < count; ++i)
+            if (!cluster.submit(batch[i], static_cast<pbft::ReplicaId>(i % n)))
+                throw std::runtime_error("consensus-only bench: a command was refused");
+        if (!cluster.run_until_committed(ids, cluster.network().now() + 600'000))
+            throw std::runtime_error("consensus-only bench: not everything committed");
+        rates.runs.push_back(static_cast<double>(count) / seconds_since(start));
+        height = cluster.replica(0)->height();
+    }
+    const double blocks_per_command = static_cast<double>(height) / static_cast<double>(count);
+    return Json{{"replicas", n},
+                {"commands", count},
+                {"max_block_txs", block_txs},
+                {"blocks", height},
+                {"commands_per_s", rates.json()},
+                {"blocks_per_s", round4(rates.median() * blocks_per_command)},
+                {"replica_commands_per_s", round4(rates.median() * n)}};
+}
+
+Json bench_consensus_only(const Options& opt) {
+    const std::vector<std::uint32_t> sizes =
+        opt.quick ? std::vector<std::uint32_t>{4} : std::vector<std::uint32_t>{4, 16, 64};
+    Json batched = Json::object(), one = Json::object();
+    for (std::uint32_t n : sizes) {
+        const std::size_t count = opt.quick ? 800 : (n <= 4 ? 16'000 : n <= 16 ? 8'000 : 2'000);
+        batched["n" + std::to_string(n)] = bench_consensus_only_shape(opt, n, count, 400);
+        const std::size_t singles = opt.quick ? 100 : (n <= 4 ? 2'000 : n <= 16 ? 500 : 200);
+        one["n" + std::to_string(n)] = bench_consensus_only_shape(opt, n, singles, 1);
+    }
+    return Json{{"batched", batched},
+                {"one_per_block", one},
+                {"note", "replica_commands_per_s = commands/s x replicas: every replica orders, "
+                         "executes and stores every command, all on this one thread"}};
+}
+
 double ratio(double a, double b) {
     return b > 0 ? round4(a / b) : 0;
 }
@@ -633,6 +695,7 @@ int run(const Options& opt) {
     results["sqlite_commit"] = bench_sqlite(opt, small, big, one_tx_blocks, big_tx);
     results["block_codec"] = bench_codec(opt, big);
     results["consensus_sim"] = bench_consensus(opt, verify1);
+    results["consensus_only_sim"] = bench_consensus_only(opt);
     report["results"] = std::move(results);
 
     const double sign1 = report["results"]["ecdsa_p256"]["sign_per_s"]["median"].get<double>();
