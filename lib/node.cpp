@@ -742,8 +742,9 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
     if (!owner) return owner.error();
     impl->data_dir_lock = std::move(*owner);
     if (config.storage == "memory") {
+        // No journal: one in memory would die with the process, the only event it exists
+        // for, so it would cost a copy of every block and promise and keep nothing.
         impl->store = std::make_unique<MemoryStore>();
-        impl->journal = std::make_unique<pbft::MemoryJournal>();
     } else {
         auto files = open_sqlite(config, impl->genesis_hash);
         if (!files) return files.error();
