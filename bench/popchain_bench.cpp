@@ -523,6 +523,45 @@ Json bench_codec(const Options& opt, const Chain& big) {
 
 // ---- the report ----
 
+// A simulated cluster of n replicas proposing blocks of at most `block_txs`.
+net::SimClusterOptions sim_options(std::uint32_t n, std::uint32_t block_txs) {
+    net::SimClusterOptions o;
+    o.replicas = n;
+    o.config.max_block_txs = block_txs;
+    o.config.max_batch_delay_ms = 2;
+    o.config.checkpoint_interval = block_txs == 1 ? 128 : 32;
+    o.config.watermark_window = 2 * o.config.checkpoint_interval;
+    return o;
+}
+
+// Runs `count` transactions (`make(cluster, i)`) through a fresh simulated cluster per run,
+// submitted round-robin to its replicas and timed until every replica executed them all;
+// `height` receives the chain's height after the last run.
+Rates run_sim_load(const Options& opt, const net::SimClusterOptions& o, std::size_t count,
+                   const std::function<Tx(net::SimCluster&, std::size_t)>& make,
+                   const std::string& what, std::uint64_t& height) {
+    Rates rates;
+    for (int run = 0; run < opt.runs; ++run) {
+        progress(what + " (run " + std::to_string(run + 1) + ")");
+        net::SimCluster cluster(o);
+        std::vector<Tx> batch;
+        std::vector<Hash256> ids;
+        for (std::size_t i = 0; i < count; ++i) {
+            batch.push_back(make(cluster, i));
+            ids.push_back(batch.back().id());
+        }
+        const auto start = Clock::now();
+        for (std::size_t i = 0; i < count; ++i)
+            if (!cluster.submit(batch[i], static_cast<pbft::ReplicaId>(i % o.replicas)))
+                throw std::runtime_error(what + ": a transaction was refused");
+        if (!cluster.run_until_committed(ids, cluster.network().now() + 600'000))
+            throw std::runtime_error(what + ": not everything committed");
+        rates.runs.push_back(static_cast<double>(count) / seconds_since(start));
+        height = cluster.replica(0)->height();
+    }
+    return rates;
+}
+
 // The whole pBFT replica (MAC-authenticated agreement, checkpoints, ledger execution with
 // every client signature checked once per replica) for n replicas in the deterministic
 // simulator: one process, one thread, virtual network time. The figure is transactions
@@ -533,35 +572,17 @@ Json bench_codec(const Options& opt, const Chain& big) {
 // replicas, blocks of at most `block_txs`, timed until every replica executed them all.
 Json bench_consensus_shape(const Options& opt, double verify1, std::uint32_t n, std::size_t txs,
                            std::uint32_t block_txs) {
-    net::SimClusterOptions o;
-    o.replicas = n;
+    net::SimClusterOptions o = sim_options(n, block_txs);
     o.wallets = txs / 50 + 1; // mempool: at most 64 pending per sender
-    o.config.max_block_txs = block_txs;
-    o.config.max_batch_delay_ms = 2;
-    o.config.checkpoint_interval = block_txs == 1 ? 128 : 32;
-    o.config.watermark_window = 2 * o.config.checkpoint_interval;
-    Rates rates;
     std::uint64_t height = 0;
-    for (int run = 0; run < opt.runs; ++run) {
-        progress("consensus: " + std::to_string(n) + " replicas, " + std::to_string(txs) +
-                 " signed transfers, blocks of <= " + std::to_string(block_txs) + " (run " +
-                 std::to_string(run + 1) + ")");
-        net::SimCluster cluster(o);
-        std::vector<Tx> batch;
-        std::vector<Hash256> ids;
-        for (std::size_t i = 0; i < txs; ++i) {
-            batch.push_back(cluster.transfer(i % o.wallets, (i + 1) % o.wallets, 1));
-            ids.push_back(batch.back().id());
-        }
-        const auto start = Clock::now();
-        for (std::size_t i = 0; i < txs; ++i)
-            if (!cluster.submit(batch[i], static_cast<pbft::ReplicaId>(i % n)))
-                throw std::runtime_error("consensus bench: a transfer was refused");
-        if (!cluster.run_until_committed(ids, cluster.network().now() + 600'000))
-            throw std::runtime_error("consensus bench: not everything committed");
-        rates.runs.push_back(static_cast<double>(txs) / seconds_since(start));
-        height = cluster.replica(0)->height();
-    }
+    const Rates rates = run_sim_load(
+        opt, o, txs,
+        [&](net::SimCluster& c, std::size_t i) {
+            return c.transfer(i % o.wallets, (i + 1) % o.wallets, 1);
+        },
+        "consensus: " + std::to_string(n) + " replicas, " + std::to_string(txs) +
+            " signed transfers, blocks of <= " + std::to_string(block_txs),
+        height);
     // The unavoidable work: every replica checks every client signature once.
     const double bound = verify1 / n;
     // Beside it, the ECDSA operations per block at each replica: its client signatures, and
@@ -603,36 +624,15 @@ Json bench_consensus(const Options& opt, double verify1) {
 // execution and the in-memory store cost on one thread for all n replicas together.
 Json bench_consensus_only_shape(const Options& opt, std::uint32_t n, std::size_t count,
                                 std::uint32_t block_txs) {
-    net::SimClusterOptions o;
-    o.replicas = n;
+    net::SimClusterOptions o = sim_options(n, block_txs);
     o.noop_application = true;
-    o.config.max_block_txs = block_txs;
-    o.config.max_batch_delay_ms = 2;
-    o.config.checkpoint_interval = block_txs == 1 ? 128 : 32;
-    o.config.watermark_window = 2 * o.config.checkpoint_interval;
     const std::size_t clients = count / 50 + 1; // mempool: at most 64 pending per sender
-    Rates rates;
     std::uint64_t height = 0;
-    for (int run = 0; run < opt.runs; ++run) {
-        progress("consensus-only: " + std::to_string(n) + " replicas, " + std::to_string(count) +
-                 " no-op commands, blocks of <= " + std::to_string(block_txs) + " (run " +
-                 std::to_string(run + 1) + ")");
-        net::SimCluster cluster(o);
-        std::vector<Tx> batch;
-        std::vector<Hash256> ids;
-        for (std::size_t i = 0; i < count; ++i) {
-            batch.push_back(cluster.command(i % clients, i));
-            ids.push_back(batch.back().id());
-        }
-        const auto start = Clock::now();
-        for (std::size_t i = 0; i < count; ++i)
-            if (!cluster.submit(batch[i], static_cast<pbft::ReplicaId>(i % n)))
-                throw std::runtime_error("consensus-only bench: a command was refused");
-        if (!cluster.run_until_committed(ids, cluster.network().now() + 600'000))
-            throw std::runtime_error("consensus-only bench: not everything committed");
-        rates.runs.push_back(static_cast<double>(count) / seconds_since(start));
-        height = cluster.replica(0)->height();
-    }
+    const Rates rates = run_sim_load(
+        opt, o, count, [&](net::SimCluster& c, std::size_t i) { return c.command(i % clients, i); },
+        "consensus-only: " + std::to_string(n) + " replicas, " + std::to_string(count) +
+            " no-op commands, blocks of <= " + std::to_string(block_txs),
+        height);
     const double blocks_per_command = static_cast<double>(height) / static_cast<double>(count);
     return Json{{"replicas", n},
                 {"commands", count},
