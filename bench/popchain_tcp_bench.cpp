@@ -376,20 +376,32 @@ struct Workload {
     }
 };
 
-// Consensus-only load: `count` unsigned 8-byte commands, command i from client id i % C with
-// that client's next nonce. C keeps each client's commands in flight at `outstanding` / C
+// Consensus-only load: unsigned 8-byte commands, command i from client id i % C with that
+// client's next nonce i / C. C keeps each client's commands in flight at `outstanding` / C
 // <= 32, inside the replicas' per-sender mempool window (64), since a client's commands
-// execute in nonce order.
-std::vector<Tx> make_commands(std::size_t count, std::size_t outstanding) {
-    const std::size_t clients = std::max<std::size_t>(1, (outstanding + 31) / 32);
-    std::vector<Tx> out;
-    out.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) {
+// execute in nonce order. Made on demand by index, so that a long paced run needs no
+// vector of millions of commands, and a testnet's phases can go on where the last stopped.
+class CommandSource {
+public:
+    explicit CommandSource(std::size_t outstanding)
+        : clients_(std::max<std::size_t>(1, (outstanding + 31) / 32)) {}
+
+    Tx operator()(std::size_t i) const {
         Writer payload;
         payload.u64(i);
-        out.push_back(
-            make_command(chain_id, command_client(i % clients), i / clients, payload.take()));
+        return make_command(chain_id, command_client(i % clients_), i / clients_, payload.take());
     }
+
+private:
+    std::size_t clients_;
+};
+
+// Commands 0..count of `source`, made before a closed-loop phase starts its clock.
+std::vector<Tx> make_commands(std::size_t count, const CommandSource& source) {
+    std::vector<Tx> out;
+    out.reserve(count);
+    for (std::size_t i = 0; i < count; ++i)
+        out.push_back(source(i));
     return out;
 }
 
@@ -1266,8 +1278,9 @@ int run(const Options& opt) {
     for (const auto& s : opt.scenarios) {
         std::vector<RunResult> runs;
         Json run_list = Json::array();
-        const std::vector<Tx> commands =
-            s.consensus_only ? make_commands(s.txs, s.outstanding) : std::vector<Tx>{};
+        const std::vector<Tx> commands = s.consensus_only
+                                             ? make_commands(s.txs, CommandSource(s.outstanding))
+                                             : std::vector<Tx>{};
         const std::vector<Tx>& load = s.consensus_only ? commands : w.transfers;
         for (int k = 0; k < opt.runs; ++k) {
             progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(opt.runs) +
