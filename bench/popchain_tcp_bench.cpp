@@ -108,6 +108,13 @@ double percentile(const std::vector<double>& sorted, double q) {
     return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
 }
 
+// `v` with `decimals` digits after the point, for progress lines.
+std::string fixed(double v, int decimals) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", decimals, v);
+    return text;
+}
+
 void progress(const std::string& what) {
     std::cerr << "[tcp-bench] " << what << std::endl;
 }
@@ -128,10 +135,10 @@ struct Scenario {
     std::size_t outstanding = 0;
     // Overrides of the node configs' "replica" object; unset keeps what testnet init wrote
     // (the ReplicaConfig defaults).
-    std::optional<std::uint32_t> max_block_txs;
-    std::optional<std::uint32_t> max_batch_delay_ms;
-    std::optional<std::uint32_t> request_timeout_ms;
-    std::optional<std::uint32_t> watermark_window;
+    std::optional<std::uint32_t> max_block_txs = std::nullopt;
+    std::optional<std::uint32_t> max_batch_delay_ms = std::nullopt;
+    std::optional<std::uint32_t> request_timeout_ms = std::nullopt;
+    std::optional<std::uint32_t> watermark_window = std::nullopt;
     // Kills node 0 (the first primary) with SIGKILL once a third of the transfers committed,
     // and reports how long commits stopped.
     bool kill_primary = false;
@@ -149,6 +156,10 @@ struct Scenario {
     bool fsync = true;
     // The nodes' "storage": "sqlite", or "memory" (disk off). --storage overrides it.
     std::string storage = "sqlite";
+    // Paced (open-loop) phases on the same testnet after the closed-loop phase, which then
+    // measures saturation: one per fraction of the saturation rate, each paced_seconds long.
+    std::vector<double> paced_levels = {};
+    double paced_seconds = 0;
 };
 
 struct Options {
@@ -178,8 +189,9 @@ struct Options {
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
         "                     full_blocks, primary_crash, catch_up, consensus_one,\n"
-        "                     consensus_batched\n"
-        "  --txs K            transfers per run, every scenario (default per scenario)\n"
+        "                     consensus_batched, consensus_latency\n"
+        "  --txs K            transfers per run, every scenario (default per scenario; for\n"
+        "                     consensus_latency: of the saturation phase)\n"
         "  --behind B         catch_up: blocks the stopped node misses (default 10000;\n"
         "                     300 with --quick); overrides --txs for that scenario\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
@@ -290,6 +302,24 @@ Options parse_options(int argc, char** argv) {
         {"consensus_batched", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
          200'000, 2'800, 400, std::nullopt, std::nullopt, std::nullopt, false, false, true, 40'000,
          50'000, false, "memory"},
+        // Latency below saturation, consensus_batched's setup: its closed loop measures the
+        // saturation rate, then the same testnet gets paced load at fractions of it.
+        {.name = "consensus_latency",
+         .what = "consensus-only, max_block_txs = 400: saturation measured closed-loop, then "
+                 "paced (open-loop) load at 25, 50 and 90% of it",
+         .txs = 100'000,
+         .outstanding = 2'800,
+         .max_block_txs = 400,
+         .consensus_only = true,
+         .fsync = false,
+         .storage = "memory",
+         .paced_levels = {0.25, 0.5, 0.9},
+         .paced_seconds = 10},
+    };
+    auto named = [&](const std::string& name) -> Scenario& {
+        for (auto& s : o.scenarios)
+            if (s.name == name) return s;
+        throw std::logic_error("no scenario " + name);
     };
     if (o.quick) {
         o.runs = 1;
@@ -308,6 +338,8 @@ Options parse_options(int argc, char** argv) {
         o.scenarios[4].outstanding = 64;
         o.scenarios[5].txs = 1'000;
         o.scenarios[6].txs = 10'000;
+        named("consensus_latency").txs = 10'000;
+        named("consensus_latency").paced_seconds = 1.5;
     }
     if (runs) o.runs = *runs;
     for (auto& s : o.scenarios) {
@@ -796,7 +828,7 @@ private:
     bool up_ = false;
 };
 
-// ---- the closed-loop client ----
+// ---- the load client: closed loop, or paced (open loop) ----
 
 struct RunResult {
     double seconds = 0;
@@ -811,9 +843,22 @@ struct RunResult {
     Json memory;
     Json recovery; // primary_crash only
     Json catch_up; // catch_up only
+    Json paced;    // scenarios with paced phases: their figures (paced_run_json)
 
     double tx_per_s() const { return static_cast<double>(txs) / seconds; }
     double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
+};
+
+// One paced (open-loop) phase: `count` requests offered at a fixed rate.
+struct PacedResult {
+    double seconds = 0; // from the phase's start to its last completion
+    std::size_t count = 0;
+    std::uint64_t blocks = 0;       // height delta over the phase
+    std::vector<double> latency_ms; // from each request's scheduled time; sorted
+    double max_send_lag_ms = 0;     // the latest any request went after its scheduled time
+    std::uint64_t retransmissions = 0;
+
+    double achieved_per_s() const { return static_cast<double>(count) / seconds; }
 };
 
 // Runs `fire` once, when the `at`-th transfer has committed.
@@ -893,28 +938,108 @@ public:
         if (error_) throw std::runtime_error(*error_);
     }
 
+    // Open loop: request k (command `first` + k of `source`) is due at the start plus k / rate
+    // (requests/s); every due request goes, at most `cap` in flight (a due request that finds
+    // no free slot goes as soon as one frees), and a completion submits nothing. Latency runs
+    // from the scheduled time, not the send, so a backlog shows in the figures instead of
+    // slowing the load down (no coordinated omission). Returns when all `count` committed;
+    // `tick` runs after each poll of the connections (about every millisecond).
+    PacedResult run_paced(const CommandSource& source, std::size_t first, std::size_t count,
+                          double rate, std::size_t cap, const std::function<void()>& tick = {}) {
+        PacedResult out;
+        out.latency_ms.reserve(count);
+        txs_ = nullptr;
+        source_ = &source;
+        first_ = first;
+        rate_ = rate;
+        count_ = count;
+        latency_ms_ = &out.latency_ms;
+        heights_ = nullptr;
+        done_at_ = nullptr;
+        trigger_ = {};
+        next_ = 0;
+        done_ = 0;
+        max_send_lag_ = {};
+        error_.reset();
+        const std::uint64_t height_before = max_height_;
+        const auto retransmissions_before = stats().retransmissions;
+        paced_start_ = Clock::now();
+        last_progress_ = paced_start_;
+        auto last_report = paced_start_;
+        while (done_ < count && !error_) {
+            if (interrupted) throw std::runtime_error("interrupted");
+            // A quiet pipeline is no stall: only requests in flight are waited for.
+            if (next_ > done_ && seconds_since(last_progress_) > opt_.stall_seconds)
+                throw std::runtime_error(
+                    "no command committed for " + std::to_string(opt_.stall_seconds) + " s (" +
+                    std::to_string(done_) + " of " + std::to_string(count) + " done)");
+            submit_due(cap);
+            // Short slices: a due request waits at most about this long for its turn.
+            io_.restart();
+            io_.run_for(std::chrono::milliseconds(1));
+            if (tick) tick();
+            if (seconds_since(last_report) > 2) {
+                progress("  " + std::to_string(done_) + " of " + std::to_string(count) +
+                         " committed, " + std::to_string(next_ - done_) + " in flight");
+                last_report = Clock::now();
+            }
+        }
+        if (error_) throw std::runtime_error(*error_);
+        out.seconds = std::chrono::duration<double>(last_done_ - paced_start_).count();
+        out.count = count;
+        out.blocks = max_height_ - height_before;
+        out.retransmissions = stats().retransmissions - retransmissions_before;
+        out.max_send_lag_ms = std::chrono::duration<double, std::milli>(max_send_lag_).count();
+        std::sort(out.latency_ms.begin(), out.latency_ms.end());
+        latency_ms_ = nullptr;
+        return out;
+    }
+
 private:
     // Called again from each completion, so the window stays full: a closed loop.
     void submit_next() {
         const std::size_t i = next_++;
         submitted_at_[i] = Clock::now();
         client_->submit((*txs_)[i], [this, i](Result<pbft::Committed> r) {
-            if (!r) {
-                error_ = "transfer " + std::to_string(i) + ": " + r.error().message();
-                return;
-            }
-            const auto now = Clock::now();
-            if (latency_ms_)
-                latency_ms_->push_back(
-                    std::chrono::duration<double, std::milli>(now - submitted_at_[i]).count());
-            if (heights_) heights_->insert(r->height);
-            if (done_at_) done_at_->push_back(now);
-            max_height_ = std::max(max_height_, r->height);
-            ++done_;
-            last_progress_ = now;
-            if (trigger_.fire && done_ == trigger_.at) std::exchange(trigger_.fire, nullptr)();
+            completed(i, r, submitted_at_[i]);
             if (next_ < count_ && !error_) submit_next();
         });
+    }
+
+    // Paced: when request k of the phase is due.
+    Clock::time_point due(std::size_t k) const {
+        return paced_start_ + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(static_cast<double>(k) / rate_));
+    }
+
+    // Paced: sends every request due by now while fewer than `cap` are in flight.
+    void submit_due(std::size_t cap) {
+        const auto now = Clock::now();
+        while (next_ < count_ && next_ - done_ < cap && due(next_) <= now && !error_) {
+            const std::size_t k = next_++;
+            if (next_ - done_ == 1) last_progress_ = now; // the stall clock starts with it
+            max_send_lag_ = std::max(max_send_lag_, now - due(k));
+            client_->submit((*source_)(first_ + k),
+                            [this, k](Result<pbft::Committed> r) { completed(k, r, due(k)); });
+        }
+    }
+
+    // Request i of the phase is done; its latency runs from `since`.
+    void completed(std::size_t i, const Result<pbft::Committed>& r, Clock::time_point since) {
+        if (!r) {
+            error_ = "transfer " + std::to_string(i) + ": " + r.error().message();
+            return;
+        }
+        const auto now = Clock::now();
+        if (latency_ms_)
+            latency_ms_->push_back(std::chrono::duration<double, std::milli>(now - since).count());
+        if (heights_) heights_->insert(r->height);
+        if (done_at_) done_at_->push_back(now);
+        max_height_ = std::max(max_height_, r->height);
+        ++done_;
+        last_progress_ = now;
+        last_done_ = now;
+        if (trigger_.fire && done_ == trigger_.at) std::exchange(trigger_.fire, nullptr)();
     }
 
     const Options& opt_;
@@ -930,8 +1055,14 @@ private:
     std::vector<Clock::time_point>* done_at_ = nullptr;
     Trigger trigger_;
     std::optional<std::string> error_;
-    Clock::time_point last_progress_;
+    Clock::time_point last_progress_, last_done_;
     std::uint64_t max_height_ = 0;
+    // Paced mode.
+    const CommandSource* source_ = nullptr;
+    std::size_t first_ = 0;
+    double rate_ = 1;
+    Clock::time_point paced_start_;
+    Clock::duration max_send_lag_{};
 };
 
 // A counter's value in Prometheus text (GET /metrics); nullopt if absent.
@@ -1065,6 +1196,48 @@ Json measure_catch_up(const Options& opt, const Testnet& net, std::uint32_t node
                 {"how", how}};
 }
 
+Json paced_level_json(double fraction, double rate, const PacedResult& p) {
+    const auto& l = p.latency_ms;
+    return Json{{"fraction", fraction},
+                {"offered_per_s", round4(rate)},
+                {"achieved_per_s", round4(p.achieved_per_s())},
+                {"seconds", round4(p.seconds)},
+                {"count", p.count},
+                {"blocks", p.blocks},
+                {"latency_ms", Json{{"p50", round4(percentile(l, 0.50))},
+                                    {"p99", round4(percentile(l, 0.99))},
+                                    {"p999", round4(percentile(l, 0.999))},
+                                    {"max", round4(l.empty() ? 0 : l.back())}}},
+                {"max_send_lag_ms", round4(p.max_send_lag_ms)},
+                {"retransmissions", p.retransmissions}};
+}
+
+// The paced phases of `s`, on the testnet whose closed-loop phase measured `saturation`
+// (requests/s) with commands 0..s.txs: each level offers level x saturation for
+// s.paced_seconds, its commands going on from where the last phase stopped, so that every
+// client's nonces stay contiguous. Returns {"levels": [...], "view_changes_at_end": n}.
+Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
+                      double saturation) {
+    const CommandSource source(s.outstanding);
+    std::size_t first = s.txs;
+    Json levels = Json::array();
+    for (const double level : s.paced_levels) {
+        const double rate = level * saturation;
+        const auto count = std::max<std::size_t>(
+            1, static_cast<std::size_t>(std::llround(rate * s.paced_seconds)));
+        progress("  paced at " + fixed(level * 100, 0) + "% of saturation: " + fixed(rate, 0) +
+                 "/s for " + fixed(s.paced_seconds, 1) + " s");
+        const PacedResult p = client.run_paced(source, first, count, rate, s.outstanding);
+        first += count;
+        progress("  " + fixed(p.achieved_per_s(), 0) + "/s achieved, p50 " +
+                 fixed(percentile(p.latency_ms, 0.5), 2) + " ms, p99 " +
+                 fixed(percentile(p.latency_ms, 0.99), 2) + " ms, p999 " +
+                 fixed(percentile(p.latency_ms, 0.999), 2) + " ms");
+        levels.push_back(paced_level_json(level, rate, p));
+    }
+    return Json{{"levels", std::move(levels)}, {"view_changes_at_end", net.view_changes()}};
+}
+
 // `load`: what the measured phase submits (the workload's transfers, or commands).
 RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
                    const std::vector<Tx>& load) {
@@ -1189,6 +1362,12 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     r.distinct_blocks = heights.size();
     r.client = client.stats();
     std::sort(r.latency_ms.begin(), r.latency_ms.end());
+    if (!s.paced_levels.empty()) {
+        progress("  saturation (closed loop): " + fixed(r.tx_per_s(), 0) + " tx/s, p50 " +
+                 fixed(percentile(r.latency_ms, 0.5), 2) + " ms, p99 " +
+                 fixed(percentile(r.latency_ms, 0.99), 2) + " ms");
+        r.paced = run_paced_phases(*net, client, s, r.tx_per_s());
+    }
     return r;
 }
 
@@ -1212,6 +1391,90 @@ Json run_json(const RunResult& r) {
     if (!r.recovery.is_null()) j["recovery"] = r.recovery;
     if (!r.catch_up.is_null()) j["catch_up"] = r.catch_up;
     return j;
+}
+
+// What a scenario's runs were set up as (the report's scenarios.S.setup).
+Json setup_json(const Options& opt, const Scenario& s) {
+    Json setup = Json{
+        {"nodes", opt.nodes}, {"txs", s.txs}, {"outstanding", s.outstanding}, {"what", s.what}};
+    setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
+    setup["max_batch_delay_ms"] =
+        s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
+    setup["request_timeout_ms"] =
+        s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
+    setup["watermark_window"] = s.watermark_window ? Json(*s.watermark_window) : Json("default");
+    setup["signatures"] = !s.consensus_only;
+    setup["payload"] =
+        s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
+    setup["disk"] = s.storage == "memory"
+                        ? "off: blocks, state and journal in memory (node storage: memory)"
+                    : s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
+                              : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
+    if (!s.paced_levels.empty()) {
+        setup["runs"] = opt.runs;
+        setup["levels"] = s.paced_levels;
+        setup["seconds_per_level"] = s.paced_seconds;
+        setup["load"] = "closed loop of txs commands (the saturation rate), then on the same "
+                        "testnet one paced (open-loop) phase per level: level x saturation "
+                        "requests/s for seconds_per_level, at most outstanding in flight, "
+                        "latency from each request's scheduled time";
+    }
+    return setup;
+}
+
+// A run of a scenario with paced phases: its closed-loop (saturation) phase as any run,
+// then the phases.
+Json paced_run_json(const RunResult& r) {
+    return Json{{"saturation", run_json(r)},
+                {"levels", r.paced["levels"]},
+                {"view_changes_at_end", r.paced["view_changes_at_end"]}};
+}
+
+// A scenario with paced phases over its runs: the saturation and each level's figures are
+// medians of the runs.
+Json paced_summary(const Scenario& s, const std::vector<RunResult>& runs, Json setup,
+                   Json run_list) {
+    auto med = [&](auto field) {
+        std::vector<double> v;
+        for (const auto& r : runs)
+            v.push_back(field(r));
+        return round4(median(v));
+    };
+    Json saturation{
+        {"commands", s.txs},
+        {"tx_per_s", med([](const RunResult& r) { return r.tx_per_s(); })},
+        {"latency_ms",
+         Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
+              {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}}};
+    // A median count is a whole number unless it lies between two runs'.
+    auto whole = [](double v) {
+        return v == std::floor(v) ? Json(static_cast<std::uint64_t>(v)) : Json(v);
+    };
+    Json levels = Json::array();
+    for (std::size_t l = 0; l < s.paced_levels.size(); ++l) {
+        auto median_of = [&](const char* key, const char* sub = nullptr) {
+            std::vector<double> v;
+            for (const auto& r : runs) {
+                const Json& j = r.paced["levels"][l];
+                v.push_back((sub ? j[key][sub] : j[key]).get<double>());
+            }
+            return median(v);
+        };
+        auto level = [&](const char* key, const char* sub = nullptr) {
+            return round4(median_of(key, sub));
+        };
+        levels.push_back(Json{{"fraction", s.paced_levels[l]},
+                              {"offered_per_s", level("offered_per_s")},
+                              {"achieved_per_s", level("achieved_per_s")},
+                              {"count", whole(median_of("count"))},
+                              {"latency_ms", Json{{"p50", level("latency_ms", "p50")},
+                                                  {"p99", level("latency_ms", "p99")},
+                                                  {"p999", level("latency_ms", "p999")}}},
+                              {"max_send_lag_ms", level("max_send_lag_ms")}});
+    }
+    Json out{{"setup", std::move(setup)}, {"saturation", saturation}, {"levels", levels}};
+    out["runs"] = std::move(run_list);
+    return out;
 }
 
 int run(const Options& opt) {
@@ -1265,8 +1528,9 @@ int run(const Options& opt) {
              {"runs_per_scenario", opt.runs},
              {"nodes", opt.nodes},
              {"popchain", opt.popchain},
-             {"client", "one process, one pbft::Client over AsioTransport, closed loop; done = f+1 "
-                        "matching committed replies; retry after 60 s"},
+             {"client", "one process, one pbft::Client over AsioTransport, closed loop (then "
+                        "paced, open loop, in the scenarios with levels); done = f+1 matching "
+                        "committed replies; retry after 60 s"},
              {"workload", "one transfer per funded wallet (nonce 0), signed before timing"},
              {"disk", "each node's chain.db in temp_dir: blocks and journal committed together to "
                       "SQLite's WAL, fdatasynced by the node's syncer thread before anything about "
@@ -1288,11 +1552,12 @@ int run(const Options& opt) {
                      " outstanding");
             runs.push_back(run_once(opt, w, s, load));
             const auto& r = runs.back();
-            progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
-                     std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
-                     std::to_string(percentile(r.latency_ms, 0.5)) + " ms, p99 " +
-                     std::to_string(percentile(r.latency_ms, 0.99)) + " ms");
-            run_list.push_back(run_json(r));
+            if (s.paced_levels.empty())
+                progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
+                         std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
+                         std::to_string(percentile(r.latency_ms, 0.5)) + " ms, p99 " +
+                         std::to_string(percentile(r.latency_ms, 0.99)) + " ms");
+            run_list.push_back(s.paced_levels.empty() ? run_json(r) : paced_run_json(r));
         }
         auto med = [&](auto field) {
             std::vector<double> v;
@@ -1302,23 +1567,11 @@ int run(const Options& opt) {
         };
         const double tx_s = med([](const RunResult& r) { return r.tx_per_s(); });
         const double blocks_s = med([](const RunResult& r) { return r.blocks_per_s(); });
-        Json setup = Json{
-            {"nodes", opt.nodes}, {"txs", s.txs}, {"outstanding", s.outstanding}, {"what", s.what}};
-        setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
-        setup["max_batch_delay_ms"] =
-            s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
-        setup["request_timeout_ms"] =
-            s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
-        setup["watermark_window"] =
-            s.watermark_window ? Json(*s.watermark_window) : Json("default");
-        setup["signatures"] = !s.consensus_only;
-        setup["payload"] =
-            s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
-        setup["disk"] = s.storage == "memory"
-                            ? "off: blocks, state and journal in memory (node storage: memory)"
-                        : s.fsync
-                            ? "SQLite WAL, fdatasync before anything about a commit leaves"
-                            : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
+        Json setup = setup_json(opt, s);
+        if (!s.paced_levels.empty()) {
+            scenarios[s.name] = paced_summary(s, runs, std::move(setup), std::move(run_list));
+            continue;
+        }
         scenarios[s.name] = Json{
             {"setup", setup},
             {"tx_per_s", tx_s},
