@@ -160,6 +160,12 @@ struct Scenario {
     // measures saturation: one per fraction of the saturation rate, each paced_seconds long.
     std::vector<double> paced_levels = {};
     double paced_seconds = 0;
+    // Every node's resident memory is sampled this often during the paced phases (0: never).
+    double rss_every_s = 0;
+    // Left out of the default list: runs only when named with --scenario.
+    bool opt_in = false;
+    // Fresh testnets per run of this scenario when --runs is not given (default: Options).
+    std::optional<int> runs = std::nullopt;
 };
 
 struct Options {
@@ -172,11 +178,15 @@ struct Options {
     double stall_seconds = 60;     // no transfer done for this long fails the run
     bool keep = false;             // keep the testnet directories (for their node logs)
     std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
-    std::optional<std::size_t> behind; // catch_up: blocks the stopped node misses
-    std::optional<bool> fsync;         // every scenario's nodes
+    std::optional<std::size_t> behind;   // catch_up: blocks the stopped node misses
+    std::optional<std::size_t> duration; // steady_memory: seconds of paced load
+    std::optional<bool> fsync;           // every scenario's nodes
     std::optional<std::string> storage;
     int catch_up_poll_ms = 10; // catch_up: how often the restarted node's height is read
     std::vector<Scenario> scenarios;
+    bool explicit_runs = false; // --runs given: it wins over a scenario's own count
+
+    int runs_of(const Scenario& s) const { return explicit_runs ? runs : s.runs.value_or(runs); }
 };
 
 [[noreturn]] void usage(int code) {
@@ -189,11 +199,14 @@ struct Options {
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
         "                     full_blocks, primary_crash, catch_up, consensus_one,\n"
-        "                     consensus_batched, consensus_latency\n"
+        "                     consensus_batched, consensus_latency; and steady_memory,\n"
+        "                     which runs only when named (one run unless --runs)\n"
         "  --txs K            transfers per run, every scenario (default per scenario; for\n"
-        "                     consensus_latency: of the saturation phase)\n"
+        "                     consensus_latency and steady_memory: of the saturation phase)\n"
         "  --behind B         catch_up: blocks the stopped node misses (default 10000;\n"
         "                     300 with --quick); overrides --txs for that scenario\n"
+        "  --duration S       steady_memory: seconds of paced load at 50%% of saturation\n"
+        "                     (default 600; 3 with --quick)\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
@@ -240,6 +253,8 @@ Options parse_options(int argc, char** argv) {
             o.outstanding = parse_count("--outstanding", argv[++i], 1, 1'000'000);
         } else if (arg == "--batch-delay-ms" && has_value) {
             o.batch_delay_ms = parse_count("--batch-delay-ms", argv[++i], 0, 10'000);
+        } else if (arg == "--duration" && has_value) {
+            o.duration = parse_count("--duration", argv[++i], 1, 7 * 24 * 3600);
         } else if (arg == "--behind" && has_value) {
             o.behind = parse_count("--behind", argv[++i], 1, 1'000'000);
         } else if (arg == "--window" && has_value) {
@@ -315,6 +330,22 @@ Options parse_options(int argc, char** argv) {
          .storage = "memory",
          .paced_levels = {0.25, 0.5, 0.9},
          .paced_seconds = 10},
+        // Memory over a long run at half load. On disk: the memory store keeps the whole
+        // chain by design, so only a stored chain can show flat memory.
+        {.name = "steady_memory",
+         .what = "consensus-only, max_block_txs = 400, SQLite with fsync: saturation measured "
+                 "closed-loop, then paced load at 50% of it, every node's resident memory sampled",
+         .txs = 20'000,
+         .outstanding = 2'800,
+         .max_block_txs = 400,
+         .consensus_only = true,
+         .fsync = true,
+         .storage = "sqlite",
+         .paced_levels = {0.5},
+         .paced_seconds = 600,
+         .rss_every_s = 10,
+         .opt_in = true,
+         .runs = 1},
     };
     auto named = [&](const std::string& name) -> Scenario& {
         for (auto& s : o.scenarios)
@@ -340,8 +371,15 @@ Options parse_options(int argc, char** argv) {
         o.scenarios[6].txs = 10'000;
         named("consensus_latency").txs = 10'000;
         named("consensus_latency").paced_seconds = 1.5;
+        named("steady_memory").txs = 5'000;
+        named("steady_memory").paced_seconds = 3;
+        named("steady_memory").rss_every_s = 1;
     }
-    if (runs) o.runs = *runs;
+    if (o.duration) named("steady_memory").paced_seconds = static_cast<double>(*o.duration);
+    if (runs) {
+        o.runs = *runs;
+        o.explicit_runs = true;
+    }
     for (auto& s : o.scenarios) {
         if (o.txs) s.txs = *o.txs;
         if (o.outstanding) s.outstanding = *o.outstanding;
@@ -357,10 +395,16 @@ Options parse_options(int argc, char** argv) {
             std::fprintf(stderr, "popchain_tcp_bench: no scenario \"%s\"\n", name.c_str());
             usage(2);
         }
-    if (!o.only.empty())
-        std::erase_if(o.scenarios, [&](const Scenario& s) {
-            return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
-        });
+    std::erase_if(o.scenarios, [&](const Scenario& s) {
+        if (o.only.empty()) return s.opt_in;
+        return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
+    });
+    for (const auto& s : o.scenarios)
+        if (s.rss_every_s > 0 && s.storage == "memory")
+            std::fprintf(stderr,
+                         "popchain_tcp_bench: warning: %s with --storage memory: the "
+                         "memory store keeps the whole chain, so memory grows by design\n",
+                         s.name.c_str());
     // With fewer than 4 replicas (f = 0) the others cannot commit without the stopped one.
     if (o.nodes < 4)
         std::erase_if(o.scenarios, [&](const Scenario& s) {
@@ -568,12 +612,22 @@ std::pair<double, double> cpu_seconds(pid_t pid) {
     return {utime / tick, stime / tick};
 }
 
-// VmHWM: the process's peak resident set, in kB; 0 when it is gone.
-double peak_rss_kb(pid_t pid) {
+// A "Name:  N kB" field of /proc/<pid>/status, in kB; 0 when the process is gone.
+double status_kb(pid_t pid, const std::string& field) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
     for (std::string line; std::getline(in, line);)
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6));
+        if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1));
     return 0;
+}
+
+// VmHWM: the process's peak resident set, in kB; 0 when it is gone.
+double peak_rss_kb(pid_t pid) {
+    return status_kb(pid, "VmHWM");
+}
+
+// VmRSS: the process's resident set now, in kB; 0 when it is gone.
+double rss_kb(pid_t pid) {
+    return status_kb(pid, "VmRSS");
 }
 
 std::pair<double, double> own_cpu_seconds() {
@@ -1196,6 +1250,79 @@ Json measure_catch_up(const Options& opt, const Testnet& net, std::uint32_t node
                 {"how", how}};
 }
 
+// Every node's resident memory (VmRSS) every `every_s` seconds from construction on, the
+// first sample at once: whether memory stays flat under a steady load.
+class RssSampler {
+public:
+    RssSampler(std::vector<pid_t> pids, double every_s)
+        : pids_(std::move(pids)), every_s_(every_s), start_(Clock::now()), mb_(pids_.size()) {
+        poll();
+    }
+
+    // Takes a sample when one is due; called about every millisecond, so otherwise cheap.
+    void poll() {
+        const double t = seconds_since(start_);
+        if (t < next_s_) return;
+        seconds_.push_back(t);
+        for (std::size_t k = 0; k < pids_.size(); ++k)
+            mb_[k].push_back(rss_kb(pids_[k]) / 1024);
+        // On the grid of multiples of every_s: a late sample does not shift the later ones.
+        next_s_ = (std::floor(t / every_s_) + 1) * every_s_;
+    }
+
+    Json report() const {
+        Json nodes = Json::array();
+        double most = 0;
+        for (std::size_t k = 0; k < pids_.size(); ++k) {
+            Json samples = Json::array();
+            for (std::size_t i = 0; i < seconds_.size(); ++i)
+                samples.push_back(
+                    Json::array({std::round(seconds_[i] * 100) / 100, round4(mb_[k][i])}));
+            Json node{{"node", k}, {"peak_rss_mb", round4(peak_rss_kb(pids_[k]) / 1024)}};
+            node.update(growth(mb_[k]));
+            node["samples"] = std::move(samples);
+            if (node["growth_fraction"].is_number())
+                most = std::max(most, node["growth_fraction"].get<double>());
+            nodes.push_back(std::move(node));
+        }
+        return Json{{"sample_every_s", every_s_},
+                    {"samples", seconds_.size()},
+                    {"growth_fraction_max", round4(most)},
+                    {"nodes", std::move(nodes)}};
+    }
+
+private:
+    // Growth over the run: the mean of the last fifth of the samples minus that of the
+    // second fifth; the first fifth is warm-up (connections, caches, the allocator's arenas
+    // filling). A fifth is at least one sample; null figures with fewer than two samples.
+    static Json growth(const std::vector<double>& mb) {
+        if (mb.size() < 2)
+            return Json{{"rss_mb_second_fifth", nullptr},
+                        {"rss_mb_last_fifth", nullptr},
+                        {"growth_mb", nullptr},
+                        {"growth_fraction", nullptr}};
+        const std::size_t fifth = std::max<std::size_t>(1, mb.size() / 5);
+        auto mean = [&](std::size_t from) {
+            double sum = 0;
+            for (std::size_t i = from; i < from + fifth; ++i)
+                sum += mb[i];
+            return sum / static_cast<double>(fifth);
+        };
+        const double early = mean(fifth), late = mean(mb.size() - fifth);
+        return Json{{"rss_mb_second_fifth", round4(early)},
+                    {"rss_mb_last_fifth", round4(late)},
+                    {"growth_mb", round4(late - early)},
+                    {"growth_fraction", early > 0 ? Json(round4((late - early) / early)) : Json()}};
+    }
+
+    std::vector<pid_t> pids_;
+    double every_s_;
+    Clock::time_point start_;
+    double next_s_ = 0;
+    std::vector<double> seconds_;
+    std::vector<std::vector<double>> mb_; // per node, per sample
+};
+
 Json paced_level_json(double fraction, double rate, const PacedResult& p) {
     const auto& l = p.latency_ms;
     return Json{{"fraction", fraction},
@@ -1215,10 +1342,15 @@ Json paced_level_json(double fraction, double rate, const PacedResult& p) {
 // The paced phases of `s`, on the testnet whose closed-loop phase measured `saturation`
 // (requests/s) with commands 0..s.txs: each level offers level x saturation for
 // s.paced_seconds, its commands going on from where the last phase stopped, so that every
-// client's nonces stay contiguous. Returns {"levels": [...], "view_changes_at_end": n}.
+// client's nonces stay contiguous. Returns {"levels": [...]} (and "rss" when sampled).
 Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
                       double saturation) {
     const CommandSource source(s.outstanding);
+    std::optional<RssSampler> sampler;
+    if (s.rss_every_s > 0) sampler.emplace(net.pids(), s.rss_every_s);
+    const std::function<void()> tick = [&] {
+        if (sampler) sampler->poll();
+    };
     std::size_t first = s.txs;
     Json levels = Json::array();
     for (const double level : s.paced_levels) {
@@ -1227,7 +1359,7 @@ Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
             1, static_cast<std::size_t>(std::llround(rate * s.paced_seconds)));
         progress("  paced at " + fixed(level * 100, 0) + "% of saturation: " + fixed(rate, 0) +
                  "/s for " + fixed(s.paced_seconds, 1) + " s");
-        const PacedResult p = client.run_paced(source, first, count, rate, s.outstanding);
+        const PacedResult p = client.run_paced(source, first, count, rate, s.outstanding, tick);
         first += count;
         progress("  " + fixed(p.achieved_per_s(), 0) + "/s achieved, p50 " +
                  fixed(percentile(p.latency_ms, 0.5), 2) + " ms, p99 " +
@@ -1235,7 +1367,9 @@ Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
                  fixed(percentile(p.latency_ms, 0.999), 2) + " ms");
         levels.push_back(paced_level_json(level, rate, p));
     }
-    return Json{{"levels", std::move(levels)}, {"view_changes_at_end", net.view_changes()}};
+    Json out{{"levels", std::move(levels)}, {"view_changes_at_end", net.view_changes()}};
+    if (sampler) out["rss"] = sampler->report();
+    return out;
 }
 
 // `load`: what the measured phase submits (the workload's transfers, or commands).
@@ -1411,13 +1545,14 @@ Json setup_json(const Options& opt, const Scenario& s) {
                     : s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
                               : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
     if (!s.paced_levels.empty()) {
-        setup["runs"] = opt.runs;
+        setup["runs"] = opt.runs_of(s);
         setup["levels"] = s.paced_levels;
         setup["seconds_per_level"] = s.paced_seconds;
         setup["load"] = "closed loop of txs commands (the saturation rate), then on the same "
                         "testnet one paced (open-loop) phase per level: level x saturation "
                         "requests/s for seconds_per_level, at most outstanding in flight, "
                         "latency from each request's scheduled time";
+        if (s.rss_every_s > 0) setup["rss_every_s"] = s.rss_every_s;
     }
     return setup;
 }
@@ -1425,13 +1560,15 @@ Json setup_json(const Options& opt, const Scenario& s) {
 // A run of a scenario with paced phases: its closed-loop (saturation) phase as any run,
 // then the phases.
 Json paced_run_json(const RunResult& r) {
-    return Json{{"saturation", run_json(r)},
-                {"levels", r.paced["levels"]},
-                {"view_changes_at_end", r.paced["view_changes_at_end"]}};
+    Json j{{"saturation", run_json(r)},
+           {"levels", r.paced["levels"]},
+           {"view_changes_at_end", r.paced["view_changes_at_end"]}};
+    if (r.paced.contains("rss")) j["rss"] = r.paced["rss"];
+    return j;
 }
 
 // A scenario with paced phases over its runs: the saturation and each level's figures are
-// medians of the runs.
+// medians of the runs; sampled memory is the run with the median largest growth.
 Json paced_summary(const Scenario& s, const std::vector<RunResult>& runs, Json setup,
                    Json run_list) {
     auto med = [&](auto field) {
@@ -1473,6 +1610,21 @@ Json paced_summary(const Scenario& s, const std::vector<RunResult>& runs, Json s
                               {"max_send_lag_ms", level("max_send_lag_ms")}});
     }
     Json out{{"setup", std::move(setup)}, {"saturation", saturation}, {"levels", levels}};
+    if (s.rss_every_s > 0) {
+        // The median run by largest growth (the lower middle one for an even number of runs):
+        // its samples and growth figures belong together.
+        std::vector<std::size_t> order(runs.size());
+        for (std::size_t k = 0; k < order.size(); ++k)
+            order[k] = k;
+        auto growth = [&](std::size_t k) {
+            return runs[k].paced["rss"]["growth_fraction_max"].get<double>();
+        };
+        std::sort(order.begin(), order.end(),
+                  [&](std::size_t a, std::size_t b) { return growth(a) < growth(b); });
+        const std::size_t mid = order[(order.size() - 1) / 2];
+        out["rss"] = runs[mid].paced["rss"];
+        out["rss"]["median_of_runs"] = "runs[" + std::to_string(mid) + "]";
+    }
     out["runs"] = std::move(run_list);
     return out;
 }
@@ -1546,8 +1698,9 @@ int run(const Options& opt) {
                                              ? make_commands(s.txs, CommandSource(s.outstanding))
                                              : std::vector<Tx>{};
         const std::vector<Tx>& load = s.consensus_only ? commands : w.transfers;
-        for (int k = 0; k < opt.runs; ++k) {
-            progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(opt.runs) +
+        const int run_count = opt.runs_of(s);
+        for (int k = 0; k < run_count; ++k) {
+            progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(run_count) +
                      ": " + std::to_string(s.txs) + " transfers, " + std::to_string(s.outstanding) +
                      " outstanding");
             runs.push_back(run_once(opt, w, s, load));
