@@ -112,7 +112,8 @@ def check_paced(name, s):
     assert setup["seconds_per_level"] > 0, f"{name}: seconds_per_level"
     sat = s["saturation"]
     assert sat["commands"] == setup["txs"], f"{name}: saturation.commands"
-    assert sat["tx_per_s"] > 0, f"{name}: saturation rate"
+    assert sat["tx_per_s"] > 0 and sat["second_half_per_s"] > 0, f"{name}: saturation rates"
+    assert sat["levels_of"] in ("tx_per_s", "second_half_per_s"), f"{name}: saturation.levels_of"
     check_latency(f"{name} saturation", sat["latency_ms"], ("p50", "p99"))
     check_levels(name, s["levels"], setup["levels"])
     assert len(s["runs"]) == setup["runs"], f"{name}: runs"
@@ -125,7 +126,9 @@ def check_paced(name, s):
         assert closed["client"]["replies"] >= (f + 1) * setup["txs"], f"{where}: too few replies"
         assert len(closed["memory"]["peak_rss_mb_per_node"]) == setup["nodes"], (
             f"{where}: peak memory per node")
-        check_levels(where, run["levels"], setup["levels"], closed["tx_per_s"],
+        # The levels are fractions of the rate saturation.levels_of names, in each run.
+        assert close(run["levels_of_per_s"], closed[sat["levels_of"]]), f"{where}: levels_of_per_s"
+        check_levels(where, run["levels"], setup["levels"], run["levels_of_per_s"],
                      setup["seconds_per_level"])
         assert run["view_changes_at_end"] >= closed["view_changes"], f"{where}: view changes"
         if "rss_every_s" in setup:
