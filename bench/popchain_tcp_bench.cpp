@@ -1,5 +1,5 @@
 // popchain_tcp_bench: the seed's "10,000 requests" test over TCP, with one `popchain node`
-// process per replica on loopback and this process as the one closed-loop client.
+// process per replica on loopback and this process as the one load client.
 //
 // Each run starts a fresh testnet with the real `popchain` tool (testnet init / up / down) in
 // a temporary directory, funds one wallet per transfer in its genesis, and submits transfers
@@ -9,9 +9,11 @@
 // the fraction shows what consensus, TCP and storage cost on top of the signature checks.
 // The catch_up scenario stops one backup, commits B one-transfer blocks without it, restarts
 // it and times how long it takes to reach the others' height (blocks/s of catching up).
+// consensus_latency and steady_memory follow their closed loop with paced (open-loop) load
+// at fractions of its rate: latency below saturation, and each node's memory over a long run.
 //
 //   popchain_tcp_bench [--quick] [--runs R] [--nodes N] [--popchain PATH] [--scenario S]...
-//                      [--behind B]
+//                      [--behind B] [--duration S]
 //
 // One JSON object on stdout, progress on stderr; a failed step exits non-zero with no JSON.
 // docs/benchmarks.md ("Over TCP") explains each figure and holds measured ones.
