@@ -112,8 +112,8 @@ def check_paced(name, s):
     assert setup["seconds_per_level"] > 0, f"{name}: seconds_per_level"
     sat = s["saturation"]
     assert sat["commands"] == setup["txs"], f"{name}: saturation.commands"
-    assert sat["tx_per_s"] > 0 and sat["second_half_per_s"] > 0, f"{name}: saturation rates"
-    assert sat["levels_of"] in ("tx_per_s", "second_half_per_s"), f"{name}: saturation.levels_of"
+    assert sat["tx_per_s"] > 0 and sat["sustained_per_s"] > 0, f"{name}: saturation rates"
+    assert sat["levels_of"] in ("tx_per_s", "sustained_per_s"), f"{name}: saturation.levels_of"
     check_latency(f"{name} saturation", sat["latency_ms"], ("p50", "p99"))
     check_levels(name, s["levels"], setup["levels"])
     assert len(s["runs"]) == setup["runs"], f"{name}: runs"

@@ -162,9 +162,9 @@ struct Scenario {
     // measures saturation: one per fraction of the saturation rate, each paced_seconds long.
     std::vector<double> paced_levels = {};
     double paced_seconds = 0;
-    // The levels are fractions of the closed-loop rate over its second half instead of the
-    // whole phase: on SQLite the start is fast (an empty store, no WAL checkpoint yet), and
-    // half of that burst rate can be all a long run sustains.
+    // The levels are fractions of the closed loop's sustained rate (sustained_rate) instead of
+    // the whole phase's: on SQLite the start is fast (an empty store, no WAL checkpoint yet),
+    // and half of that burst rate can be more than a long run sustains.
     bool sustained_saturation = false;
     // Every node's resident memory is sampled this often during the paced phases (0: never).
     double rss_every_s = 0;
@@ -902,10 +902,10 @@ struct RunResult {
     std::uint64_t view_changes = 0;
     Json cpu;
     Json memory;
-    Json recovery;                // primary_crash only
-    Json catch_up;                // catch_up only
-    Json paced;                   // scenarios with paced phases: their figures (paced_run_json)
-    double second_half_per_s = 0; // completions/s over the second half of the phase
+    Json recovery;              // primary_crash only
+    Json catch_up;              // catch_up only
+    Json paced;                 // scenarios with paced phases: their figures (paced_run_json)
+    double sustained_per_s = 0; // sustained_rate() of the phase
 
     double tx_per_s() const { return static_cast<double>(txs) / seconds; }
     double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
@@ -1380,20 +1380,25 @@ Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
     return out;
 }
 
-// Completions per second over the second half of a closed-loop phase (0 for too few): the
-// rate without the phase's start.
-double second_half_rate(const std::vector<Clock::time_point>& done_at) {
+// A closed-loop phase's completions per second from its halfway completion to its last
+// submission (made at completion n - outstanding): without the fast start, and without the
+// final drain of the requests already in flight, which also runs faster than the steady
+// state. `whole` (the phase's rate) when that stretch is empty: a phase shorter than twice
+// `outstanding`.
+double sustained_rate(const std::vector<Clock::time_point>& done_at, std::size_t outstanding,
+                      double whole) {
     const std::size_t n = done_at.size();
-    if (n < 4) return 0;
-    const std::size_t half = n / 2;
+    const std::size_t from = n / 2;
+    if (from == 0 || n <= outstanding || n - outstanding <= from) return whole;
+    const std::size_t to = n - outstanding;
     const double seconds =
-        std::chrono::duration<double>(done_at[n - 1] - done_at[half - 1]).count();
-    return seconds > 0 ? static_cast<double>(n - half) / seconds : 0;
+        std::chrono::duration<double>(done_at[to - 1] - done_at[from - 1]).count();
+    return seconds > 0 ? static_cast<double>(to - from) / seconds : whole;
 }
 
 // The rate a scenario's paced levels are fractions of, from its closed-loop phase.
 double saturation_of(const Scenario& s, const RunResult& r) {
-    return s.sustained_saturation && r.second_half_per_s > 0 ? r.second_half_per_s : r.tx_per_s();
+    return s.sustained_saturation ? r.sustained_per_s : r.tx_per_s();
 }
 
 // `load`: what the measured phase submits (the workload's transfers, or commands).
@@ -1452,7 +1457,7 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     const auto start = Clock::now();
     client.run(load, s.txs, s.outstanding, &r.latency_ms, &heights, &done_at, std::move(trigger));
     r.seconds = seconds_since(start);
-    r.second_half_per_s = second_half_rate(done_at);
+    r.sustained_per_s = sustained_rate(done_at, s.outstanding, r.tx_per_s());
     const auto own_after = own_cpu_seconds();
     std::vector<std::pair<double, double>> cpu_after;
     for (auto pid : pids)
@@ -1523,7 +1528,7 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     std::sort(r.latency_ms.begin(), r.latency_ms.end());
     if (!s.paced_levels.empty()) {
         progress("  saturation (closed loop): " + fixed(r.tx_per_s(), 0) + " tx/s (" +
-                 fixed(r.second_half_per_s, 0) + " over its second half), p50 " +
+                 fixed(r.sustained_per_s, 0) + " sustained), p50 " +
                  fixed(percentile(r.latency_ms, 0.5), 2) + " ms, p99 " +
                  fixed(percentile(r.latency_ms, 0.99), 2) + " ms");
         r.paced = run_paced_phases(*net, client, s, saturation_of(s, r));
@@ -1575,7 +1580,7 @@ Json setup_json(const Options& opt, const Scenario& s) {
         setup["levels"] = s.paced_levels;
         setup["seconds_per_level"] = s.paced_seconds;
         setup["load"] = "closed loop of txs commands (the saturation rate: over the whole "
-                        "phase, or over its second half as saturation.levels_of says), then on "
+                        "phase, or sustained as saturation.levels_of says), then on "
                         "the same testnet one paced (open-loop) phase per level: level x "
                         "saturation requests/s for seconds_per_level, at most outstanding in "
                         "flight, latency from each request's scheduled time";
@@ -1588,7 +1593,7 @@ Json setup_json(const Options& opt, const Scenario& s) {
 // then the phases.
 Json paced_run_json(const Scenario& s, const RunResult& r) {
     Json closed = run_json(r);
-    closed["second_half_per_s"] = round4(r.second_half_per_s);
+    closed["sustained_per_s"] = round4(r.sustained_per_s);
     Json j{{"saturation", std::move(closed)},
            {"levels_of_per_s", round4(saturation_of(s, r))},
            {"levels", r.paced["levels"]},
@@ -1610,8 +1615,8 @@ Json paced_summary(const Scenario& s, const std::vector<RunResult>& runs, Json s
     Json saturation{
         {"commands", s.txs},
         {"tx_per_s", med([](const RunResult& r) { return r.tx_per_s(); })},
-        {"second_half_per_s", med([](const RunResult& r) { return r.second_half_per_s; })},
-        {"levels_of", s.sustained_saturation ? "second_half_per_s" : "tx_per_s"},
+        {"sustained_per_s", med([](const RunResult& r) { return r.sustained_per_s; })},
+        {"levels_of", s.sustained_saturation ? "sustained_per_s" : "tx_per_s"},
         {"latency_ms",
          Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
               {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}}};
