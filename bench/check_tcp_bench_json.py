@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Checks the shape and the internal consistency of a popchain_tcp_bench report.
 
-Usage: check_tcp_bench_json.py REPORT.json
+Usage: check_tcp_bench_json.py [--partial] REPORT.json
+
+--partial: a report of some scenarios only (popchain_tcp_bench --scenario NAME): checks the
+ones it holds instead of requiring every default scenario.
 
 No timing thresholds: CI machines are small and shared, so only what must hold however slow
 the run was is checked (every scenario present, counts that add up, positive rates, p50 <= p99,
-catch_up's blocks_per_s = blocks_behind / seconds).
+catch_up's blocks_per_s = blocks_behind / seconds; for the paced scenarios, levels that increase
+with offered rates that match them, p50 <= p99 <= p999, and steady_memory's growth figures
+recomputed from its samples when it is in the report).
 Exits non-zero naming the first problem.
 """
 import json
@@ -15,6 +20,123 @@ SCENARIOS = ("seed_10k", "one_tx_blocks", "full_blocks", "primary_crash", "catch
              "consensus_one", "consensus_batched")
 CONSENSUS = ("consensus_one", "consensus_batched")
 CATCH_UP_FIELDS = ("blocks_behind", "seconds", "blocks_per_s")
+# Saturation measured closed-loop, then paced load at levels of it: their own JSON shape.
+# consensus_latency is in every default and --quick report; steady_memory only when named.
+PACED = ("consensus_latency",)
+PACED_OPTIONAL = ("steady_memory",)
+
+
+def close(a, b, rel=0.002):
+    """Equal up to the report's rounding to 4 significant digits, and a little more."""
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def check_latency(name, lat, keys=("p50", "p99", "p999")):
+    values = [lat[k] for k in keys]
+    assert values[0] > 0, f"{name}: latency {keys[0]} not positive"
+    assert values == sorted(values), f"{name}: latency not {' <= '.join(keys)}: {values}"
+
+
+def check_levels(name, levels, fractions, saturation=None, seconds=None):
+    """A paced scenario's levels (one run's, or the medians): in the setup's order, increasing,
+    positive rates, ordered percentiles; for one run, offered = fraction x its saturation and
+    count = offered x seconds."""
+    assert [lv["fraction"] for lv in levels] == fractions, f"{name}: levels != setup.levels"
+    assert fractions == sorted(set(fractions)) and fractions[0] > 0, (
+        f"{name}: levels do not increase")
+    offered = [lv["offered_per_s"] for lv in levels]
+    assert offered == sorted(set(offered)), f"{name}: offered rates do not increase"
+    for lv in levels:
+        where = f"{name} at {lv['fraction']}"
+        assert lv["offered_per_s"] > 0 and lv["achieved_per_s"] > 0, f"{where}: rates"
+        assert lv["count"] >= 1, f"{where}: count"
+        check_latency(where, lv["latency_ms"])
+        assert lv["max_send_lag_ms"] >= 0, f"{where}: max_send_lag_ms"
+        if saturation is not None:
+            assert close(lv["offered_per_s"], lv["fraction"] * saturation), (
+                f"{where}: offered {lv['offered_per_s']} != fraction x saturation {saturation}")
+            expected = lv["offered_per_s"] * seconds
+            assert abs(lv["count"] - expected) <= max(2, 0.002 * expected), (
+                f"{where}: count {lv['count']} != offered x seconds {expected:.0f}")
+            assert lv["blocks"] >= 1, f"{where}: blocks"
+            assert lv["retransmissions"] >= 0, f"{where}: retransmissions"
+            assert close(lv["achieved_per_s"], lv["count"] / lv["seconds"]), (
+                f"{where}: achieved != count / seconds")
+
+
+def fifth_growth(mb):
+    """The harness's growth: mean of the last fifth of the samples minus that of the second."""
+    k = max(1, len(mb) // 5)
+    early = sum(mb[k:2 * k]) / k
+    late = sum(mb[-k:]) / k
+    return early, late - early
+
+
+def check_rss(name, rss, nodes, every_s):
+    assert rss["sample_every_s"] == every_s, f"{name}: rss.sample_every_s"
+    assert len(rss["nodes"]) == nodes, f"{name}: rss per node"
+    most = None
+    for k, node in enumerate(rss["nodes"]):
+        where = f"{name} node {k}"
+        assert node["node"] == k, f"{where}: order"
+        samples = node["samples"]
+        assert len(samples) == rss["samples"] >= 1, f"{where}: sample count"
+        times = [t for t, _ in samples]
+        assert times == sorted(set(times)) and times[0] >= 0, f"{where}: sample times"
+        mb = [m for _, m in samples]
+        assert all(m > 0 for m in mb), f"{where}: a sample is not positive"
+        # VmHWM and VmRSS are both the kernel's approximate counters: no order between them
+        # is asserted beyond a peak as large as most samples.
+        assert node["peak_rss_mb"] > 0, f"{where}: peak_rss_mb"
+        if len(mb) < 2:
+            assert node["growth_mb"] is None, f"{where}: growth from one sample"
+            continue
+        early, growth = fifth_growth(mb)
+        assert abs(node["rss_mb_second_fifth"] - early) <= 0.002 * early, f"{where}: second fifth"
+        assert abs(node["growth_mb"] - growth) <= 0.002 * early + 0.01, (
+            f"{where}: growth_mb {node['growth_mb']} != {growth:.4g} from the samples")
+        assert abs(node["growth_fraction"] - growth / early) <= 0.002, f"{where}: growth_fraction"
+        most = node["growth_fraction"] if most is None else max(most, node["growth_fraction"])
+    if most is not None:
+        # The largest growth, or 0 when every node shrank.
+        assert close(rss["growth_fraction_max"], max(most, 0)), f"{name}: growth_fraction_max"
+
+
+def check_paced(name, s):
+    """consensus_latency or steady_memory: saturation, levels, runs, memory when sampled."""
+    setup = s["setup"]
+    for key in ("nodes", "txs", "outstanding", "max_block_txs", "disk", "runs", "levels",
+                "seconds_per_level"):
+        assert key in setup, f"{name}.setup.{key} missing"
+    assert setup["signatures"] is False, f"{name}: signatures"
+    assert setup["seconds_per_level"] > 0, f"{name}: seconds_per_level"
+    sat = s["saturation"]
+    assert sat["commands"] == setup["txs"], f"{name}: saturation.commands"
+    assert sat["tx_per_s"] > 0 and sat["sustained_per_s"] > 0, f"{name}: saturation rates"
+    assert sat["levels_of"] in ("tx_per_s", "sustained_per_s"), f"{name}: saturation.levels_of"
+    check_latency(f"{name} saturation", sat["latency_ms"], ("p50", "p99"))
+    check_levels(name, s["levels"], setup["levels"])
+    assert len(s["runs"]) == setup["runs"], f"{name}: runs"
+    f = (setup["nodes"] - 1) // 3
+    for i, run in enumerate(s["runs"]):
+        where = f"{name} runs[{i}]"
+        closed = run["saturation"]
+        assert closed["tx_per_s"] > 0, f"{where}: saturation rate"
+        assert closed["client"]["bad_replies"] == 0, f"{where}: bad replies"
+        assert closed["client"]["replies"] >= (f + 1) * setup["txs"], f"{where}: too few replies"
+        assert len(closed["memory"]["peak_rss_mb_per_node"]) == setup["nodes"], (
+            f"{where}: peak memory per node")
+        # The levels are fractions of the rate saturation.levels_of names, in each run.
+        assert close(run["levels_of_per_s"], closed[sat["levels_of"]]), f"{where}: levels_of_per_s"
+        check_levels(where, run["levels"], setup["levels"], run["levels_of_per_s"],
+                     setup["seconds_per_level"])
+        assert run["view_changes_at_end"] >= closed["view_changes"], f"{where}: view changes"
+        if "rss_every_s" in setup:
+            check_rss(where, run["rss"], setup["nodes"], setup["rss_every_s"])
+    if "rss_every_s" in setup:
+        check_rss(name, s["rss"], setup["nodes"], setup["rss_every_s"])
+        assert any(run["rss"]["nodes"] == s["rss"]["nodes"] for run in s["runs"]), (
+            f"{name}: the scenario's memory figures are no run's")
 
 
 def check_catch_up(name, c, behind):
@@ -30,7 +152,7 @@ def check_catch_up(name, c, behind):
         f"{name}: catch_up.blocks_per_s {c['blocks_per_s']} != blocks_behind / seconds {rate:.4g}")
 
 
-def check(report):
+def check(report, partial=False):
     machine = report["machine"]
     assert machine["nproc"] >= 1, "machine.nproc"
     for key in ("cpu", "compiler", "build_type", "loadavg_1m_at_start", "temp_dir"):
@@ -42,7 +164,10 @@ def check(report):
     assert abs(bound["tx_per_s"] - expected) <= 0.01 * expected, "crypto_bound.tx_per_s"
 
     scenarios = report["scenarios"]
+    assert any(n in scenarios for n in SCENARIOS + PACED + PACED_OPTIONAL), "no known scenario"
     for name in SCENARIOS:
+        if partial and name not in scenarios:
+            continue
         assert name in scenarios, f"scenario {name} missing"
         s = scenarios[name]
         setup = s["setup"]
@@ -103,6 +228,15 @@ def check(report):
             elif isinstance(setup["max_block_txs"], int):
                 min_blocks = -(-txs // setup["max_block_txs"])
                 assert run["blocks_with_measured_txs"] >= min_blocks, f"{name}: full blocks"
+    for name in PACED:
+        assert partial or name in scenarios, f"scenario {name} missing"
+    for name in PACED + PACED_OPTIONAL:
+        if name in scenarios:
+            check_paced(name, scenarios[name])
+    if "steady_memory" in scenarios:
+        # Memory that is flat by design only on a stored chain.
+        assert not scenarios["steady_memory"]["setup"]["disk"].startswith("off"), (
+            "steady_memory: storage memory grows with the chain by design")
     if "catch_up" in scenarios:
         s = scenarios["catch_up"]
         c = s["catch_up"]
@@ -114,17 +248,38 @@ def check(report):
         assert isinstance(target["met"], bool), "targets"
 
 
+def paced_summary(name, s):
+    levels = ", ".join(f"{lv['fraction']:.0%} p50/p99/p999 {lv['latency_ms']['p50']}/"
+                       f"{lv['latency_ms']['p99']}/{lv['latency_ms']['p999']} ms"
+                       for lv in s["levels"])
+    line = f"{name}: saturation {s['saturation']['tx_per_s']}/s; {levels}"
+    if "rss" in s:
+        line += f"; rss growth at most {s['rss']['growth_fraction_max']:.1%}"
+    return line
+
+
 def main():
-    with open(sys.argv[1]) as f:
+    args = sys.argv[1:]
+    partial = "--partial" in args
+    paths = [a for a in args if a != "--partial"]
+    if len(paths) != 1:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    with open(paths[0]) as f:
         report = json.load(f)
     try:
-        check(report)
-    except (AssertionError, KeyError, TypeError) as e:
+        check(report, partial)
+    except (AssertionError, KeyError, TypeError, IndexError) as e:
         print(f"popchain_tcp_bench report: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print("TCP bench JSON ok:", ", ".join(
-        f"{n} {report['scenarios'][n]['tx_per_s']} tx/s" for n in SCENARIOS) +
-        f"; catch-up {report['scenarios']['catch_up']['catch_up']['blocks_per_s']} blocks/s")
+    scenarios = report["scenarios"]
+    closed = ", ".join(f"{n} {scenarios[n]['tx_per_s']} tx/s" for n in SCENARIOS if n in scenarios)
+    if "catch_up" in scenarios:
+        closed += f"; catch-up {scenarios['catch_up']['catch_up']['blocks_per_s']} blocks/s"
+    print("TCP bench JSON ok:", closed or "(no closed-loop scenario)")
+    for name in PACED + PACED_OPTIONAL:
+        if name in scenarios:
+            print("  " + paced_summary(name, scenarios[name]))
     return 0
 
 

@@ -16,6 +16,10 @@ the given reports (otherwise a line on stderr says why it was skipped):
                                as a curve)
   tcp_catch_up.png             TCP catch_up: seconds to catch up against blocks behind, per
                                run, with the rate
+  tcp_consensus_latency.png    TCP consensus_latency: p50 / p99 / p999 commit latency against
+                               the paced (open-loop) offered load, with the saturation rate
+  tcp_steady_memory.png        TCP steady_memory: each node's resident memory over the paced
+                               run
 
 With several reports of one kind, each series is labelled with its file's name. Needs only
 matplotlib (Debian's python3-matplotlib) and the standard library; no display (Agg).
@@ -34,6 +38,7 @@ except ImportError:
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.ticker  # noqa: E402
 
 TCP_SCENARIO_ORDER = ("seed_10k", "one_tx_blocks", "full_blocks", "primary_crash", "catch_up")
 
@@ -241,6 +246,77 @@ def plot_tcp_catch_up(tcp, out_dir, written):
     save(fig, out_dir, "tcp_catch_up.png", written)
 
 
+def plot_tcp_consensus_latency(tcp, out_dir, written):
+    series = []  # (label, saturation, [(offered, p50, p99, p999, fraction)])
+    for label, r in tcp:
+        s = r["scenarios"].get("consensus_latency", {})
+        try:
+            points = [(lv["offered_per_s"], lv["latency_ms"]["p50"], lv["latency_ms"]["p99"],
+                       lv["latency_ms"]["p999"], lv["fraction"]) for lv in s["levels"]]
+            series.append((label, s["saturation"]["tx_per_s"], sorted(points)))
+        except (KeyError, TypeError):
+            continue
+    if not series:
+        note("skipping tcp_consensus_latency.png: no consensus_latency scenario in the reports")
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, saturation, points in series:
+        suffix = f" ({label})" if len(tcp) > 1 else ""
+        offered = [p[0] for p in points]
+        line, = ax.plot(offered, [p[1] for p in points], "o-", label="p50" + suffix)
+        color = line.get_color()
+        ax.plot(offered, [p[2] for p in points], "s--", color=color, label="p99" + suffix)
+        ax.plot(offered, [p[3] for p in points], "^:", color=color, label="p999" + suffix)
+        ax.axvline(saturation, color=color, alpha=0.4, linewidth=1)
+        ax.annotate(f"saturation (closed loop)\n{saturation:,.0f}/s", (saturation, 0.98),
+                    xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=7,
+                    color=color)
+        for x, p50, _, _, fraction in points:
+            ax.annotate(f"{fraction:.0%}", (x, p50), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7)
+    ax.set_xlabel("offered load, paced (commands/s)")
+    ax.set_ylabel("scheduled time → f+1 committed replies (ms)")
+    ax.set_yscale("log")
+    # Plain numbers on the log axis: the levels span a decade or less.
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlim(left=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("popchain_tcp_bench consensus_latency: latency against load")
+    save(fig, out_dir, "tcp_consensus_latency.png", written)
+
+
+def plot_tcp_steady_memory(tcp, out_dir, written):
+    panels = []  # (label, rss)
+    for label, r in tcp:
+        rss = r["scenarios"].get("steady_memory", {}).get("rss")
+        if isinstance(rss, dict) and rss.get("nodes"):
+            panels.append((label, rss))
+    if not panels:
+        note("skipping tcp_steady_memory.png: no steady_memory scenario in the reports "
+             "(it runs only with --scenario steady_memory)")
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label, rss in panels:
+        for node in rss["nodes"]:
+            samples = node.get("samples", [])
+            growth = node.get("growth_fraction")
+            name = f"node {node['node']}" + (f" ({label})" if len(tcp) > 1 else "")
+            if growth is not None:
+                name += f": {growth:+.1%}"
+            ax.plot([t for t, _ in samples], [mb for _, mb in samples], ".-", label=name)
+    ax.set_xlabel("seconds of paced load")
+    ax.set_ylabel("resident memory, VmRSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="growth, 2nd fifth → last fifth", title_fontsize=8)
+    ax.set_title("popchain_tcp_bench steady_memory: memory per replica at 50% load")
+    save(fig, out_dir, "tcp_steady_memory.png", written)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", metavar="REPORT.json")
@@ -259,6 +335,8 @@ def main():
         plot_tcp_throughput(tcp, args.out, written)
         plot_tcp_outstanding(tcp, args.out, written)
         plot_tcp_catch_up(tcp, args.out, written)
+        plot_tcp_consensus_latency(tcp, args.out, written)
+        plot_tcp_steady_memory(tcp, args.out, written)
     else:
         note("skipping the tcp_*.png charts: no popchain_tcp_bench report given")
     for path in written:

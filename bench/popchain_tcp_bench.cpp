@@ -1,5 +1,5 @@
 // popchain_tcp_bench: the seed's "10,000 requests" test over TCP, with one `popchain node`
-// process per replica on loopback and this process as the one closed-loop client.
+// process per replica on loopback and this process as the one load client.
 //
 // Each run starts a fresh testnet with the real `popchain` tool (testnet init / up / down) in
 // a temporary directory, funds one wallet per transfer in its genesis, and submits transfers
@@ -9,9 +9,11 @@
 // the fraction shows what consensus, TCP and storage cost on top of the signature checks.
 // The catch_up scenario stops one backup, commits B one-transfer blocks without it, restarts
 // it and times how long it takes to reach the others' height (blocks/s of catching up).
+// consensus_latency and steady_memory follow their closed loop with paced (open-loop) load
+// at fractions of its rate: latency below saturation, and each node's memory over a long run.
 //
 //   popchain_tcp_bench [--quick] [--runs R] [--nodes N] [--popchain PATH] [--scenario S]...
-//                      [--behind B]
+//                      [--behind B] [--duration S]
 //
 // One JSON object on stdout, progress on stderr; a failed step exits non-zero with no JSON.
 // docs/benchmarks.md ("Over TCP") explains each figure and holds measured ones.
@@ -108,6 +110,13 @@ double percentile(const std::vector<double>& sorted, double q) {
     return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
 }
 
+// `v` with `decimals` digits after the point, for progress lines.
+std::string fixed(double v, int decimals) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", decimals, v);
+    return text;
+}
+
 void progress(const std::string& what) {
     std::cerr << "[tcp-bench] " << what << std::endl;
 }
@@ -128,10 +137,10 @@ struct Scenario {
     std::size_t outstanding = 0;
     // Overrides of the node configs' "replica" object; unset keeps what testnet init wrote
     // (the ReplicaConfig defaults).
-    std::optional<std::uint32_t> max_block_txs;
-    std::optional<std::uint32_t> max_batch_delay_ms;
-    std::optional<std::uint32_t> request_timeout_ms;
-    std::optional<std::uint32_t> watermark_window;
+    std::optional<std::uint32_t> max_block_txs = std::nullopt;
+    std::optional<std::uint32_t> max_batch_delay_ms = std::nullopt;
+    std::optional<std::uint32_t> request_timeout_ms = std::nullopt;
+    std::optional<std::uint32_t> watermark_window = std::nullopt;
     // Kills node 0 (the first primary) with SIGKILL once a third of the transfers committed,
     // and reports how long commits stopped.
     bool kill_primary = false;
@@ -149,6 +158,20 @@ struct Scenario {
     bool fsync = true;
     // The nodes' "storage": "sqlite", or "memory" (disk off). --storage overrides it.
     std::string storage = "sqlite";
+    // Paced (open-loop) phases on the same testnet after the closed-loop phase, which then
+    // measures saturation: one per fraction of the saturation rate, each paced_seconds long.
+    std::vector<double> paced_levels = {};
+    double paced_seconds = 0;
+    // The levels are fractions of the closed loop's sustained rate (sustained_rate) instead of
+    // the whole phase's: on SQLite the start is fast (an empty store, no WAL checkpoint yet),
+    // and half of that burst rate can be more than a long run sustains.
+    bool sustained_saturation = false;
+    // Every node's resident memory is sampled this often during the paced phases (0: never).
+    double rss_every_s = 0;
+    // Left out of the default list: runs only when named with --scenario.
+    bool opt_in = false;
+    // Fresh testnets per run of this scenario when --runs is not given (default: Options).
+    std::optional<int> runs = std::nullopt;
 };
 
 struct Options {
@@ -161,11 +184,15 @@ struct Options {
     double stall_seconds = 60;     // no transfer done for this long fails the run
     bool keep = false;             // keep the testnet directories (for their node logs)
     std::optional<std::size_t> txs, outstanding, batch_delay_ms, window;
-    std::optional<std::size_t> behind; // catch_up: blocks the stopped node misses
-    std::optional<bool> fsync;         // every scenario's nodes
+    std::optional<std::size_t> behind;   // catch_up: blocks the stopped node misses
+    std::optional<std::size_t> duration; // steady_memory: seconds of paced load
+    std::optional<bool> fsync;           // every scenario's nodes
     std::optional<std::string> storage;
     int catch_up_poll_ms = 10; // catch_up: how often the restarted node's height is read
     std::vector<Scenario> scenarios;
+    bool explicit_runs = false; // --runs given: it wins over a scenario's own count
+
+    int runs_of(const Scenario& s) const { return explicit_runs ? runs : s.runs.value_or(runs); }
 };
 
 [[noreturn]] void usage(int code) {
@@ -178,10 +205,14 @@ struct Options {
         "  --popchain PATH    the popchain tool (default: the one built with this harness)\n"
         "  --scenario NAME    only this scenario (repeatable): seed_10k, one_tx_blocks,\n"
         "                     full_blocks, primary_crash, catch_up, consensus_one,\n"
-        "                     consensus_batched\n"
-        "  --txs K            transfers per run, every scenario (default per scenario)\n"
+        "                     consensus_batched, consensus_latency; and steady_memory,\n"
+        "                     which runs only when named (one run unless --runs)\n"
+        "  --txs K            transfers per run, every scenario (default per scenario; for\n"
+        "                     consensus_latency and steady_memory: of the saturation phase)\n"
         "  --behind B         catch_up: blocks the stopped node misses (default 10000;\n"
         "                     300 with --quick); overrides --txs for that scenario\n"
+        "  --duration S       steady_memory: seconds of paced load at 50%% of saturation\n"
+        "                     (default 600; 3 with --quick)\n"
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
@@ -228,6 +259,8 @@ Options parse_options(int argc, char** argv) {
             o.outstanding = parse_count("--outstanding", argv[++i], 1, 1'000'000);
         } else if (arg == "--batch-delay-ms" && has_value) {
             o.batch_delay_ms = parse_count("--batch-delay-ms", argv[++i], 0, 10'000);
+        } else if (arg == "--duration" && has_value) {
+            o.duration = parse_count("--duration", argv[++i], 1, 7 * 24 * 3600);
         } else if (arg == "--behind" && has_value) {
             o.behind = parse_count("--behind", argv[++i], 1, 1'000'000);
         } else if (arg == "--window" && has_value) {
@@ -290,6 +323,41 @@ Options parse_options(int argc, char** argv) {
         {"consensus_batched", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
          200'000, 2'800, 400, std::nullopt, std::nullopt, std::nullopt, false, false, true, 40'000,
          50'000, false, "memory"},
+        // Latency below saturation, consensus_batched's setup: its closed loop measures the
+        // saturation rate, then the same testnet gets paced load at fractions of it.
+        {.name = "consensus_latency",
+         .what = "consensus-only, max_block_txs = 400: saturation measured closed-loop, then "
+                 "paced (open-loop) load at 25, 50 and 90% of it",
+         .txs = 100'000,
+         .outstanding = 2'800,
+         .max_block_txs = 400,
+         .consensus_only = true,
+         .fsync = false,
+         .storage = "memory",
+         .paced_levels = {0.25, 0.5, 0.9},
+         .paced_seconds = 10},
+        // Memory over a long run at half load. On disk: the memory store keeps the whole
+        // chain by design, so only a stored chain can show flat memory.
+        {.name = "steady_memory",
+         .what = "consensus-only, max_block_txs = 400, SQLite with fsync: saturation measured "
+                 "closed-loop, then paced load at 50% of it, every node's resident memory sampled",
+         .txs = 100'000,
+         .outstanding = 2'800,
+         .max_block_txs = 400,
+         .consensus_only = true,
+         .fsync = true,
+         .storage = "sqlite",
+         .paced_levels = {0.5},
+         .paced_seconds = 600,
+         .sustained_saturation = true,
+         .rss_every_s = 10,
+         .opt_in = true,
+         .runs = 1},
+    };
+    auto named = [&](const std::string& name) -> Scenario& {
+        for (auto& s : o.scenarios)
+            if (s.name == name) return s;
+        throw std::logic_error("no scenario " + name);
     };
     if (o.quick) {
         o.runs = 1;
@@ -308,8 +376,17 @@ Options parse_options(int argc, char** argv) {
         o.scenarios[4].outstanding = 64;
         o.scenarios[5].txs = 1'000;
         o.scenarios[6].txs = 10'000;
+        named("consensus_latency").txs = 10'000;
+        named("consensus_latency").paced_seconds = 1.5;
+        named("steady_memory").txs = 5'000;
+        named("steady_memory").paced_seconds = 3;
+        named("steady_memory").rss_every_s = 1;
     }
-    if (runs) o.runs = *runs;
+    if (o.duration) named("steady_memory").paced_seconds = static_cast<double>(*o.duration);
+    if (runs) {
+        o.runs = *runs;
+        o.explicit_runs = true;
+    }
     for (auto& s : o.scenarios) {
         if (o.txs) s.txs = *o.txs;
         if (o.outstanding) s.outstanding = *o.outstanding;
@@ -325,10 +402,16 @@ Options parse_options(int argc, char** argv) {
             std::fprintf(stderr, "popchain_tcp_bench: no scenario \"%s\"\n", name.c_str());
             usage(2);
         }
-    if (!o.only.empty())
-        std::erase_if(o.scenarios, [&](const Scenario& s) {
-            return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
-        });
+    std::erase_if(o.scenarios, [&](const Scenario& s) {
+        if (o.only.empty()) return s.opt_in;
+        return std::find(o.only.begin(), o.only.end(), s.name) == o.only.end();
+    });
+    for (const auto& s : o.scenarios)
+        if (s.rss_every_s > 0 && s.storage == "memory")
+            std::fprintf(stderr,
+                         "popchain_tcp_bench: warning: %s with --storage memory: the "
+                         "memory store keeps the whole chain, so memory grows by design\n",
+                         s.name.c_str());
     // With fewer than 4 replicas (f = 0) the others cannot commit without the stopped one.
     if (o.nodes < 4)
         std::erase_if(o.scenarios, [&](const Scenario& s) {
@@ -376,20 +459,32 @@ struct Workload {
     }
 };
 
-// Consensus-only load: `count` unsigned 8-byte commands, command i from client id i % C with
-// that client's next nonce. C keeps each client's commands in flight at `outstanding` / C
+// Consensus-only load: unsigned 8-byte commands, command i from client id i % C with that
+// client's next nonce i / C. C keeps each client's commands in flight at `outstanding` / C
 // <= 32, inside the replicas' per-sender mempool window (64), since a client's commands
-// execute in nonce order.
-std::vector<Tx> make_commands(std::size_t count, std::size_t outstanding) {
-    const std::size_t clients = std::max<std::size_t>(1, (outstanding + 31) / 32);
-    std::vector<Tx> out;
-    out.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) {
+// execute in nonce order. Made on demand by index, so that a long paced run needs no
+// vector of millions of commands, and a testnet's phases can go on where the last stopped.
+class CommandSource {
+public:
+    explicit CommandSource(std::size_t outstanding)
+        : clients_(std::max<std::size_t>(1, (outstanding + 31) / 32)) {}
+
+    Tx operator()(std::size_t i) const {
         Writer payload;
         payload.u64(i);
-        out.push_back(
-            make_command(chain_id, command_client(i % clients), i / clients, payload.take()));
+        return make_command(chain_id, command_client(i % clients_), i / clients_, payload.take());
     }
+
+private:
+    std::size_t clients_;
+};
+
+// Commands 0..count of `source`, made before a closed-loop phase starts its clock.
+std::vector<Tx> make_commands(std::size_t count, const CommandSource& source) {
+    std::vector<Tx> out;
+    out.reserve(count);
+    for (std::size_t i = 0; i < count; ++i)
+        out.push_back(source(i));
     return out;
 }
 
@@ -524,12 +619,22 @@ std::pair<double, double> cpu_seconds(pid_t pid) {
     return {utime / tick, stime / tick};
 }
 
-// VmHWM: the process's peak resident set, in kB; 0 when it is gone.
-double peak_rss_kb(pid_t pid) {
+// A "Name:  N kB" field of /proc/<pid>/status, in kB; 0 when the process is gone.
+double status_kb(pid_t pid, const std::string& field) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
     for (std::string line; std::getline(in, line);)
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6));
+        if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1));
     return 0;
+}
+
+// VmHWM: the process's peak resident set, in kB; 0 when it is gone.
+double peak_rss_kb(pid_t pid) {
+    return status_kb(pid, "VmHWM");
+}
+
+// VmRSS: the process's resident set now, in kB; 0 when it is gone.
+double rss_kb(pid_t pid) {
+    return status_kb(pid, "VmRSS");
 }
 
 std::pair<double, double> own_cpu_seconds() {
@@ -784,7 +889,7 @@ private:
     bool up_ = false;
 };
 
-// ---- the closed-loop client ----
+// ---- the load client: closed loop, or paced (open loop) ----
 
 struct RunResult {
     double seconds = 0;
@@ -797,11 +902,25 @@ struct RunResult {
     std::uint64_t view_changes = 0;
     Json cpu;
     Json memory;
-    Json recovery; // primary_crash only
-    Json catch_up; // catch_up only
+    Json recovery;              // primary_crash only
+    Json catch_up;              // catch_up only
+    Json paced;                 // scenarios with paced phases: their figures (paced_run_json)
+    double sustained_per_s = 0; // sustained_rate() of the phase
 
     double tx_per_s() const { return static_cast<double>(txs) / seconds; }
     double blocks_per_s() const { return static_cast<double>(blocks) / seconds; }
+};
+
+// One paced (open-loop) phase: `count` requests offered at a fixed rate.
+struct PacedResult {
+    double seconds = 0; // from the phase's start to its last completion
+    std::size_t count = 0;
+    std::uint64_t blocks = 0;       // height delta over the phase
+    std::vector<double> latency_ms; // from each request's scheduled time; sorted
+    double max_send_lag_ms = 0;     // the latest any request went after its scheduled time
+    std::uint64_t retransmissions = 0;
+
+    double achieved_per_s() const { return static_cast<double>(count) / seconds; }
 };
 
 // Runs `fire` once, when the `at`-th transfer has committed.
@@ -881,28 +1000,108 @@ public:
         if (error_) throw std::runtime_error(*error_);
     }
 
+    // Open loop: request k (command `first` + k of `source`) is due at the start plus k / rate
+    // (requests/s); every due request goes, at most `cap` in flight (a due request that finds
+    // no free slot goes as soon as one frees), and a completion submits nothing. Latency runs
+    // from the scheduled time, not the send, so a backlog shows in the figures instead of
+    // slowing the load down (no coordinated omission). Returns when all `count` committed;
+    // `tick` runs after each poll of the connections (about every millisecond).
+    PacedResult run_paced(const CommandSource& source, std::size_t first, std::size_t count,
+                          double rate, std::size_t cap, const std::function<void()>& tick = {}) {
+        PacedResult out;
+        out.latency_ms.reserve(count);
+        txs_ = nullptr;
+        source_ = &source;
+        first_ = first;
+        rate_ = rate;
+        count_ = count;
+        latency_ms_ = &out.latency_ms;
+        heights_ = nullptr;
+        done_at_ = nullptr;
+        trigger_ = {};
+        next_ = 0;
+        done_ = 0;
+        max_send_lag_ = {};
+        error_.reset();
+        const std::uint64_t height_before = max_height_;
+        const auto retransmissions_before = stats().retransmissions;
+        paced_start_ = Clock::now();
+        last_progress_ = paced_start_;
+        auto last_report = paced_start_;
+        while (done_ < count && !error_) {
+            if (interrupted) throw std::runtime_error("interrupted");
+            // A quiet pipeline is no stall: only requests in flight are waited for.
+            if (next_ > done_ && seconds_since(last_progress_) > opt_.stall_seconds)
+                throw std::runtime_error(
+                    "no command committed for " + std::to_string(opt_.stall_seconds) + " s (" +
+                    std::to_string(done_) + " of " + std::to_string(count) + " done)");
+            submit_due(cap);
+            // Short slices: a due request waits at most about this long for its turn.
+            io_.restart();
+            io_.run_for(std::chrono::milliseconds(1));
+            if (tick) tick();
+            if (seconds_since(last_report) > 2) {
+                progress("  " + std::to_string(done_) + " of " + std::to_string(count) +
+                         " committed, " + std::to_string(next_ - done_) + " in flight");
+                last_report = Clock::now();
+            }
+        }
+        if (error_) throw std::runtime_error(*error_);
+        out.seconds = std::chrono::duration<double>(last_done_ - paced_start_).count();
+        out.count = count;
+        out.blocks = max_height_ - height_before;
+        out.retransmissions = stats().retransmissions - retransmissions_before;
+        out.max_send_lag_ms = std::chrono::duration<double, std::milli>(max_send_lag_).count();
+        std::sort(out.latency_ms.begin(), out.latency_ms.end());
+        latency_ms_ = nullptr;
+        return out;
+    }
+
 private:
     // Called again from each completion, so the window stays full: a closed loop.
     void submit_next() {
         const std::size_t i = next_++;
         submitted_at_[i] = Clock::now();
         client_->submit((*txs_)[i], [this, i](Result<pbft::Committed> r) {
-            if (!r) {
-                error_ = "transfer " + std::to_string(i) + ": " + r.error().message();
-                return;
-            }
-            const auto now = Clock::now();
-            if (latency_ms_)
-                latency_ms_->push_back(
-                    std::chrono::duration<double, std::milli>(now - submitted_at_[i]).count());
-            if (heights_) heights_->insert(r->height);
-            if (done_at_) done_at_->push_back(now);
-            max_height_ = std::max(max_height_, r->height);
-            ++done_;
-            last_progress_ = now;
-            if (trigger_.fire && done_ == trigger_.at) std::exchange(trigger_.fire, nullptr)();
+            completed(i, r, submitted_at_[i]);
             if (next_ < count_ && !error_) submit_next();
         });
+    }
+
+    // Paced: when request k of the phase is due.
+    Clock::time_point due(std::size_t k) const {
+        return paced_start_ + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(static_cast<double>(k) / rate_));
+    }
+
+    // Paced: sends every request due by now while fewer than `cap` are in flight.
+    void submit_due(std::size_t cap) {
+        const auto now = Clock::now();
+        while (next_ < count_ && next_ - done_ < cap && due(next_) <= now && !error_) {
+            const std::size_t k = next_++;
+            if (next_ - done_ == 1) last_progress_ = now; // the stall clock starts with it
+            max_send_lag_ = std::max(max_send_lag_, now - due(k));
+            client_->submit((*source_)(first_ + k),
+                            [this, k](Result<pbft::Committed> r) { completed(k, r, due(k)); });
+        }
+    }
+
+    // Request i of the phase is done; its latency runs from `since`.
+    void completed(std::size_t i, const Result<pbft::Committed>& r, Clock::time_point since) {
+        if (!r) {
+            error_ = "transfer " + std::to_string(i) + ": " + r.error().message();
+            return;
+        }
+        const auto now = Clock::now();
+        if (latency_ms_)
+            latency_ms_->push_back(std::chrono::duration<double, std::milli>(now - since).count());
+        if (heights_) heights_->insert(r->height);
+        if (done_at_) done_at_->push_back(now);
+        max_height_ = std::max(max_height_, r->height);
+        ++done_;
+        last_progress_ = now;
+        last_done_ = now;
+        if (trigger_.fire && done_ == trigger_.at) std::exchange(trigger_.fire, nullptr)();
     }
 
     const Options& opt_;
@@ -918,8 +1117,14 @@ private:
     std::vector<Clock::time_point>* done_at_ = nullptr;
     Trigger trigger_;
     std::optional<std::string> error_;
-    Clock::time_point last_progress_;
+    Clock::time_point last_progress_, last_done_;
     std::uint64_t max_height_ = 0;
+    // Paced mode.
+    const CommandSource* source_ = nullptr;
+    std::size_t first_ = 0;
+    double rate_ = 1;
+    Clock::time_point paced_start_;
+    Clock::duration max_send_lag_{};
 };
 
 // A counter's value in Prometheus text (GET /metrics); nullopt if absent.
@@ -1053,6 +1258,149 @@ Json measure_catch_up(const Options& opt, const Testnet& net, std::uint32_t node
                 {"how", how}};
 }
 
+// Every node's resident memory (VmRSS) every `every_s` seconds from construction on, the
+// first sample at once: whether memory stays flat under a steady load.
+class RssSampler {
+public:
+    RssSampler(std::vector<pid_t> pids, double every_s)
+        : pids_(std::move(pids)), every_s_(every_s), start_(Clock::now()), mb_(pids_.size()) {
+        poll();
+    }
+
+    // Takes a sample when one is due; called about every millisecond, so otherwise cheap.
+    void poll() {
+        const double t = seconds_since(start_);
+        if (t < next_s_) return;
+        seconds_.push_back(t);
+        for (std::size_t k = 0; k < pids_.size(); ++k)
+            mb_[k].push_back(rss_kb(pids_[k]) / 1024);
+        // On the grid of multiples of every_s: a late sample does not shift the later ones.
+        next_s_ = (std::floor(t / every_s_) + 1) * every_s_;
+    }
+
+    Json report() const {
+        Json nodes = Json::array();
+        double most = 0;
+        for (std::size_t k = 0; k < pids_.size(); ++k) {
+            Json samples = Json::array();
+            for (std::size_t i = 0; i < seconds_.size(); ++i)
+                samples.push_back(
+                    Json::array({std::round(seconds_[i] * 100) / 100, round4(mb_[k][i])}));
+            Json node{{"node", k}, {"peak_rss_mb", round4(peak_rss_kb(pids_[k]) / 1024)}};
+            node.update(growth(mb_[k]));
+            node["samples"] = std::move(samples);
+            if (node["growth_fraction"].is_number())
+                most = std::max(most, node["growth_fraction"].get<double>());
+            nodes.push_back(std::move(node));
+        }
+        return Json{{"sample_every_s", every_s_},
+                    {"samples", seconds_.size()},
+                    {"growth_fraction_max", round4(most)},
+                    {"nodes", std::move(nodes)}};
+    }
+
+private:
+    // Growth over the run: the mean of the last fifth of the samples minus that of the
+    // second fifth; the first fifth is warm-up (connections, caches, the allocator's arenas
+    // filling). A fifth is at least one sample; null figures with fewer than two samples.
+    static Json growth(const std::vector<double>& mb) {
+        if (mb.size() < 2)
+            return Json{{"rss_mb_second_fifth", nullptr},
+                        {"rss_mb_last_fifth", nullptr},
+                        {"growth_mb", nullptr},
+                        {"growth_fraction", nullptr}};
+        const std::size_t fifth = std::max<std::size_t>(1, mb.size() / 5);
+        auto mean = [&](std::size_t from) {
+            double sum = 0;
+            for (std::size_t i = from; i < from + fifth; ++i)
+                sum += mb[i];
+            return sum / static_cast<double>(fifth);
+        };
+        const double early = mean(fifth), late = mean(mb.size() - fifth);
+        return Json{{"rss_mb_second_fifth", round4(early)},
+                    {"rss_mb_last_fifth", round4(late)},
+                    {"growth_mb", round4(late - early)},
+                    {"growth_fraction", early > 0 ? Json(round4((late - early) / early)) : Json()}};
+    }
+
+    std::vector<pid_t> pids_;
+    double every_s_;
+    Clock::time_point start_;
+    double next_s_ = 0;
+    std::vector<double> seconds_;
+    std::vector<std::vector<double>> mb_; // per node, per sample
+};
+
+Json paced_level_json(double fraction, double rate, const PacedResult& p) {
+    const auto& l = p.latency_ms;
+    return Json{{"fraction", fraction},
+                {"offered_per_s", round4(rate)},
+                {"achieved_per_s", round4(p.achieved_per_s())},
+                {"seconds", round4(p.seconds)},
+                {"count", p.count},
+                {"blocks", p.blocks},
+                {"latency_ms", Json{{"p50", round4(percentile(l, 0.50))},
+                                    {"p99", round4(percentile(l, 0.99))},
+                                    {"p999", round4(percentile(l, 0.999))},
+                                    {"max", round4(l.empty() ? 0 : l.back())}}},
+                {"max_send_lag_ms", round4(p.max_send_lag_ms)},
+                {"retransmissions", p.retransmissions}};
+}
+
+// The paced phases of `s`, on the testnet whose closed-loop phase measured `saturation`
+// (requests/s) with commands 0..s.txs: each level offers level x saturation for
+// s.paced_seconds, its commands going on from where the last phase stopped, so that every
+// client's nonces stay contiguous. Returns {"levels": [...]} (and "rss" when sampled).
+Json run_paced_phases(const Testnet& net, LoadClient& client, const Scenario& s,
+                      double saturation) {
+    const CommandSource source(s.outstanding);
+    std::optional<RssSampler> sampler;
+    if (s.rss_every_s > 0) sampler.emplace(net.pids(), s.rss_every_s);
+    const std::function<void()> tick = [&] {
+        if (sampler) sampler->poll();
+    };
+    std::size_t first = s.txs;
+    Json levels = Json::array();
+    for (const double level : s.paced_levels) {
+        const double rate = level * saturation;
+        const auto count = std::max<std::size_t>(
+            1, static_cast<std::size_t>(std::llround(rate * s.paced_seconds)));
+        progress("  paced at " + fixed(level * 100, 0) + "% of saturation: " + fixed(rate, 0) +
+                 "/s for " + fixed(s.paced_seconds, 1) + " s");
+        const PacedResult p = client.run_paced(source, first, count, rate, s.outstanding, tick);
+        first += count;
+        progress("  " + fixed(p.achieved_per_s(), 0) + "/s achieved, p50 " +
+                 fixed(percentile(p.latency_ms, 0.5), 2) + " ms, p99 " +
+                 fixed(percentile(p.latency_ms, 0.99), 2) + " ms, p999 " +
+                 fixed(percentile(p.latency_ms, 0.999), 2) + " ms");
+        levels.push_back(paced_level_json(level, rate, p));
+    }
+    Json out{{"levels", std::move(levels)}, {"view_changes_at_end", net.view_changes()}};
+    if (sampler) out["rss"] = sampler->report();
+    return out;
+}
+
+// A closed-loop phase's completions per second from its halfway completion to its last
+// submission (made at completion n - outstanding): without the fast start, and without the
+// final drain of the requests already in flight, which also runs faster than the steady
+// state. `whole` (the phase's rate) when that stretch is empty: a phase shorter than twice
+// `outstanding`.
+double sustained_rate(const std::vector<Clock::time_point>& done_at, std::size_t outstanding,
+                      double whole) {
+    const std::size_t n = done_at.size();
+    const std::size_t from = n / 2;
+    if (from == 0 || n <= outstanding || n - outstanding <= from) return whole;
+    const std::size_t to = n - outstanding;
+    const double seconds =
+        std::chrono::duration<double>(done_at[to - 1] - done_at[from - 1]).count();
+    return seconds > 0 ? static_cast<double>(to - from) / seconds : whole;
+}
+
+// The rate a scenario's paced levels are fractions of, from its closed-loop phase.
+double saturation_of(const Scenario& s, const RunResult& r) {
+    return s.sustained_saturation ? r.sustained_per_s : r.tx_per_s();
+}
+
 // `load`: what the measured phase submits (the workload's transfers, or commands).
 RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
                    const std::vector<Tx>& load) {
@@ -1109,6 +1457,7 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     const auto start = Clock::now();
     client.run(load, s.txs, s.outstanding, &r.latency_ms, &heights, &done_at, std::move(trigger));
     r.seconds = seconds_since(start);
+    r.sustained_per_s = sustained_rate(done_at, s.outstanding, r.tx_per_s());
     const auto own_after = own_cpu_seconds();
     std::vector<std::pair<double, double>> cpu_after;
     for (auto pid : pids)
@@ -1177,6 +1526,13 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     r.distinct_blocks = heights.size();
     r.client = client.stats();
     std::sort(r.latency_ms.begin(), r.latency_ms.end());
+    if (!s.paced_levels.empty()) {
+        progress("  saturation (closed loop): " + fixed(r.tx_per_s(), 0) + " tx/s (" +
+                 fixed(r.sustained_per_s, 0) + " sustained), p50 " +
+                 fixed(percentile(r.latency_ms, 0.5), 2) + " ms, p99 " +
+                 fixed(percentile(r.latency_ms, 0.99), 2) + " ms");
+        r.paced = run_paced_phases(*net, client, s, saturation_of(s, r));
+    }
     return r;
 }
 
@@ -1200,6 +1556,114 @@ Json run_json(const RunResult& r) {
     if (!r.recovery.is_null()) j["recovery"] = r.recovery;
     if (!r.catch_up.is_null()) j["catch_up"] = r.catch_up;
     return j;
+}
+
+// What a scenario's runs were set up as (the report's scenarios.S.setup).
+Json setup_json(const Options& opt, const Scenario& s) {
+    Json setup = Json{
+        {"nodes", opt.nodes}, {"txs", s.txs}, {"outstanding", s.outstanding}, {"what", s.what}};
+    setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
+    setup["max_batch_delay_ms"] =
+        s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
+    setup["request_timeout_ms"] =
+        s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
+    setup["watermark_window"] = s.watermark_window ? Json(*s.watermark_window) : Json("default");
+    setup["signatures"] = !s.consensus_only;
+    setup["payload"] =
+        s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
+    setup["disk"] = s.storage == "memory"
+                        ? "off: blocks, state and journal in memory (node storage: memory)"
+                    : s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
+                              : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
+    if (!s.paced_levels.empty()) {
+        setup["runs"] = opt.runs_of(s);
+        setup["levels"] = s.paced_levels;
+        setup["seconds_per_level"] = s.paced_seconds;
+        setup["load"] = "closed loop of txs commands (the saturation rate: over the whole "
+                        "phase, or sustained as saturation.levels_of says), then on "
+                        "the same testnet one paced (open-loop) phase per level: level x "
+                        "saturation requests/s for seconds_per_level, at most outstanding in "
+                        "flight, latency from each request's scheduled time";
+        if (s.rss_every_s > 0) setup["rss_every_s"] = s.rss_every_s;
+    }
+    return setup;
+}
+
+// A run of a scenario with paced phases: its closed-loop (saturation) phase as any run,
+// then the phases.
+Json paced_run_json(const Scenario& s, const RunResult& r) {
+    Json closed = run_json(r);
+    closed["sustained_per_s"] = round4(r.sustained_per_s);
+    Json j{{"saturation", std::move(closed)},
+           {"levels_of_per_s", round4(saturation_of(s, r))},
+           {"levels", r.paced["levels"]},
+           {"view_changes_at_end", r.paced["view_changes_at_end"]}};
+    if (r.paced.contains("rss")) j["rss"] = r.paced["rss"];
+    return j;
+}
+
+// A scenario with paced phases over its runs: the saturation and each level's figures are
+// medians of the runs; sampled memory is the run with the median largest growth.
+Json paced_summary(const Scenario& s, const std::vector<RunResult>& runs, Json setup,
+                   Json run_list) {
+    auto med = [&](auto field) {
+        std::vector<double> v;
+        for (const auto& r : runs)
+            v.push_back(field(r));
+        return round4(median(v));
+    };
+    Json saturation{
+        {"commands", s.txs},
+        {"tx_per_s", med([](const RunResult& r) { return r.tx_per_s(); })},
+        {"sustained_per_s", med([](const RunResult& r) { return r.sustained_per_s; })},
+        {"levels_of", s.sustained_saturation ? "sustained_per_s" : "tx_per_s"},
+        {"latency_ms",
+         Json{{"p50", med([](const RunResult& r) { return percentile(r.latency_ms, 0.5); })},
+              {"p99", med([](const RunResult& r) { return percentile(r.latency_ms, 0.99); })}}}};
+    // A median count is a whole number unless it lies between two runs'.
+    auto whole = [](double v) {
+        return v == std::floor(v) ? Json(static_cast<std::uint64_t>(v)) : Json(v);
+    };
+    Json levels = Json::array();
+    for (std::size_t l = 0; l < s.paced_levels.size(); ++l) {
+        auto median_of = [&](const char* key, const char* sub = nullptr) {
+            std::vector<double> v;
+            for (const auto& r : runs) {
+                const Json& j = r.paced["levels"][l];
+                v.push_back((sub ? j[key][sub] : j[key]).get<double>());
+            }
+            return median(v);
+        };
+        auto level = [&](const char* key, const char* sub = nullptr) {
+            return round4(median_of(key, sub));
+        };
+        levels.push_back(Json{{"fraction", s.paced_levels[l]},
+                              {"offered_per_s", level("offered_per_s")},
+                              {"achieved_per_s", level("achieved_per_s")},
+                              {"count", whole(median_of("count"))},
+                              {"latency_ms", Json{{"p50", level("latency_ms", "p50")},
+                                                  {"p99", level("latency_ms", "p99")},
+                                                  {"p999", level("latency_ms", "p999")}}},
+                              {"max_send_lag_ms", level("max_send_lag_ms")}});
+    }
+    Json out{{"setup", std::move(setup)}, {"saturation", saturation}, {"levels", levels}};
+    if (s.rss_every_s > 0) {
+        // The median run by largest growth (the lower middle one for an even number of runs):
+        // its samples and growth figures belong together.
+        std::vector<std::size_t> order(runs.size());
+        for (std::size_t k = 0; k < order.size(); ++k)
+            order[k] = k;
+        auto growth = [&](std::size_t k) {
+            return runs[k].paced["rss"]["growth_fraction_max"].get<double>();
+        };
+        std::sort(order.begin(), order.end(),
+                  [&](std::size_t a, std::size_t b) { return growth(a) < growth(b); });
+        const std::size_t mid = order[(order.size() - 1) / 2];
+        out["rss"] = runs[mid].paced["rss"];
+        out["rss"]["median_of_runs"] = "runs[" + std::to_string(mid) + "]";
+    }
+    out["runs"] = std::move(run_list);
+    return out;
 }
 
 int run(const Options& opt) {
@@ -1253,8 +1717,9 @@ int run(const Options& opt) {
              {"runs_per_scenario", opt.runs},
              {"nodes", opt.nodes},
              {"popchain", opt.popchain},
-             {"client", "one process, one pbft::Client over AsioTransport, closed loop; done = f+1 "
-                        "matching committed replies; retry after 60 s"},
+             {"client", "one process, one pbft::Client over AsioTransport, closed loop (then "
+                        "paced, open loop, in the scenarios with levels); done = f+1 matching "
+                        "committed replies; retry after 60 s"},
              {"workload", "one transfer per funded wallet (nonce 0), signed before timing"},
              {"disk", "each node's chain.db in temp_dir: blocks and journal committed together to "
                       "SQLite's WAL, fdatasynced by the node's syncer thread before anything about "
@@ -1266,20 +1731,23 @@ int run(const Options& opt) {
     for (const auto& s : opt.scenarios) {
         std::vector<RunResult> runs;
         Json run_list = Json::array();
-        const std::vector<Tx> commands =
-            s.consensus_only ? make_commands(s.txs, s.outstanding) : std::vector<Tx>{};
+        const std::vector<Tx> commands = s.consensus_only
+                                             ? make_commands(s.txs, CommandSource(s.outstanding))
+                                             : std::vector<Tx>{};
         const std::vector<Tx>& load = s.consensus_only ? commands : w.transfers;
-        for (int k = 0; k < opt.runs; ++k) {
-            progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(opt.runs) +
+        const int run_count = opt.runs_of(s);
+        for (int k = 0; k < run_count; ++k) {
+            progress(s.name + " run " + std::to_string(k + 1) + "/" + std::to_string(run_count) +
                      ": " + std::to_string(s.txs) + " transfers, " + std::to_string(s.outstanding) +
                      " outstanding");
             runs.push_back(run_once(opt, w, s, load));
             const auto& r = runs.back();
-            progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
-                     std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
-                     std::to_string(percentile(r.latency_ms, 0.5)) + " ms, p99 " +
-                     std::to_string(percentile(r.latency_ms, 0.99)) + " ms");
-            run_list.push_back(run_json(r));
+            if (s.paced_levels.empty())
+                progress("  " + std::to_string(r.tx_per_s()) + " tx/s, " +
+                         std::to_string(r.blocks_per_s()) + " blocks/s, p50 " +
+                         std::to_string(percentile(r.latency_ms, 0.5)) + " ms, p99 " +
+                         std::to_string(percentile(r.latency_ms, 0.99)) + " ms");
+            run_list.push_back(s.paced_levels.empty() ? run_json(r) : paced_run_json(s, r));
         }
         auto med = [&](auto field) {
             std::vector<double> v;
@@ -1289,23 +1757,11 @@ int run(const Options& opt) {
         };
         const double tx_s = med([](const RunResult& r) { return r.tx_per_s(); });
         const double blocks_s = med([](const RunResult& r) { return r.blocks_per_s(); });
-        Json setup = Json{
-            {"nodes", opt.nodes}, {"txs", s.txs}, {"outstanding", s.outstanding}, {"what", s.what}};
-        setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
-        setup["max_batch_delay_ms"] =
-            s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
-        setup["request_timeout_ms"] =
-            s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
-        setup["watermark_window"] =
-            s.watermark_window ? Json(*s.watermark_window) : Json("default");
-        setup["signatures"] = !s.consensus_only;
-        setup["payload"] =
-            s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
-        setup["disk"] = s.storage == "memory"
-                            ? "off: blocks, state and journal in memory (node storage: memory)"
-                        : s.fsync
-                            ? "SQLite WAL, fdatasync before anything about a commit leaves"
-                            : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
+        Json setup = setup_json(opt, s);
+        if (!s.paced_levels.empty()) {
+            scenarios[s.name] = paced_summary(s, runs, std::move(setup), std::move(run_list));
+            continue;
+        }
         scenarios[s.name] = Json{
             {"setup", setup},
             {"tx_per_s", tx_s},
