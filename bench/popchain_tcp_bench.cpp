@@ -1572,7 +1572,7 @@ Json setup_json(const Options& opt, const Scenario& s) {
     setup["payload"] =
         s.consensus_only ? "8-byte unsigned command, no-op application" : "signed transfer";
     setup["disk"] = s.storage == "memory"
-                        ? "off: blocks, state and journal in memory (node storage: memory)"
+                        ? "off: blocks and state in memory, no journal (node storage: memory)"
                     : s.fsync ? "SQLite WAL, fdatasync before anything about a commit leaves"
                               : "SQLite WAL in the page cache, no fdatasync (node fsync: false)";
     if (!s.paced_levels.empty()) {
