@@ -178,6 +178,8 @@ struct Options {
     bool quick = false;
     int runs = 3;
     std::uint32_t nodes = 4;
+    std::uint32_t kill = 0; // nodes SIGKILLed after the warm-up (the highest ids)
+    std::optional<std::uint32_t> request_timeout_ms; // every scenario's nodes
     std::string popchain = POPCHAIN_TCP_BENCH_POPCHAIN;
     std::vector<std::string> only; // scenario names; empty = all
     double verify_seconds = 1.0;   // per run of the verify measurement
@@ -216,6 +218,10 @@ struct Options {
         "  --outstanding K    requests in flight, every scenario (default per scenario)\n"
         "  --batch-delay-ms K the nodes' max_batch_delay_ms, every scenario\n"
         "  --window K         the nodes' watermark_window (>= 64), every scenario\n"
+        "  --request-timeout-ms K  the nodes' request_timeout_ms, every scenario (a cluster\n"
+        "                     too slow for the testnet's 2 s replaces every primary)\n"
+        "  --kill K           SIGKILL the K highest-numbered nodes after the warm-up, before\n"
+        "                     the measured phase (at most f = (nodes - 1) / 3)\n"
         "  --fsync on|off     the nodes' fsync, every scenario (default: on, off for the\n"
         "                     consensus_* scenarios)\n"
         "  --storage sqlite|memory  the nodes' storage, every scenario (default: sqlite,\n"
@@ -263,6 +269,11 @@ Options parse_options(int argc, char** argv) {
             o.duration = parse_count("--duration", argv[++i], 1, 7 * 24 * 3600);
         } else if (arg == "--behind" && has_value) {
             o.behind = parse_count("--behind", argv[++i], 1, 1'000'000);
+        } else if (arg == "--request-timeout-ms" && has_value) {
+            o.request_timeout_ms = static_cast<std::uint32_t>(
+                parse_count("--request-timeout-ms", argv[++i], 10, 600'000));
+        } else if (arg == "--kill" && has_value) {
+            o.kill = static_cast<std::uint32_t>(parse_count("--kill", argv[++i], 0, 1'000));
         } else if (arg == "--window" && has_value) {
             o.window = parse_count("--window", argv[++i], 64, 100'000);
         } else if (arg == "--fsync" && has_value) {
@@ -387,11 +398,18 @@ Options parse_options(int argc, char** argv) {
         o.runs = *runs;
         o.explicit_runs = true;
     }
+    if (o.kill > (o.nodes - 1) / 3) {
+        std::fprintf(stderr,
+                     "popchain_tcp_bench: --kill %u: %u nodes tolerate at most %u crashed\n",
+                     o.kill, o.nodes, (o.nodes - 1) / 3);
+        usage(2);
+    }
     for (auto& s : o.scenarios) {
         if (o.txs) s.txs = *o.txs;
         if (o.outstanding) s.outstanding = *o.outstanding;
         if (o.batch_delay_ms) s.max_batch_delay_ms = static_cast<std::uint32_t>(*o.batch_delay_ms);
         if (o.window) s.watermark_window = static_cast<std::uint32_t>(*o.window);
+        if (o.request_timeout_ms) s.request_timeout_ms = *o.request_timeout_ms;
         if (s.catch_up && o.behind) s.txs = *o.behind;
         if (o.fsync) s.fsync = *o.fsync;
         if (o.storage) s.storage = *o.storage;
@@ -1420,6 +1438,13 @@ RunResult run_once(const Options& opt, const Workload& w, const Scenario& s,
     // handshake costs signatures: the warm-up pays for them outside the clock.
     client.run(w.warmup, w.warmup.size(), w.warmup.size(), nullptr, nullptr);
     const std::uint64_t start_height = client.max_height();
+    // --kill: the highest-numbered nodes crash before the measured phase; the rest (a quorum
+    // as long as at most f crash) carry it.
+    for (std::uint32_t k = 0; k < opt.kill; ++k) {
+        const std::uint32_t node = opt.nodes - 1 - k;
+        ::kill(net->pids()[node], SIGKILL);
+        progress("  node " + std::to_string(node) + " killed (SIGKILL)");
+    }
 
     // catch_up: the last node (a backup in view 0) stops before the measured phase. SIGTERM,
     // the way an operator takes a node down: its store is closed cleanly, so the blocks it
@@ -1716,6 +1741,7 @@ int run(const Options& opt) {
         Json{{"quick", opt.quick},
              {"runs_per_scenario", opt.runs},
              {"nodes", opt.nodes},
+             {"killed_after_warmup", opt.kill},
              {"popchain", opt.popchain},
              {"client", "one process, one pbft::Client over AsioTransport, closed loop (then "
                         "paced, open loop, in the scenarios with levels); done = f+1 matching "
