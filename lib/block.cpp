@@ -1,5 +1,8 @@
 #include <popchain/block.hpp>
 
+#include <algorithm>
+#include <unordered_set>
+
 namespace popchain {
 
 namespace {
@@ -60,6 +63,18 @@ MerkleProof Block::prove_tx(std::size_t index) const {
 
 Hash256 compute_tx_root(const std::vector<Tx>& txs) {
     return merkle_root(txids_of(txs));
+}
+
+std::size_t first_repeated_id(const std::vector<Hash256>& ids) {
+    // Sorting a copy costs less than a hash set's allocation per id; only blocks with a
+    // repeat (invalid ones) pay for the scan that finds where it is.
+    std::vector<Hash256> sorted = ids;
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end()) return ids.size();
+    std::unordered_set<Hash256, FixedBytesHash> seen;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        if (!seen.insert(ids[i]).second) return i;
+    return ids.size();
 }
 
 void encode_block(Writer& w, const Block& b) {

@@ -276,21 +276,6 @@ std::optional<Escrow> Ledger::escrow(const Hash256& trade_id) const {
     return it->second;
 }
 
-namespace {
-// The index of the first id that occurs earlier in `ids`; ids.size() when none repeats.
-// Sorting a copy costs less than a hash set's allocation per id, and blocks with repeats
-// (invalid ones) are the only ones that pay for the scan.
-std::size_t first_repeat(const std::vector<Hash256>& ids) {
-    std::vector<Hash256> sorted = ids;
-    std::sort(sorted.begin(), sorted.end());
-    if (std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end()) return ids.size();
-    std::unordered_set<Hash256, FixedBytesHash> seen;
-    for (std::size_t i = 0; i < ids.size(); ++i)
-        if (!seen.insert(ids[i]).second) return i;
-    return ids.size();
-}
-} // namespace
-
 Result<StateDelta> Ledger::execute(const Block& block) const {
     const BlockHeader& h = block.header;
     if (h.height != state_.height + 1)
@@ -303,7 +288,7 @@ Result<StateDelta> Ledger::execute(const Block& block) const {
     std::vector<Hash256> ids = block.txids();
     if (merkle_root(ids) != h.tx_root)
         return make_error(Errc::bad_tx_root, "tx root does not match the transactions");
-    const std::size_t repeated = first_repeat(ids);
+    const std::size_t repeated = first_repeated_id(ids);
     Overlay overlay(state_, h.height);
     for (std::size_t i = 0; i < block.txs.size(); ++i) {
         if (i == repeated)

@@ -54,6 +54,9 @@ struct Block {
 };
 
 Hash256 compute_tx_root(const std::vector<Tx>& txs);
+// The index of the first id in `ids` that occurs earlier in it; ids.size() when none repeats
+// (a block that repeats a transaction is invalid).
+std::size_t first_repeated_id(const std::vector<Hash256>& ids);
 
 void encode_header(Writer& w, const BlockHeader& h);
 BlockHeader decode_header(Reader& r);

@@ -55,9 +55,7 @@ public:
         // Everything that can fail is checked before the first change, so a rejected block
         // leaves the store as it was.
         const std::vector<Hash256> txids = block_txids(block, delta);
-        std::vector<Hash256> sorted = txids;
-        std::sort(sorted.begin(), sorted.end());
-        if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+        if (first_repeated_id(txids) != txids.size())
             return make_error(Errc::duplicate_tx, "transaction repeated in the block");
         for (const auto& id : txids)
             if (find_tx(id)) return make_error(Errc::duplicate_tx, "transaction is stored already");

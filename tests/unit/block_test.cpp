@@ -327,3 +327,13 @@ TEST_CASE("block: one transaction decodes out of an encoded block") {
     put_u32_le(tx_count, header_size, static_cast<std::uint32_t>(max_block_txs + 1));
     CHECK(code_of(decode_block_tx(tx_count, 0)) == code_name(Errc::too_large));
 }
+
+TEST_CASE("block: first_repeated_id finds the first id seen before, or none") {
+    const Hash256 a = sha256("a"), b = sha256("b"), c = sha256("c");
+    CHECK(first_repeated_id({}) == 0);
+    CHECK(first_repeated_id({a, b, c}) == 3);
+    CHECK(first_repeated_id({a, b, a}) == 2);
+    // The first repeat in block order, though c was seen first.
+    CHECK(first_repeated_id({c, b, b, c}) == 2);
+    CHECK(first_repeated_id({a, a}) == 1);
+}
