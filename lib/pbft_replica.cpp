@@ -1148,6 +1148,10 @@ void Replica::arm_watchdog(net::Millis delay) {
             arm_watchdog();
             return;
         }
+        // This view made no progress: the next one gets longer, so a slow but honest
+        // cluster (many replicas, a loaded machine) stops replacing primaries faster than
+        // they can commit. Any executed block resets the timeout.
+        view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
         start_view_change(view_ + 1);
     });
 }

@@ -998,3 +998,32 @@ TEST_CASE("replica: the seed's scenario: 7 replicas, 2 crash, 2 join by config, 
     CHECK(learnt >= 1);
     CHECK(verify_block(*tip, *tip_proof, *history).ok());
 }
+
+TEST_CASE("replica: while no view can execute, each view waits twice as long as the last") {
+    ReplicaConfig config = small_blocks();
+    config.request_timeout_ms = 100;
+    config.max_view_change_timeout_ms = 60'000;
+    Cluster c(4, 65, net::LinkFaults{0, 0, 1, 2}, config);
+    // Every commit is lost: views install (view changes and new views get through) and
+    // re-propose the prepared block, but none executes it.
+    auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
+    c.net.set_filter([&](net::NodeId, net::NodeId, ByteView m) {
+        return type_of(m) != static_cast<std::uint8_t>(MsgType::commit);
+    });
+    c.submit_transfers(1, 1);
+    c.net.run_for(10'000);
+    REQUIRE(c.replicas[1]->height() == 0);
+    // Timeouts of 100, 200, 400, ... ms fit at most 7 views into 10 s; one view per
+    // timeout would be about 100.
+    for (ReplicaId r = 0; r < 4; ++r) {
+        CAPTURE(r);
+        CHECK(c.replicas[r]->stats().view_changes >= 3);
+        CHECK(c.replicas[r]->stats().view_changes <= 8);
+    }
+    // Once commits get through, the view then current executes the block.
+    c.net.set_filter({});
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(1); }, c.net.now() + 60'000),
+                    c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+}

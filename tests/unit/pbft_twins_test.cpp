@@ -141,6 +141,12 @@ TEST_CASE("Twins: a replica running twice on two sides of a moving partition bre
         CAPTURE(seed);
         TwinsRun run(seed);
         std::size_t next_tx = 0;
+        // Both twins lead view 0 at once and replica 2 hears both: it must refuse the second
+        // block either offers for a sequence number, while 1 and 3 each see only one twin.
+        run.router->set_sides({1, 2}, {2, 3});
+        run.split({1}, {3});
+        run.run_phase(1000, next_tx);
+        run.check_safety();
         // Twin 0 with replicas 1 and 2 (a quorum with the primary's identity), twin 1 with 3.
         run.router->set_sides({1, 2}, {3});
         run.split({1, 2}, {3});
