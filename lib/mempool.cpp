@@ -83,6 +83,22 @@ std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next
     return out;
 }
 
+bool Mempool::in_ready_run(const Address& sender, std::uint64_t nonce,
+                           std::uint64_t next_nonce) const {
+    if (nonce < next_nonce) return false;
+    auto it = senders_.find(sender);
+    if (it == senders_.end()) return false;
+    const SenderQueue& queue = it->second;
+    // Keys are unique and sorted: the run is complete when the keys from next_nonce to
+    // nonce number nonce - next_nonce + 1 (at most the per-sender limit, 64 by default).
+    auto first = queue.find(next_nonce);
+    if (first == queue.end()) return false;
+    std::uint64_t expected = next_nonce;
+    for (auto e = first; e != queue.end() && e->first == expected; ++e, ++expected)
+        if (e->first == nonce) return true;
+    return false;
+}
+
 std::vector<Tx> Mempool::oldest(std::size_t max_txs) const {
     std::vector<const Entry*> all;
     all.reserve(by_id_.size());

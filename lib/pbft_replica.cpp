@@ -287,6 +287,7 @@ std::uint64_t Replica::stable_certificate_seq() const {
 }
 
 void Replica::rebuild_speculative() {
+    ready_grew_ = true; // other next nonces, other runs
     spec_ = ledger_;
     spec_height_ = ledger_.height();
     spec_boundary_.reset();
@@ -337,6 +338,9 @@ Result<void> Replica::submit(const Tx& tx) {
 // It is passed on only when it is new here, so this cannot loop.
 Result<void> Replica::admit(const Tx& tx, const Hash256& txid, net::NodeId from, bool forward) {
     if (auto ok = mempool_.add(tx, txid, ledger_.account(tx.from).nonce); !ok) return ok;
+    if (!ready_grew_ && is_primary() &&
+        mempool_.in_ready_run(tx.from, tx.nonce, spec_.account(tx.from).nonce))
+        ready_grew_ = true;
     if (forward && !is_primary() && from != primary()) {
         send_to(primary(), MsgType::request, Request{tx});
         ++stats_.requests_forwarded;
@@ -685,13 +689,16 @@ void Replica::maybe_propose() {
         const std::size_t others = mempool_.size() > in_flight ? mempool_.size() - in_flight : 0;
         if (others == 0) return;
         std::vector<Tx> txs;
-        if (others >= config_.max_block_txs || batch_due_)
+        if ((others >= config_.max_block_txs && ready_grew_) || batch_due_)
             txs = mempool_.take_ready(config_.max_block_txs, next_nonce);
         if (txs.empty() && batch_due_) { // nothing ready (nonce gaps): wait for more
             batch_due_ = false;
             return;
         }
         if (txs.size() < config_.max_block_txs && !batch_due_) {
+            // Too few are ready (too few pending, or nonce gaps hold some back): look again
+            // only once an arrival joins a sender's ready run, or when the batch is due.
+            ready_grew_ = false;
             if (batch_timer_ == 0)
                 batch_timer_ = set_timer(config_.max_batch_delay_ms, [this] {
                     batch_timer_ = 0;
@@ -701,6 +708,7 @@ void Replica::maybe_propose() {
             return;
         }
         batch_due_ = false;
+        ready_grew_ = true; // what the block leaves may fill the next one
         propose(std::move(txs));
     }
 }
@@ -1193,6 +1201,7 @@ void Replica::start_view_change(std::uint64_t view) {
             *t = 0;
         }
     batch_due_ = false;
+    ready_grew_ = true;
 
     ViewChange vc;
     vc.replica = id_;
@@ -1346,6 +1355,7 @@ void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
             *t = 0;
         }
     batch_due_ = false;
+    ready_grew_ = true;
     view_ = nv.view;
     view_active_ = true;
     if (journal_) journal_->set_view(view_, false);

@@ -78,6 +78,10 @@ public:
     // Nothing is removed; that happens when the block commits.
     std::vector<Tx> take_ready(std::size_t max_txs, const NextNonceFn& next_nonce) const;
 
+    // Whether `sender` has every nonce from `next_nonce` to `nonce` pending: a transaction
+    // with that nonce is then part of the run take_ready would hand out for the sender.
+    bool in_ready_run(const Address& sender, std::uint64_t nonce, std::uint64_t next_nonce) const;
+
     // Up to `max_txs` pending transactions, oldest arrival first, whether ready or not (for
     // relaying requests to other replicas).
     std::vector<Tx> oldest(std::size_t max_txs) const;

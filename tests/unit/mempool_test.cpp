@@ -148,6 +148,29 @@ TEST_SUITE("mempool") {
         CHECK(pool.size() == 4); // take_ready removes nothing
     }
 
+    TEST_CASE("in_ready_run: a nonce counts only with every nonce from the next one pending") {
+        SigningKey alice = SigningKey::generate();
+        SigningKey bob = SigningKey::generate();
+        Mempool pool(chain);
+        for (std::uint64_t n : {2, 3, 5})
+            REQUIRE(pool.add(transfer(alice, n), 2).ok());
+        const Address a = alice.address();
+        CHECK(pool.in_ready_run(a, 2, 2));
+        CHECK(pool.in_ready_run(a, 3, 2));
+        CHECK_FALSE(pool.in_ready_run(a, 5, 2)); // 4 is missing
+        CHECK_FALSE(pool.in_ready_run(a, 1, 2)); // below the next nonce
+        CHECK_FALSE(pool.in_ready_run(a, 3, 1)); // 1 is missing
+        CHECK(pool.in_ready_run(a, 5, 5));       // 2-4 executed: 5 is next
+        CHECK_FALSE(pool.in_ready_run(a, 6, 5)); // not pending
+        CHECK_FALSE(pool.in_ready_run(bob.address(), 0, 0));
+        // Agrees with take_ready: what it hands out for alice at next nonce 2 is 2 and 3.
+        Nonces nonces;
+        nonces.next[a] = 2;
+        for (const Tx& tx : pool.take_ready(10, nonces.fn()))
+            CHECK(pool.in_ready_run(a, tx.nonce, 2));
+        CHECK(pool.take_ready(10, nonces.fn()).size() == 2);
+    }
+
     TEST_CASE("out-of-order arrival is handed out in nonce order") {
         SigningKey alice = SigningKey::generate();
         Mempool pool(chain);

@@ -503,6 +503,10 @@ private:
     std::uint64_t stalled_ticks_ = 0; // consecutive ticks without an executed block
     net::Millis executed_at_ = 0;     // when the last block executed (transport clock)
     bool batch_due_ = false;
+    // Whether the transactions a block could take may have grown since the mempool last
+    // failed to fill one: walking every sender's queue again on each arriving request that
+    // could not change the answer made proposing quadratic in the mempool's size.
+    bool ready_grew_ = true;
     bool halted_ = false; // the store refused a block: stop executing
     ReplicaStats stats_;
     CommitFn on_commit_;
