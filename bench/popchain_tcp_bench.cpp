@@ -1837,13 +1837,24 @@ int run(const Options& opt) {
                                         "an even count): runs[" +
                                             std::to_string(mid) + "]"}};
         }
-        if (s.peer_per_s) {
-            scenarios[s.name]["peer_per_s"] = *s.peer_per_s;
-            scenarios[s.name]["ratio_to_peer"] = round4(tx_s / *s.peer_per_s);
+        // The peer's figures and the targets are for 4 replicas; batched also has both for 7
+        // (peer: 20,000-25,000/s, compared with the upper end).
+        double peer = s.peer_per_s.value_or(0), target = s.target_per_s.value_or(0);
+        if (opt.nodes != 4) {
+            peer = 0;
+            target = 0;
+            if (opt.nodes == 7 && s.name == "consensus_batched") {
+                peer = 25'000;
+                target = 30'000;
+            }
         }
-        if (s.target_per_s)
-            consensus_targets[s.name + "_per_s"] = Json{
-                {"target", *s.target_per_s}, {"measured", tx_s}, {"met", tx_s >= *s.target_per_s}};
+        if (peer > 0) {
+            scenarios[s.name]["peer_per_s"] = peer;
+            scenarios[s.name]["ratio_to_peer"] = round4(tx_s / peer);
+        }
+        if (target > 0)
+            consensus_targets[s.name + "_per_s"] =
+                Json{{"target", target}, {"measured", tx_s}, {"met", tx_s >= target}};
         if (s.name == "one_tx_blocks") one_tx_blocks_per_s = blocks_s;
         if (s.name == "full_blocks") full_fraction = bound > 0 ? tx_s / bound : 0;
     }
