@@ -171,6 +171,30 @@ TEST_CASE("asio: three transports exchange messages both ways, in order, with th
     CHECK(sent == delivered - std::string("to myself").size());
 }
 
+TEST_CASE("asio: small and large frames queued together arrive whole and in order") {
+    asio::io_context io;
+    Mesh mesh(io, 2);
+    // Sizes around the point where a write stops packing frames into one buffer (8 KiB),
+    // empty ones, and frames far larger; sent in one go, so they share writes.
+    const std::vector<std::size_t> sizes = {0,     1,  100,     8191, 8192, 8193, 3,     9000, 0,
+                                            65536, 17, 200'000, 8192, 1,    4096, 12000, 5};
+    std::vector<Bytes> sent;
+    for (std::size_t round = 0; round < 20; ++round)
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            Bytes frame(sizes[i]);
+            for (std::size_t b = 0; b < frame.size(); ++b)
+                frame[b] = static_cast<std::uint8_t>(b * 31 + i * 7 + round);
+            sent.push_back(frame);
+            mesh.nodes[0]->send(1, std::move(frame));
+        }
+    REQUIRE(run_until(io, [&] { return mesh.inboxes[1].got.size() == sent.size(); }));
+    for (std::size_t k = 0; k < sent.size(); ++k) {
+        CAPTURE(k);
+        CHECK(mesh.inboxes[1].got[k].first == 0);
+        CHECK(mesh.inboxes[1].got[k].second == sent[k]);
+    }
+}
+
 TEST_CASE("asio: the handshake refuses impostors, strangers and other networks") {
     asio::io_context io;
     Mesh mesh(io, 2);
