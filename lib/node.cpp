@@ -827,8 +827,8 @@ Result<std::unique_ptr<Node>> Node::open(NodeConfig config, LogFn log,
             return make_error(ok.code(),
                               "api " + config.api->to_string() + ": " + ok.error().message());
     }
-    impl->replica->on_commit([raw](const Block& block) {
-        if (raw->api) raw->api->block_committed(block);
+    impl->replica->on_commit([raw](const pbft::CommittedBlock& block) {
+        if (raw->api) raw->api->block_committed(block.height, block.hash, block.txids);
         // Membership changes are rare: compare the two sets with what was last applied and
         // touch the directory only when one of them moved.
         if (raw->replica->replica_set() != raw->seen_voting ||

@@ -97,16 +97,16 @@ Result<std::unique_ptr<NodeApi>> NodeApi::attach(HttpServer& server, pbft::Repli
     return api;
 }
 
-void NodeApi::block_committed(const Block& block) {
+void NodeApi::block_committed(std::uint64_t height, const Hash256& block_hash,
+                              const std::vector<Hash256>& txids) {
     if (waiting_.empty()) return;
-    const Hash256 hash = block.hash();
-    for (const Tx& tx : block.txs) {
-        auto it = waiting_.find(tx.id());
+    for (const Hash256& txid : txids) {
+        auto it = waiting_.find(txid);
         if (it == waiting_.end()) continue;
         json body{{"id", to_hex(it->first.view())},
                   {"status", "committed"},
-                  {"height", block.header.height},
-                  {"block_hash", to_hex(hash.view())}};
+                  {"height", height},
+                  {"block_hash", to_hex(block_hash.view())}};
         for (auto& respond : it->second)
             respond(HttpResponse::json(200, body));
         waiting_.erase(it);

@@ -190,13 +190,13 @@ void Replica::flush() {
     auto durable = std::move(executed_unsynced_);
     executed_unsynced_.clear();
     if (!together) {
-        for (const Block& block : durable)
+        for (const CommittedBlock& block : durable)
             on_commit_(block);
         durable.clear();
         if (!sync_journal()) return;
     }
     if (!durability_gate_) {
-        for (const Block& block : durable)
+        for (const CommittedBlock& block : durable)
             on_commit_(block);
         auto out = std::move(outbox_);
         outbox_.clear();
@@ -210,7 +210,7 @@ void Replica::flush() {
     outbox_.clear();
     if (out.empty() && durable.empty()) return;
     durability_gate_([this, out = std::move(out), durable = std::move(durable)]() mutable {
-        for (const Block& block : durable)
+        for (const CommittedBlock& block : durable)
             on_commit_(block);
         for (auto& [to, bytes] : out)
             transport_.send(to, std::move(bytes));
@@ -872,7 +872,9 @@ void Replica::executed(const Block& block, const StateDelta& delta) {
     std::vector<Bytes> results;
     if (app_) results = app_->execute(block);
     answer_waiting(block, delta, results);
-    if (on_commit_) executed_unsynced_.push_back(block);
+    if (on_commit_)
+        executed_unsynced_.push_back(
+            CommittedBlock{block.header.height, delta.block_hash, block_txids(block, delta)});
     const bool boundary = block.header.height % config_.checkpoint_interval == 0;
     if (boundary && ledger_.state().replicas != replicas_) switch_membership(block.header.height);
     if (boundary) take_checkpoint(block);

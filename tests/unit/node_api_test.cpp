@@ -43,7 +43,9 @@ struct ApiFixture {
                                         std::move(options));
         REQUIRE(attached.ok());
         api = std::move(attached).value();
-        cluster.replica(0)->on_commit([this](const Block& b) { api->block_committed(b); });
+        cluster.replica(0)->on_commit([this](const pbft::CommittedBlock& b) {
+            api->block_committed(b.height, b.hash, b.txids);
+        });
         REQUIRE(server.start().ok());
         port = server.local_port();
     }

@@ -240,8 +240,8 @@ TEST_CASE("replica: 4 replicas commit 200 transfers submitted to various replica
     faults.max_delay = 5;
     faults.duplicate = 0.05;
     Cluster c(4, 11, faults, small_blocks());
-    std::uint64_t commits_seen = 0;
-    c.replicas[2]->on_commit([&](const Block&) { ++commits_seen; });
+    std::vector<CommittedBlock> commits_seen;
+    c.replicas[2]->on_commit([&](const CommittedBlock& b) { commits_seen.push_back(b); });
     CHECK(c.replicas[0]->is_primary());
     CHECK_FALSE(c.replicas[1]->is_primary());
 
@@ -252,7 +252,15 @@ TEST_CASE("replica: 4 replicas commit 200 transfers submitted to various replica
     c.check_agreement();
     CHECK(c.total_txs(0) == 200);
     CHECK(c.replicas[0]->height() > 200 / 8);
-    CHECK(commits_seen == c.replicas[2]->height());
+    // Every executed block reported once, in height order, as the store holds it.
+    REQUIRE(commits_seen.size() == c.replicas[2]->height());
+    for (std::size_t i = 0; i < commits_seen.size(); ++i) {
+        const auto stored = c.stores[2]->block_at(i + 1);
+        REQUIRE(stored);
+        CHECK(commits_seen[i].height == i + 1);
+        CHECK(commits_seen[i].hash == stored->hash());
+        CHECK(commits_seen[i].txids == stored->txids());
+    }
     CHECK(c.replicas[0]->stats().proposed == c.replicas[0]->height());
     CHECK(c.replicas[1]->stats().requests_forwarded > 0);
     std::uint64_t duplicates = 0;

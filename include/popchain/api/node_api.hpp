@@ -53,8 +53,10 @@ public:
     NodeApi(const NodeApi&) = delete;
     NodeApi& operator=(const NodeApi&) = delete;
 
-    // Answers the submits waiting for the transactions of `block`.
-    void block_committed(const Block& block);
+    // Answers the submits waiting for any of `txids`, committed in the block `block_hash` at
+    // `height`.
+    void block_committed(std::uint64_t height, const Hash256& block_hash,
+                         const std::vector<Hash256>& txids);
 
     // The Prometheus text exposition of the node's counters and gauges.
     std::string metrics() const;

@@ -169,9 +169,17 @@ struct ReplicaStats {
     std::uint64_t refused_unexecutable = 0; // mempool txs a backup found no block could hold
 };
 
+// What on_commit reports about an executed block: enough to tell waiting clients where their
+// transactions went, without a copy of the block (the store has it: BlockStore::block_at).
+struct CommittedBlock {
+    std::uint64_t height = 0;
+    Hash256 hash;
+    std::vector<Hash256> txids; // the block's transaction ids, in block order
+};
+
 class Replica : public net::Receiver {
 public:
-    using CommitFn = std::function<void(const Block&)>;
+    using CommitFn = std::function<void(const CommittedBlock&)>;
 
     // Builds a replica. `key` is kept BY REFERENCE (SigningKey is move-only and its owner,
     // the node, keeps the identity key): it must outlive the replica. `transport` and
@@ -515,7 +523,7 @@ private:
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
-    std::vector<Block> executed_unsynced_;            // for on_commit_, after the store syncs
+    std::vector<CommittedBlock> executed_unsynced_;   // for on_commit_, after the store syncs
 
     // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
     // a client whose entry was dropped still gets its answer from the store on a retry.
