@@ -53,6 +53,14 @@ Result<void> Mempool::add(const Tx& tx, const Hash256& id, std::uint64_t sender_
     return {};
 }
 
+Mempool::SenderQueue::const_iterator Mempool::run_end(const SenderQueue& queue,
+                                                      SenderQueue::const_iterator first) {
+    auto end = std::next(first);
+    while (end != queue.end() && end->first == std::prev(end)->first + 1)
+        ++end;
+    return end;
+}
+
 std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next_nonce) const {
     struct Run {
         SenderQueue::const_iterator next; // the sender's next tx to hand out
@@ -62,10 +70,7 @@ std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next
     for (const auto& [address, queue] : senders_) {
         auto first = queue.find(next_nonce(address));
         if (first == queue.end()) continue; // nothing, or a gap at the next nonce
-        auto end = std::next(first);
-        while (end != queue.end() && end->first == std::prev(end)->first + 1)
-            ++end;
-        runs.push_back({first->second.seq, Run{first, end}});
+        runs.push_back({first->second.seq, Run{first, run_end(queue, first)}});
     }
     // Arrival numbers are unique, so this order is total and deterministic.
     std::sort(runs.begin(), runs.end(),
@@ -89,14 +94,11 @@ bool Mempool::in_ready_run(const Address& sender, std::uint64_t nonce,
     auto it = senders_.find(sender);
     if (it == senders_.end()) return false;
     const SenderQueue& queue = it->second;
-    // Keys are unique and sorted: the run is complete when the keys from next_nonce to
-    // nonce number nonce - next_nonce + 1 (at most the per-sender limit, 64 by default).
     auto first = queue.find(next_nonce);
     if (first == queue.end()) return false;
-    std::uint64_t expected = next_nonce;
-    for (auto e = first; e != queue.end() && e->first == expected; ++e, ++expected)
-        if (e->first == nonce) return true;
-    return false;
+    // The run holds the consecutive nonces next_nonce, next_nonce + 1, ...
+    const auto length = static_cast<std::uint64_t>(std::distance(first, run_end(queue, first)));
+    return nonce - next_nonce < length;
 }
 
 std::vector<Tx> Mempool::oldest(std::size_t max_txs) const {

@@ -1160,8 +1160,8 @@ void Replica::arm_watchdog(net::Millis delay) {
         }
         // This view made no progress: the next one gets longer, so a slow but honest
         // cluster (many replicas, a loaded machine) stops replacing primaries faster than
-        // they can commit. Any executed block resets the timeout.
-        view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
+        // they can commit.
+        lengthen_view_timeout();
         start_view_change(view_ + 1);
     });
 }
@@ -1189,6 +1189,24 @@ void Replica::note_view(ReplicaId from, std::uint64_t view) {
 
 // ---- view change ----
 
+// Between views: nothing of the old view's batching, watchdog or view-change timing carries
+// over, and the next primary looks at its mempool afresh.
+void Replica::leave_view_timers() {
+    for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
+        if (*t != 0) {
+            transport_.cancel_timer(*t);
+            *t = 0;
+        }
+    batch_due_ = false;
+    ready_grew_ = true;
+}
+
+// A view that ends without an executed block doubles the timeout of the next (up to the
+// configured maximum); an executed block resets it (executed()).
+void Replica::lengthen_view_timeout() {
+    view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
+}
+
 void Replica::start_view_change(std::uint64_t view) {
     if (view < view_ || (view == view_ && view_active_)) return;
     if (view != view_) ++stats_.view_changes;
@@ -1197,13 +1215,7 @@ void Replica::start_view_change(std::uint64_t view) {
     if (journal_) journal_->set_view(view, true);
     decided_.clear();
     new_view_.reset();
-    for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
-        if (*t != 0) {
-            transport_.cancel_timer(*t);
-            *t = 0;
-        }
-    batch_due_ = false;
-    ready_grew_ = true;
+    leave_view_timers();
 
     ViewChange vc;
     vc.replica = id_;
@@ -1241,7 +1253,7 @@ void Replica::start_view_change(std::uint64_t view) {
         // Move on only if a quorum wants this view and its primary failed to start it;
         // a replica that alone suspects the primary waits (it may just be cut off).
         if (view_changes_[view].size() >= quorum(n())) {
-            view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
+            lengthen_view_timeout();
             start_view_change(view + 1);
         } else {
             start_view_change(view); // re-arms the timer; the message is re-sent by ticks
@@ -1351,13 +1363,7 @@ void Replica::on_new_view(ReplicaId from, NewView&& nv) {
 }
 
 void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
-    for (net::TimerId* t : {&batch_timer_, &watch_timer_, &view_timer_})
-        if (*t != 0) {
-            transport_.cancel_timer(*t);
-            *t = 0;
-        }
-    batch_due_ = false;
-    ready_grew_ = true;
+    leave_view_timers();
     view_ = nv.view;
     view_active_ = true;
     if (journal_) journal_->set_view(view_, false);

@@ -115,6 +115,9 @@ private:
     // number, so their order never shows.
     using SenderMap = std::unordered_map<Address, SenderQueue>;
 
+    // Past the run of consecutive nonces that starts at `first` (not queue.end()).
+    static SenderQueue::const_iterator run_end(const SenderQueue& queue,
+                                               SenderQueue::const_iterator first);
     // Drops the sender's entries before `end`; returns the next sender (the queue itself is
     // erased once empty).
     SenderMap::iterator drop_front(SenderMap::iterator sender, SenderQueue::iterator end);

@@ -420,6 +420,8 @@ private:
     // Arms the view-change timer, if work is pending and none is armed: it fires after
     // `delay`, or the current view timeout when 0.
     void arm_watchdog(net::Millis delay = 0);
+    void leave_view_timers();
+    void lengthen_view_timeout();
     void announce_stable(ReplicaId to);
     void answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot);
     void note_view(ReplicaId from, std::uint64_t view);
