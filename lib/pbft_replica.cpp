@@ -542,7 +542,8 @@ void Replica::refuse_unexecutable() {
 void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     note_view(from, pp.view);
     if (pp.view != view_ || !view_active_) {
-        ++stats_.wrong_view;
+        if (from != primary() || !hold_early(from, MsgType::pre_prepare, pp.view, std::move(pp)))
+            ++stats_.wrong_view;
         return;
     }
     if (from != primary()) {
@@ -603,7 +604,7 @@ void Replica::answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot) {
 void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     note_view(from, v.view);
     if (v.view != view_ || !view_active_) {
-        ++stats_.wrong_view;
+        if (!hold_early(from, type, v.view, v)) ++stats_.wrong_view;
         return;
     }
     if (type == MsgType::prepare && from == primary()) {
@@ -1038,7 +1039,7 @@ void Replica::on_tick() {
             broadcast(MsgType::view_change, own->second.at(id_));
             ++stats_.retransmissions;
         }
-        if (primary() == id_) try_new_view();
+        if (primary() == id_) try_new_view(true);
         return;
     }
     if (progressed) return;
@@ -1207,9 +1208,22 @@ void Replica::lengthen_view_timeout() {
     view_timeout_ = std::min(view_timeout_ * 2, config_.max_view_change_timeout_ms);
 }
 
+// Keeps a message of the view we are changing to, for install_view; false if it is of
+// another view, or too many are held already.
+bool Replica::hold_early(ReplicaId from, MsgType type, std::uint64_t view, Message message) {
+    if (view_active_ || view != view_) return false;
+    const std::size_t most = config_.watermark_window * (2 * std::size_t{n()} + 1);
+    if (early_.size() >= most) return false;
+    early_.push_back(EarlyMessage{from, type, std::move(message)});
+    return true;
+}
+
 void Replica::start_view_change(std::uint64_t view) {
     if (view < view_ || (view == view_ && view_active_)) return;
-    if (view != view_) ++stats_.view_changes;
+    if (view != view_) {
+        ++stats_.view_changes;
+        early_.clear();
+    }
     view_ = view;
     view_active_ = false;
     if (journal_) journal_->set_view(view, true);
@@ -1315,7 +1329,7 @@ void Replica::on_view_change(ReplicaId from, ViewChange&& vc) {
     if (primary() == id_ && !view_active_) try_new_view();
 }
 
-void Replica::try_new_view() {
+void Replica::try_new_view(bool ask_again) {
     if (view_active_ || primary() != id_) return;
     std::vector<ViewChange> set;
     for (const auto& [r, vc] : view_changes_[view_])
@@ -1330,12 +1344,24 @@ void Replica::try_new_view() {
     for (const auto& e : decision->blocks) {
         if (e.seq <= ledger_.height() || bodies_.count(e.digest)) continue;
         missing = true;
-        if (wanted_[e.seq] == e.digest) continue;
+        const bool asked = wanted_[e.seq] == e.digest;
+        if (asked && !ask_again) continue;
         wanted_[e.seq] = e.digest;
-        for (const auto& vc : set) // ask those that pre-prepared it
+        std::vector<ReplicaId> holders; // those that pre-prepared it
+        for (const auto& vc : set)
             for (const auto& q : vc.pre_prepared)
                 if (q.seq == e.seq && q.digest == e.digest && vc.replica != id_)
-                    send_to(vc.replica, MsgType::fetch, Fetch{e.seq, e.seq});
+                    holders.push_back(vc.replica);
+        if (holders.empty()) continue;
+        // First ask them all; then, while the view waits (a reply can be lost, or dropped
+        // by a full send queue), one more of them on every tick.
+        if (!asked) {
+            for (ReplicaId r : holders)
+                send_to(r, MsgType::fetch, Fetch{e.seq, e.seq});
+        } else {
+            send_to(holders[ticks_ % holders.size()], MsgType::fetch, Fetch{e.seq, e.seq});
+            ++stats_.retransmissions;
+        }
     }
     if (missing) return;
     NewView nv;
@@ -1403,6 +1429,13 @@ void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
         accept_ready();
     } else {
         forward_pending_requests();
+    }
+    std::vector<EarlyMessage> early = std::exchange(early_, {});
+    for (EarlyMessage& e : early) {
+        if (e.type == MsgType::pre_prepare)
+            on_pre_prepare(e.from, std::get<PrePrepare>(std::move(e.message)));
+        else
+            on_vote(e.from, e.type, std::get<Vote>(e.message));
     }
     arm_watchdog();
 }

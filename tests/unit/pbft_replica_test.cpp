@@ -1035,3 +1035,42 @@ TEST_CASE("replica: while no view can execute, each view waits twice as long as 
     c.net.run_for(500);
     c.check_agreement();
 }
+
+TEST_CASE("replica: a new primary whose fetch of a prepared block is lost asks again; its "
+          "pre-prepare overtaking its new-view message is not lost either") {
+    ReplicaConfig config = small_blocks();
+    config.request_timeout_ms = 1000;
+    Cluster c(4, 66, net::LinkFaults{0, 0, 1, 2}, config);
+    // Replica 1, the primary of view 1, never sees the block of view 0, and nothing commits:
+    // the block is prepared at 0, 2 and 3 only.
+    auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
+    auto is = [&](ByteView m, MsgType t) { return type_of(m) == static_cast<std::uint8_t>(t); };
+    std::optional<net::Millis> in_view_1_at;
+    bool crashed = false;
+    c.net.set_filter([&](net::NodeId, net::NodeId to, ByteView m) {
+        if (!crashed && is(m, MsgType::commit)) return false;
+        if (to != 1) return true;
+        if (is(m, MsgType::pre_prepare)) return false;
+        // Every answer to its fetches is lost until it has waited 100 ms in view 1.
+        if (!in_view_1_at && c.replicas[1]->view() >= 1) in_view_1_at = c.net.now();
+        return !is(m, MsgType::blocks) || (in_view_1_at && c.net.now() > *in_view_1_at + 100);
+    });
+    c.submit_transfers(1, 1);
+    c.net.run_for(300);
+    REQUIRE(c.replicas[2]->height() == 0);
+    c.crash(0);
+    crashed = true;
+    // Then it must ask again: otherwise view 1 waits out its whole timeout (1 s) and
+    // replica 2 leads view 2. With this seed its pre-prepare of the block reaches replica 2
+    // before its new-view message: replica 2 must keep it, not wait 400 ms for the repeat.
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(1); }, c.net.now() + 10'000),
+                    c.describe());
+    REQUIRE(in_view_1_at);
+    CHECK(c.net.now() < *in_view_1_at + 300);
+    for (std::uint32_t i : c.up()) {
+        CAPTURE(i);
+        CHECK(c.replicas[i]->view() == 1);
+    }
+    c.net.run_for(500);
+    c.check_agreement();
+}

@@ -428,8 +428,10 @@ private:
 
     // view change
     void start_view_change(std::uint64_t view);
-    void try_new_view();
+    // ask_again: on a tick, fetch each block body the new view still lacks once more.
+    void try_new_view(bool ask_again = false);
     void install_view(const NewView& nv, const ViewDecision& decision);
+    bool hold_early(ReplicaId from, MsgType type, std::uint64_t view, Message message);
     void forward_pending_requests();
     // Pending requests are forwarded again after this many ticks without an executed block
     // (a quarter of the request timeout): waiting that long is normal under load, when
@@ -488,6 +490,15 @@ private:
     std::map<ReplicaId, std::uint64_t> peer_view_; // highest view seen from each peer
     Millis view_timeout_ = 0;
     std::map<std::uint64_t, Hash256> wanted_; // bodies asked for, by height
+    // The new primary's pre-prepares and its peers' votes for the view being installed that
+    // arrived before its new-view message (links reorder): handled once it is installed,
+    // instead of waiting for their retransmission.
+    struct EarlyMessage {
+        ReplicaId from = 0;
+        MsgType type = MsgType::prepare;
+        Message message;
+    };
+    std::vector<EarlyMessage> early_;
 
     // State transfer.
     std::optional<CheckpointCertificate> target_;
