@@ -62,15 +62,19 @@ Mempool::SenderQueue::const_iterator Mempool::run_end(const SenderQueue& queue,
 }
 
 std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next_nonce) const {
+    // A run is followed only as far as the block needs: finding every run's end first made
+    // a one-transaction block cost a walk over the whole mempool.
     struct Run {
         SenderQueue::const_iterator next; // the sender's next tx to hand out
-        SenderQueue::const_iterator end;
+        SenderQueue::const_iterator end;  // its queue's end
+        std::uint64_t nonce;              // the nonce `next` must have to extend the run
     };
     std::vector<std::pair<std::uint64_t, Run>> runs; // (arrival of the run's first tx, run)
     for (const auto& [address, queue] : senders_) {
-        auto first = queue.find(next_nonce(address));
+        const std::uint64_t nonce = next_nonce(address);
+        auto first = queue.find(nonce);
         if (first == queue.end()) continue; // nothing, or a gap at the next nonce
-        runs.push_back({first->second.seq, Run{first, run_end(queue, first)}});
+        runs.push_back({first->second.seq, Run{first, queue.end(), nonce}});
     }
     // Arrival numbers are unique, so this order is total and deterministic.
     std::sort(runs.begin(), runs.end(),
@@ -82,8 +86,11 @@ std::vector<Tx> Mempool::take_ready(std::size_t max_txs, const NextNonceFn& next
             if (out.size() == max_txs) break;
             out.push_back(run.next->second.tx);
             ++run.next;
+            ++run.nonce;
         }
-        std::erase_if(runs, [](const auto& r) { return r.second.next == r.second.end; });
+        std::erase_if(runs, [](const auto& r) {
+            return r.second.next == r.second.end || r.second.next->first != r.second.nonce;
+        });
     }
     return out;
 }
