@@ -1210,11 +1210,17 @@ void Replica::lengthen_view_timeout() {
 
 // Keeps a message of the view we are changing to, for install_view; false if it is of
 // another view, or too many are held already.
+// Bounded like the log it will join: one window of pre-prepares (blocks can be large) and
+// two votes per replica and slot.
 bool Replica::hold_early(ReplicaId from, MsgType type, std::uint64_t view, Message message) {
     if (view_active_ || view != view_) return false;
-    const std::size_t most = config_.watermark_window * (2 * std::size_t{n()} + 1);
-    if (early_.size() >= most) return false;
+    const bool block = type == MsgType::pre_prepare;
+    const std::size_t window = config_.watermark_window;
+    if (block ? early_pre_prepares_ >= window
+              : early_.size() - early_pre_prepares_ >= window * 2 * std::size_t{n()})
+        return false;
     early_.push_back(EarlyMessage{from, type, std::move(message)});
+    if (block) ++early_pre_prepares_;
     return true;
 }
 
@@ -1223,6 +1229,7 @@ void Replica::start_view_change(std::uint64_t view) {
     if (view != view_) {
         ++stats_.view_changes;
         early_.clear();
+        early_pre_prepares_ = 0;
     }
     view_ = view;
     view_active_ = false;
@@ -1431,6 +1438,7 @@ void Replica::install_view(const NewView& nv, const ViewDecision& decision) {
         forward_pending_requests();
     }
     std::vector<EarlyMessage> early = std::exchange(early_, {});
+    early_pre_prepares_ = 0;
     for (EarlyMessage& e : early) {
         if (e.type == MsgType::pre_prepare)
             on_pre_prepare(e.from, std::get<PrePrepare>(std::move(e.message)));

@@ -499,6 +499,7 @@ private:
         Message message;
     };
     std::vector<EarlyMessage> early_;
+    std::size_t early_pre_prepares_ = 0; // of early_
 
     // State transfer.
     std::optional<CheckpointCertificate> target_;
