@@ -150,9 +150,13 @@ struct Scenario {
     // Consensus-only: the testnet runs the no-op application (testnet init --app noop) and the
     // load is unsigned 8-byte commands instead of signed transfers.
     bool consensus_only = false;
-    // A peer engine's figure for the same setup (ARCHITECTURE.md), printed beside ours.
-    std::optional<double> peer_per_s = std::nullopt;
-    std::optional<double> target_per_s = std::nullopt;
+    // By replica count: a peer engine's figure for the same setup (ARCHITECTURE.md), printed
+    // beside ours, and the target. Counts without an entry print neither.
+    struct Reference {
+        double peer_per_s = 0;
+        double target_per_s = 0;
+    };
+    std::map<std::uint32_t, Reference> references = {};
     // The nodes' "fsync" (docs/node.md): false commits to the page cache only, as engines
     // that keep nothing on disk are measured. --fsync on|off overrides it for every scenario.
     bool fsync = true;
@@ -328,12 +332,35 @@ Options parse_options(int argc, char** argv) {
         // loop, a command done on f+1 matching replies. 4 outstanding at one command per block
         // measures the latency of one agreement; 2,800 outstanding at up to 400 per block,
         // throughput. Peer: libhotstuff on this kind of machine (ARCHITECTURE.md).
-        {"consensus_one", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 1",
-         20'000, 4, 1, std::nullopt, std::nullopt, std::nullopt, false, false, true, 1'060, 2'100,
-         false, "memory"},
-        {"consensus_batched", "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
-         200'000, 2'800, 400, std::nullopt, std::nullopt, std::nullopt, false, false, true, 40'000,
-         50'000, false, "memory"},
+        {"consensus_one",
+         "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 1",
+         20'000,
+         4,
+         1,
+         std::nullopt,
+         std::nullopt,
+         std::nullopt,
+         false,
+         false,
+         true,
+         {{4, {1'060, 2'100}}},
+         false,
+         "memory"},
+        {"consensus_batched",
+         "consensus-only: 8-byte unsigned no-op commands, max_block_txs = 400",
+         200'000,
+         2'800,
+         400,
+         std::nullopt,
+         std::nullopt,
+         std::nullopt,
+         false,
+         false,
+         true,
+         // 7 replicas: the peer's 20,000-25,000/s, compared with the upper end.
+         {{4, {40'000, 50'000}}, {7, {25'000, 30'000}}},
+         false,
+         "memory"},
         // Latency below saturation, consensus_batched's setup: its closed loop measures the
         // saturation rate, then the same testnet gets paced load at fractions of it.
         {.name = "consensus_latency",
@@ -1837,17 +1864,9 @@ int run(const Options& opt) {
                                         "an even count): runs[" +
                                             std::to_string(mid) + "]"}};
         }
-        // The peer's figures and the targets are for 4 replicas; batched also has both for 7
-        // (peer: 20,000-25,000/s, compared with the upper end).
-        double peer = s.peer_per_s.value_or(0), target = s.target_per_s.value_or(0);
-        if (opt.nodes != 4) {
-            peer = 0;
-            target = 0;
-            if (opt.nodes == 7 && s.name == "consensus_batched") {
-                peer = 25'000;
-                target = 30'000;
-            }
-        }
+        const auto reference = s.references.find(opt.nodes);
+        const double peer = reference != s.references.end() ? reference->second.peer_per_s : 0;
+        const double target = reference != s.references.end() ? reference->second.target_per_s : 0;
         if (peer > 0) {
             scenarios[s.name]["peer_per_s"] = peer;
             scenarios[s.name]["ratio_to_peer"] = round4(tx_s / peer);
