@@ -1607,8 +1607,9 @@ Json setup_json(const Options& opt, const Scenario& s) {
     setup["max_block_txs"] = s.max_block_txs ? Json(*s.max_block_txs) : Json("default");
     setup["max_batch_delay_ms"] =
         s.max_batch_delay_ms ? Json(*s.max_batch_delay_ms) : Json("default");
-    setup["request_timeout_ms"] =
-        s.request_timeout_ms ? Json(*s.request_timeout_ms) : Json("testnet default (2000)");
+    setup["request_timeout_ms"] = s.request_timeout_ms
+                                      ? Json(*s.request_timeout_ms)
+                                      : Json("testnet default: 2000 x max(1, nodes / (4 x cores))");
     setup["watermark_window"] = s.watermark_window ? Json(*s.watermark_window) : Json("default");
     setup["signatures"] = !s.consensus_only;
     setup["payload"] =

@@ -36,6 +36,16 @@ namespace {
 // keys, so a costly KDF would protect nothing and only slow every node start and tx.
 constexpr std::size_t testnet_kdf_msec = 5;
 
+// The replicas' request timeout: 2 s, doubled and more once the nodes outnumber this
+// machine's cores eight to one. Every node of a local testnet runs here, each checks every
+// client signature and handles O(n) votes per block, so a block takes longer the more nodes
+// share each core; a timeout below that replaces busy primaries forever (64 nodes on two
+// cores: blocks took 3-7 s and nothing committed with 2 s). 64 nodes on 2 cores get 16 s.
+std::uint32_t testnet_request_timeout_ms(std::uint32_t nodes) {
+    const std::uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
+    return 2000 * std::max(1u, nodes / (4 * cores));
+}
+
 // Writes `text` to `file` with `mode`, created fresh (the mode holds from the first byte).
 Result<void> write_new_file(const fs::path& file, const std::string& text, mode_t mode) {
     const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -188,6 +198,7 @@ int cmd_testnet_init(int argc, char** argv, int first) {
         if (auto ok = write_new_file(layout.authority_key(), *authority_pem, 0600); !ok)
             return fail(ok.error().message());
 
+        const std::uint32_t request_timeout_ms = testnet_request_timeout_ms(*n);
         for (std::uint32_t i = 0; i < *n; ++i) {
             const SigningKey key = SigningKey::generate();
             const Endpoint ep{host, static_cast<std::uint16_t>(*base + i)};
@@ -209,7 +220,7 @@ int cmd_testnet_init(int argc, char** argv, int first) {
                 {"accept_clients", true},
                 {"api", Endpoint{host, static_cast<std::uint16_t>(*base + 100 + i)}.to_string()},
                 {"status_interval_ms", 5000},
-                {"replica", {{"request_timeout_ms", 2000}}}};
+                {"replica", {{"request_timeout_ms", request_timeout_ms}}}};
             if (!app.empty()) config["application"] = app;
             if (auto ok = write_new_file(layout.config(i), config.dump(2) + "\n", 0644); !ok)
                 return fail(ok.error().message());

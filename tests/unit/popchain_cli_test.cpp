@@ -139,6 +139,32 @@ TEST_CASE("popchain: testnet init --app noop writes a consensus-only testnet") {
     }
 }
 
+TEST_CASE("popchain: testnet init gives nodes that crowd the cores a longer request timeout") {
+    TempDir tmp;
+    auto timeouts = [&](int nodes) {
+        const fs::path dir = tmp.path() / ("net" + std::to_string(nodes));
+        const Run made = popchain_cmd(tmp.path(), "testnet init --nodes " + std::to_string(nodes) +
+                                                      " --wallets 1 --dir " + dir.string());
+        REQUIRE_MESSAGE(made.code == 0, made.output);
+        std::set<std::uint32_t> seen;
+        for (int i = 0; i < nodes; ++i) {
+            auto config =
+                popchain::NodeConfig::load(dir / ("node" + std::to_string(i)) / "config.json");
+            REQUIRE(config.ok());
+            seen.insert(config->replica.request_timeout_ms);
+        }
+        return seen;
+    };
+    CHECK(timeouts(4) == std::set<std::uint32_t>{2000});
+    // Eight nodes per core or more: at least twice as long, the same on every node.
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    if (8 * cores <= 64) {
+        const auto crowded = timeouts(static_cast<int>(8 * cores));
+        REQUIRE(crowded.size() == 1);
+        CHECK(*crowded.begin() >= 4000);
+    }
+}
+
 TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catches up") {
     TempDir tmp;
     const fs::path dir = tmp.path() / "net";
