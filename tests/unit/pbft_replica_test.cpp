@@ -1074,3 +1074,37 @@ TEST_CASE("replica: a new primary whose fetch of a prepared block is lost asks a
     c.net.run_for(500);
     c.check_agreement();
 }
+
+TEST_CASE("replica: messages held for a view not yet installed are bounded") {
+    ReplicaConfig config = small_blocks();
+    config.request_timeout_ms = 200;
+    Cluster c(4, 67, net::LinkFaults{0, 0, 1, 2}, config);
+    // No new-view message gets through: the backups stay in their view change.
+    c.net.set_filter([](net::NodeId, net::NodeId, ByteView m) {
+        return m.size() < 2 || m[1] != static_cast<std::uint8_t>(MsgType::new_view);
+    });
+    c.crash(0);
+    c.submit_transfers(1, 1);
+    REQUIRE(c.net.run_until(
+        [&] { return c.replicas[2]->view() >= 1 && !c.replicas[2]->view_active(); }, 10'000));
+    // A member floods replica 2 with votes for that view: it keeps 2n per slot of the
+    // window, and refuses the rest as being of a view it is not in.
+    auto link = LinkAuthenticator::create(3, c.keys[3], c.genesis.replicas);
+    REQUIRE(link.ok());
+    const std::uint64_t view = c.replicas[2]->view();
+    const std::uint64_t refused_before = c.replicas[2]->stats().wrong_view;
+    constexpr std::uint64_t sent = 1000;
+    for (std::uint64_t i = 0; i < sent; ++i) {
+        const Vote vote{view, 1 + i % 8, sha256("flood " + std::to_string(i))};
+        c.replicas[2]->on_message(3, link->seal(2, MsgType::prepare, encode_body(vote)));
+    }
+    const std::uint64_t refused = c.replicas[2]->stats().wrong_view - refused_before;
+    const std::uint64_t most_held = 2 * 4 * config.watermark_window;
+    CHECK(refused >= sent - most_held);
+    CHECK(refused < sent); // some were held
+    // Once the new view gets through, the cluster goes on.
+    c.net.set_filter({});
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(1); }, c.net.now() + 20'000),
+                    c.describe());
+    c.check_agreement();
+}
