@@ -1209,9 +1209,8 @@ void Replica::lengthen_view_timeout() {
 }
 
 // Keeps a message of the view we are changing to, for install_view; false if it is of
-// another view, or too many are held already.
-// Bounded like the log it will join: one window of pre-prepares (blocks can be large) and
-// two votes per replica and slot.
+// another view, or the hold is full. The hold is bounded like the log it will join: one
+// window of pre-prepares (blocks can be large) and two votes per replica and slot.
 bool Replica::hold_early(ReplicaId from, MsgType type, std::uint64_t view, Message message) {
     if (view_active_ || view != view_) return false;
     const bool block = type == MsgType::pre_prepare;
