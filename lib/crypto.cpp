@@ -91,6 +91,31 @@ Hash256 hmac_sha256(ByteView key, ByteView prefix, ByteView data) {
     return out;
 }
 
+struct HmacSha256::Impl {
+    Botan::secure_vector<std::uint8_t> key;
+    std::unique_ptr<Botan::MessageAuthenticationCode> fn =
+        Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+    explicit Impl(ByteView k) : key(k.begin(), k.end()) { fn->set_key(key.data(), key.size()); }
+};
+HmacSha256::HmacSha256(ByteView key) : impl_(std::make_unique<Impl>(key)) {}
+HmacSha256::~HmacSha256() = default;
+HmacSha256::HmacSha256(const HmacSha256& other)
+    : impl_(std::make_unique<Impl>(ByteView(other.impl_->key.data(), other.impl_->key.size()))) {}
+HmacSha256& HmacSha256::operator=(const HmacSha256& other) {
+    if (this != &other) *this = HmacSha256(other);
+    return *this;
+}
+HmacSha256::HmacSha256(HmacSha256&&) noexcept = default;
+HmacSha256& HmacSha256::operator=(HmacSha256&&) noexcept = default;
+Hash256 HmacSha256::mac(ByteView prefix, ByteView data) {
+    // Botan's HMAC absorbs the inner pad again when it finishes, ready for the next message.
+    impl_->fn->update(prefix.data(), prefix.size());
+    impl_->fn->update(data.data(), data.size());
+    Hash256 out;
+    impl_->fn->final(out.data());
+    return out;
+}
+
 bool equal_in_constant_time(const Hash256& a, const Hash256& b) {
     std::uint8_t diff = 0;
     for (std::size_t i = 0; i < Hash256::size(); ++i)

@@ -195,6 +195,22 @@ void ByzantineTransport::emit(net::NodeId to, Bytes message) {
     });
 }
 
+std::optional<Bytes> ByzantineTransport::rewrite(net::NodeId to, MsgType type, ByteView body) {
+    std::optional<Bytes> rewritten;
+    const bool vote = type == MsgType::prepare || type == MsgType::commit;
+    const auto& conflicting_to =
+        behavior_.conflicting_to.empty() ? behavior_.equivocate_to : behavior_.conflicting_to;
+    if (behavior_.equivocate && type == MsgType::pre_prepare &&
+        is_victim(behavior_.equivocate_to, to)) {
+        if ((rewritten = equivocate(body))) ++stats_.equivocated;
+    } else if (behavior_.tamper_blocks && type == MsgType::blocks) {
+        if ((rewritten = tamper(body))) ++stats_.tampered;
+    } else if (behavior_.conflicting_votes && vote && is_victim(conflicting_to, to)) {
+        if ((rewritten = conflict(type, body))) ++stats_.conflicting;
+    }
+    return rewritten;
+}
+
 void ByzantineTransport::send(net::NodeId to, Bytes message) {
     if (behavior_.silent || behavior_.silent_to.count(to) != 0) {
         ++stats_.withheld;
@@ -208,25 +224,18 @@ void ByzantineTransport::send(net::NodeId to, Bytes message) {
     }
 
     std::optional<Bytes> rewritten;
-    const bool vote = header->type == MsgType::prepare || header->type == MsgType::commit;
-    const auto& conflicting_to =
-        behavior_.conflicting_to.empty() ? behavior_.equivocate_to : behavior_.conflicting_to;
-    if (behavior_.equivocate && header->type == MsgType::pre_prepare &&
-        is_victim(behavior_.equivocate_to, to)) {
-        if (auto body = equivocate(header->body)) {
+    if (header->type != MsgType::bundle) {
+        if (auto body = rewrite(to, header->type, header->body))
             rewritten = link_.seal(to, header->type, *body);
-            ++stats_.equivocated;
-        }
-    } else if (behavior_.tamper_blocks && header->type == MsgType::blocks) {
-        if (auto body = tamper(header->body)) {
-            rewritten = link_.seal(to, header->type, *body);
-            ++stats_.tampered;
-        }
-    } else if (behavior_.conflicting_votes && vote && is_victim(conflicting_to, to)) {
-        if (auto body = conflict(header->type, header->body)) {
-            rewritten = link_.seal(to, header->type, *body);
-            ++stats_.conflicting;
-        }
+    } else if (auto bundle = decode_bundle(header->body)) {
+        std::vector<Bytes> bodies; // the rewritten bodies the bundle's views point into
+        bodies.reserve(bundle->size());
+        for (BundledMessage& m : *bundle)
+            if (auto body = rewrite(to, m.type, m.body)) {
+                bodies.push_back(std::move(*body));
+                m.body = bodies.back();
+            }
+        if (!bodies.empty()) rewritten = link_.seal(to, MsgType::bundle, encode_bundle(*bundle));
     }
     Bytes envelope = rewritten ? std::move(*rewritten) : std::move(message);
 

@@ -183,6 +183,7 @@ Message decode_typed(MsgType type, Reader& r) {
         m.executed_height = r.u64();
         return m;
     }
+    case MsgType::bundle: break; // decode_bundle
     }
     r.fail(Errc::unknown_kind, "unknown message type " + std::to_string(static_cast<int>(type)));
     return Request{};
@@ -206,6 +207,7 @@ const char* msg_type_name(MsgType t) noexcept {
     case MsgType::new_view: return "new_view";
     case MsgType::fetch: return "fetch";
     case MsgType::blocks: return "blocks";
+    case MsgType::bundle: return "bundle";
     }
     return "unknown";
 }
@@ -252,6 +254,7 @@ bool type_matches(MsgType type, const Message& m) {
     case MsgType::new_view: return std::holds_alternative<NewView>(m);
     case MsgType::fetch: return std::holds_alternative<Fetch>(m);
     case MsgType::blocks: return std::holds_alternative<Blocks>(m);
+    case MsgType::bundle: return false; // not a message of its own: decode_bundle
     }
     return false;
 }
@@ -264,6 +267,37 @@ Bytes encode_body(const Message& m) {
 
 Result<Message> decode_body(MsgType type, ByteView body) {
     return decode_all<Message>(body, [type](Reader& r) { return decode_typed(type, r); });
+}
+
+Bytes encode_bundle(const std::vector<BundledMessage>& messages) {
+    std::size_t size = 4;
+    for (const auto& m : messages)
+        size += 1 + 4 + m.body.size();
+    Writer w(size);
+    w.u32(static_cast<std::uint32_t>(messages.size()));
+    for (const auto& m : messages) {
+        w.u8(static_cast<std::uint8_t>(m.type));
+        w.bytes(m.body);
+    }
+    return w.take();
+}
+
+Result<std::vector<BundledMessage>> decode_bundle(ByteView body) {
+    Reader r(body);
+    const std::size_t count = r.count(max_bundle_messages);
+    if (r.ok() && count < 2) return make_error(Errc::malformed, "a bundle of fewer than two");
+    std::vector<BundledMessage> out;
+    out.reserve(count);
+    for (std::size_t i = 0; i < count && r.ok(); ++i) {
+        BundledMessage m;
+        m.type = static_cast<MsgType>(r.u8());
+        m.body = r.view(max_body_bytes);
+        if (r.ok() && m.type == MsgType::bundle)
+            return make_error(Errc::malformed, "a bundle inside a bundle");
+        out.push_back(m);
+    }
+    if (auto ok = r.finish(); !ok) return ok.error();
+    return out;
 }
 
 // ---- link authentication ----
@@ -294,13 +328,10 @@ Result<void> LinkAuthenticator::add_member(const SigningKey& key, const ReplicaI
     Writer ids;
     ids.u32(std::min(self_, member.id));
     ids.u32(std::max(self_, member.id));
-    keys_[member.id] =
+    const Hash256 pairwise =
         Sha256().update("popchain/mac/v1").update(*shared).update(ids.data()).finish();
+    keys_.insert_or_assign(member.id, HmacSha256(pairwise.view()));
     return {};
-}
-
-Hash256 LinkAuthenticator::mac(const Hash256& key, ByteView signed_part) const {
-    return hmac_sha256(key.view(), as_bytes(link_domain), signed_part);
 }
 
 Bytes LinkAuthenticator::seal(ReplicaId to, MsgType type, ByteView body) const {
@@ -312,7 +343,7 @@ Bytes LinkAuthenticator::seal(ReplicaId to, MsgType type, ByteView body) const {
     w.u32(self_);
     w.u32(to);
     w.bytes(body);
-    Hash256 tag = mac(key->second, w.data());
+    Hash256 tag = key->second.mac(as_bytes(link_domain), w.data());
     w.fixed(tag);
     return w.take();
 }
@@ -340,7 +371,7 @@ Result<Envelope> LinkAuthenticator::open(net::NodeId link_from, ByteView envelop
     if (e.to != self_)
         return make_error(Errc::invalid_argument, "envelope addressed to " + std::to_string(e.to));
     ByteView signed_part = envelope.first(envelope.size() - Hash256::size());
-    if (!equal_in_constant_time(mac(key->second, signed_part), tag))
+    if (!equal_in_constant_time(key->second.mac(as_bytes(link_domain), signed_part), tag))
         return make_error(Errc::bad_mac, "MAC does not verify");
     return e;
 }

@@ -155,12 +155,14 @@ void Replica::end_batch() {
 
 void Replica::flush() {
     if (halted_) {
+        link_out_.clear();
         outbox_.clear();
         executed_unsynced_.clear();
         return;
     }
     // What the held messages and callbacks promise is not durable after a failed sync: they
     // never leave.
+    seal_link_messages();
     auto fail = [&](std::uint64_t& errors) {
         ++errors;
         halted_ = true;
@@ -314,15 +316,45 @@ void Replica::reset_speculation_from(std::uint64_t seq) {
 // ---- sending ----
 
 void Replica::send_to(ReplicaId to, MsgType type, const Message& m) {
-    outbox_.emplace_back(to, link_.seal(to, type, encode_body(m)));
+    link_out_.push_back({to, type, std::make_shared<const Bytes>(encode_body(m))});
 }
 
 void Replica::broadcast(MsgType type, const Message& m) {
-    const Bytes body = encode_body(m);
+    const auto body = std::make_shared<const Bytes>(encode_body(m));
     for (const auto& r : replicas_)
-        if (r.id != id_) outbox_.emplace_back(r.id, link_.seal(r.id, type, body));
+        if (r.id != id_) link_out_.push_back({r.id, type, body});
     for (const auto& r : leaving_)
-        if (r.id != id_) outbox_.emplace_back(r.id, link_.seal(r.id, type, body));
+        if (r.id != id_) link_out_.push_back({r.id, type, body});
+}
+
+void Replica::seal_link_messages() {
+    // A bundle stays well below every transport's frame limit; a bigger message (a full
+    // block) goes alone.
+    constexpr std::size_t max_bundle_bytes = 1u << 20;
+    // Stable: a peer's messages keep the order they were sent in.
+    std::stable_sort(link_out_.begin(), link_out_.end(),
+                     [](const LinkMessage& a, const LinkMessage& b) { return a.to < b.to; });
+    std::vector<BundledMessage> bundle;
+    for (std::size_t i = 0; i < link_out_.size();) {
+        const ReplicaId to = link_out_[i].to;
+        std::size_t end = i + 1, bytes = link_out_[i].body->size();
+        while (config_.bundle_messages && end < link_out_.size() && link_out_[end].to == to &&
+               end - i < max_bundle_messages &&
+               bytes + link_out_[end].body->size() <= max_bundle_bytes)
+            bytes += link_out_[end++].body->size();
+        if (end - i == 1) {
+            outbox_.emplace_back(to, link_.seal(to, link_out_[i].type, *link_out_[i].body));
+        } else {
+            bundle.clear();
+            for (std::size_t k = i; k < end; ++k)
+                bundle.push_back({link_out_[k].type, *link_out_[k].body});
+            outbox_.emplace_back(to, link_.seal(to, MsgType::bundle, encode_bundle(bundle)));
+            ++stats_.bundles_sent;
+            stats_.bundled_messages += end - i;
+        }
+        i = end;
+    }
+    link_out_.clear();
 }
 
 // ---- inputs ----
@@ -367,28 +399,48 @@ void Replica::on_message(net::NodeId from, ByteView message) {
         }
         return;
     }
-    auto msg = decode_body(env->type, env->body);
-    if (!msg || !type_matches(env->type, *msg)) {
+    if (env->type != MsgType::bundle) {
+        dispatch(env->from, env->type, env->body);
+        return;
+    }
+    auto bundle = decode_bundle(env->body);
+    if (!bundle) {
         ++stats_.malformed;
         return;
     }
-    const ReplicaId sender = env->from;
-    const bool transfer_only = env->type == MsgType::checkpoint || env->type == MsgType::fetch ||
-                               env->type == MsgType::blocks;
+    for (const BundledMessage& m : *bundle) {
+        // A message early in the bundle may have ended the sender's membership.
+        if (!link_.is_member(env->from)) {
+            ++stats_.unknown_peer;
+            return;
+        }
+        dispatch(env->from, m.type, m.body);
+    }
+}
+
+void Replica::dispatch(ReplicaId sender, MsgType type, ByteView body) {
+    auto msg = decode_body(type, body);
+    if (!msg || !type_matches(type, *msg)) {
+        ++stats_.malformed;
+        return;
+    }
+    const bool transfer_only =
+        type == MsgType::checkpoint || type == MsgType::fetch || type == MsgType::blocks;
     if (!voting() && !transfer_only) {
         ++stats_.wrong_role; // not a member (yet, or any more): no say in agreement
         return;
     }
-    switch (env->type) {
+    switch (type) {
     case MsgType::request: on_request(sender, std::get<Request>(std::move(*msg))); break;
     case MsgType::pre_prepare: on_pre_prepare(sender, std::get<PrePrepare>(std::move(*msg))); break;
     case MsgType::prepare:
-    case MsgType::commit: on_vote(sender, env->type, std::get<Vote>(*msg)); break;
+    case MsgType::commit: on_vote(sender, type, std::get<Vote>(*msg)); break;
     case MsgType::checkpoint: on_checkpoint(sender, std::get<Checkpoint>(std::move(*msg))); break;
     case MsgType::view_change: on_view_change(sender, std::get<ViewChange>(std::move(*msg))); break;
     case MsgType::new_view: on_new_view(sender, std::get<NewView>(std::move(*msg))); break;
     case MsgType::fetch: on_fetch(sender, std::get<Fetch>(*msg)); break;
     case MsgType::blocks: on_blocks(sender, std::get<Blocks>(std::move(*msg))); break;
+    case MsgType::bundle: break; // decode_body refuses it
     }
 }
 

@@ -15,6 +15,12 @@ struct SimCluster::Shim : Receiver {
     void on_message(NodeId from, ByteView message) override {
         if (target) target->on_message(from, message);
     }
+    void on_burst_begin() override {
+        if (target) target->on_burst_begin();
+    }
+    void on_burst_end() override {
+        if (target) target->on_burst_end();
+    }
 };
 
 // Replies reach the network client once it exists (submit_with_retry gets none: it talks

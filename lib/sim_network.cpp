@@ -203,6 +203,7 @@ void SimNetwork::crash(NodeId node) {
             e = events_.erase(e);
         } else if (ev.kind == Event::Kind::deliver && ev.to == node) {
             ++messages;
+            deliveries_.erase({node, e->first});
             e = events_.erase(e);
         } else {
             ++e;
@@ -307,6 +308,7 @@ SimNetwork::EventKey SimNetwork::schedule(Millis delay, Event ev) {
     constexpr Millis max = std::numeric_limits<Millis>::max();
     const Millis at = delay > max - now_ ? max : now_ + delay;
     const EventKey key{at, next_seq_++};
+    if (ev.kind == Event::Kind::deliver) deliveries_.emplace(ev.to, key);
     events_.emplace(key, std::move(ev));
     return key;
 }
@@ -333,8 +335,52 @@ bool SimNetwork::step() {
     EventKey key = it->first;
     Event ev = std::move(it->second);
     events_.erase(it);
-    run_event(key, std::move(ev));
+    if (ev.kind == Event::Kind::deliver) {
+        deliveries_.erase({ev.to, key});
+        deliver_burst(key, std::move(ev));
+    } else {
+        run_event(key, std::move(ev));
+    }
     return true;
+}
+
+void SimNetwork::deliver_burst(EventKey key, Event first) {
+    const NodeId to = first.to;
+    // Taken out of the queue before any is delivered: a delivery may schedule more for this
+    // instant (a zero delay), and those belong to the next burst.
+    std::vector<std::pair<EventKey, Event>> rest;
+    for (auto it = deliveries_.lower_bound({to, key});
+         it != deliveries_.end() && it->first == to && it->second.first == key.first;) {
+        auto ev = events_.find(it->second);
+        rest.emplace_back(it->second, std::move(ev->second));
+        events_.erase(ev);
+        it = deliveries_.erase(it);
+    }
+    if (rest.empty()) {
+        run_event(key, std::move(first));
+        return;
+    }
+    // The incarnation the burst is for: if a delivery crashes the node (and perhaps restarts
+    // it), the rest were in flight to the crashed one and are lost with it, and its receiver
+    // may be gone.
+    auto node = nodes_.find(to);
+    const Endpoint* incarnation =
+        node == nodes_.end() || !node->second.up ? nullptr : node->second.endpoint;
+    auto same = [&] {
+        return incarnation && node->second.up && node->second.endpoint == incarnation;
+    };
+    Receiver* receiver = same() ? node->second.receiver : nullptr;
+    if (receiver) receiver->on_burst_begin();
+    run_event(key, std::move(first));
+    for (auto& [k, ev] : rest) {
+        if (incarnation && !same()) {
+            ++stats_.dropped_down;
+            record("drop(down) " + link_name(ev.from, ev.to) + " " + ev.tag);
+            continue;
+        }
+        run_event(k, std::move(ev));
+    }
+    if (receiver && same()) receiver->on_burst_end();
 }
 
 void SimNetwork::run_event(EventKey key, Event ev) {

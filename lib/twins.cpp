@@ -49,4 +49,14 @@ void TwinsRouter::on_message(NodeId from, ByteView message) {
         if (receivers_[i] && sides_[i].count(from)) receivers_[i]->on_message(from, message);
 }
 
+void TwinsRouter::on_burst_begin() {
+    for (Receiver* r : receivers_)
+        if (r) r->on_burst_begin();
+}
+
+void TwinsRouter::on_burst_end() {
+    for (Receiver* r : receivers_)
+        if (r) r->on_burst_end();
+}
+
 } // namespace popchain::net

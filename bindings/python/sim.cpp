@@ -189,6 +189,7 @@ void init_sim(py::module_& m) {
         .def_readwrite("max_view_change_timeout_ms", &ReplicaConfig::max_view_change_timeout_ms)
         .def_readwrite("retransmit_ms", &ReplicaConfig::retransmit_ms)
         .def_readwrite("fetch_timeout_ms", &ReplicaConfig::fetch_timeout_ms)
+        .def_readwrite("bundle_messages", &ReplicaConfig::bundle_messages)
         .def(
             "validate",
             [](const ReplicaConfig& c, std::uint32_t replicas) { unwrap(c.validate(replicas)); },

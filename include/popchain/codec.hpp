@@ -76,6 +76,12 @@ public:
         return Bytes(in_.begin() + static_cast<std::ptrdiff_t>(pos_ - n),
                      in_.begin() + static_cast<std::ptrdiff_t>(pos_));
     }
+    // A length-prefixed field like bytes(), as a view into the input (empty on error).
+    ByteView view(std::size_t max_len) {
+        std::size_t n = length(max_len);
+        if (!take(n)) return {};
+        return in_.subspan(pos_ - n, n);
+    }
     std::string str(std::size_t max_len) {
         Bytes b = bytes(max_len);
         return std::string(b.begin(), b.end());

@@ -64,6 +64,26 @@ Bytes random_bytes(std::size_t count);
 Hash256 hmac_sha256(ByteView key, ByteView data);
 // The MAC of prefix || data, without joining them first.
 Hash256 hmac_sha256(ByteView key, ByteView prefix, ByteView data);
+// HMAC-SHA256 under one key that is set once. Keying builds the two pad blocks and hashes
+// the inner one; for the short messages of a replica link that was as much work as the MAC
+// itself, so a link keeps one of these per peer instead of calling hmac_sha256(). Copies
+// are keyed afresh. mac() changes internal state: one object is for one thread at a time.
+class HmacSha256 {
+public:
+    explicit HmacSha256(ByteView key);
+    ~HmacSha256();
+    HmacSha256(const HmacSha256& other);
+    HmacSha256& operator=(const HmacSha256& other);
+    HmacSha256(HmacSha256&&) noexcept;
+    HmacSha256& operator=(HmacSha256&&) noexcept;
+    // The MAC of prefix || data; the same as hmac_sha256(key, prefix, data).
+    Hash256 mac(ByteView prefix, ByteView data);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
 // Compares two MACs in time independent of where they differ.
 bool equal_in_constant_time(const Hash256& a, const Hash256& b);
 

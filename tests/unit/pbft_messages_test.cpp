@@ -195,3 +195,37 @@ TEST_CASE("pbft link: creation checks the replica set") {
     bad[3].key.bytes[0] = 0x07;
     CHECK(code_of(LinkAuthenticator::create(0, c.keys[0], bad)) == code_name(Errc::bad_public_key));
 }
+
+TEST_CASE(
+    "pbft bundle: several messages for one peer round-trip in order; bad bundles are refused") {
+    const Bytes vote = encode_body(Vote{3, 7, sha256("block")});
+    const Bytes fetch = encode_body(Fetch{1, 9});
+    const Bytes bundle =
+        encode_bundle({{MsgType::prepare, vote}, {MsgType::fetch, fetch}, {MsgType::commit, vote}});
+    auto decoded = decode_bundle(bundle);
+    REQUIRE(decoded.ok());
+    REQUIRE(decoded->size() == 3);
+    CHECK((*decoded)[0].type == MsgType::prepare);
+    CHECK((*decoded)[1].type == MsgType::fetch);
+    CHECK((*decoded)[2].type == MsgType::commit);
+    CHECK(Bytes((*decoded)[1].body.begin(), (*decoded)[1].body.end()) == fetch);
+    CHECK(decode_body(MsgType::commit, (*decoded)[2].body).value() ==
+          Message{Vote{3, 7, sha256("block")}});
+
+    CHECK(code_of(decode_bundle(ByteView(bundle.data(), bundle.size() - 1))) ==
+          code_name(Errc::truncated));
+    Bytes longer = bundle;
+    longer.push_back(0);
+    CHECK(code_of(decode_bundle(longer)) == code_name(Errc::trailing_bytes));
+    CHECK(code_of(decode_bundle(encode_bundle({{MsgType::prepare, vote}}))) ==
+          code_name(Errc::malformed)); // one message goes in a plain envelope
+    const Bytes inner = encode_bundle({{MsgType::prepare, vote}, {MsgType::commit, vote}});
+    CHECK(code_of(
+              decode_bundle(encode_bundle({{MsgType::prepare, vote}, {MsgType::bundle, inner}}))) ==
+          code_name(Errc::malformed)); // no bundle in a bundle
+    Bytes huge_count = bundle;
+    huge_count[3] = 0x7f; // u32 count, little-endian: now above max_bundle_messages
+    CHECK(code_of(decode_bundle(huge_count)) == code_name(Errc::too_large));
+    // A bundle is not a message body of its own.
+    CHECK_FALSE(decode_body(MsgType::bundle, bundle).ok());
+}

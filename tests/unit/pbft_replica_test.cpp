@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -229,6 +230,13 @@ ReplicaConfig small_blocks() {
     c.max_batch_delay_ms = 3;
     c.checkpoint_interval = 4;
     c.watermark_window = 8;
+    return c;
+}
+
+// For tests whose network filter drops messages by type: every message in an envelope of
+// its own, so that a filter dropping commits drops nothing else.
+ReplicaConfig unbundled(ReplicaConfig c) {
+    c.bundle_messages = false;
     return c;
 }
 
@@ -520,7 +528,8 @@ TEST_CASE("replica: the same seed gives the same run and the same chain") {
 TEST_CASE("replica: a slow replica keeps up; messages just above its window are kept") {
     // Everything to replica 3 is slow, so its checkpoints become stable after the others'.
     // (A replica more than two windows behind cannot catch up before state transfer.)
-    ReplicaConfig config = small_blocks();
+    // Unbundled: each message's own random delay spreads them across the window edge.
+    ReplicaConfig config = unbundled(small_blocks());
     config.watermark_window = 16;
     Cluster c(4, 31, net::LinkFaults{}, config);
     for (std::uint32_t from = 0; from < 3; ++from)
@@ -658,7 +667,7 @@ TEST_CASE("replica: a partition that heals; the cut-off replica catches up") {
 TEST_CASE("replica: a restarted replica keeps the promises in its journal") {
     for (bool keep_journal : {true, false}) {
         CAPTURE(keep_journal);
-        Cluster c(4, 61, net::LinkFaults{0, 0, 1, 2}, small_blocks());
+        Cluster c(4, 61, net::LinkFaults{0, 0, 1, 2}, unbundled(small_blocks()));
         // Commits are lost, so block 1 gets pre-prepared and prepared everywhere but stays
         // uncommitted.
         c.net.set_filter([](net::NodeId, net::NodeId, ByteView m) {
@@ -700,7 +709,7 @@ TEST_CASE("replica: a restarted replica keeps the promises in its journal") {
 
 TEST_CASE("replica: prepares lost on the way to one replica; a quorum of commits still lets it "
           "execute") {
-    Cluster c(4, 63, net::LinkFaults{0, 0, 1, 2}, small_blocks());
+    Cluster c(4, 63, net::LinkFaults{0, 0, 1, 2}, unbundled(small_blocks()));
     // Replica 1 never hears a prepare and replica 0 never hears a commit: only 2 and 3
     // execute, too few to certify the block by checkpoint for the other two. Replica 1 holds
     // the commits of 0, 2 and 3 but no prepared certificate of its own.
@@ -726,7 +735,7 @@ TEST_CASE("replica: blocks executed by too few replicas to certify them reach th
     ReplicaConfig config = small_blocks();
     config.checkpoint_interval = 50; // no checkpoint in this test: nothing gets certified
     config.watermark_window = 100;
-    Cluster c(4, 64, net::LinkFaults{0, 0, 1, 2}, config);
+    Cluster c(4, 64, net::LinkFaults{0, 0, 1, 2}, unbundled(config));
     // Replica 3 is down; replica 2 never hears a commit. Only 0 and 1 can execute (2 sends
     // them its commit), too few to sign a checkpoint, so when 3 returns there is no
     // certificate to fetch: it can only learn the blocks from f+1 = 2 replicas that executed
@@ -1011,7 +1020,7 @@ TEST_CASE("replica: while no view can execute, each view waits twice as long as 
     ReplicaConfig config = small_blocks();
     config.request_timeout_ms = 100;
     config.max_view_change_timeout_ms = 60'000;
-    Cluster c(4, 65, net::LinkFaults{0, 0, 1, 2}, config);
+    Cluster c(4, 65, net::LinkFaults{0, 0, 1, 2}, unbundled(config));
     // Every commit is lost: views install (view changes and new views get through) and
     // re-propose the prepared block, but none executes it.
     auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
@@ -1040,7 +1049,7 @@ TEST_CASE("replica: a new primary whose fetch of a prepared block is lost asks a
           "pre-prepare overtaking its new-view message is not lost either") {
     ReplicaConfig config = small_blocks();
     config.request_timeout_ms = 1000;
-    Cluster c(4, 66, net::LinkFaults{0, 0, 1, 2}, config);
+    Cluster c(4, 66, net::LinkFaults{0, 0, 1, 2}, unbundled(config));
     // Replica 1, the primary of view 1, never sees the block of view 0, and nothing commits:
     // the block is prepared at 0, 2 and 3 only.
     auto type_of = [](ByteView m) { return m.size() >= 2 ? m[1] : std::uint8_t{0}; };
@@ -1075,10 +1084,60 @@ TEST_CASE("replica: a new primary whose fetch of a prepared block is lost asks a
     c.check_agreement();
 }
 
+TEST_CASE("replica: what a replica has for one peer after a burst of inputs travels as one "
+          "bundle; replicas that bundle and ones that do not agree") {
+    ReplicaConfig config = small_blocks();
+    config.max_block_txs = 1; // many blocks in flight, many small messages
+    config.watermark_window = 64;
+    config.checkpoint_interval = 8;
+    const std::size_t transfers = 60;
+    // The same seeded run twice: every replica bundling, and none; then a mixed cluster.
+    auto run = [&](bool bundle, std::optional<ReplicaId> odd_one) {
+        config.bundle_messages = bundle;
+        auto c = std::make_unique<Cluster>(4, 68, net::LinkFaults{0, 0, 1, 3}, config);
+        if (odd_one) {
+            c->config.bundle_messages = !bundle;
+            c->crash(*odd_one);
+            c->restart(*odd_one);
+        }
+        c->submit_transfers(transfers, 0);
+        REQUIRE_MESSAGE(c->net.run_until([&] { return c->all_executed(transfers); }, 20'000),
+                        c->describe());
+        c->net.run_for(200);
+        c->check_agreement();
+        return c;
+    };
+    auto bundled = run(true, std::nullopt);
+    auto plain = run(false, std::nullopt);
+    std::uint64_t bundles = 0, in_bundles = 0;
+    for (ReplicaId r = 0; r < 4; ++r) {
+        CAPTURE(r);
+        CHECK(bundled->replicas[r]->stats().bundles_sent > 0);
+        CHECK(plain->replicas[r]->stats().bundles_sent == 0);
+        bundles += bundled->replicas[r]->stats().bundles_sent;
+        in_bundles += bundled->replicas[r]->stats().bundled_messages;
+    }
+    CHECK(in_bundles >= 2 * bundles);
+    // Fewer envelopes on the wire for the same blocks.
+    MESSAGE("envelopes sent for " << transfers
+                                  << " one-transfer blocks: " << bundled->net.stats().sent
+                                  << " bundled, " << plain->net.stats().sent << " not");
+    CHECK(bundled->net.stats().sent * 2 < plain->net.stats().sent);
+
+    auto mixed = run(true, ReplicaId{2});
+    CHECK(mixed->replicas[2]->stats().bundles_sent == 0);
+    CHECK(mixed->replicas[0]->stats().bundles_sent > 0);
+    for (ReplicaId r = 0; r < 4; ++r) {
+        CAPTURE(r);
+        CHECK(mixed->replicas[r]->stats().malformed == 0);
+        CHECK(mixed->replicas[r]->stats().bad_mac == 0);
+    }
+}
+
 TEST_CASE("replica: messages held for a view not yet installed are bounded") {
     ReplicaConfig config = small_blocks();
     config.request_timeout_ms = 200;
-    Cluster c(4, 67, net::LinkFaults{0, 0, 1, 2}, config);
+    Cluster c(4, 67, net::LinkFaults{0, 0, 1, 2}, unbundled(config));
     // No new-view message gets through: the backups stay in their view change.
     c.net.set_filter([](net::NodeId, net::NodeId, ByteView m) {
         return m.size() < 2 || m[1] != static_cast<std::uint8_t>(MsgType::new_view);

@@ -32,12 +32,28 @@ struct Recorder : Receiver {
     std::function<void(NodeId, const std::string&)> on;
     int depth = 0;
     int max_depth = 0;
+    // Bursts, as the texts delivered inside each; a message outside any burst is "!" + text.
+    std::vector<std::vector<std::string>> bursts;
+    bool in_burst = false;
+    void on_burst_begin() override {
+        REQUIRE_FALSE(in_burst);
+        in_burst = true;
+        bursts.emplace_back();
+    }
+    void on_burst_end() override {
+        REQUIRE(in_burst);
+        in_burst = false;
+    }
 
     void on_message(NodeId from, ByteView message) override {
         ++depth;
         max_depth = std::max(max_depth, depth);
         std::string text(message.begin(), message.end());
         got.push_back({net->now(), from, text});
+        if (in_burst)
+            bursts.back().push_back(text);
+        else
+            bursts.push_back({"!" + text});
         if (on) on(from, text);
         --depth;
     }
@@ -444,6 +460,50 @@ TEST_CASE("sim crash discards timers and messages; restart is a fresh incarnatio
     CHECK(b2.texts() == std::vector<std::string>{"after restart"});
     CHECK(a.texts() == std::vector<std::string>{"in flight from 1"});
     CHECK(net.pending_events() == 0);
+    check_accounting(net, 0);
+}
+
+TEST_CASE("sim delivers what reaches a node at one instant as one burst, in send order") {
+    SimNetwork net(9, fixed_delay(3));
+    Recorder a, b, c;
+    attach(net, 0, a);
+    attach(net, 1, b);
+    attach(net, 2, c);
+    a.t->send(1, to_bytes("a1"));
+    c.t->send(2, to_bytes("c-self"));
+    c.t->send(1, to_bytes("c1"));
+    a.t->send(1, to_bytes("a2"));
+    net.run_for(1);
+    a.t->send(1, to_bytes("later")); // due at t=4, alone
+    // At t=3 node 1 gets a1, c1, a2 in one burst (node 2's message in between notwithstanding);
+    // a reply sent inside the burst with no delay is the next instant's business.
+    b.on = [&](NodeId, const std::string& text) {
+        if (text == "a2") b.t->send(1, to_bytes("echo"));
+    };
+    net.run_until(10);
+    CHECK(b.bursts ==
+          std::vector<std::vector<std::string>>{{"a1", "c1", "a2"}, {"!later"}, {"!echo"}});
+    CHECK(c.bursts == std::vector<std::vector<std::string>>{{"!c-self"}});
+    CHECK_FALSE(b.in_burst);
+    check_accounting(net, 0);
+
+    // A crash in the middle of a burst loses the rest, with no on_burst_end for the dead
+    // incarnation, even when it is restarted at once.
+    Recorder b2;
+    b.on = [&](NodeId, const std::string& text) {
+        if (text != "x1") return;
+        net.crash(1);
+        b2.net = &net;
+        b2.t = &net.restart(1, b2);
+    };
+    for (const char* m : {"x1", "x2", "x3"})
+        a.t->send(1, to_bytes(m));
+    const std::uint64_t down_before = net.stats().dropped_down;
+    net.run_for(10);
+    CHECK(b.bursts.back() == std::vector<std::string>{"x1"});
+    CHECK(b.in_burst); // its burst never ended: it crashed inside it
+    CHECK(b2.got.empty());
+    CHECK(net.stats().dropped_down == down_before + 2);
     check_accounting(net, 0);
 }
 

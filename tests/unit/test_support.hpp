@@ -47,6 +47,12 @@ struct Shim : net::Receiver {
     void on_message(net::NodeId from, ByteView message) override {
         if (target) target->on_message(from, message);
     }
+    void on_burst_begin() override {
+        if (target) target->on_burst_begin();
+    }
+    void on_burst_end() override {
+        if (target) target->on_burst_end();
+    }
 };
 
 // The identities and genesis of a test chain: replica i has key_from_byte(replica_key + i)

@@ -3,8 +3,11 @@
 //
 // Time. Virtual milliseconds starting at 0. Every message delivery and every timer is an
 // event in one queue ordered by (time, insertion sequence), so events at the same time run
-// in the order they were scheduled. Receiver::on_message and timer callbacks are called only
-// from the run loop (step / run_*), never from inside send(), set_timer() or the fault
+// in the order they were scheduled, except that deliveries come in bursts: when a message
+// is delivered, every other message due at that node at that instant follows it at once,
+// in the order they were scheduled, bracketed by Receiver::on_burst_begin/on_burst_end (as
+// a socket read hands over what arrived together). Receiver::on_message and timer callbacks are
+// called only from the run loop (step / run_*), never from inside send(), set_timer() or the fault
 // controls; a callback may send, set and cancel timers, crash or restart nodes freely.
 //
 // Determinism. The same seed and the same sequence of calls give the same run, byte for
@@ -205,6 +208,7 @@ private:
     void cancel_timer_for(Endpoint& ep, TimerId id);
     EventKey schedule(Millis delay, Event ev);
     void run_event(EventKey key, Event ev);
+    void deliver_burst(EventKey key, Event first);
     void record(const std::string& what);
     static void check_faults(const LinkFaults& f);
     static std::string message_tag(ByteView message);
@@ -215,7 +219,8 @@ private:
     std::map<NodeId, Node> nodes_;
     std::vector<std::unique_ptr<Endpoint>> endpoints_; // every incarnation ever, kept alive
     std::map<EventKey, Event> events_;
-    std::map<TimerId, EventKey> timers_; // pending timers, for cancel
+    std::set<std::pair<NodeId, EventKey>> deliveries_; // the deliver events, by destination
+    std::map<TimerId, EventKey> timers_;               // pending timers, for cancel
     bool partitioned_ = false;
     std::map<NodeId, std::size_t> group_of_;
     std::set<NodeId> isolated_;

@@ -31,6 +31,12 @@ class Receiver {
 public:
     virtual ~Receiver() = default;
     virtual void on_message(NodeId from, ByteView message) = 0;
+    // A transport that hands over several messages together (the simulator: all that reach
+    // a node at one instant) may bracket their on_message calls with these, always as a
+    // pair, never nested. A receiver may then hold what it sends in answer until the burst
+    // ends, so that one journal sync covers them all and they leave together.
+    virtual void on_burst_begin() {}
+    virtual void on_burst_end() {}
 };
 
 class Transport {

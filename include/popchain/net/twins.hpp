@@ -36,6 +36,8 @@ public:
     void set_sides(std::set<NodeId> side0, std::set<NodeId> side1);
 
     void on_message(NodeId from, ByteView message) override;
+    void on_burst_begin() override;
+    void on_burst_end() override;
 
 private:
     class TwinTransport;

@@ -17,8 +17,9 @@
 // replica for that destination; anything else (client traffic, a member added later, bytes
 // it cannot parse) is forwarded unchanged. Withholding (silent, silent_to) and delay_ms act
 // on every send whatever its destination or content: they model the node, not a message.
-// Within one send the order is: withhold; rewrite (equivocate, conflicting_votes); corrupt or
-// send intact; maybe replay an earlier envelope; maybe forge a copy.
+// Within one send the order is: withhold; rewrite (equivocate, conflicting_votes; each
+// message of a bundle on its own); corrupt or send intact; maybe replay an earlier envelope;
+// maybe forge a copy.
 //
 // Determinism. Every random choice comes from one net::SimRng seeded at construction, so a
 // run is reproducible from (seed, sequence of sends). A rate of 0 draws nothing, and
@@ -145,6 +146,8 @@ private:
     std::optional<Bytes> equivocate(ByteView body);
     static std::optional<Bytes> tamper(ByteView body);
     std::optional<Bytes> conflict(MsgType type, ByteView body) const;
+    // The lie told instead of one message for `to` (a new body), if any.
+    std::optional<Bytes> rewrite(net::NodeId to, MsgType type, ByteView body);
     std::optional<Bytes> forge(net::NodeId to, const Bytes& genuine);
     void emit(net::NodeId to, Bytes message);
 

@@ -60,6 +60,12 @@ struct ReplicaConfig {
     // State transfer: how long to wait for a peer's answer before asking another one.
     Millis fetch_timeout_ms = 500; // 10 .. 600,000
 
+    // Bundling: the messages a replica has for one peer after handling one input (or one
+    // burst of inputs, net::Receiver) travel in one envelope under one MAC. Off, every
+    // message has an envelope of its own (for tools and tests that look at traffic message
+    // by message); peers accept both either way.
+    bool bundle_messages = true;
+
     // Every bound above, checked for a cluster of `replicas` members. The message names the
     // field and its allowed range.
     Result<void> validate(std::uint32_t replicas) const;

@@ -45,10 +45,11 @@ public:
 
 private:
     LinkAuthenticator(ReplicaId self) : self_(self) {}
-    Hash256 mac(const Hash256& key, ByteView signed_part) const;
-
     ReplicaId self_;
-    std::map<ReplicaId, Hash256> keys_; // pairwise MAC keys, by peer (self included)
+    // Pairwise MAC keys, by peer (self included), each keyed once. Mutable: a MAC changes
+    // the keyed hash's state, so seal() and open() are for one thread at a time (a
+    // replica's).
+    mutable std::map<ReplicaId, HmacSha256> keys_;
 };
 
 } // namespace popchain::pbft

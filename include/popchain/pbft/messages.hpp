@@ -29,6 +29,7 @@ enum class MsgType : std::uint8_t {
     new_view = 7,    // signed: new primary starts the view, with proofs and decisions
     fetch = 8,       // state transfer: ask for blocks in a range
     blocks = 9,      // state transfer: committed blocks and the checkpoint certifying them
+    bundle = 10,     // several of the above for one peer, under one MAC (encode_bundle)
 };
 const char* msg_type_name(MsgType t) noexcept;
 
@@ -134,6 +135,18 @@ Result<Message> decode_body(MsgType type, ByteView body);
 
 // Checks that a message variant fits its envelope type (Vote for prepare/commit, ...).
 bool type_matches(MsgType type, const Message& m);
+
+// A bundle: the messages one pass of a replica has for one peer, in the order it sent them,
+// in one envelope, so that the peer checks one MAC and the transport carries one message.
+//   bundle body = u32 count (2 .. max_bundle_messages) | count x (u8 type | bytes body)
+// No bundle inside a bundle. The decoded bodies are views into `body`.
+inline constexpr std::size_t max_bundle_messages = 1u << 16;
+struct BundledMessage {
+    MsgType type{};
+    ByteView body;
+};
+Bytes encode_bundle(const std::vector<BundledMessage>& messages);
+Result<std::vector<BundledMessage>> decode_bundle(ByteView body);
 
 // Signing helpers for the signed statements.
 Checkpoint sign_checkpoint(Checkpoint c, const SigningKey& key);

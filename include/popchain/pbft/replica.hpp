@@ -167,6 +167,8 @@ struct ReplicaStats {
     std::uint64_t replies_sent = 0;         // replies to clients (committed or rejected)
     std::uint64_t replies_from_store = 0;   // ... answered from the store (duplicates)
     std::uint64_t refused_unexecutable = 0; // mempool txs a backup found no block could hold
+    std::uint64_t bundles_sent = 0;         // envelopes carrying several messages for one peer
+    std::uint64_t bundled_messages = 0;     // ... the messages in them
 };
 
 // What on_commit reports about an executed block: enough to tell waiting clients where their
@@ -217,6 +219,16 @@ public:
 
     // An envelope from the transport.
     void on_message(net::NodeId from, ByteView message) override;
+    // A burst of envelopes is one batch (begin_batch/end_batch). An end without a begin
+    // (this replica replaced another in the middle of a burst) is ignored.
+    void on_burst_begin() override {
+        if (!in_burst_) begin_batch();
+        in_burst_ = true;
+    }
+    void on_burst_end() override {
+        if (in_burst_) end_batch();
+        in_burst_ = false;
+    }
 
     // Called for every block executed, in height order, once it is durable in the store
     // (after BlockStore::sync, before the replies about it leave).
@@ -352,6 +364,11 @@ private:
         ~Scope() { r.end_batch(); }
     };
     void flush();
+    // Seals the messages for replicas into outbox_: a peer's messages of one batch share a
+    // bundle (one MAC, one transport message) unless config.bundle_messages is off.
+    void seal_link_messages();
+    // Handles one authenticated message (an envelope's, or one of a bundle's).
+    void dispatch(ReplicaId sender, MsgType type, ByteView body);
     net::TimerId set_timer(Millis delay, std::function<void()> fire);
 
     std::uint32_t n() const { return static_cast<std::uint32_t>(replicas_.size()); }
@@ -537,7 +554,13 @@ private:
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
-    std::vector<CommittedBlock> executed_unsynced_;   // for on_commit_, after the store syncs
+    struct LinkMessage {
+        ReplicaId to;
+        MsgType type;
+        std::shared_ptr<const Bytes> body; // a broadcast's copies share it
+    };
+    std::vector<LinkMessage> link_out_;             // messages for replicas, sealed at flush
+    std::vector<CommittedBlock> executed_unsynced_; // for on_commit_, after the store syncs
 
     // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
     // a client whose entry was dropped still gets its answer from the store on a retry.
@@ -550,6 +573,7 @@ private:
     std::vector<PublicKey> client_key_order_;
     std::size_t client_key_next_ = 0;
     int batch_depth_ = 0;
+    bool in_burst_ = false;
 };
 
 } // namespace popchain::pbft
