@@ -235,7 +235,7 @@ void ByzantineTransport::send(net::NodeId to, Bytes message) {
                 bodies.push_back(std::move(*body));
                 m.body = bodies.back();
             }
-        if (!bodies.empty()) rewritten = link_.seal(to, MsgType::bundle, encode_bundle(*bundle));
+        if (!bodies.empty()) rewritten = link_.seal_bundle(to, *bundle);
     }
     Bytes envelope = rewritten ? std::move(*rewritten) : std::move(message);
 

@@ -269,16 +269,25 @@ Result<Message> decode_body(MsgType type, ByteView body) {
     return decode_all<Message>(body, [type](Reader& r) { return decode_typed(type, r); });
 }
 
-Bytes encode_bundle(const std::vector<BundledMessage>& messages) {
+namespace {
+std::size_t bundle_bytes(const std::vector<BundledMessage>& messages) {
     std::size_t size = 4;
     for (const auto& m : messages)
         size += 1 + 4 + m.body.size();
-    Writer w(size);
+    return size;
+}
+void write_bundle(Writer& w, const std::vector<BundledMessage>& messages) {
     w.u32(static_cast<std::uint32_t>(messages.size()));
     for (const auto& m : messages) {
         w.u8(static_cast<std::uint8_t>(m.type));
         w.bytes(m.body);
     }
+}
+} // namespace
+
+Bytes encode_bundle(const std::vector<BundledMessage>& messages) {
+    Writer w(bundle_bytes(messages));
+    write_bundle(w, messages);
     return w.take();
 }
 
@@ -334,18 +343,36 @@ Result<void> LinkAuthenticator::add_member(const SigningKey& key, const ReplicaI
     return {};
 }
 
+namespace {
+// The envelope around a body of `body_size` bytes that `write_body` writes.
+template <class WriteBody>
+Bytes seal_with(HmacSha256& key, ReplicaId from, ReplicaId to, MsgType type, std::size_t body_size,
+                WriteBody write_body) {
+    Writer w(envelope_header_bytes + 4 + body_size + 32);
+    w.u8(link_version);
+    w.u8(static_cast<std::uint8_t>(type));
+    w.u32(from);
+    w.u32(to);
+    w.u32(static_cast<std::uint32_t>(body_size));
+    write_body(w);
+    Hash256 tag = key.mac(as_bytes(link_domain), w.data());
+    w.fixed(tag);
+    return w.take();
+}
+} // namespace
+
 Bytes LinkAuthenticator::seal(ReplicaId to, MsgType type, ByteView body) const {
     auto key = keys_.find(to);
     if (key == keys_.end()) return {};
-    Writer w(envelope_header_bytes + 4 + body.size() + 32);
-    w.u8(link_version);
-    w.u8(static_cast<std::uint8_t>(type));
-    w.u32(self_);
-    w.u32(to);
-    w.bytes(body);
-    Hash256 tag = key->second.mac(as_bytes(link_domain), w.data());
-    w.fixed(tag);
-    return w.take();
+    return seal_with(key->second, self_, to, type, body.size(), [&](Writer& w) { w.raw(body); });
+}
+
+Bytes LinkAuthenticator::seal_bundle(ReplicaId to,
+                                     const std::vector<BundledMessage>& messages) const {
+    auto key = keys_.find(to);
+    if (key == keys_.end()) return {};
+    return seal_with(key->second, self_, to, MsgType::bundle, bundle_bytes(messages),
+                     [&](Writer& w) { write_bundle(w, messages); });
 }
 
 Result<Envelope> LinkAuthenticator::open(net::NodeId link_from, ByteView envelope) const {
@@ -355,7 +382,7 @@ Result<Envelope> LinkAuthenticator::open(net::NodeId link_from, ByteView envelop
     e.type = static_cast<MsgType>(r.u8());
     e.from = r.u32();
     e.to = r.u32();
-    e.body = r.bytes(max_body_bytes);
+    e.body = r.view(max_body_bytes);
     Hash256 tag = r.fixed<Hash256>();
     if (auto ok = r.finish(); !ok) return ok.error();
     if (version != link_version)

@@ -348,7 +348,7 @@ void Replica::seal_link_messages() {
             bundle.clear();
             for (std::size_t k = i; k < end; ++k)
                 bundle.push_back({link_out_[k].type, *link_out_[k].body});
-            outbox_.emplace_back(to, link_.seal(to, MsgType::bundle, encode_bundle(bundle)));
+            outbox_.emplace_back(to, link_.seal_bundle(to, bundle));
             ++stats_.bundles_sent;
             stats_.bundled_messages += end - i;
         }
@@ -668,11 +668,13 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
         if (v.seq <= low()) announce_stable(from);
         return;
     }
-    if (!log_.count(v.seq) && v.seq <= ledger_.height()) {
+    auto at = log_.lower_bound(v.seq);
+    if ((at == log_.end() || at->first != v.seq) && v.seq <= ledger_.height()) {
         ++stats_.duplicate;
         return;
     }
-    Slot& slot = log_[v.seq];
+    if (at == log_.end() || at->first != v.seq) at = log_.emplace_hint(at, v.seq, Slot{});
+    Slot& slot = at->second;
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
     auto [kept, inserted] = votes.insert(from, v.digest);
     if (!inserted) {

@@ -138,7 +138,7 @@ TEST_CASE("pbft link: sealed envelopes open only at the addressee, from the true
     CHECK(opened->type == MsgType::prepare);
     CHECK(opened->from == 0);
     CHECK(opened->to == 1);
-    CHECK(opened->body == body);
+    CHECK(Bytes(opened->body.begin(), opened->body.end()) == body);
 
     CHECK(code_of(a2.open(0, env)) == code_name(Errc::invalid_argument)); // not addressed to 2
     CHECK(code_of(a1.open(3, env)) == code_name(Errc::forged_sender));    // arrived from 3
@@ -228,4 +228,17 @@ TEST_CASE(
     CHECK(code_of(decode_bundle(huge_count)) == code_name(Errc::too_large));
     // A bundle is not a message body of its own.
     CHECK_FALSE(decode_body(MsgType::bundle, bundle).ok());
+
+    // Sealed in place, it is the same envelope as the encoded bundle sealed.
+    Cluster c(4);
+    LinkAuthenticator a0 = c.link(0), a1 = c.link(1);
+    const std::vector<BundledMessage> three = {
+        {MsgType::prepare, vote}, {MsgType::fetch, fetch}, {MsgType::commit, vote}};
+    const Bytes env = a0.seal_bundle(1, three);
+    CHECK(env == a0.seal(1, MsgType::bundle, bundle));
+    auto opened = a1.open(0, env);
+    REQUIRE(opened.ok());
+    CHECK(opened->type == MsgType::bundle);
+    CHECK(decode_bundle(opened->body).value().size() == 3);
+    CHECK(a0.seal_bundle(9, three).empty()); // not a member
 }

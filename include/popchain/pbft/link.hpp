@@ -17,11 +17,13 @@
 
 namespace popchain::pbft {
 
+// An opened envelope. `body` points into the bytes given to open(): it is valid as long as
+// they are, and no copy of a large message (a block, a bundle) is made to read it.
 struct Envelope {
     MsgType type{};
     ReplicaId from = 0;
     ReplicaId to = 0;
-    Bytes body;
+    ByteView body;
 };
 
 class LinkAuthenticator {
@@ -40,6 +42,8 @@ public:
 
     // The envelope for `to`; `to` must be a member (else the result is empty bytes).
     Bytes seal(ReplicaId to, MsgType type, ByteView body) const;
+    // The bundle envelope for `to` (messages.hpp: encode_bundle), written in place.
+    Bytes seal_bundle(ReplicaId to, const std::vector<BundledMessage>& messages) const;
     // Checks an envelope that the transport delivered from `link_from`.
     Result<Envelope> open(net::NodeId link_from, ByteView envelope) const;
 
