@@ -3,7 +3,8 @@
 // and genesis files. Generated rather than checked in, so the seeds follow the encoding
 // whenever it changes.
 //
-//   fuzz_make_seeds OUT_DIR    ->  OUT_DIR/fuzz_tx_decode/, fuzz_block_decode/, fuzz_genesis_json/
+//   fuzz_make_seeds OUT_DIR    ->  OUT_DIR/fuzz_tx_decode/, fuzz_block_decode/, fuzz_genesis_json/,
+//                                  fuzz_pbft_decode/
 //
 // Block seed "block-1" is height 1 on fuzz::genesis(), so fuzz_block_decode can execute it
 // (and its mutants) all the way through Ledger::execute.
@@ -12,6 +13,7 @@
 #include <popchain/block.hpp>
 #include <popchain/hex.hpp>
 #include <popchain/ledger.hpp>
+#include <popchain/pbft/messages.hpp>
 #include <popchain/transaction.hpp>
 
 #include <filesystem>
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
     const fs::path tx_dir = out / "fuzz_tx_decode";
     const fs::path block_dir = out / "fuzz_block_decode";
     const fs::path genesis_dir = out / "fuzz_genesis_json";
+    const fs::path pbft_dir = out / "fuzz_pbft_decode";
 
     const SigningKey authority = fuzz::key("authority");
     const SigningKey alice = fuzz::key("alice");
@@ -198,6 +201,28 @@ int main(int argc, char** argv) {
     write_file(block_dir, "block-2", block2.block.encode());
     write_file(block_dir, "block-3-empty", block3.block.encode());
 
+    // Replica messages: a type byte, then the body (fuzz_pbft_decode.cpp).
+    {
+        using namespace popchain::pbft;
+        auto typed = [](MsgType type, ByteView body) {
+            Bytes b{static_cast<std::uint8_t>(type)};
+            b.insert(b.end(), body.begin(), body.end());
+            return b;
+        };
+        const Bytes vote = encode_body(Vote{2, 1, block1.block.hash()});
+        const Bytes fetch = encode_body(Fetch{1, 3});
+        const Bytes pre_prepare = encode_body(PrePrepare{2, 1, block1.block});
+        write_file(pbft_dir, "prepare", typed(MsgType::prepare, vote));
+        write_file(pbft_dir, "fetch", typed(MsgType::fetch, fetch));
+        write_file(pbft_dir, "pre-prepare", typed(MsgType::pre_prepare, pre_prepare));
+        write_file(pbft_dir, "request",
+                   typed(MsgType::request, encode_body(Request{block1_txs[1]})));
+        write_file(pbft_dir, "bundle",
+                   typed(MsgType::bundle, encode_bundle({{MsgType::prepare, vote},
+                                                         {MsgType::commit, vote},
+                                                         {MsgType::fetch, fetch}})));
+    }
+
     auto write_text = [&](const std::string& name, const std::string& text) {
         write_file(genesis_dir, name, as_bytes(text));
     };
@@ -219,7 +244,7 @@ int main(int argc, char** argv) {
         write_text("genesis-commands.json", commands.to_json());
     }
 
-    std::cout << "fuzz_make_seeds: " << tx_seeds << " tx, 4 block and 4 genesis seeds in "
-              << out.string() << "\n";
+    std::cout << "fuzz_make_seeds: " << tx_seeds
+              << " tx, 4 block, 4 genesis and 5 replica message seeds in " << out.string() << "\n";
     return 0;
 }
