@@ -604,3 +604,25 @@ TEST_CASE("crypto: HMAC-SHA256 matches RFC 4231 test case 1 and detects changes"
     other.bytes[31] ^= 1;
     CHECK_FALSE(equal_in_constant_time(mac, other));
 }
+
+TEST_CASE(
+    "crypto: a keyed HmacSha256 gives hmac_sha256's result on every use, and so do its copies") {
+    const Bytes key(20, 0x0b);
+    HmacSha256 keyed(key);
+    CHECK(to_hex(keyed.mac({}, as_bytes("Hi There"))) ==
+          "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    // Used again and again, with prefixes and messages longer than a block, it starts afresh
+    // each time.
+    for (std::size_t size : {0u, 1u, 55u, 64u, 65u, 1000u}) {
+        CAPTURE(size);
+        const Bytes data(size, static_cast<std::uint8_t>(size));
+        CHECK(keyed.mac(as_bytes("prefix"), data) == hmac_sha256(key, as_bytes("prefix"), data));
+    }
+    HmacSha256 copy = keyed;
+    HmacSha256 assigned(Bytes(32, 0x01));
+    assigned = keyed;
+    CHECK(copy.mac({}, as_bytes("Hi There")) == hmac_sha256(key, as_bytes("Hi There")));
+    CHECK(assigned.mac({}, as_bytes("Hi There")) == hmac_sha256(key, as_bytes("Hi There")));
+    CHECK(HmacSha256(Bytes(20, 0x0c)).mac({}, as_bytes("Hi There")) !=
+          keyed.mac({}, as_bytes("Hi There")));
+}
