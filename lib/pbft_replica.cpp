@@ -669,11 +669,12 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
         return;
     }
     auto at = log_.lower_bound(v.seq);
-    if ((at == log_.end() || at->first != v.seq) && v.seq <= ledger_.height()) {
+    const bool in_log = at != log_.end() && at->first == v.seq;
+    if (!in_log && v.seq <= ledger_.height()) {
         ++stats_.duplicate;
         return;
     }
-    if (at == log_.end() || at->first != v.seq) at = log_.emplace_hint(at, v.seq, Slot{});
+    if (!in_log) at = log_.emplace_hint(at, v.seq, Slot{});
     Slot& slot = at->second;
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
     auto [kept, inserted] = votes.insert(from, v.digest);

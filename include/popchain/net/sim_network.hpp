@@ -4,11 +4,12 @@
 // Time. Virtual milliseconds starting at 0. Every message delivery and every timer is an
 // event in one queue ordered by (time, insertion sequence), so events at the same time run
 // in the order they were scheduled, except that deliveries come in bursts: when a message
-// is delivered, every other message due at that node at that instant follows it at once,
-// in the order they were scheduled, bracketed by Receiver::on_burst_begin/on_burst_end (as
-// a socket read hands over what arrived together). Receiver::on_message and timer callbacks are
-// called only from the run loop (step / run_*), never from inside send(), set_timer() or the fault
-// controls; a callback may send, set and cancel timers, crash or restart nodes freely.
+// is delivered, every other message due at that node at that instant follows it at once, in
+// the order they were scheduled, bracketed by Receiver::on_burst_begin/on_burst_end (as a
+// socket read hands over what arrived together). Receiver::on_message and timer callbacks
+// are called only from the run loop (step / run_*), never from inside send(), set_timer()
+// or the fault controls; a callback may send, set and cancel timers, crash or restart nodes
+// freely.
 //
 // Determinism. The same seed and the same sequence of calls give the same run, byte for
 // byte: the PRNG is our own (xoshiro256** seeded by splitmix64), the integer-range and
