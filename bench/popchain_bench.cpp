@@ -647,10 +647,14 @@ Json bench_consensus_shape(const Options& opt, VerifyProbe& probe, std::uint32_t
     return j;
 }
 
+// The cluster sizes of the simulator scenarios: n = 3f+1 for f = 1, 2, 5, 10 and 21.
+std::vector<std::uint32_t> sim_sizes(const Options& opt) {
+    return opt.quick ? std::vector<std::uint32_t>{4} : std::vector<std::uint32_t>{4, 7, 16, 31, 64};
+}
+
 Json bench_consensus(const Options& opt) {
     VerifyProbe probe;
-    const std::vector<std::uint32_t> sizes =
-        opt.quick ? std::vector<std::uint32_t>{4} : std::vector<std::uint32_t>{4, 16, 64};
+    const std::vector<std::uint32_t> sizes = sim_sizes(opt);
     Json full = Json::object(), one = Json::object();
     for (std::uint32_t n : sizes) {
         const std::size_t txs = opt.quick ? 400 : (n <= 4 ? 4000 : n <= 16 ? 2000 : 800);
@@ -687,8 +691,7 @@ Json bench_consensus_only_shape(const Options& opt, std::uint32_t n, std::size_t
 }
 
 Json bench_consensus_only(const Options& opt) {
-    const std::vector<std::uint32_t> sizes =
-        opt.quick ? std::vector<std::uint32_t>{4} : std::vector<std::uint32_t>{4, 16, 64};
+    const std::vector<std::uint32_t> sizes = sim_sizes(opt);
     Json batched = Json::object(), one = Json::object();
     for (std::uint32_t n : sizes) {
         const std::size_t count = opt.quick ? 800 : (n <= 4 ? 16'000 : n <= 16 ? 8'000 : 2'000);
