@@ -317,8 +317,12 @@ Result<StateDelta> Ledger::apply(const Block& block) {
 }
 
 Result<void> Ledger::check_tx(const Tx& tx) const {
+    return check_tx(tx, tx.id());
+}
+
+Result<void> Ledger::check_tx(const Tx& tx, const Hash256& txid) const {
     Overlay overlay(state_, state_.height + 1);
-    return overlay.execute(tx, tx.id(), params_, cache_);
+    return overlay.execute(tx, txid, params_, cache_);
 }
 
 BuiltBlock Ledger::build_block(const std::vector<Tx>& candidates, std::uint64_t view,

@@ -361,7 +361,20 @@ void Replica::seal_link_messages() {
 
 Result<void> Replica::submit(const Tx& tx) {
     Scope scope(*this);
-    return admit(tx, tx.id(), id_, true);
+    const Hash256 txid = tx.id();
+    if (auto ok = check_next(tx, txid); !ok) {
+        ++stats_.refused_submits;
+        return ok;
+    }
+    return admit(tx, txid, id_, true);
+}
+
+// Only the sender's next transaction can be judged now: later nonces depend on pending
+// transactions, and the mempool takes them as they come. Its signature check lands in the
+// cache the mempool shares, so admitting it afterwards does not check it again.
+Result<void> Replica::check_next(const Tx& tx, const Hash256& txid) const {
+    if (tx.nonce != spec_.account(tx.from).nonce || mempool_.contains(txid)) return {};
+    return spec_.check_tx(tx, txid);
 }
 
 // Admits a transaction to the mempool and, if `forward`, passes it on to the primary.
@@ -501,7 +514,11 @@ void Replica::on_client_message(net::NodeId client, ByteView frame) {
     // Clients send to every replica (so that every replica knows whom to answer), so the
     // primary has it too: passing it on would only multiply the traffic. If the primary
     // does not propose it, the watchdog armed here replaces the primary.
-    auto admitted = admit(submit->tx, txid, client, false);
+    auto admitted = check_next(submit->tx, txid);
+    if (admitted)
+        admitted = admit(submit->tx, txid, client, false);
+    else
+        ++stats_.refused_submits;
     if (!admitted && admitted.code() != Errc::already_known) {
         // Refusals by the mempool are per replica (a full mempool, a nonce this replica has
         // not seen executed yet); the client decides only on f+1 matching ones.

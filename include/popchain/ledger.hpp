@@ -116,8 +116,10 @@ public:
     // execute() then commit(): all or nothing.
     Result<StateDelta> apply(const Block& block);
 
-    // Would `tx` be valid as the next transaction in a block at height() + 1?
+    // Would `tx` be valid as the next transaction in a block at height() + 1? (`txid`:
+    // tx.id(), for a caller that has it.)
     Result<void> check_tx(const Tx& tx) const;
+    Result<void> check_tx(const Tx& tx, const Hash256& txid) const;
 
     // Assembles the next block from candidate transactions in the given order, leaving out
     // those that are invalid at their position; fills tx root and state root.

@@ -287,16 +287,48 @@ TEST_CASE("client: a bad configuration or replica set is refused") {
     CHECK(Client::create(t, replicas, {}).ok());
 }
 
+TEST_CASE("client: an overdraft that is its sender's next transaction is refused at once by "
+          "every replica") {
+    SimCluster cluster(client_options(12));
+    Client& client = cluster.network_client({.retry_ms = 200});
+    const Tx overdraft = cluster.transfer(1, 2, 5'000'000); // balance 1,000,000
+    std::optional<Result<Committed>> refused;
+    client.submit(overdraft, [&](Result<Committed> r) { refused = std::move(r); });
+    REQUIRE(cluster.network().run_until([&] { return refused.has_value(); }, 30'000));
+    REQUIRE_FALSE(refused->ok());
+    CHECK(refused->code() == Errc::insufficient_funds);
+    cluster.network().run_for(1'000);
+    for (ReplicaId id = 0; id < 4; ++id) {
+        CAPTURE(id);
+        CHECK(cluster.replica(id)->stats().refused_submits == 1);
+        CHECK(cluster.replica(id)->pending() == 0); // never in a mempool
+        CHECK(cluster.replica(id)->stats().view_changes == 0);
+    }
+    // The same check through SimCluster::submit (Replica::submit): refused, nothing kept.
+    CHECK(cluster.submit(overdraft, 2).code() == Errc::insufficient_funds);
+    CHECK(cluster.replica(2)->pending() == 0);
+}
+
 TEST_CASE("client: a transaction every mempool admits but no block can hold is refused by f+1 "
           "replicas, and costs no view change") {
     SimCluster cluster(client_options(11));
     Client& client = cluster.network_client({.retry_ms = 200});
-    // Well formed, correctly signed, the sender's next nonce: every mempool takes it. Only
-    // executing it shows the overdraft.
-    const Tx overdraft = cluster.transfer(1, 2, 5'000'000);
+    // Well formed, correctly signed, and not its sender's next transaction when it arrives
+    // (the one before it is still pending), so every mempool takes it. Only executing it
+    // after the one before shows the overdraft.
+    const Tx spend = cluster.transfer(1, 3, 900'000);     // balance 1,000,000
+    const Tx overdraft = cluster.transfer(1, 2, 200'000); // its nonce follows spend's
     std::optional<Result<Committed>> refused;
     client.submit(overdraft, [&](Result<Committed> r) { refused = std::move(r); });
+    cluster.network().run_for(50);
+    CHECK_FALSE(refused.has_value()); // waiting in every mempool behind the missing nonce
+    for (ReplicaId id = 0; id < 4; ++id)
+        CHECK(cluster.replica(id)->mempool().contains(overdraft.id()));
+    std::optional<Result<Committed>> spent;
+    client.submit(spend, [&](Result<Committed> r) { spent = std::move(r); });
     REQUIRE(cluster.network().run_until([&] { return refused.has_value(); }, 30'000));
+    REQUIRE(spent.has_value());
+    CHECK(spent->ok());
     REQUIRE_FALSE(refused->ok());
     CHECK(refused->code() == Errc::insufficient_funds);
     cluster.network().run_for(5'000);

@@ -167,6 +167,7 @@ struct ReplicaStats {
     std::uint64_t replies_sent = 0;         // replies to clients (committed or rejected)
     std::uint64_t replies_from_store = 0;   // ... answered from the store (duplicates)
     std::uint64_t refused_unexecutable = 0; // mempool txs a backup found no block could hold
+    std::uint64_t refused_submits = 0;      // client txs that cannot execute as sender's next
     std::uint64_t bundles_sent = 0;         // envelopes carrying several messages for one peer
     std::uint64_t bundled_messages = 0;     // ... the messages in them
 };
@@ -214,7 +215,10 @@ public:
     void end_batch();
 
     // A client request: admits `tx` to the mempool (checked against the committed ledger's
-    // next nonce for its sender) and, on a backup, forwards it to the primary.
+    // next nonce for its sender) and, on a backup, forwards it to the primary. A transaction
+    // that is its sender's next one is also executed on the speculative state first, so an
+    // overdraft or a bad escrow step is refused now (insufficient_funds, ...) instead of
+    // waiting in the mempool for a block that never takes it. Client frames get the same.
     Result<void> submit(const Tx& tx);
 
     // An envelope from the transport.
@@ -402,6 +406,7 @@ private:
     void on_blocks(ReplicaId from, Blocks&& b);
     void on_client_message(net::NodeId client, ByteView frame);
     Result<void> admit(const Tx& tx, const Hash256& txid, net::NodeId from, bool forward);
+    Result<void> check_next(const Tx& tx, const Hash256& txid) const;
     void reply(net::NodeId client, const Hash256& key, Reply r);
     // `results`: the application's, one per command of the block in order (or none).
     void answer_waiting(const Block& block, const StateDelta& delta,
