@@ -111,6 +111,41 @@ void NodeApi::block_committed(std::uint64_t height, const Hash256& block_hash,
             respond(HttpResponse::json(200, body));
         waiting_.erase(it);
     }
+    // What is still waiting and no longer in the mempool will never commit here: another
+    // transaction took its nonce, or it can no longer execute. Say so now, not at wait_ms.
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+        if (auto answer = settled(it->first)) {
+            for (auto& respond : it->second)
+                if (!respond.answered()) respond(*answer);
+            it = waiting_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+// 200 with where the transaction committed, if the store has it.
+std::optional<HttpResponse> NodeApi::committed(const Hash256& txid) const {
+    auto record = store_.tx_by_id(txid);
+    if (!record) return std::nullopt;
+    auto block = store_.block_at(record->height);
+    if (!block) return error_response(block.error());
+    return HttpResponse::json(200, {{"id", to_hex(txid.view())},
+                                    {"status", "committed"},
+                                    {"height", record->height},
+                                    {"block_hash", to_hex(block->hash().view())}});
+}
+
+// The final answer for a transaction a submit waits for, once there is one: committed (it
+// may have been in a later block of the same batch), or dropped when it left the mempool
+// without committing.
+std::optional<HttpResponse> NodeApi::settled(const Hash256& txid) const {
+    if (replica_.mempool().contains(txid)) return std::nullopt;
+    if (auto answer = committed(txid)) return answer;
+    return HttpResponse::error(409, "dropped",
+                               "the transaction left the mempool without committing: another "
+                               "transaction of its sender took its nonce, or it can no longer "
+                               "execute; it will not commit");
 }
 
 // Accepts a signed transaction as JSON (the form api/json.hpp defines). mint_only: the
@@ -126,37 +161,33 @@ void NodeApi::submit(const HttpRequest& request, Responder respond, bool mint_on
     const std::string id = to_hex(txid.view());
     ++api_submits_;
     // Already committed: say so (a retried submit is not an error, and never pays twice).
-    if (auto record = store_.tx_by_id(txid); record) {
-        auto block = store_.block_at(record->height);
-        if (!block) return respond(error_response(block.error()));
-        return respond(HttpResponse::json(200, {{"id", id},
-                                                {"status", "committed"},
-                                                {"height", record->height},
-                                                {"block_hash", to_hex(block->hash().view())}}));
-    }
-    // A transaction that is its sender's next one is checked against the state it would
-    // execute on: an overdraft or a bad escrow step is refused now, rather than admitted to
-    // the mempool and then left out of every block (the client would wait in vain). Later
-    // nonces depend on pending transactions; the mempool takes them as they come.
-    const Ledger& tip = replica_.speculative_ledger();
-    if (tx->nonce == tip.account(tx->from).nonce && !replica_.mempool().contains(txid)) {
-        if (auto ok = tip.check_tx(*tx); !ok) {
-            ++api_refused_;
-            return respond(error_response(ok.error()));
+    if (auto answer = committed(txid)) return respond(*answer);
+    // How long to wait, read before anything is admitted: a bad value changes nothing.
+    std::optional<std::uint64_t> wait;
+    if (const auto w = request.query_param("wait"); w && *w != "0" && *w != "false") {
+        wait = options_.wait_ms;
+        if (const auto asked = request.query_param("wait_ms")) {
+            const auto v = parse_u64(*asked);
+            if (!v || *v == 0 || *v > options_.wait_ms)
+                return respond(bad_request("wait_ms: 1.." + std::to_string(options_.wait_ms)));
+            wait = *v;
         }
     }
+    // The replica refuses what cannot execute as its sender's next transaction (an
+    // overdraft, a bad escrow step) as well as what its mempool refuses.
     if (auto ok = replica_.submit(*tx); !ok && ok.code() != Errc::already_known) {
         ++api_refused_;
         return respond(error_response(ok.error()));
     }
-    const auto wait = request.query_param("wait");
-    if (!wait || *wait == "0" || *wait == "false")
-        return respond(HttpResponse::json(202, {{"id", id}, {"status", "pending"}}));
+    if (!wait) return respond(HttpResponse::json(202, {{"id", id}, {"status", "pending"}}));
     waiting_[txid].push_back(respond);
     std::weak_ptr<bool> alive = alive_;
-    timers_.set_timer(options_.wait_ms, [this, alive, txid, respond, id] {
+    timers_.set_timer(*wait, [this, alive, txid, respond, id] {
         if (alive.expired() || respond.answered()) return;
-        respond(HttpResponse::json(202, {{"id", id}, {"status", "pending"}}));
+        if (auto answer = settled(txid))
+            respond(*answer);
+        else
+            respond(HttpResponse::json(202, {{"id", id}, {"status", "pending"}}));
         auto it = waiting_.find(txid);
         if (it == waiting_.end()) return;
         std::erase_if(it->second, [](const Responder& r) { return r.answered(); });
@@ -375,8 +406,11 @@ Result<void> NodeApi::add_routes(HttpServer& server) {
             202, {{"height", replica_.height()}, {"pending", replica_.pending()}}));
     });
     get("/getBlockOne", [=](const HttpRequest& r, const PathParams&) {
-        if (auto h = query(r, "hash")) return block_by_hash(*h);
-        if (auto h = query(r, "height")) return block_at(*h);
+        auto hash = query(r, "hash");
+        auto height = query(r, "height");
+        if (hash && height) return bad_request("give ?height=N or ?hash=H, not both");
+        if (hash) return block_by_hash(*hash);
+        if (height) return block_at(*height);
         return bad_request("give ?height=N or ?hash=H");
     });
     get("/getTx", [=](const HttpRequest& r, const PathParams&) {

@@ -215,6 +215,8 @@ TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {
         400);
     CHECK(code_of(f.call("GET", "/v1/escrows/" + std::string(64, 'a'))).first == 404);
     CHECK(code_of(f.call("GET", "/getBlockOne")).first == 400);
+    CHECK(code_of(f.call("GET", "/getBlockOne?height=0&hash=" + std::string(64, 'a'))).first ==
+          400); // which one? not guessed
     CHECK(code_of(f.call("POST", "/makeWallet", R"({"passphrase":"long enough"})")) ==
           std::make_pair(403, std::string("forbidden")));
     // /charge carries top-ups only.
@@ -251,4 +253,45 @@ TEST_CASE("node API: the original routes as aliases; dev wallets") {
     REQUIRE(key.ok());
     CHECK(wallet["address"] == key->address().to_string());
     CHECK(f.call("POST", "/makeWallet", R"({"passphrase":"short"})").status == 400);
+}
+
+TEST_CASE("node API: a waiting submit whose transaction can no longer execute is answered 409 "
+          "dropped when it leaves the mempool, not pending at wait_ms") {
+    ApiFixture f;
+    const Tx spend = f.cluster.transfer(1, 2, 900'000); // balance 1,000,000
+    const Tx after = f.cluster.transfer(1, 3, 200'000); // next nonce: overdraft after spend
+    // `after` first: not its sender's next transaction yet, so the mempool takes it to wait.
+    auto reply = std::async(std::launch::async, [&] {
+        return HttpClient::request("POST", "127.0.0.1", f.port, "/v1/txs?wait=1", tx_body(after),
+                                   {}, std::chrono::milliseconds(20'000));
+    });
+    auto pump = [&] {
+        f.io.restart();
+        f.io.poll();
+    };
+    while (!f.cluster.replica(0)->mempool().contains(after.id()) &&
+           reply.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready)
+        pump(); // virtual time stands still: nothing is proposed meanwhile
+    REQUIRE(f.cluster.replica(0)->mempool().contains(after.id()));
+    REQUIRE(f.cluster.submit(spend, 0).ok());
+    while (reply.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+        pump();
+        f.cluster.network().run_for(1);
+    }
+    auto r = reply.get();
+    REQUIRE(r.ok());
+    CHECK(r->status == 409);
+    CHECK(nlohmann::json::parse(r->body)["error"]["code"] == "dropped");
+    CHECK(f.cluster.network().now() < 2'000); // at the spend's commit, not after wait_ms
+    CHECK(f.cluster.store(0).tx_by_id(spend.id()).ok());
+    CHECK_FALSE(f.cluster.store(0).tx_by_id(after.id()).ok());
+    // ?wait_ms asks for less than the node's longest wait, never more; a bad one admits
+    // nothing.
+    const Tx other = f.cluster.transfer(3, 2, 1);
+    for (const char* bad : {"0", "x", "10001"})
+        CHECK(f.call_json("POST", std::string("/v1/txs?wait=1&wait_ms=") + bad, tx_body(other),
+                          400)["error"]["code"] == "invalid_argument");
+    CHECK_FALSE(f.cluster.replica(0)->mempool().contains(other.id()));
+    CHECK(f.call_json("POST", "/v1/txs?wait=1&wait_ms=5000", tx_body(other))["status"] ==
+          "committed");
 }

@@ -8,8 +8,9 @@
 //
 // Waiting for commit. POST /v1/txs answers 202 at once with the txid, or with ?wait=1
 // defers the answer until the transaction's block executes here (200 with height and block
-// hash) or wait_ms passes (202, still pending). The node calls block_committed() for every
-// executed block.
+// hash), it leaves the mempool without committing (409 dropped: another transaction took its
+// nonce), or wait_ms passes (202, still pending; ?wait_ms=N asks for less). The node calls
+// block_committed() for every executed block.
 #pragma once
 
 #include <popchain/api/http_server.hpp>
@@ -20,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -67,6 +69,8 @@ private:
     Result<void> add_routes(HttpServer& server);
     void submit(const HttpRequest& request, Responder respond, bool mint_only);
     HttpResponse block_response(const Block& block) const;
+    std::optional<HttpResponse> committed(const Hash256& txid) const;
+    std::optional<HttpResponse> settled(const Hash256& txid) const;
 
     pbft::Replica& replica_;
     const BlockStore& store_;
