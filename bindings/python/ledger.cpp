@@ -258,9 +258,11 @@ void init_ledger(py::module_& m) {
                 // The C++ contract says the delta must come from execute() on this state; a
                 // delta for another height would silently corrupt it, so refuse that here.
                 if (d.height != l.height() + 1 || d.state_root.is_zero())
-                    throw std::invalid_argument("commit: delta is for height " +
-                                                std::to_string(d.height) + ", ledger is at " +
-                                                std::to_string(l.height()));
+                    throw std::invalid_argument(
+                        "commit: the delta is for height " + std::to_string(d.height) +
+                        ", but this ledger is at height " + std::to_string(l.height()) +
+                        " and takes only a delta for height " + std::to_string(l.height() + 1) +
+                        " made by execute() on it");
                 l.commit(d);
             },
             py::arg("delta"), "Installs a delta that execute() produced on this state.")

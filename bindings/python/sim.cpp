@@ -126,6 +126,14 @@ py::dict replica_stats(const pbft::ReplicaStats& s) {
     POPCHAIN_STAT(state_transfers);
     POPCHAIN_STAT(transferred_blocks);
     POPCHAIN_STAT(reported_blocks);
+    POPCHAIN_STAT(client_requests);
+    POPCHAIN_STAT(bad_client_frames);
+    POPCHAIN_STAT(replies_sent);
+    POPCHAIN_STAT(replies_from_store);
+    POPCHAIN_STAT(refused_unexecutable);
+    POPCHAIN_STAT(refused_submits);
+    POPCHAIN_STAT(bundles_sent);
+    POPCHAIN_STAT(bundled_messages);
 #undef POPCHAIN_STAT
     return d;
 }
@@ -275,6 +283,10 @@ void init_sim(py::module_& m) {
                          std::pair<Millis, Millis> delay, std::optional<pbft::ReplicaConfig> config,
                          std::size_t wallets, std::uint64_t balance, Millis client_retry_ms,
                          bool trace, bool noop_application) {
+                 if (replicas == 0 || replicas > max_replicas)
+                     throw std::invalid_argument("SimCluster: replicas must be 1.." +
+                                                 std::to_string(max_replicas) + ", not " +
+                                                 std::to_string(replicas));
                  net::SimClusterOptions o;
                  o.replicas = replicas;
                  o.seed = seed;

@@ -16,7 +16,22 @@ namespace {
 
 // Sets one field of `tx` by its Python name. The names are the C++ ones, except `from_`
 // (`from` is a Python keyword).
+void set_tx_field_as_is(Tx& tx, const std::string& name, const py::handle& value);
+
+// pybind11's own cast error names neither the field nor the value's type.
 void set_tx_field(Tx& tx, const std::string& name, const py::handle& value) {
+    try {
+        set_tx_field_as_is(tx, name, value);
+    } catch (const py::cast_error&) {
+        const auto type = py::str(py::type::of(value).attr("__name__")).cast<std::string>();
+        throw py::type_error("Tx.replace: " + name + " cannot be " + type + " " +
+                             py::repr(value).cast<std::string>() +
+                             " (integers are 0 .. 2**64-1; hashes, keys and signatures are "
+                             "their popchain types)");
+    }
+}
+
+void set_tx_field_as_is(Tx& tx, const std::string& name, const py::handle& value) {
     if (name == "kind")
         tx.kind = value.cast<TxKind>();
     else if (name == "chain_id")
@@ -170,8 +185,16 @@ void init_tx(py::module_& m) {
             },
             py::arg("chain_id") = py::none(), "check() as a bool.")
         .def(
-            "config_change", [](const Tx& tx) { return unwrap(decode_config_change(tx.payload)); },
-            "The ConfigChange in the payload of a config transaction.")
+            "config_change",
+            [](const Tx& tx) {
+                if (tx.kind != TxKind::config)
+                    throw std::invalid_argument("config_change(): a " +
+                                                std::string(tx_kind_name(tx.kind)) +
+                                                " transaction is not a config transaction");
+                return unwrap(decode_config_change(tx.payload));
+            },
+            "The ConfigChange in the payload of a config transaction (ValueError for other "
+            "kinds).")
         .def(
             "encode", [](const Tx& tx) { return to_py_bytes(tx.encode()); },
             "The canonical encoding (signing bytes without the tag, then the signature).")

@@ -161,3 +161,31 @@ def test_stores_memory_and_sqlite(chain, tmp_path):
     # Reopened, the SQLite store gives the same ledger.
     again = popchain.SqliteStore.open(tmp_path / "chain.db")
     assert popchain.Ledger.from_store(chain.genesis, again).balance(chain.bob.address) == 10
+
+
+def test_misuse_is_named(chain):
+    tx = chain.alice.transfer(chain.chain_id, 0, chain.bob.address, 5)
+    for field, value in (("amount", -1), ("amount", None), ("nonce", 2**64)):
+        with pytest.raises(TypeError, match=field):
+            tx.replace(**{field: value})
+    with pytest.raises(ValueError, match="not a config transaction"):
+        tx.config_change()
+    ledger = popchain.Ledger(chain.genesis)
+    built = ledger.build_block([tx], timestamp_ms=1)
+    delta = ledger.execute(built.block)
+    ledger.commit(delta)
+    with pytest.raises(ValueError, match="takes only a delta for height 2"):
+        ledger.commit(delta)  # the same delta again: stale
+    assert ledger.height == 1
+
+
+def test_sim_submit_refuses_an_overdraft_and_bad_sizes():
+    with pytest.raises(ValueError, match="replicas must be"):
+        popchain.SimCluster(replicas=2000)
+    c = popchain.SimCluster(seed=3)
+    overdraft = c.transfer(0, 1, 10**12)
+    with pytest.raises(popchain.Error, match="insufficient_funds|balance"):
+        c.submit(overdraft, 0)
+    c.run_for(1_000)
+    assert c.replica(0).stats["refused_submits"] == 1
+    assert c.replica(0).pending == 0

@@ -156,3 +156,89 @@ def test_garbage_on_the_replica_and_api_ports_changes_nothing(cluster):
     assert cluster.account(cluster.address("w1"), 1)["balance"] == balance
     # The node still works.
     assert cluster.transfer("w1", cluster.address("w2"), 1, via=1)["status"] == "committed"
+
+
+def test_a_refused_transfer_gives_its_nonce_back_and_misuse_is_named(cluster):
+    w1 = cluster.address("w1")
+    assert cluster.transfer("w0", w1, 5)["status"] == "committed"
+    with pytest.raises(popchain.NodeError) as overdraft:
+        cluster.transfer("w0", w1, 10**12)
+    assert overdraft.value.status == 400 and overdraft.value.code == "insufficient_funds"
+    with pytest.raises(TypeError):
+        cluster.transfer("w0", "not an address", 1)  # refused before it is signed
+    # Neither refusal left a gap: the next transfer takes the next nonce and commits.
+    answer = cluster.transfer("w0", w1, 1)
+    assert answer["status"] == "committed"
+    assert cluster.account(cluster.address("w0"))["nonce"] == 2
+    # Node numbers the cluster lacks, and nodes that are not running, are named as such.
+    with pytest.raises(IndexError):
+        cluster.kill(9)
+    with pytest.raises(IndexError):
+        cluster.status(9)
+    with pytest.raises(IndexError):
+        cluster.restart(-1)
+    cluster.kill(3)
+    with pytest.raises(ValueError):
+        cluster.kill(3)
+    # A node that does not answer raises NodeUnreachable, a NodeError (and an OSError).
+    with pytest.raises(popchain.NodeUnreachable) as down:
+        cluster.status(3)
+    assert down.value.status == 0 and down.value.code == "unreachable"
+    assert isinstance(down.value, popchain.NodeError) and isinstance(down.value, OSError)
+    # add_node through a node that is down: refused before anything is made.
+    nodes = cluster.nodes()
+    with pytest.raises(ValueError):
+        cluster.add_node(via=3)
+    assert cluster.nodes() == nodes
+    cluster.restart(3)
+    cluster.wait_converged()
+
+
+def test_bad_cluster_arguments_are_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="1..64"):
+        popchain.LocalCluster(nodes=2000)
+    with pytest.raises(TypeError):
+        popchain.LocalCluster(nodes="4")
+
+
+def test_nodes_stop_when_a_cluster_is_dropped_without_close_or_fails_to_start():
+    c = popchain.LocalCluster(nodes=4)
+    c.start()
+    pids = [c.pid(i) for i in c.nodes()]
+    assert all(pids)
+    del c  # no close(): the finalizer stops the nodes
+    import gc
+    gc.collect()
+
+    def gone(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split()[2] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(gone(p) for p in pids):
+        time.sleep(0.1)
+    assert all(gone(p) for p in pids)
+
+    # A start() that fails (node 2's API port is taken) stops the nodes it started.
+    c = popchain.LocalCluster(nodes=4)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", c.api_port(2)))
+        blocker.listen()
+        with pytest.raises(RuntimeError):
+            with c:
+                pass
+    assert [i for i in c.nodes() if c.pid(i)] == []
+    c.close()
+
+
+def test_help_documents_the_compiled_classes_and_the_cluster():
+    import pydoc
+    text = pydoc.render_doc(popchain, renderer=pydoc.plaintext)
+    for name in ("class Wallet", "class Tx", "class Block", "class Ledger", "class SimCluster",
+                 "class LocalCluster", "class NodeError"):
+        assert name in text, name
+    for method in ("transfer", "submit", "status", "block", "tx", "close", "resume"):
+        assert getattr(popchain.LocalCluster, method).__doc__, method

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -29,13 +30,40 @@ from . import _popchain as _pc
 
 
 class NodeError(Exception):
-    """A node answered with an HTTP error (status, code, message), or could not be reached."""
+    """A node answered with an HTTP error (status, code, message), or could not be reached
+    (NodeUnreachable, status 0)."""
 
     def __init__(self, status: int, code: str, message: str):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+
+
+class NodeUnreachable(NodeError, ConnectionError):
+    """No answer from a node's API: it is not running, paused, refusing, or too slow for the
+    timeout. Also a ConnectionError, so `except OSError` catches it as before."""
+
+    def __init__(self, node: int, reason: str, refused: bool = False):
+        super().__init__(0, "unreachable", f"node {node}: {reason}")
+        self.node = node
+        # The connection was refused: nothing of the request reached the node.
+        self.refused = refused
+
+
+# The most nodes `popchain testnet init` makes.
+MAX_NODES = 64
+
+
+def _stop_nodes(cli: str, directory: str) -> None:
+    """`testnet down` for a cluster whose LocalCluster was never closed (at interpreter exit
+    or when it is garbage-collected), after waking paused nodes so they can shut down."""
+    for pid_file in Path(directory).glob("node*/node.pid"):
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGCONT)
+        except (OSError, ValueError):
+            pass
+    subprocess.run([cli, "testnet", "down", "--dir", directory], capture_output=True, text=True)
 
 
 def _find_cli() -> str:
@@ -86,8 +114,15 @@ class LocalCluster:
 
     def __init__(self, nodes: int = 4, dir: Optional[str] = None, wallets: int = 4,
                  balance: int = 1_000_000, cli: Optional[str] = None):
-        if nodes < 1:
-            raise ValueError("nodes must be at least 1")
+        """Writes a testnet of `nodes` replicas (1..64) and `wallets` funded wallets w0, w1, ...
+        (each with `balance`) into `dir`, or into a temporary directory removed by close().
+        Nothing runs until start(). `cli`: the popchain tool (default: $POPCHAIN_CLI, the
+        build tree's, or PATH)."""
+        for name, value in (("nodes", nodes), ("wallets", wallets), ("balance", balance)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if not 1 <= nodes <= MAX_NODES:
+            raise ValueError(f"nodes must be 1..{MAX_NODES}, not {nodes}")
         self.cli = cli or _find_cli()
         self._tmp = None if dir else tempfile.TemporaryDirectory(prefix="popchain-cluster-")
         self.dir = Path(dir) if dir else Path(self._tmp.name) / "net"
@@ -103,11 +138,19 @@ class LocalCluster:
         self._nonce_lock = threading.Lock()
         self._nonces: Dict[str, int] = {}
         self.started = False
+        # Stops the nodes if this object is dropped or the interpreter exits without close().
+        # Created after the temporary directory, so it runs before that directory's cleanup.
+        self._finalizer = weakref.finalize(self, _stop_nodes, self.cli, str(self.dir))
 
     # ---- lifetime ----
     def start(self) -> "LocalCluster":
-        """Starts every node that is not running and waits until each listens."""
-        self._run("testnet", "up", "--dir", str(self.dir))
+        """Starts every node that is not running and waits until each listens. If one fails
+        to start, the others are stopped again and the error is raised."""
+        try:
+            self._run("testnet", "up", "--dir", str(self.dir))
+        except BaseException:
+            self.stop()
+            raise
         self.started = True
         return self
 
@@ -125,7 +168,9 @@ class LocalCluster:
         self.started = False
 
     def close(self) -> None:
+        """stop(), then removes the temporary directory (if the cluster made one)."""
         self.stop()
+        self._finalizer.detach()
         if self._tmp:
             self._tmp.cleanup()
             self._tmp = None
@@ -142,7 +187,8 @@ class LocalCluster:
         return sorted(int(p.name[4:]) for p in self.dir.glob("node*") if (p / "config.json").exists())
 
     def pid(self, i: int) -> Optional[int]:
-        """The pid of node i if it is running."""
+        """The pid of node i if it is running (IndexError for a node the cluster lacks)."""
+        self._require_node(i)
         try:
             pid = int((self.dir / f"node{i}" / "node.pid").read_text().strip())
             os.kill(pid, 0)
@@ -154,29 +200,28 @@ class LocalCluster:
             return None
 
     def api_port(self, i: int) -> int:
-        config = json.loads((self.dir / f"node{i}" / "config.json").read_text())
+        config = json.loads((self._require_node(i) / "config.json").read_text())
         return int(config["api"].rsplit(":", 1)[1])
 
     def replica_port(self, i: int) -> int:
-        config = json.loads((self.dir / f"node{i}" / "config.json").read_text())
+        config = json.loads((self._require_node(i) / "config.json").read_text())
         return int(config["listen"].rsplit(":", 1)[1])
 
     def kill(self, i: int) -> None:
-        """SIGKILL: the process dies at once; its store and journal stay on disk."""
-        pid = self.pid(i)
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            for _ in range(100):
-                if self.pid(i) is None:
-                    break
-                time.sleep(0.02)
+        """SIGKILL: the process dies at once; its store and journal stay on disk. ValueError
+        if node i is not running."""
+        os.kill(self._require_pid(i), signal.SIGKILL)
+        for _ in range(100):
+            if self.pid(i) is None:
+                break
+            time.sleep(0.02)
 
     def restart(self, i: Optional[int] = None) -> None:
         """Starts node i (which must not be running), or every node that is not running."""
         if i is None:
             self._run("testnet", "up", "--dir", str(self.dir))
             return
-        if self.pid(i):
+        if self.pid(i):  # also IndexError for a node the cluster lacks
             raise ValueError(f"node {i} is running")
         self._run("testnet", "up", "--dir", str(self.dir), "--node", str(i))
 
@@ -185,6 +230,7 @@ class LocalCluster:
         os.kill(self._require_pid(i), signal.SIGSTOP)
 
     def resume(self, i: int) -> None:
+        """SIGCONT: a paused node goes on; its peers bring it up to date."""
         os.kill(self._require_pid(i), signal.SIGCONT)
 
     # ---- wallets and transactions ----
@@ -199,7 +245,8 @@ class LocalCluster:
 
     def next_nonce(self, alias: str, via: int = 0) -> int:
         """The wallet's next nonce: counted locally once read from a node, so many
-        transactions can be signed ahead of their commits."""
+        transactions can be signed ahead of their commits. A transaction that is not sent
+        after all should give its nonce back with release_nonce()."""
         with self._nonce_lock:
             if alias not in self._nonces:
                 self._nonces[alias] = self.account(self.address(alias), via)["nonce"]
@@ -207,16 +254,59 @@ class LocalCluster:
             self._nonces[alias] = n + 1
             return n
 
+    def release_nonce(self, alias: str, nonce: int) -> None:
+        """Gives back a nonce from next_nonce() whose transaction the chain will never see
+        (it could not be signed, or a node refused it). The next transaction reuses it if it
+        was the last one taken; otherwise the count is read from a node again, since the
+        later ones now wait behind a gap."""
+        with self._nonce_lock:
+            if self._nonces.get(alias) == nonce + 1:
+                self._nonces[alias] = nonce
+            else:
+                self._nonces.pop(alias, None)
+
     def transfer_tx(self, alias: str, to, amount: int, via: int = 0):
-        return self.wallet(alias).transfer(self.chain_id, self.next_nonce(alias, via), to, amount)
+        """A transfer of `amount` from wallet `alias` to address `to`, signed with the
+        wallet's next nonce (next_nonce()); not sent."""
+        nonce = self.next_nonce(alias, via)
+        try:
+            return self.wallet(alias).transfer(self.chain_id, nonce, to, amount)
+        except BaseException:
+            self.release_nonce(alias, nonce)
+            raise
 
     def submit(self, tx, via: int = 0, wait: bool = False, timeout: float = 30) -> Dict[str, Any]:
-        """POST /v1/txs on node `via`; with wait, returns once it committed there."""
-        target = "/v1/txs?wait=1" if wait else "/v1/txs"
-        return self._http(via, "POST", target, tx.to_json(), timeout=timeout)
+        """POST /v1/txs on node `via`: the node's answer ({"id", "status", ...}). With wait,
+        returns only once the transaction committed there ("status": "committed"), and
+        raises TimeoutError if it has not within `timeout` seconds. A refusal raises
+        NodeError (status 4xx/5xx, the node's error code)."""
+        if not wait:
+            return self._http(via, "POST", "/v1/txs", tx.to_json(), timeout=timeout)
+        end = time.monotonic() + timeout
+        answer = self._http(via, "POST", "/v1/txs?wait=1", tx.to_json(), timeout=timeout)
+        while answer.get("status") != "committed":
+            if time.monotonic() >= end:
+                raise TimeoutError(f"transaction {answer.get('id')} not committed on node "
+                                   f"{via} within {timeout} s (status {answer.get('status')})")
+            time.sleep(0.05)
+            answer = self._http(via, "GET", f"/v1/txs/{answer['id']}", timeout=timeout)
+            if answer.get("status") == "committed":
+                answer = {"id": answer["tx"]["id"], "status": "committed",
+                          "height": answer["height"], "block_hash": answer["block_hash"]}
+        return answer
 
     def transfer(self, alias: str, to, amount: int, via: int = 0, wait: bool = True):
-        return self.submit(self.transfer_tx(alias, to, amount, via), via=via, wait=wait)
+        """Signs a transfer from wallet `alias` (transfer_tx()) and submit()s it on node
+        `via`, by default waiting for its commit. If the node refuses it (NodeError: an
+        overdraft, a zero amount, ...) its nonce is given back, so the wallet's next
+        transaction is not held behind a gap."""
+        tx = self.transfer_tx(alias, to, amount, via)
+        try:
+            return self.submit(tx, via=via, wait=wait)
+        except NodeError as e:
+            if 400 <= e.status < 500:
+                self.release_nonce(alias, tx.nonce)
+            raise
 
     def mint(self, to, amount: int, via: int = 0, wait: bool = True):
         """A top-up signed by the chain authority (the seed's admin-approved "charge")."""
@@ -225,15 +315,20 @@ class LocalCluster:
 
     # ---- reading the chain ----
     def status(self, i: int) -> Dict[str, Any]:
+        """GET /v1/status of node i: height, view, primary, peers, mempool, ..."""
         return self._http(i, "GET", "/v1/status")
 
     def account(self, address, i: int = 0) -> Dict[str, Any]:
         return self._http(i, "GET", f"/v1/accounts/{address}")
 
     def tx(self, txid: str, i: int = 0) -> Dict[str, Any]:
+        """GET /v1/txs/{txid} on node i: the committed transaction with its block and Merkle
+        proof, or {"status": "pending"}; NodeError 404 if the node does not know it."""
         return self._http(i, "GET", f"/v1/txs/{txid}")
 
     def block(self, height, i: int = 0) -> Dict[str, Any]:
+        """GET /v1/blocks/{height} (or "latest") on node i: the block, whether it is
+        certified yet, and its commit proof."""
         return self._http(i, "GET", f"/v1/blocks/{height}")
 
     def height(self, i: int) -> int:
@@ -274,11 +369,26 @@ class LocalCluster:
     def add_node(self, via: int = 0) -> int:
         """Creates node N (a new key, config and data dir), commits a `config` transaction
         adding it (signed by the authority key), and starts it: it catches up by state
-        transfer and votes once the change takes effect. Returns its number. `via`: the
-        running node that takes the transaction."""
+        transfer and votes once the change takes effect: after the first block at a
+        multiple of the checkpoint interval (status()["checkpoint_interval"], 32 by default)
+        above the config transaction, so a cluster that commits nothing more keeps the old
+        set. Returns its number. `via`: the running node that takes the transaction. If the
+        transaction is refused or cannot be sent, the new node's directory is removed again
+        and the error raised (after a timeout it stays: the change may still commit)."""
+        self._require_pid(via)
         new = max(self.nodes()) + 1
         node_dir = self.dir / f"node{new}"
         node_dir.mkdir()
+        try:
+            return self._add_node(new, node_dir, via)
+        except BaseException as e:
+            never_sent = isinstance(e, NodeUnreachable) and e.refused
+            refused = isinstance(e, NodeError) and 400 <= e.status < 500
+            if never_sent or refused or not (node_dir / "config.json").exists():
+                shutil.rmtree(node_dir, ignore_errors=True)
+            raise
+
+    def _add_node(self, new: int, node_dir: Path, via: int) -> int:
         key = _pc.SigningKey.generate()
         (node_dir / "replica.key").write_text(key.encrypted_pem(self._passphrase, 5))
         template = json.loads((self.dir / "node0" / "config.json").read_text())
@@ -300,6 +410,14 @@ class LocalCluster:
             self._authority = _pc.Wallet.from_encrypted_pem("authority", pem, self._passphrase)
         nonce = self.account(self._authority.address, via)["nonce"]
         return build(self._authority, nonce)
+
+    def _require_node(self, i: int) -> Path:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError(f"a node number is an int, not {type(i).__name__}")
+        node_dir = self.dir / f"node{i}"
+        if i < 0 or not (node_dir / "config.json").exists():
+            raise IndexError(f"no node {i} in this cluster (nodes {self.nodes()})")
+        return node_dir
 
     def _require_pid(self, i: int) -> int:
         pid = self.pid(i)
@@ -336,4 +454,9 @@ class LocalCluster:
                 raise NodeError(e.code, err["code"], err["message"]) from None
             except (ValueError, KeyError):
                 raise NodeError(e.code, "http_error", text) from None
+        except urllib.error.URLError as e:
+            refused = isinstance(e.reason, ConnectionRefusedError)
+            raise NodeUnreachable(i, str(e.reason), refused) from None
+        except (OSError, TimeoutError) as e:  # reset, refused mid-answer, timed out reading
+            raise NodeUnreachable(i, str(e) or type(e).__name__) from None
         return text if raw else json.loads(text)
