@@ -5,7 +5,9 @@
 //             [--admin-password-file F] [--authority-key DIR/authority.key
 //             --authority-passphrase-file DIR/passphrase] [--auto-approve-limit N]
 //             [--escrow-blocks N] [--static DIR] [--workers N]
-//             [--node-timeout-ms N] [--submit-timeout-ms N]
+//             [--node-timeout-ms N] [--submit-timeout-ms N] [--settle-interval-ms N]
+//             --db, --listen, --genesis, --node and --admin are required; the numbers' ranges
+//             are in docs/marketplace.md (and in the message when one is out of range)
 //   popmarket --print-trust-root DIR/genesis.json
 //             prints the replica set the web page checks certificates against, with its
 //             fingerprint (the page shows the one it uses), and exits
@@ -54,7 +56,8 @@ int main(int argc, char** argv) {
     std::multimap<std::string, std::string> args;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (a.rfind("--", 0) != 0 || i + 1 >= argc) return usage(("bad argument " + a).c_str());
+        if (a.rfind("--", 0) != 0) return usage(("bad argument " + a).c_str());
+        if (i + 1 >= argc) return usage((a + " needs a value").c_str());
         args.emplace(a.substr(2), argv[++i]);
     }
     static const char* known[] = {"db",
@@ -80,9 +83,20 @@ int main(int argc, char** argv) {
         auto it = args.find(k);
         return it == args.end() ? fallback : it->second;
     };
-    auto get_number = [&](const char* k, std::uint64_t fallback) -> std::optional<std::uint64_t> {
+    // A numeric option's value, its default when absent, or nothing (with the message
+    // printed) when it is not a whole number in [min, max].
+    auto get_number = [&](const char* k, std::uint64_t fallback, std::uint64_t min,
+                          std::uint64_t max) -> std::optional<std::uint64_t> {
         if (!args.count(k)) return fallback;
-        return number(get(k));
+        const std::string text = get(k);
+        auto n = number(text);
+        if (!n || *n < min || *n > max) {
+            usage(("--" + std::string(k) + ": a whole number from " + std::to_string(min) + " to " +
+                   std::to_string(max) + ", not \"" + text + "\"")
+                      .c_str());
+            return std::nullopt;
+        }
+        return n;
     };
     if (args.count("print-trust-root")) {
         auto genesis = popchain::Genesis::load(get("print-trust-root"));
@@ -94,6 +108,20 @@ int main(int argc, char** argv) {
     for (const char* required : {"db", "listen", "genesis", "node", "admin"})
         if (!args.count(required))
             return usage((std::string("--") + required + " is required").c_str());
+
+    // The ranges are in docs/marketplace.md; a charge above max_charge is refused anyway.
+    const auto auto_limit = get_number("auto-approve-limit", 0, 0, MarketOptions{}.max_charge);
+    if (!auto_limit) return 2;
+    const auto escrow_blocks = get_number("escrow-blocks", 1000, 1, 1'000'000'000);
+    if (!escrow_blocks) return 2;
+    const auto workers = get_number("workers", 4, 1, 64);
+    if (!workers) return 2;
+    const auto node_timeout = get_number("node-timeout-ms", 3000, 1, 3'600'000);
+    if (!node_timeout) return 2;
+    const auto submit_timeout = get_number("submit-timeout-ms", 12000, 1, 3'600'000);
+    if (!submit_timeout) return 2;
+    const auto settle_interval = get_number("settle-interval-ms", 2000, 1, 3'600'000);
+    if (!settle_interval) return 2;
 
     auto genesis = popchain::Genesis::load(get("genesis"));
     if (!genesis) return usage(("genesis: " + genesis.error().message()).c_str());
@@ -112,15 +140,6 @@ int main(int argc, char** argv) {
     options.chain_authority = genesis->params.authority;
     options.admin_username = get("admin");
     options.static_dir = get("static", POPMARKET_STATIC_DIR);
-    const auto auto_limit = get_number("auto-approve-limit", 0);
-    const auto escrow_blocks = get_number("escrow-blocks", 1000);
-    const auto workers = get_number("workers", 4);
-    const auto node_timeout = get_number("node-timeout-ms", 3000);
-    const auto submit_timeout = get_number("submit-timeout-ms", 12000);
-    const auto settle_interval = get_number("settle-interval-ms", 2000);
-    if (!auto_limit || !escrow_blocks || !workers || !node_timeout || !submit_timeout ||
-        !settle_interval || *workers == 0 || *workers > 64 || *escrow_blocks == 0)
-        return usage("a numeric option is not a valid number");
     options.auto_approve_limit = *auto_limit;
     options.escrow_blocks = *escrow_blocks;
 

@@ -7,6 +7,7 @@
 #include <popchain/wallet.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -78,6 +79,39 @@ void allow_fields(const json& body, std::initializer_list<const char*> names) {
     }
 }
 
+// The number of Unicode code points (characters) in `text`, or nothing when it is not valid
+// UTF-8: a stray continuation byte, a sequence cut short, an overlong form, a surrogate, or a
+// value past U+10FFFF.
+std::optional<std::size_t> utf8_length(std::string_view text) {
+    std::size_t count = 0, i = 0;
+    while (i < text.size()) {
+        const auto lead = static_cast<unsigned char>(text[i]);
+        std::size_t len = 1;
+        std::uint32_t cp = lead;
+        if (lead >= 0xC2 && lead <= 0xDF)
+            len = 2, cp = lead & 0x1F;
+        else if (lead >= 0xE0 && lead <= 0xEF)
+            len = 3, cp = lead & 0x0F;
+        else if (lead >= 0xF0 && lead <= 0xF4)
+            len = 4, cp = lead & 0x07;
+        else if (lead >= 0x80)
+            return std::nullopt;
+        if (len > text.size() - i) return std::nullopt;
+        for (std::size_t k = 1; k < len; ++k) {
+            const auto next = static_cast<unsigned char>(text[i + k]);
+            if ((next & 0xC0) != 0x80) return std::nullopt;
+            cp = (cp << 6) | (next & 0x3F);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return std::nullopt;
+        i += len;
+        ++count;
+    }
+    return count;
+}
+
+// Lengths are counted in characters (code points), as the error says: "é" is one, not two.
 std::string get_string(const json& body, const char* name, std::size_t min, std::size_t max,
                        bool required = true) {
     if (!body.contains(name)) {
@@ -86,7 +120,9 @@ std::string get_string(const json& body, const char* name, std::size_t min, std:
     }
     if (!body[name].is_string()) fail(400, "invalid_argument", std::string(name) + ": a string");
     std::string v = body[name].get<std::string>();
-    if (v.size() < min || v.size() > max)
+    const auto length = utf8_length(v);
+    if (!length) fail(400, "invalid_argument", std::string(name) + ": not valid UTF-8");
+    if (*length < min || *length > max)
         fail(400, "invalid_argument",
              std::string(name) + ": " + std::to_string(min) + " to " + std::to_string(max) +
                  " characters");
@@ -219,10 +255,31 @@ Market::Market(Db& db, ChainClient& chain, MarketOptions options)
 Result<void> Market::setup(const std::string& admin_password) {
     try {
         db_.exec_script(schema_sql);
+        // Usernames are unique without regard to (ASCII) case. A database from before that
+        // rule may hold names that differ only in case: they are kept (and logged), and sign-up
+        // still refuses any new look-alike, as it checks the folded name itself.
+        try {
+            db_.exec_script(members_nocase_index_sql);
+        } catch (const DbError&) {
+            if (!db_.one("SELECT 1 FROM members GROUP BY lower(username) HAVING COUNT(*) > 1"))
+                throw;
+            db_.exec_script(members_folded_index_sql);
+            std::fprintf(stderr,
+                         "popmarket: warning: existing members have usernames that differ only "
+                         "in letter case; they are kept, and new sign-ups are checked without "
+                         "case\n");
+        }
         if (options_.admin_username.empty()) return {};
         auto admin =
             db_.one("SELECT id FROM members WHERE username = ?", {options_.admin_username});
         if (!admin) {
+            if (auto other = db_.one("SELECT username FROM members WHERE lower(username) = "
+                                     "lower(?)",
+                                     {options_.admin_username}))
+                return make_error(Errc::invalid_argument,
+                                  "--admin " + options_.admin_username + ": the member \"" +
+                                      other->text(0) +
+                                      "\" differs only in letter case; give that name");
             if (admin_password.size() < 8)
                 return make_error(Errc::invalid_argument,
                                   "the admin member does not exist yet: give its password (8+ "
@@ -421,8 +478,17 @@ HttpResponse Market::signup(Call& c) {
     const std::string password = get_string(c.body, "password", 8, 256);
     if (!is_valid_username(username))
         fail(400, "invalid_argument", "username: letters, digits, '_', '-' and '.' only");
-    if (db_.one("SELECT 1 FROM members WHERE username = ?", {username}))
-        fail(409, "username_taken", "that username is taken");
+    // Names are ASCII, and unique without regard to case: "ADMIN" would pass for "admin".
+    auto taken = [&] {
+        if (auto m = db_.one("SELECT username FROM members WHERE lower(username) = lower(?)",
+                             {username}))
+            fail(409, "username_taken",
+                 m->text(0) == username
+                     ? "that username is taken"
+                     : "that username is taken: it differs from \"" + m->text(0) +
+                           "\" only in letter case, and usernames are compared without case");
+    };
+    taken();
     // The wallet key is kept only encrypted under the member's password (scrypt + AES-GCM):
     // the service can sign for a member only while that member is logged in.
     Wallet wallet = Wallet::generate(username);
@@ -432,8 +498,7 @@ HttpResponse Market::signup(Call& c) {
     std::int64_t id = 0;
     {
         Db::Tx tx(db_);
-        if (db_.one("SELECT 1 FROM members WHERE username = ?", {username}))
-            fail(409, "username_taken", "that username is taken");
+        taken();
         db_.query("INSERT INTO members (username, password_hash, address, key_pem, created_at) "
                   "VALUES (?, ?, ?, ?, ?)",
                   {username, hash, wallet.address().to_string(), *pem, now_ms()});
@@ -447,8 +512,11 @@ HttpResponse Market::login(Call& c) {
     allow_fields(c.body, {"username", "password"});
     const std::string username = get_string(c.body, "username", 1, 64);
     const std::string password = get_string(c.body, "password", 1, 256);
-    auto m =
-        db_.one("SELECT id, password_hash, key_pem FROM members WHERE username = ?", {username});
+    // Any letter case logs in ("Alice" is "alice"). A database from before names were unique
+    // without case may hold two that differ only in case: the exact spelling picks one.
+    auto m = db_.one("SELECT id, password_hash, key_pem FROM members WHERE lower(username) = "
+                     "lower(?) ORDER BY username = ? DESC, id LIMIT 1",
+                     {username, username});
     if (!m) {
         (void)check_password(password, dummy_hash_);
         fail(401, "bad_credentials", "wrong username or password");
@@ -704,7 +772,9 @@ HttpResponse Market::list_products(Call& c) {
     auto [offset, limit] = paging(c, 60);
     std::string q;
     if (auto v = c.http.query_param("q")) q = std::string(*v);
-    if (q.size() > 100) fail(400, "invalid_argument", "q: at most 100 characters");
+    const auto q_length = utf8_length(q);
+    if (!q_length) fail(400, "invalid_argument", "q: not valid UTF-8");
+    if (*q_length > 100) fail(400, "invalid_argument", "q: at most 100 characters");
     std::string where = " WHERE p.status != 'sold'";
     std::vector<DbValue> args;
     if (auto s = c.http.query_param("seller")) {
@@ -876,11 +946,15 @@ HttpResponse Market::buy(Call& c) {
                            std::to_string(balance) + ": request a charge first"};
     auto seller = Address::parse(p->text(5));
     if (!seller) fail(500, "internal", "seller address unreadable");
-    // One trade id per listing of a product: a retry that got this far again (after the
-    // first attempt failed on the chain) opens a fresh listing round.
-    const Hash256 trade_id =
-        sha256("popmarket/trade/v1|" + p->text(5) + "|" + std::to_string(product_id) + "|" +
-               std::to_string(p->integer(4)) + "|" + std::to_string(p->integer(3)));
+    // A fresh trade id for every purchase attempt. The chain refuses an escrow_open whose
+    // trade id is taken, by anyone: an id computed from public data alone (seller, product,
+    // listing) could be opened first by any wallet for 1 coin, and the purchase would fail
+    // every time. 32 bytes from the system's CSPRNG make it unguessable until the buyer's
+    // signed transaction is sent; the buyer and listing only separate it further. The id is
+    // never recomputed: it is stored with the trade (older databases keep the older ids).
+    const Hash256 trade_id = sha256("popmarket/trade/v2|" + w.address + "|" + p->text(5) + "|" +
+                                    std::to_string(product_id) + "|" +
+                                    std::to_string(p->integer(3)) + "|" + to_hex(random_bytes(32)));
     const std::uint64_t deadline = chain_height() + options_.escrow_blocks;
     SigningKey key = caller_key(w);
     const std::string memo = "popmarket product " + std::to_string(product_id);

@@ -89,4 +89,12 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 )sql";
 
+// Usernames are unique without regard to ASCII case (SQLite's lower() folds only A-Z, and
+// names are ASCII). Created apart from the tables: on a database from before this rule that
+// holds two names differing only in case it fails, and the plain index below is made instead.
+inline constexpr const char* members_nocase_index_sql =
+    "CREATE UNIQUE INDEX IF NOT EXISTS members_username_nocase ON members(lower(username));";
+inline constexpr const char* members_folded_index_sql =
+    "CREATE INDEX IF NOT EXISTS members_username_folded ON members(lower(username));";
+
 } // namespace popmarket

@@ -543,3 +543,178 @@ def test_verification_follows_a_membership_change(tmp_path, name):
         if m:
             m.close()
         cluster.close()
+
+
+# ---------------------------------------------------------------- trade ids
+
+def old_trade_id(seller_address, product_id, created_at, listing_round):
+    """The trade id popmarket used to derive from public data alone (popmarket/trade/v1)."""
+    import hashlib
+    text = f"popmarket/trade/v1|{seller_address}|{product_id}|{created_at}|{listing_round}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_trade_ids_cannot_be_taken_first_from_public_data(market, cluster, name):
+    """Any wallet on the chain opens a 1-coin escrow under each trade id a purchase could get
+    from what the API shows anyone (seller, product, its creation time, listing rounds): the
+    buyer's purchases must still go through, under ids nobody could have computed."""
+    import popchain
+    seller = member(market, name())
+    buyer = member(market, name(), charge=500)
+    item = product(seller, 100)
+    public = market.client().get(f"/api/products/{item['id']}").body
+    squatted = set()
+    for listing_round in range(3):
+        tid = old_trade_id(public["seller_address"], public["id"], public["created_at"],
+                           listing_round)
+        tx = cluster.wallet("w0").escrow_open(
+            cluster.chain_id, cluster.next_nonce("w0"),
+            popchain.Address.parse(public["seller_address"]), 1, popchain.Hash256.from_hex(tid),
+            cluster.height(0) + 1000)
+        cluster.submit(tx, wait=True)
+        assert cluster._http(0, "GET", f"/v1/escrows/{tid}")["status"] == "open"
+        squatted.add(tid)
+    for attempt in range(2):
+        r = buyer.post(f"/api/products/{item['id']}/buy", {"request_id": f"a{attempt}"})
+        assert r.status in (201, 202), r
+        tid = r.body["trade_id"]
+        assert tid not in squatted
+        wait_until(lambda: buyer.get(f"/api/trades/{tid}").body["status"] == "open")
+        if attempt == 0:
+            # Refunded: the product is listed again (next listing round), bought again.
+            assert seller.post(f"/api/trades/{tid}/cancel").status == 200
+    escrow = cluster._http(0, "GET", f"/v1/escrows/{tid}")
+    assert escrow["amount"] == 100 and escrow["status"] == "open"
+
+
+def test_identical_purchases_get_different_trade_ids(cluster, tmp_path, name):
+    """Two popmarkets on copies of one database (same buyer, seller, product, listing round,
+    same time of creation): the same purchase on each gets its own trade id, and both pay."""
+    import shutil
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    m = Market(cluster, a_dir, auto_approve_limit=1000)
+    try:
+        seller = member(m, name())
+        buyer = m.client()
+        buyer.signup(name())
+        assert buyer.post("/api/charges", {"amount": 500}).body["status"] == "approved"
+        buyer_address = buyer.get("/api/me").body["member"]["address"]
+        item = product(seller, 100)
+    finally:
+        m.close()
+    b_dir.mkdir()
+    for f in a_dir.glob("market.db*"):
+        shutil.copy(f, b_dir / f.name)
+    a, b = Market(cluster, a_dir), Market(cluster, b_dir)
+    try:
+        ids = []
+        for m in (a, b):
+            c = m.client()
+            c.cookie, c.csrf = buyer.cookie, buyer.csrf
+            r = c.post(f"/api/products/{item['id']}/buy", {"request_id": "same"})
+            assert r.status == 201, r
+            ids.append(r.body["trade_id"])
+        assert ids[0] != ids[1]
+        for tid in ids:
+            escrow = cluster._http(0, "GET", f"/v1/escrows/{tid}")
+            assert escrow["status"] == "open" and escrow["amount"] == 100
+        wait_until(lambda: balances(cluster, buyer_address) == [300] * 4)
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------- text lengths
+
+def test_text_limits_count_characters_not_bytes(market, name):
+    seller = member(market, name())
+    for title in ("é" * 100, "€" * 100, "😀" * 100, "a" * 99 + "é"):
+        r = seller.post("/api/products", {"title": title, "description": "ü" * 2000, "price": 5})
+        assert r.status == 201, (title, r)
+        assert r.body["title"] == title and len(r.body["description"]) == 2000
+    before = counts(seller)
+    for body in ({"title": "é" * 101, "price": 5}, {"title": "😀" * 101, "price": 5},
+                 {"title": "x", "description": "ü" * 2001, "price": 5}):
+        r = seller.post("/api/products", body)
+        assert r.status == 400 and "characters" in r.body["error"]["message"], (body, r)
+    # Text that is not UTF-8 (a lone byte, a lone surrogate) is refused too.
+    for raw in (b'{"title": "caf\xe9", "price": 5}', b'{"title": "\\ud800", "price": 5}',
+                b'{"title": "\xc3\xa9\xc3", "price": 5}'):
+        assert seller.post("/api/products", raw=raw).status == 400, raw
+    assert counts(seller) == before
+    from urllib.parse import quote
+    assert seller.get("/api/products?q=" + quote("é" * 100)).status == 200
+    assert seller.get("/api/products?q=" + quote("é" * 101)).status == 400
+
+
+# ---------------------------------------------------------------- look-alike usernames
+
+def test_usernames_are_unique_without_case(market, name):
+    for look_alike in ("ADMIN", "Admin", "aDmIn"):
+        r = market.client().post("/api/signup", {"username": look_alike, "password": PASSWORD})
+        assert r.status == 409 and r.code == "username_taken", (look_alike, r)
+        assert '"admin"' in r.body["error"]["message"]
+    alice = name("alice")
+    market.client().signup(alice)
+    for look_alike in (alice.upper(), alice.capitalize()):
+        r = market.client().post("/api/signup", {"username": look_alike, "password": PASSWORD})
+        assert r.status == 409 and r.code == "username_taken", r
+    # Log-in takes the name in any case, and the session carries the stored spelling.
+    r = market.client().login(alice.upper(), PASSWORD)
+    assert r.status == 200 and r.body["member"]["username"] == alice
+    assert market.client().login(alice.upper(), "wrong password").status == 401
+    r = market.client().login("ADMIN", Market.ADMIN_PASSWORD)
+    assert r.status == 200 and r.body["member"]["username"] == "admin" and r.body["member"]["is_admin"]
+
+
+def test_look_alike_names_in_an_older_database(cluster, tmp_path, name):
+    """A database from before the rule, holding two names that differ only in case: popmarket
+    still starts (and says so), each member logs in with its exact spelling, and no further
+    look-alike can sign up."""
+    import sqlite3
+    work = tmp_path / "old"
+    m = Market(cluster, work)
+    bob, carol = name("bob"), name("carol")
+    try:
+        m.client().signup(bob)
+        m.client().signup(carol, "carol's password")
+    finally:
+        m.close()
+    db = sqlite3.connect(str(work / "market.db"))
+    db.execute("DROP INDEX IF EXISTS members_username_nocase")
+    db.execute("UPDATE members SET username = ? WHERE username = ?", (bob.upper(), carol))
+    db.commit()
+    db.close()
+    m = Market(cluster, work)
+    try:
+        r = m.client().login(bob.upper(), "carol's password")
+        assert r.status == 200 and r.body["member"]["username"] == bob.upper()
+        r = m.client().login(bob, PASSWORD)
+        assert r.status == 200 and r.body["member"]["username"] == bob
+        r = m.client().post("/api/signup", {"username": bob.capitalize(), "password": PASSWORD})
+        assert r.status == 409 and r.code == "username_taken"
+    finally:
+        m.close()
+    assert "differ only in letter case" in (work / "popmarket.log").read_text()
+
+
+# ---------------------------------------------------------------- command line
+
+def test_bad_options_are_named_with_their_range(cluster, tmp_path):
+    base = [find_popmarket(), "--db", str(tmp_path / "x.db"), "--listen", "127.0.0.1:1",
+            "--genesis", str(cluster.dir / "genesis.json"), "--node", "127.0.0.1:1",
+            "--admin", "admin"]
+    for option, value, expected in (("escrow-blocks", "0", "1 to 1000000000"),
+                                    ("workers", "0", "1 to 64"),
+                                    ("workers", "65", "1 to 64"),
+                                    ("auto-approve-limit", "-5", "0 to 1000000"),
+                                    ("node-timeout-ms", "soon", "1 to 3600000"),
+                                    ("settle-interval-ms", "0", "1 to 3600000")):
+        r = subprocess.run(base + ["--" + option, value], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2, (option, value, r)
+        assert f"--{option}" in r.stderr and expected in r.stderr and value in r.stderr, r.stderr
+    r = subprocess.run(base[:-2], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--admin is required" in r.stderr
+    r = subprocess.run(base + ["--workers"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--workers needs a value" in r.stderr
