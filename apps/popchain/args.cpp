@@ -9,9 +9,13 @@ namespace popchain::cli {
 
 std::string CommandSpec::usage() const {
     std::string out = "usage: popchain " + name;
-    for (const auto& o : options) {
-        std::string item = "--" + o.name + (o.value.empty() ? "" : " " + o.value);
-        out += o.required ? " " + item : " [" + item + "]";
+    if (!synopsis.empty()) {
+        out += " " + synopsis;
+    } else {
+        for (const auto& o : options) {
+            std::string item = "--" + o.name + (o.value.empty() ? "" : " " + o.value);
+            out += o.required ? " " + item : " [" + item + "]";
+        }
     }
     out += "\n\n" + summary + "\n\noptions:\n";
     for (const auto& o : options) {

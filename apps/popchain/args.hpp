@@ -33,6 +33,9 @@ struct CommandSpec {
     std::string name;    // "testnet init"
     std::string summary; // one line
     std::vector<OptionSpec> options;
+    // The options part of the usage line when it cannot be derived from `options` (options
+    // of which one or the other is required): "(--api HOST:PORT | --dir DIR) --id TXID".
+    std::string synopsis = {};
     std::string usage() const; // the --help text
 };
 
@@ -64,6 +67,12 @@ int with_args(const CommandSpec& spec, int argc, char** argv, int first, Body&& 
 
 void print_usage_error(const CommandSpec& spec, const std::string& error);
 void print_help(const CommandSpec& spec);
+
+// Prints a usage error; returns exit_usage for `return usage_fail(...)`.
+inline int usage_fail(const CommandSpec& spec, const std::string& error) {
+    print_usage_error(spec, error);
+    return exit_usage;
+}
 
 template <class Body>
 int with_args(const CommandSpec& spec, int argc, char** argv, int first, Body&& body) {

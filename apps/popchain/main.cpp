@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <string>
 #include <string_view>
 
@@ -86,11 +87,7 @@ int cmd_node(int argc, char** argv, int first) {
     });
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    // A peer that closes its socket must not kill the process; the transport sees the error.
-    std::signal(SIGPIPE, SIG_IGN);
+int run(int argc, char** argv) {
     if (argc < 2) return usage_error("no command");
     const std::string_view command = argv[1];
     if (command == "--help" || command == "-h" || command == "help") {
@@ -127,4 +124,21 @@ int main(int argc, char** argv) {
                            "\"");
     }
     return usage_error("unknown command \"" + std::string(command) + "\"");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    // A peer that closes its socket must not kill the process; the transport sees the error.
+    std::signal(SIGPIPE, SIG_IGN);
+    // The last resort: the commands report their failures themselves, but an exception that
+    // still escapes one is a failure with a message, not an abort with a core dump.
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "popchain: unexpected error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "popchain: unexpected error\n");
+    }
+    return exit_failure;
 }

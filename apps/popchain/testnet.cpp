@@ -8,6 +8,7 @@
 #include <popchain/node.hpp>
 #include <popchain/sqlite_store.hpp>
 
+#include <asio/ip/address.hpp>
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -21,7 +22,10 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 namespace popchain::cli {
@@ -35,6 +39,9 @@ namespace {
 // instead of Keystore::default_kdf_msec: a testnet's passphrase sits in a file next to the
 // keys, so a costly KDF would protect nothing and only slow every node start and tx.
 constexpr std::size_t testnet_kdf_msec = 5;
+
+// At most this many wallets per testnet init (--wallets).
+constexpr std::uint64_t max_init_wallets = 1000;
 
 // The replicas' request timeout: 2 s, doubled and more once the nodes outnumber this
 // machine's cores eight to one. Every node of a local testnet runs here, each checks every
@@ -99,6 +106,16 @@ std::vector<std::uint32_t> Layout::nodes() const {
     return out;
 }
 
+Result<Layout> layout_of(const std::string& dir) {
+    if (dir.empty()) return make_error(Errc::invalid_argument, "--dir must not be empty");
+    std::error_code ec;
+    const fs::path absolute = fs::absolute(dir, ec);
+    if (ec)
+        return make_error(Errc::invalid_argument,
+                          "--dir " + dir + ": cannot make an absolute path (" + ec.message() + ")");
+    return Layout{absolute.lexically_normal()};
+}
+
 std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i) {
     auto text = read_file(layout.pid_file(i));
     if (!text) return std::nullopt;
@@ -107,9 +124,9 @@ std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i) {
     if (std::from_chars(begin, begin + text->size(), pid).ec != std::errc{}) return std::nullopt;
     if (pid <= 0 || !process_alive(static_cast<pid_t>(pid))) return std::nullopt;
     // The pid may have been reused: it must be a node run on this config.
+    // (layout.dir is absolute: layout_of.)
     auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
-    if (cmdline && cmdline->find(fs::absolute(layout.config(i)).lexically_normal().string()) ==
-                       std::string::npos)
+    if (cmdline && cmdline->find(layout.config(i).lexically_normal().string()) == std::string::npos)
         return std::nullopt;
     return static_cast<pid_t>(pid);
 }
@@ -122,6 +139,58 @@ Result<std::string> read_testnet_passphrase(const Layout& layout) {
     return read_passphrase(source);
 }
 
+namespace {
+
+// The node binds its listen address with asio::ip::make_address (AsioTransport: "is not a
+// numeric IP address"), so init takes exactly that: a numeric IPv4 or IPv6 address. An
+// IPv6 host is written in brackets in the endpoints ("[::1]:7000"), not on the command line.
+Result<void> check_host(const std::string& host) {
+    asio::error_code ec;
+    (void)asio::ip::make_address(host, ec);
+    if (!ec) return {};
+    std::string why = "--host \"" + host +
+                      "\" is not a numeric IPv4 or IPv6 address (nodes listen on an address, "
+                      "not a name: e.g. 127.0.0.1 or ::1)";
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        why += "; give an IPv6 address without brackets";
+    return make_error(Errc::invalid_argument, why);
+}
+
+bool printable_ascii(std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+bool present(const fs::path& p) {
+    std::error_code ec;
+    return fs::exists(fs::symlink_status(p, ec));
+}
+
+// The wallets an earlier init made: those named w<k> that its genesis funds, or, when it
+// funds none (--balance 0) or cannot be read, the unbroken run w0, w1, ... A wallet made
+// with `wallet new` is not among them unless it continues that run of unfunded wallets.
+std::set<std::string> init_wallets(const Layout& layout) {
+    std::set<Address> funded;
+    if (auto g = Genesis::load(layout.genesis()))
+        for (const auto& [address, amount] : g->balances)
+            funded.insert(address);
+    std::map<std::string, Address> present_wallets;
+    for (auto& entry : Keystore(layout.wallets()).list())
+        present_wallets.emplace(entry.alias, entry.address);
+    std::set<std::string> out;
+    for (std::uint64_t k = 0;; ++k) {
+        const auto it = present_wallets.find("w" + std::to_string(k));
+        if (it == present_wallets.end()) {
+            if (funded.empty()) break;
+            if (k > max_init_wallets) break;
+            continue;
+        }
+        if (funded.empty() || funded.count(it->second)) out.insert(it->first);
+    }
+    return out;
+}
+
+} // namespace
+
 int cmd_testnet_init(int argc, char** argv, int first) {
     const CommandSpec spec{
         "testnet init",
@@ -130,39 +199,47 @@ int cmd_testnet_init(int argc, char** argv, int first) {
         {{"nodes", "N", "number of replicas (1..64)", true},
          {"dir", "DIR", "directory to create the testnet in", true},
          {"base-port", "P", "node i listens on P+i (default 7000); its API port is P+100+i"},
-         {"host", "HOST", "address the nodes listen on and dial (default 127.0.0.1)"},
-         {"chain-id", "ID", "chain id (default popchain-testnet)"},
+         {"host", "HOST",
+          "numeric IPv4 or IPv6 address the nodes listen on and dial (default 127.0.0.1)"},
+         {"chain-id", "ID",
+          "chain id, 1..64 printable ASCII characters (default popchain-testnet)"},
          {"wallets", "W", "funded wallets w0..w{W-1} in DIR/wallets (default 4)"},
          {"balance", "B", "initial balance of each wallet (default 1000000)"},
          {"app", "NAME",
           "consensus-only: the genesis takes unsigned 8-byte commands and every node runs "
           "the built-in application NAME (noop)"},
-         {"force", "", "replace an existing testnet in DIR (refused while it runs)"}}};
+         {"force", "",
+          "replace an existing testnet in DIR (refused while it runs); keeps its passphrase "
+          "and the wallets made with wallet new"}}};
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
+        // Every option is checked before anything is written or removed.
         std::string err;
         const auto n = a.get_uint("nodes", 4, 1, 64, err);
         const auto base = a.get_uint("base-port", 7000, 1, 65535 - 164, err);
-        const auto wallets = a.get_uint("wallets", 4, 0, 1000, err);
+        const auto wallets = a.get_uint("wallets", 4, 0, max_init_wallets, err);
         const auto balance = a.get_uint("balance", 1'000'000, 0, 1'000'000'000'000'000ull, err);
-        if (!n || !base || !wallets || !balance) {
-            print_usage_error(spec, err);
-            return exit_usage;
-        }
+        if (!n || !base || !wallets || !balance) return usage_fail(spec, err);
         const std::string app = a.get("app", "");
-        if (!app.empty() && app != "noop") {
-            print_usage_error(spec, "--app " + app + ": the built-in applications are: noop");
-            return exit_usage;
-        }
-        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        if (!app.empty() && app != "noop")
+            return usage_fail(spec, "--app " + app + ": the built-in applications are: noop");
+        auto layout_or = layout_of(a.get("dir"));
+        if (!layout_or) return usage_fail(spec, layout_or.error().detail);
+        const Layout layout = *layout_or;
         const std::string host = a.get("host", "127.0.0.1");
-        if (!Endpoint::parse(host + ":1")) {
-            print_usage_error(spec, "--host " + host + " is not a host name or address");
-            return exit_usage;
-        }
+        if (auto ok = check_host(host); !ok) return usage_fail(spec, ok.error().detail);
+        const std::string chain_id = a.get("chain-id", "popchain-testnet");
+        if (chain_id.empty() || chain_id.size() > max_chain_id_bytes || !printable_ascii(chain_id))
+            return usage_fail(spec, "--chain-id must be 1.." + std::to_string(max_chain_id_bytes) +
+                                        " printable ASCII characters, not \"" + chain_id + "\"");
 
-        std::error_code ec;
-        const bool exists = fs::exists(layout.genesis(), ec) || fs::exists(layout.config(0), ec);
-        if (exists) {
+        // An existing testnet: refused without --force; with it, what the earlier init and
+        // its nodes wrote is listed for removal (nothing else in DIR).
+        std::string passphrase;
+        std::vector<fs::path> old_files; // removed with everything under them
+        std::vector<fs::path> old_dirs;  // removed if empty afterwards
+        std::set<std::string> old_wallets;
+        if (present(layout.genesis()) || present(layout.config(0)) ||
+            present(layout.passphrase()) || present(layout.authority_key())) {
             if (!a.flag("force"))
                 return fail(layout.dir.string() +
                             " already holds a testnet (use --force to replace it)");
@@ -170,22 +247,37 @@ int cmd_testnet_init(int argc, char** argv, int first) {
                 if (running_pid(layout, i))
                     return fail("node " + std::to_string(i) +
                                 " of the testnet is running: stop it first (testnet down)");
-            // Only what init writes: --force must not empty an arbitrary directory.
-            for (const auto& p :
-                 {layout.genesis(), layout.passphrase(), layout.authority_key(), layout.wallets()})
-                fs::remove_all(p, ec);
-            for (std::uint32_t i = 0; i < max_replicas && fs::exists(layout.node_dir(i), ec); ++i)
-                fs::remove_all(layout.node_dir(i), ec);
+            // The passphrase stays, so the wallets that stay still open with it.
+            if (auto p = read_testnet_passphrase(layout); p && !p->empty())
+                passphrase = *p;
+            else
+                old_files.push_back(layout.passphrase());
+            old_files.push_back(layout.genesis());
+            old_files.push_back(layout.authority_key());
+            for (std::uint32_t i = 0; i < max_replicas && present(layout.node_dir(i)); ++i) {
+                for (const char* f :
+                     {"config.json", "replica.key", "node.pid", "node.pid.tmp", "node.log", "data"})
+                    old_files.push_back(layout.node_dir(i) / f);
+                old_dirs.push_back(layout.node_dir(i));
+            }
+            old_wallets = init_wallets(layout);
+            for (const auto& alias : old_wallets)
+                old_files.push_back(Keystore(layout.wallets()).path_of(alias));
         }
-        fs::create_directories(layout.dir, ec);
-        if (ec) return fail("cannot create " + layout.dir.string() + ": " + ec.message());
+        Keystore keystore(layout.wallets(), testnet_kdf_msec);
+        for (std::uint64_t w = 0; w < *wallets; ++w) {
+            const std::string alias = "w" + std::to_string(w);
+            if (keystore.contains(alias) && !old_wallets.count(alias))
+                return fail(keystore.path_of(alias).string() +
+                            " exists and is not a wallet of the testnet being replaced (made "
+                            "with wallet new?): move it away or give --wallets " +
+                            std::to_string(w));
+        }
 
-        const std::string passphrase = to_hex(random_bytes(24));
-        if (auto ok = write_new_file(layout.passphrase(), passphrase + "\n", 0600); !ok)
-            return fail(ok.error().message());
-
+        // Everything is made in memory first; a genesis that does not build writes nothing.
+        if (passphrase.empty()) passphrase = to_hex(random_bytes(24));
         Genesis g;
-        g.params.chain_id = a.get("chain-id", "popchain-testnet");
+        g.params.chain_id = chain_id;
         g.timestamp_ms =
             static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
@@ -195,20 +287,19 @@ int cmd_testnet_init(int argc, char** argv, int first) {
         if (app == "noop") g.params.commands = noop_command_rules();
         auto authority_pem = authority.encrypted_pem(passphrase, testnet_kdf_msec);
         if (!authority_pem) return fail("authority key: " + authority_pem.error().message());
-        if (auto ok = write_new_file(layout.authority_key(), *authority_pem, 0600); !ok)
-            return fail(ok.error().message());
 
+        struct NodeFiles {
+            std::string key_pem;
+            std::string config;
+        };
+        std::vector<NodeFiles> node_files;
         const std::uint32_t request_timeout_ms = testnet_request_timeout_ms(*n);
         for (std::uint32_t i = 0; i < *n; ++i) {
             const SigningKey key = SigningKey::generate();
             const Endpoint ep{host, static_cast<std::uint16_t>(*base + i)};
             g.replicas.push_back({i, key.public_key(), ep.to_string()});
-            fs::create_directories(layout.node_dir(i), ec);
-            if (ec) return fail("cannot create " + layout.node_dir(i).string());
             auto pem = key.encrypted_pem(passphrase, testnet_kdf_msec);
             if (!pem) return fail("replica key: " + pem.error().message());
-            if (auto ok = write_new_file(layout.node_dir(i) / "replica.key", *pem, 0600); !ok)
-                return fail(ok.error().message());
             // Relative paths: the testnet directory can be moved as a whole.
             nlohmann::json config = {
                 {"id", i},
@@ -222,19 +313,72 @@ int cmd_testnet_init(int argc, char** argv, int first) {
                 {"status_interval_ms", 5000},
                 {"replica", {{"request_timeout_ms", request_timeout_ms}}}};
             if (!app.empty()) config["application"] = app;
-            if (auto ok = write_new_file(layout.config(i), config.dump(2) + "\n", 0644); !ok)
-                return fail(ok.error().message());
+            node_files.push_back({std::move(pem).value(), config.dump(2) + "\n"});
         }
-
-        Keystore keystore(layout.wallets(), testnet_kdf_msec);
+        std::vector<Wallet> made;
         for (std::uint64_t w = 0; w < *wallets; ++w) {
-            auto wallet = keystore.create("w" + std::to_string(w), passphrase);
-            if (!wallet) return fail("wallet: " + wallet.error().message());
-            if (*balance > 0) g.balances.push_back({wallet->address(), *balance});
+            made.push_back(Wallet::generate("w" + std::to_string(w)));
+            if (*balance > 0) g.balances.push_back({made.back().address(), *balance});
         }
         if (auto built = g.build(); !built) return fail("genesis: " + built.error().message());
-        if (auto ok = write_new_file(layout.genesis(), g.to_json(), 0644); !ok)
-            return fail(ok.error().message());
+
+        // Out with the old testnet, in with the new. If a write fails, what this run wrote
+        // is removed again, so a rerun does not find half a testnet.
+        std::error_code ec;
+        for (const auto& p : old_files)
+            fs::remove_all(p, ec);
+        for (const auto& d : old_dirs)
+            fs::remove(d, ec);
+        std::vector<fs::path> written;
+        auto undo = [&](const std::string& why) {
+            for (auto it = written.rbegin(); it != written.rend(); ++it) {
+                std::error_code ignored;
+                fs::remove(*it, ignored); // a directory only if empty
+            }
+            return fail(why);
+        };
+        auto write = [&](const fs::path& file, const std::string& text, mode_t mode) {
+            auto ok = write_new_file(file, text, mode);
+            if (ok) written.push_back(file);
+            return ok;
+        };
+        auto make_dir = [&](const fs::path& dir) -> Result<void> {
+            if (present(dir)) return {};
+            std::error_code e;
+            fs::create_directories(dir, e);
+            if (e)
+                return make_error(Errc::io_error,
+                                  "cannot create " + dir.string() + ": " + e.message());
+            written.push_back(dir);
+            return {};
+        };
+        if (auto ok = make_dir(layout.dir); !ok) return undo(ok.error().message());
+        if (!present(layout.passphrase()))
+            if (auto ok = write(layout.passphrase(), passphrase + "\n", 0600); !ok)
+                return undo(ok.error().message());
+        if (auto ok = write(layout.authority_key(), *authority_pem, 0600); !ok)
+            return undo(ok.error().message());
+        for (std::uint32_t i = 0; i < *n; ++i) {
+            if (auto ok = make_dir(layout.node_dir(i)); !ok) return undo(ok.error().message());
+            if (auto ok = write(layout.node_dir(i) / "replica.key", node_files[i].key_pem, 0600);
+                !ok)
+                return undo(ok.error().message());
+            if (auto ok = write(layout.config(i), node_files[i].config, 0644); !ok)
+                return undo(ok.error().message());
+        }
+        // The keystore makes its directory itself (mode 0700).
+        bool wallets_dir_known = present(layout.wallets());
+        for (const auto& wallet : made) {
+            auto ok = keystore.save(wallet, passphrase);
+            if (!wallets_dir_known && present(layout.wallets())) {
+                written.push_back(layout.wallets());
+                wallets_dir_known = true;
+            }
+            if (!ok) return undo("wallet " + wallet.alias() + ": " + ok.error().message());
+            written.push_back(keystore.path_of(wallet.alias()));
+        }
+        if (auto ok = write(layout.genesis(), g.to_json(), 0644); !ok)
+            return undo(ok.error().message());
         std::printf("testnet of %u nodes in %s (chain %s, %u wallets)\n", static_cast<unsigned>(*n),
                     layout.dir.c_str(), g.params.chain_id.c_str(), static_cast<unsigned>(*wallets));
         return exit_ok;
@@ -254,20 +398,15 @@ int cmd_testnet_up(int argc, char** argv, int first) {
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
         std::string err;
         const auto timeout = a.get_uint("timeout", 20, 1, 3600, err);
-        if (!timeout) {
-            print_usage_error(spec, err);
-            return exit_usage;
-        }
-        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        const auto only = a.get_uint("node", 0, 0, max_replicas - 1, err);
+        if (!timeout || !only) return usage_fail(spec, err);
+        auto layout_or = layout_of(a.get("dir"));
+        if (!layout_or) return usage_fail(spec, layout_or.error().detail);
+        const Layout layout = *layout_or;
         const auto nodes = layout.nodes();
         if (nodes.empty()) return fail("no testnet in " + layout.dir.string() + " (testnet init)");
         std::vector<std::uint32_t> to_start;
         if (a.has("node")) {
-            const auto only = a.get_uint("node", 0, 0, UINT32_MAX, err);
-            if (!only) {
-                print_usage_error(spec, err);
-                return exit_usage;
-            }
             const auto i = static_cast<std::uint32_t>(*only);
             if (std::find(nodes.begin(), nodes.end(), i) == nodes.end())
                 return fail("no node " + std::to_string(i) + " in " + layout.dir.string());
@@ -288,10 +427,11 @@ int cmd_testnet_up(int argc, char** argv, int first) {
         };
         std::vector<Started> started;
         for (auto i : to_start) {
-            const std::string config = fs::absolute(layout.config(i)).lexically_normal().string();
+            const std::string config = layout.config(i).lexically_normal().string();
             const std::string log = layout.log_file(i).string();
             std::error_code ec;
-            const auto offset = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
+            std::uintmax_t offset = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
+            if (ec) offset = 0;
             // Built before fork: the child only makes async-signal-safe calls until exec.
             std::vector<char*> child_argv{const_cast<char*>(exe.c_str()), const_cast<char*>("node"),
                                           const_cast<char*>("--config"),
@@ -365,11 +505,10 @@ int cmd_testnet_down(int argc, char** argv, int first) {
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
         std::string err;
         const auto timeout = a.get_uint("timeout", 10, 0, 3600, err);
-        if (!timeout) {
-            print_usage_error(spec, err);
-            return exit_usage;
-        }
-        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        if (!timeout) return usage_fail(spec, err);
+        auto layout_or = layout_of(a.get("dir"));
+        if (!layout_or) return usage_fail(spec, layout_or.error().detail);
+        const Layout layout = *layout_or;
         const auto nodes = layout.nodes();
         if (nodes.empty()) return fail("no testnet in " + layout.dir.string());
         std::vector<std::pair<std::uint32_t, pid_t>> running;
@@ -393,8 +532,17 @@ int cmd_testnet_down(int argc, char** argv, int first) {
                 std::this_thread::sleep_for(20ms);
             if (process_alive(pid)) {
                 ::kill(pid, SIGKILL);
-                std::fprintf(stderr, "popchain: node %u (pid %d) ignored SIGTERM; killed\n", i,
-                             static_cast<int>(pid));
+                if (*timeout == 0)
+                    std::fprintf(stderr,
+                                 "popchain: node %u (pid %d) had not stopped right after SIGTERM "
+                                 "(--timeout 0); killed with SIGKILL\n",
+                                 i, static_cast<int>(pid));
+                else
+                    std::fprintf(stderr,
+                                 "popchain: node %u (pid %d) did not stop within %llu s of "
+                                 "SIGTERM; killed with SIGKILL\n",
+                                 i, static_cast<int>(pid),
+                                 static_cast<unsigned long long>(*timeout));
                 rc = exit_failure;
             } else {
                 std::printf("node %u stopped\n", i);
@@ -416,7 +564,9 @@ int cmd_testnet_status(int argc, char** argv, int first) {
         {{"dir", "DIR", "the testnet directory", true},
          {"json", "", "one JSON object per line instead of text"}}};
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
-        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        auto layout_or = layout_of(a.get("dir"));
+        if (!layout_or) return usage_fail(spec, layout_or.error().detail);
+        const Layout layout = *layout_or;
         const auto nodes = layout.nodes();
         if (nodes.empty()) return fail("no testnet in " + layout.dir.string());
         for (auto i : nodes) {

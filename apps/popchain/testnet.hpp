@@ -36,6 +36,10 @@ struct Layout {
     std::vector<std::uint32_t> nodes() const;
 };
 
+// The testnet directory named by --dir, absolute and lexically normal. invalid_argument
+// (the caller's usage error, exit 2) for an empty --dir or one that cannot be made absolute.
+Result<Layout> layout_of(const std::string& dir);
+
 // The pid in `i`'s pid file if that process is alive and is a popchain node; stale pid files
 // (a dead process, a reused pid) read as not running.
 std::optional<pid_t> running_pid(const Layout& layout, std::uint32_t i);

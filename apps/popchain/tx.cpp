@@ -65,11 +65,10 @@ int cmd_tx_transfer(int argc, char** argv, int first) {
         const auto amount = a.get_uint("amount", 0, 1, ~0ull, err);
         const auto timeout = a.get_uint("timeout", 30, 1, 3600, err);
         const auto nonce_arg = a.get_uint("nonce", 0, 0, ~0ull, err);
-        if (!amount || !timeout || !nonce_arg) {
-            print_usage_error(spec, err);
-            return exit_usage;
-        }
-        const Layout layout{fs::absolute(a.get("dir")).lexically_normal()};
+        if (!amount || !timeout || !nonce_arg) return usage_fail(spec, err);
+        auto layout_or = layout_of(a.get("dir"));
+        if (!layout_or) return usage_fail(spec, layout_or.error().detail);
+        const Layout layout = *layout_or;
         auto genesis = Genesis::load(layout.genesis());
         if (!genesis) return fail(layout.genesis().string() + ": " + genesis.error().message());
         auto built = genesis->build();

@@ -6,6 +6,8 @@
 #include "test_support.hpp"
 
 #include <popchain/application.hpp>
+#include <popchain/genesis.hpp>
+#include <popchain/keystore.hpp>
 #include <popchain/node.hpp>
 
 #include <doctest/doctest.h>
@@ -25,6 +27,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -256,7 +259,10 @@ TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catche
                      "block get --height " + std::to_string(sent["height"].get<int>()) + at2);
     CHECK(r.code == 0);
     CHECK(r.output.find(sent["block_hash"].get<std::string>()) != std::string::npos);
-    CHECK(popchain_cmd(tmp.path(), "tx get --id 1234" + at2).code == 1);
+    CHECK(popchain_cmd(tmp.path(), "tx get --id 1234" + at2).code == 2); // not a tx id
+    r = popchain_cmd(tmp.path(), "tx get --id " + std::string(64, 'a') + at2);
+    CHECK(r.code == 1); // a well-formed id the node does not know: the node's 404
+    CHECK(r.output.find("404") != std::string::npos);
     r = popchain_cmd(tmp.path(), "wallet list" + d);
     CHECK(r.output.find("dave " + dave) != std::string::npos);
 
@@ -268,6 +274,216 @@ TEST_CASE("popchain: a 4-node testnet survives kill -9 of a backup, which catche
     std::ostringstream text;
     text << log.rdbuf();
     CHECK(text.str().find("stopping (SIGTERM)") != std::string::npos);
+}
+
+TEST_CASE("popchain: an empty or unusable --dir is a usage error, not an abort") {
+    TempDir tmp;
+    for (const char* cmd :
+         {"testnet init --nodes 4 --dir ''", "testnet up --dir ''", "testnet down --dir ''",
+          "testnet status --dir ''", "tx transfer --dir '' --from w0 --to w1 --amount 1",
+          "tx send --dir '' --from w0 --to w1 --amount 1", "wallet new --dir '' --alias x",
+          "wallet list --dir ''", "wallet balance --dir '' --address x",
+          "block get --dir '' --height 1", "tx get --dir '' --id 00"}) {
+        const Run r = popchain_cmd(tmp.path(), cmd);
+        CHECK_MESSAGE(r.code == 2, cmd, "\n", r.output);
+        CHECK_MESSAGE(r.output.find("--dir must not be empty") != std::string::npos, cmd);
+        CHECK_MESSAGE(r.output.find("terminate") == std::string::npos, cmd);
+    }
+    // A relative --dir when the working directory is gone: fs::absolute fails.
+    const fs::path gone = tmp.path() / "gone";
+    fs::create_directories(gone);
+    const fs::path out = tmp.path() / "gone.out";
+    const std::string cmd = "cd " + gone.string() + " && rmdir " + gone.string() + " && " +
+                            POPCHAIN_CLI_BINARY + " testnet status --dir x >" + out.string() +
+                            " 2>&1";
+    const int status = std::system(cmd.c_str());
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 2);
+    std::ifstream in(out);
+    std::ostringstream text;
+    text << in.rdbuf();
+    CHECK_MESSAGE(text.str().find("cannot make an absolute path") != std::string::npos, text.str());
+}
+
+TEST_CASE("popchain: testnet init checks every option before it writes anything") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --wallets 1 --dir " + dir.string();
+    for (const std::string& bad : std::vector<std::string>{
+             "--chain-id ''", "--chain-id " + std::string(65, 'c'), "--host localhost",
+             "--host 'bad host'", "--host 999.1.1.1", "--host '[::1]'", "--host ''"}) {
+        const Run r = popchain_cmd(tmp.path(), "testnet init --nodes 2 " + bad + d);
+        CHECK_MESSAGE(r.code == 2, bad, "\n", r.output);
+        CHECK_MESSAGE(!fs::exists(dir), bad); // nothing written, not even the directory
+    }
+    CHECK(popchain_cmd(tmp.path(), "testnet init --nodes 2 --host '[::1]'" + d)
+              .output.find("without brackets") != std::string::npos);
+    // Exactly what the node takes: a numeric IPv6 address, written in brackets in endpoints.
+    const Run made = popchain_cmd(tmp.path(), "testnet init --nodes 2 --host ::1 --base-port "
+                                              "7000 --chain-id " +
+                                                  std::string(64, 'c') + d);
+    REQUIRE_MESSAGE(made.code == 0, made.output);
+    auto config = popchain::NodeConfig::load(dir / "node1" / "config.json");
+    REQUIRE(config.ok());
+    CHECK(config->listen.host == "::1");
+    CHECK(config->listen.to_string() == "[::1]:7001");
+    REQUIRE(config->api.has_value());
+    CHECK(config->api->to_string() == "[::1]:7101");
+    auto genesis = popchain::Genesis::load(dir / "genesis.json");
+    REQUIRE(genesis.ok());
+    CHECK(genesis->replicas.at(0).endpoint == "[::1]:7000");
+    CHECK(genesis->params.chain_id == std::string(64, 'c'));
+    const Run v4 = popchain_cmd(tmp.path(), "testnet init --nodes 1 --host 10.1.2.3 --wallets 0 "
+                                            "--dir " +
+                                                (tmp.path() / "v4").string());
+    CHECK_MESSAGE(v4.code == 0, v4.output);
+}
+
+TEST_CASE("popchain: testnet init --force keeps the wallets made with wallet new") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --dir " + dir.string();
+    auto slurp = [](const fs::path& f) {
+        std::ifstream in(f);
+        std::ostringstream text;
+        text << in.rdbuf();
+        return text.str();
+    };
+    REQUIRE(popchain_cmd(tmp.path(), "testnet init --nodes 4 --wallets 2" + d).code == 0);
+    Run r = popchain_cmd(tmp.path(), "wallet new --alias dave" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    const std::string dave_key = slurp(dir / "wallets" / "dave.key");
+    const std::string w0_key = slurp(dir / "wallets" / "w0.key");
+    std::ofstream(dir / "notes.txt") << "mine\n";
+    fs::create_directories(dir / "node1" / "data");
+    std::ofstream(dir / "node1" / "data" / "chain.db") << "old chain\n";
+    std::ofstream(dir / "node1" / "node.log") << "old log\n";
+
+    r = popchain_cmd(tmp.path(), "testnet init --nodes 2 --wallets 2 --force" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    CHECK(slurp(dir / "wallets" / "dave.key") == dave_key); // the user's wallet stays
+    CHECK(slurp(dir / "wallets" / "w0.key") != w0_key);     // init's own is made anew
+    CHECK(fs::exists(dir / "notes.txt"));
+    CHECK_FALSE(fs::exists(dir / "node1" / "data"));     // the old chain is gone
+    CHECK_FALSE(fs::exists(dir / "node1" / "node.log")); // and its log
+    CHECK_FALSE(fs::exists(dir / "node2"));              // nodes beyond --nodes 2 too
+    CHECK(fs::exists(dir / "node1" / "config.json"));
+    // The passphrase stays, so dave still opens.
+    std::string passphrase;
+    std::ifstream passphrase_file(dir / "passphrase");
+    std::getline(passphrase_file, passphrase);
+    popchain::Keystore keystore(dir / "wallets");
+    CHECK(keystore.load("dave", passphrase).ok());
+    CHECK(keystore.load("w1", passphrase).ok());
+    r = popchain_cmd(tmp.path(), "wallet list" + d);
+    CHECK(r.output.find("dave pop") != std::string::npos);
+
+    // A user's wallet named like one init would write is not overwritten: refused first.
+    REQUIRE(popchain_cmd(tmp.path(), "wallet new --alias w2" + d).code == 0);
+    const std::string genesis = slurp(dir / "genesis.json");
+    r = popchain_cmd(tmp.path(), "testnet init --nodes 2 --wallets 3 --force" + d);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("w2.key exists") != std::string::npos);
+    CHECK(slurp(dir / "genesis.json") == genesis);
+    CHECK(fs::exists(dir / "wallets" / "w2.key"));
+}
+
+TEST_CASE("popchain: usage errors exit 2 and the help says which options are required") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --dir " + dir.string();
+    const std::string addr = "pop" + std::string(48, '0');
+    REQUIRE(popchain_cmd(tmp.path(), "testnet init --nodes 1 --wallets 1" + d).code == 0);
+    for (const std::string& cmd : std::vector<std::string>{
+             std::string("wallet list"), std::string("wallet new --alias x"),
+             "tx send --api 127.0.0.1:1 --from w0 --to " + addr + " --amount 1",
+             std::string("tx get --id 00"), "block get" + d, "block get --height 1 --hash 00" + d,
+             "tx get --api 127.0.0.1:1 --node 1 --id " + std::string(64, 'a'),
+             "tx send --from w0 --to nobody --amount 1" + d}) {
+        const Run r = popchain_cmd(tmp.path(), cmd);
+        CHECK_MESSAGE(r.code == 2, cmd, "\n", r.output);
+    }
+    for (const char* alias : {".", "..", ".hidden", "a/b"}) {
+        const Run r =
+            popchain_cmd(tmp.path(), "wallet new --alias '" + std::string(alias) + "'" + d);
+        CHECK_MESSAGE(r.code == 2, alias, "\n", r.output);
+    }
+    CHECK_FALSE(fs::exists(dir / "wallets" / "..key"));
+    CHECK_FALSE(fs::exists(dir / "wallets" / "...key"));
+    for (const char* cmd : {"wallet list --help", "wallet new --help", "tx send --help"}) {
+        const Run r = popchain_cmd(tmp.path(), cmd);
+        CHECK_MESSAGE(r.output.find("[--dir DIR]") == std::string::npos, cmd);
+        CHECK_MESSAGE(r.output.find(" --dir DIR ") != std::string::npos, cmd);
+    }
+    CHECK(popchain_cmd(tmp.path(), "tx get --help")
+              .output.find("(--api HOST:PORT | --dir DIR [--node I]) --id TXID") !=
+          std::string::npos);
+    CHECK(popchain_cmd(tmp.path(), "block get --help")
+              .output.find("(--height H|latest | --hash HASH)") != std::string::npos);
+}
+
+TEST_CASE("popchain: path arguments of the API commands are checked before any request") {
+    TempDir tmp;
+    // Port 1 has no API: a command that got as far as a request would fail (exit 1).
+    const std::string api = " --api 127.0.0.1:1";
+    for (const std::string& cmd : std::vector<std::string>{
+             std::string("tx get --id ../../v1/status"), std::string("tx get --id ''"),
+             "tx get --id " + std::string(63, 'a'), std::string("block get --height ''"),
+             std::string("block get --height -1"), std::string("block get --height 1/../2"),
+             std::string("block get --hash ../status"), std::string("wallet balance --address ''"),
+             std::string("wallet balance --address ../../v1/status")}) {
+        const Run r = popchain_cmd(tmp.path(), cmd + api);
+        CHECK_MESSAGE(r.code == 2, cmd, "\n", r.output);
+    }
+    CHECK(popchain_cmd(tmp.path(), "tx get --id ../../v1/status" + api)
+              .output.find("64 hex digits") != std::string::npos);
+    // Well-formed arguments do reach the (absent) node.
+    for (const std::string& cmd : std::vector<std::string>{
+             "tx get --id " + std::string(64, 'A'), std::string("block get --height latest"),
+             std::string("block get --height 7"), "block get --hash " + std::string(64, '0')}) {
+        const Run r = popchain_cmd(tmp.path(), cmd + api);
+        CHECK_MESSAGE(r.code == 1, cmd, "\n", r.output);
+        CHECK_MESSAGE(r.output.find("127.0.0.1:1") != std::string::npos, cmd);
+    }
+}
+
+TEST_CASE("popchain: tx send names the node it cannot reach") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const int base = free_base_port();
+    REQUIRE(base > 0);
+    REQUIRE(popchain_cmd(tmp.path(), "testnet init --nodes 1 --wallets 1 --base-port " +
+                                         std::to_string(base) + " --dir " + dir.string())
+                .code == 0);
+    const Run list = popchain_cmd(tmp.path(), "wallet list --dir " + dir.string());
+    REQUIRE(list.output.find("w0 pop") == 0);
+    const std::string to = list.output.substr(3, 51);
+    const Run r = popchain_cmd(tmp.path(), "tx send --from w0 --to " + to + " --amount 1 --dir " +
+                                               dir.string());
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.output.find("cannot read the sender's account from the node at 127.0.0.1:" +
+                                std::to_string(base + 100)) != std::string::npos,
+                  r.output);
+    if (port_free(base + 100)) CHECK(r.output.find("refused") != std::string::npos);
+}
+
+TEST_CASE("popchain: testnet down --timeout 0 says why it killed a node") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --dir " + dir.string();
+    const int base = free_base_port();
+    REQUIRE(base > 0);
+    REQUIRE(popchain_cmd(tmp.path(), "testnet init --nodes 1 --wallets 0 --base-port " +
+                                         std::to_string(base) + d)
+                .code == 0);
+    TestnetGuard guard{tmp.path(), dir};
+    Run r = popchain_cmd(tmp.path(), "testnet up" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+    r = popchain_cmd(tmp.path(), "testnet down --timeout 0" + d);
+    CHECK_MESSAGE(r.output.find("ignored SIGTERM") == std::string::npos, r.output);
+    if (r.code == 1) CHECK_MESSAGE(r.output.find("--timeout 0") != std::string::npos, r.output);
+    CHECK(popchain_cmd(tmp.path(), "testnet status" + d).output.find("running") ==
+          std::string::npos);
 }
 
 #endif // POPCHAIN_CLI_BINARY
