@@ -113,7 +113,8 @@ def test_impostor_processes_get_nothing_accepted():
             (d / "replica.key").write_text(key.encrypted_pem(cluster._passphrase, 5))
             config = json.loads((cluster.dir / "node1" / "config.json").read_text())
             config.update({"id": claimed, "key_file": str(d / "replica.key"),
-                           "listen": f"127.0.0.1:{cluster.base_port + 50 + claimed}",
+                           # a port the cluster reserved beyond its nodes
+                           "listen": f"127.0.0.1:{cluster.base_port + 6 + len(impostors)}",
                            "data_dir": str(d / "data")})
             config.pop("api", None)
             for k in ("genesis", "passphrase_file"):
@@ -135,7 +136,9 @@ def test_impostor_processes_get_nothing_accepted():
             refused = sum(metric(after[i], "popchain_handshake_refused_total", reason) -
                           metric(before[i], "popchain_handshake_refused_total", reason)
                           for i in range(4) for reason in ("bad_signature", "unknown_peer"))
-            assert refused >= 2, [after[i] for i in range(4)]
+            assert refused >= 2, ([p.poll() for p in impostors],
+                                  [(cluster.dir / n / "node.log").read_text()[-2000:]
+                                   for n in ("impostor_a", "impostor_b")], after)
             # Nothing got through the handshake into the replicas: no message was even
             # counted as dropped for a bad sender or MAC.
             for i in range(4):

@@ -79,17 +79,33 @@ def _find_cli() -> str:
     return found
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def _free_base_port(count: int) -> int:
-    """A port P with P..P+count-1 and P+100..P+100+count-1 free right now."""
+    """A port P with P..P+count-1 and P+100..P+100+count-1 free right now, below the
+    ephemeral range: after a busy test thousands of closed client connections sit there in
+    TIME_WAIT. The nodes listen with SO_REUSEADDR, so the check does too."""
+    import random
+    ephemeral = _ephemeral_ports()
+    top = min(ephemeral.start, 65536) - 100 - count
+    if top <= 10000:
+        top = 65536 - 100 - count
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + 200 + count > 65535:
+        base = random.randrange(10000, top)
+        ports = list(range(base, base + count)) + list(range(base + 100, base + 100 + count))
+        if any(p in ephemeral for p in ports):
             continue
         ok = True
-        for port in list(range(base, base + count)) + list(range(base + 100, base + 100 + count)):
+        for port in ports:
             with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
@@ -97,7 +113,8 @@ def _free_base_port(count: int) -> int:
                     break
         if ok:
             return base
-    raise RuntimeError("no free port range")
+    raise RuntimeError(f"no {count} free ports (and {count} more 100 above them) below the "
+                       f"ephemeral range {ephemeral.start}..{ephemeral.stop - 1}")
 
 
 class LocalCluster:
