@@ -143,9 +143,9 @@ std::optional<HttpResponse> NodeApi::settled(const Hash256& txid) const {
     if (replica_.mempool().contains(txid)) return std::nullopt;
     if (auto answer = committed(txid)) return answer;
     return HttpResponse::error(409, "dropped",
-                               "the transaction left the mempool without committing: another "
-                               "transaction of its sender took its nonce, or it can no longer "
-                               "execute; it will not commit");
+                               "the transaction left this node's mempool without committing: "
+                               "another transaction of its sender took its nonce, or it could "
+                               "not execute; submit it again if it should still go through");
 }
 
 // Accepts a signed transaction as JSON (the form api/json.hpp defines). mint_only: the

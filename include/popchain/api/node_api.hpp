@@ -9,8 +9,8 @@
 // Waiting for commit. POST /v1/txs answers 202 at once with the txid, or with ?wait=1
 // defers the answer until the transaction's block executes here (200 with height and block
 // hash), it leaves the mempool without committing (409 dropped: another transaction took its
-// nonce), or wait_ms passes (202, still pending; ?wait_ms=N asks for less). The node calls
-// block_committed() for every executed block.
+// nonce, or it could not execute), or wait_ms passes (202, still pending; ?wait_ms=N asks for
+// less). The node calls block_committed() for every executed block.
 #pragma once
 
 #include <popchain/api/http_server.hpp>
