@@ -111,8 +111,8 @@ void NodeApi::block_committed(std::uint64_t height, const Hash256& block_hash,
             respond(HttpResponse::json(200, body));
         waiting_.erase(it);
     }
-    // What is still waiting and no longer in the mempool will never commit here: another
-    // transaction took its nonce, or it can no longer execute. Say so now, not at wait_ms.
+    // What is still waiting and has left the mempool without committing here (another
+    // transaction took its nonce, or it could not execute) is answered now, not at wait_ms.
     for (auto it = waiting_.begin(); it != waiting_.end();) {
         if (auto answer = settled(it->first)) {
             for (auto& respond : it->second)
