@@ -315,13 +315,14 @@ class LocalCluster:
     def transfer(self, alias: str, to, amount: int, via: int = 0, wait: bool = True):
         """Signs a transfer from wallet `alias` (transfer_tx()) and submit()s it on node
         `via`, by default waiting for its commit. If the node refuses it (NodeError: an
-        overdraft, a zero amount, ...) its nonce is given back, so the wallet's next
-        transaction is not held behind a gap."""
+        overdraft, a zero amount, ...) or refuses the connection, its nonce is given back, so
+        the wallet's next transaction is not held behind a gap."""
         tx = self.transfer_tx(alias, to, amount, via)
         try:
             return self.submit(tx, via=via, wait=wait)
         except NodeError as e:
-            if 400 <= e.status < 500:
+            never_sent = isinstance(e, NodeUnreachable) and e.refused
+            if 400 <= e.status < 500 or never_sent:
                 self.release_nonce(alias, tx.nonce)
             raise
 
