@@ -269,6 +269,17 @@ Result<Message> decode_body(MsgType type, ByteView body) {
     return decode_all<Message>(body, [type](Reader& r) { return decode_typed(type, r); });
 }
 
+Bytes encode_checkpoint_certificate(const CheckpointCertificate& certificate) {
+    Writer w;
+    encode_certificate(w, certificate);
+    return w.take();
+}
+
+Result<CheckpointCertificate> decode_checkpoint_certificate(ByteView bytes) {
+    return decode_all<CheckpointCertificate>(bytes,
+                                             [](Reader& r) { return decode_certificate(r); });
+}
+
 namespace {
 std::size_t bundle_bytes(const std::vector<BundledMessage>& messages) {
     std::size_t size = 4;

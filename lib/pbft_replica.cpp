@@ -100,6 +100,13 @@ void Replica::restore(const JournalState& saved) {
         if (stored && !saved.stable_certificate.checkpoints.empty() &&
             stored->hash() == saved.stable_certificate.checkpoints.front().block_hash) {
             stable_cert_ = saved.stable_certificate;
+            // Written by make_stable() before the journal had it; again in case the store was
+            // synced apart from the journal and lost it.
+            if (!store_.put_certificate(saved.stable_seq,
+                                        encode_checkpoint_certificate(stable_cert_))) {
+                ++stats_.store_errors;
+                halted_ = true;
+            }
         }
     }
     view_ = saved.view;
@@ -976,23 +983,23 @@ Result<void> Replica::set_application(Application* app) {
 std::optional<CommitProof> Replica::commit_proof(const Block& block,
                                                  std::size_t max_headers) const {
     const std::uint64_t height = block.header.height;
-    const CheckpointCertificate* cert = &stable_cert_;
+    auto stored = store_.certificate_from(height);
+    if (!stored || !*stored) return std::nullopt;
+    const std::uint64_t checkpoint = (*stored)->height;
+    if (checkpoint - height > max_headers) return std::nullopt;
+    // A block changing the set must be proven by a certificate of the set that agreed on it:
+    // one at or below the boundary where the change takes effect.
     const bool changes_set = std::any_of(block.txs.begin(), block.txs.end(),
                                          [](const Tx& tx) { return tx.kind == TxKind::config; });
-    if (changes_set) {
-        const std::uint64_t interval = config_.checkpoint_interval;
-        const std::uint64_t boundary = (height + interval - 1) / interval * interval;
-        if (auto b = boundary_certs_.lower_bound(height); b != boundary_certs_.end())
-            cert = &b->second;
-        else if (stable_cert_.checkpoints.empty() ||
-                 stable_cert_.checkpoints.front().seq > boundary)
-            return std::nullopt; // only a later set's certificate is kept
-    }
-    if (cert->checkpoints.empty()) return std::nullopt;
-    const std::uint64_t checkpoint = cert->checkpoints.front().seq;
-    if (checkpoint < height || checkpoint - height > max_headers) return std::nullopt;
+    const std::uint64_t interval = config_.checkpoint_interval;
+    if (changes_set && checkpoint > (height + interval - 1) / interval * interval)
+        return std::nullopt;
+    auto certificate = decode_checkpoint_certificate((*stored)->data);
+    if (!certificate || certificate->checkpoints.empty() ||
+        certificate->checkpoints.front().seq != checkpoint)
+        return std::nullopt;
     CommitProof proof;
-    proof.certificate = *cert;
+    proof.certificate = std::move(certificate).value();
     for (std::uint64_t h = height + 1; h <= checkpoint; ++h) {
         auto b = store_.block_at(h);
         if (!b) return std::nullopt;
@@ -1048,6 +1055,13 @@ void Replica::make_stable(CheckpointCertificate cert) {
     if (seq <= stable_certificate_seq()) return;
     if (epochs_.count(seq + 1) && seq > 0) boundary_certs_[seq] = cert;
     stable_cert_ = std::move(cert);
+    // Kept beside the blocks for good, so every block below stays provable (commit_proof);
+    // the store cannot keep it only if it fails, and then it has lost blocks too.
+    if (auto kept = store_.put_certificate(seq, encode_checkpoint_certificate(stable_cert_));
+        !kept) {
+        ++stats_.store_errors;
+        halted_ = true;
+    }
     if (!leaving_.empty() && low() >= leaving_until_) {
         for (const auto& r : leaving_)
             if (!member(r.id)) link_.remove_member(r.id);

@@ -108,6 +108,15 @@ CREATE TABLE address_txs (
 ) WITHOUT ROWID;
 )sql";
 
+// Format 3: the consensus layer's certificates, one per certified height (opaque here; the
+// replica keeps every stable checkpoint's, so old blocks stay provable).
+constexpr const char* certificate_sql = R"sql(
+CREATE TABLE certificates (
+    height INTEGER PRIMARY KEY REFERENCES blocks (height),
+    data   BLOB NOT NULL
+);
+)sql";
+
 constexpr std::string_view format_name = "popchain-store";
 
 using detail::corrupt;
@@ -172,6 +181,7 @@ struct SqliteStore::Impl {
     Stmt all_accounts, put_account, all_escrows, put_escrow;
     Stmt all_replicas, clear_replicas, put_replica;
     Stmt get_user_meta, put_user_meta;
+    Stmt put_certificate, get_certificate_from;
 
     ~Impl() {
         // Statements must be finalized before the connection closes.
@@ -203,7 +213,9 @@ struct SqliteStore::Impl {
                         &clear_replicas,
                         &put_replica,
                         &get_user_meta,
-                        &put_user_meta})
+                        &put_user_meta,
+                        &put_certificate,
+                        &get_certificate_from})
             *s = Stmt();
         sqlite3_close_v2(db);
     }
@@ -219,7 +231,7 @@ struct SqliteStore::Impl {
     Result<void> check_indexed_at(const Hash256& txid, const TxPos& pos) const;
     Result<void> index_tx(const Hash256& txid, const TxPos& pos);
     Result<void> index_stored_blocks();
-    Result<void> upgrade_from_1();
+    Result<void> upgrade(int from_version);
     Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
     // Runs `write` in the open group (opened if needed), in a savepoint of its own: a failed
     // write undoes only itself, unless SQLite lost the whole transaction.
@@ -283,6 +295,10 @@ Result<void> SqliteStore::Impl::prepare_all() {
         {&get_user_meta, "SELECT value FROM user_meta WHERE key = ?1"},
         {&put_user_meta, "INSERT INTO user_meta (key, value) VALUES (?1, ?2) "
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
+        {&put_certificate, "INSERT INTO certificates (height, data) VALUES (?1, ?2) "
+                           "ON CONFLICT (height) DO UPDATE SET data = excluded.data"},
+        {&get_certificate_from, "SELECT height, data FROM certificates WHERE height >= ?1 "
+                                "ORDER BY height LIMIT 1"},
     };
     for (const auto& e : entries) {
         auto s = prepare(db, e.sql);
@@ -819,7 +835,7 @@ Result<void> create_schema(sqlite3* db) {
     // Another process may have created the store since identify() looked.
     auto again = identify(db, "");
     if (again && *again > 0) return exec(db, "ROLLBACK", "creating the schema");
-    const std::string sql = std::string(schema_sql) + tx_index_sql +
+    const std::string sql = std::string(schema_sql) + tx_index_sql + certificate_sql +
                             "INSERT INTO popchain_meta (key, value) VALUES ('format', '" +
                             std::string(format_name) + "'), ('schema_version', " +
                             std::to_string(SqliteStore::schema_version) + ");";
@@ -861,41 +877,61 @@ Result<void> SqliteStore::Impl::index_stored_blocks() {
     }
 }
 
-// Format 1 to 2, in one transaction: a crash or a failure anywhere leaves format 1 as it was.
-// The id index is rebuilt from the blocks, the source of truth it points into; the address
-// rows are format 1's without their txid, since the parties a release or refund is listed
-// under depend on escrows as of its block, which only those rows still say directly. The old
-// tables' pages go to SQLite's free list for later blocks to reuse; the file does not shrink.
-Result<void> SqliteStore::Impl::upgrade_from_1() {
-    static_assert(SqliteStore::schema_version == 2,
+// An older format to the current one, in one transaction: a crash or a failure anywhere
+// leaves the store in its old format as it was.
+//
+// 1 to 2: the id index is rebuilt from the blocks, the source of truth it points into; the
+// address rows are format 1's without their txid, since the parties a release or refund is
+// listed under depend on escrows as of its block, which only those rows still say directly.
+// The old tables' pages go to SQLite's free list for later blocks to reuse; the file does not
+// shrink.
+// 2 to 3: an empty certificate table (blocks stored before it stay provable by the
+// certificates kept from then on, or by the latest one).
+Result<void> SqliteStore::Impl::upgrade(int from_version) {
+    static_assert(SqliteStore::schema_version == 3,
                   "an upgrade to each newer version belongs here");
-    const char* context = "upgrading the store from schema version 1";
-    if (auto r = exec(db, "BEGIN IMMEDIATE", context); !r) return r;
+    const std::string context =
+        "upgrading the store from schema version " + std::to_string(from_version);
+    if (auto r = exec(db, "BEGIN IMMEDIATE", context.c_str()); !r) return r;
     auto upgraded = [&]() -> Result<void> {
         // Another process may have upgraded it since identify() looked.
         auto version = identify(db, path);
         if (!version) return version.error();
-        if (*version != 1) return {};
-        if (auto r = exec(db,
-                          "ALTER TABLE address_txs RENAME TO address_txs_v1;"
-                          "ALTER TABLE txs RENAME TO txs_v1;",
-                          context);
-            !r)
-            return r;
-        if (auto r = exec(db, tx_index_sql, context); !r) return r;
-        if (auto r = prepare_all(); !r) return r;
-        if (auto r = index_stored_blocks(); !r) return r;
+        if (*version == SqliteStore::schema_version) return {};
+        if (*version == 1) {
+            if (auto r = exec(db,
+                              "ALTER TABLE address_txs RENAME TO address_txs_v1;"
+                              "ALTER TABLE txs RENAME TO txs_v1;",
+                              context.c_str());
+                !r)
+                return r;
+            if (auto r = exec(db, tx_index_sql, context.c_str()); !r) return r;
+            if (auto r = exec(db, certificate_sql, context.c_str()); !r) return r;
+            if (auto r = prepare_all(); !r) return r;
+            if (auto r = index_stored_blocks(); !r) return r;
+            if (auto r = exec(db,
+                              "INSERT INTO address_txs (address, height, idx) "
+                              "SELECT address, height, idx FROM address_txs_v1;"
+                              "DROP TABLE address_txs_v1;"
+                              "DROP TABLE txs_v1;",
+                              context.c_str());
+                !r)
+                return r;
+        } else if (*version == 2) {
+            if (auto r = exec(db, certificate_sql, context.c_str()); !r) return r;
+        } else {
+            return make_error(Errc::invalid_argument,
+                              "no upgrade from schema version " + std::to_string(*version));
+        }
         return exec(db,
-                    "INSERT INTO address_txs (address, height, idx) "
-                    "SELECT address, height, idx FROM address_txs_v1;"
-                    "DROP TABLE address_txs_v1;"
-                    "DROP TABLE txs_v1;"
-                    "UPDATE popchain_meta SET value = 2 WHERE key = 'schema_version';",
-                    context);
+                    ("UPDATE popchain_meta SET value = " +
+                     std::to_string(SqliteStore::schema_version) + " WHERE key = 'schema_version';")
+                        .c_str(),
+                    context.c_str());
     }();
-    if (upgraded) upgraded = exec(db, "COMMIT", context);
+    if (upgraded) upgraded = exec(db, "COMMIT", context.c_str());
     if (!upgraded) {
-        if (!sqlite3_get_autocommit(db)) (void)exec(db, "ROLLBACK", context);
+        if (!sqlite3_get_autocommit(db)) (void)exec(db, "ROLLBACK", context.c_str());
         return upgraded;
     }
     return {};
@@ -953,8 +989,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open_impl(const std::filesyste
         if (auto r = create_schema(impl->db); !r) return r.error();
         auto again = identify(impl->db, impl->path);
         if (!again) return again.error();
-    } else if (*identity == 1) {
-        if (auto r = impl->upgrade_from_1(); !r)
+    } else if (*identity < SqliteStore::schema_version) {
+        if (auto r = impl->upgrade(*identity); !r)
             return make_error(r.code(), impl->path + ": " + r.error().detail);
     }
     if (durability == Durability::at_flush)
@@ -1069,6 +1105,35 @@ Result<void> SqliteStore::put_meta(const std::string& key, ByteView value) {
     // A single statement outside BEGIN is its own transaction, durable at return.
     Query q(impl_->db, impl_->put_user_meta, "storing meta value");
     return q.text(1, key).blob(2, value).run();
+}
+
+Result<void> SqliteStore::put_certificate(std::uint64_t height, ByteView certificate) {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->tip || height > *impl_->tip)
+        return make_error(Errc::not_found, "no block at height " + std::to_string(height) +
+                                               " to keep a certificate for");
+    auto write = [&]() -> Result<void> {
+        Query q(impl_->db, impl_->put_certificate, "storing a certificate");
+        return q.u64(1, height).blob(2, certificate).run();
+    };
+    // Beside the blocks of the open group, or (each_append) its own durable statement.
+    if (impl_->durability == Durability::each_append) return write();
+    return impl_->write_in_group(write);
+}
+
+Result<std::optional<StoredCertificate>> SqliteStore::certificate_from(std::uint64_t height) const {
+    std::lock_guard lock(impl_->mutex);
+    if (height > static_cast<std::uint64_t>(INT64_MAX)) return std::optional<StoredCertificate>{};
+    Query q(impl_->db, impl_->get_certificate_from, "reading a certificate");
+    auto row = q.u64(1, height).step();
+    if (!row) return row.error();
+    if (!*row) return std::optional<StoredCertificate>{};
+    auto at = q.col_u64(0, "certificate height");
+    if (!at) return at.error();
+    auto data = q.col_blob(1, "certificate");
+    if (!data) return data.error();
+    if (*at < height) return corrupt("certificate row below the height asked for");
+    return std::optional<StoredCertificate>(StoredCertificate{*at, std::move(*data)});
 }
 
 Result<void>

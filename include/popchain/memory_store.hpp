@@ -132,6 +132,22 @@ public:
         return std::optional<Bytes>(it->second);
     }
 
+    Result<void> put_certificate(std::uint64_t height, ByteView certificate) override {
+        std::lock_guard lock(mutex_);
+        if (height >= blocks_.size())
+            return make_error(Errc::not_found, "no block at height " + std::to_string(height) +
+                                                   " to keep a certificate for");
+        certificates_[height] = Bytes(certificate.begin(), certificate.end());
+        return {};
+    }
+
+    Result<std::optional<StoredCertificate>> certificate_from(std::uint64_t height) const override {
+        std::lock_guard lock(mutex_);
+        auto it = certificates_.lower_bound(height);
+        if (it == certificates_.end()) return std::optional<StoredCertificate>{};
+        return std::optional<StoredCertificate>(StoredCertificate{it->first, it->second});
+    }
+
 private:
     // Where a transaction sits; the blocks own the transactions themselves.
     struct Loc {
@@ -214,6 +230,7 @@ private:
     std::unordered_map<Address, std::vector<Loc>> by_address_; // oldest first
     State state_;
     std::map<std::string, Bytes, std::less<>> meta_;
+    std::map<std::uint64_t, Bytes> certificates_; // by the height they certify
 };
 
 } // namespace popchain

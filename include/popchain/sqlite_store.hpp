@@ -1,10 +1,11 @@
 // A durable BlockStore in one SQLite database file.
 //
-// Format (schema version 2, lib/sqlite_store.cpp): a block is stored once, encoded; a
+// Format (schema version 3, lib/sqlite_store.cpp): a block is stored once, encoded; a
 // transaction is read out of its block's encoding through an index of where it is (by the
 // first 8 bytes of its id, the rare ids that share them beside) and an index of the
-// addresses it involves. Version 1 kept a second copy of every transaction; open() upgrades
-// such a store in place.
+// addresses it involves; certificates (put_certificate) have a table keyed by height.
+// Version 1 kept a second copy of every transaction and version 2 had no certificate table;
+// open() upgrades such a store in place.
 //
 // Durability: the database runs in WAL mode with synchronous=FULL, so when append() or
 // put_meta() returns success the change is on stable storage; a crash (kill -9, power loss)
@@ -49,14 +50,16 @@ struct SqliteStoreAccess; // lets pbft::SqliteJournal keep its tables in the sto
 class SqliteStore final : public BlockStore {
 public:
     // The schema version this build writes and the newest it can read. Version 2 keeps each
-    // transaction only in its block's encoding; the indexes say where it is.
-    static constexpr int schema_version = 2;
+    // transaction only in its block's encoding; the indexes say where it is. Version 3 adds
+    // the certificate table.
+    static constexpr int schema_version = 3;
 
     // Opens `file`, creating a new empty store when the file does not exist or is empty.
-    // A version 1 store is upgraded to version 2 in place first, in one SQL transaction
-    // (the transaction index rebuilt from the stored blocks, the address index kept): a
-    // crash or failure during it leaves the version 1 store as it was, and the upgrade's
-    // error is open()'s. It takes time in proportion to the stored transactions, once.
+    // An older store is upgraded to version 3 in place first, in one SQL transaction: a
+    // crash or failure during it leaves the old store as it was, and the upgrade's error is
+    // open()'s. From version 1 the transaction index is rebuilt from the stored blocks (the
+    // address index kept), which takes time in proportion to the stored transactions, once;
+    // from version 2 only the (empty) certificate table is added.
     // Fails with Errc::invalid_argument for an SQLite database that is not a popchain store
     // or has a newer schema version, Errc::storage_corrupt for a file that is not an SQLite
     // database at all or a store whose chain summary disagrees with its blocks, and
@@ -97,6 +100,8 @@ public:
     Result<State> load_state() const override;
     Result<void> put_meta(const std::string& key, ByteView value) override;
     Result<std::optional<Bytes>> get_meta(const std::string& key) const override;
+    Result<void> put_certificate(std::uint64_t height, ByteView certificate) override;
+    Result<std::optional<StoredCertificate>> certificate_from(std::uint64_t height) const override;
 
 private:
     friend struct detail::SqliteStoreAccess;

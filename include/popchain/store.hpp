@@ -58,6 +58,13 @@ inline std::vector<Hash256> block_txids(const Block& block, const StateDelta& de
     return block.txids();
 }
 
+// A certificate the consensus layer keeps beside the blocks (see BlockStore::put_certificate).
+struct StoredCertificate {
+    std::uint64_t height = 0; // of the block it certifies
+    Bytes data;
+    friend bool operator==(const StoredCertificate&, const StoredCertificate&) = default;
+};
+
 // Implementations must be thread-safe: any member may be called from several threads at
 // once, readers beside a writer, and each call sees the store before or after a whole
 // append(), never part of one. MemoryStore and SqliteStore both are.
@@ -97,6 +104,18 @@ public:
 
     // The ledger state after the tip (empty State for an empty store).
     virtual Result<State> load_state() const = 0;
+
+    // Certificates that a stored block is committed, kept so that any block can be proven
+    // later, not only those near the tip (pbft::Replica::commit_proof keeps every stable
+    // checkpoint's). Opaque to the store: bytes keyed by the height of the block they
+    // certify, which must be stored (Errc::not_found otherwise). A second put for a height
+    // replaces the first. Written with the blocks: durable when a block appended at that
+    // moment would be (for a group-committing store, at the next sync()).
+    virtual Result<void> put_certificate(std::uint64_t height, ByteView certificate) = 0;
+    // The certificate with the lowest height at or above `height`; nullopt when there is
+    // none.
+    virtual Result<std::optional<StoredCertificate>>
+    certificate_from(std::uint64_t height) const = 0;
 
     // Small named values other layers keep beside the chain (consensus view, etc.).
     // Written in their own transaction; durable when put_meta returns. get_meta gives

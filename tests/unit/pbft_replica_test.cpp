@@ -1016,6 +1016,56 @@ TEST_CASE("replica: the seed's scenario: 7 replicas, 2 crash, 2 join by config, 
     CHECK(verify_block(*tip, *tip_proof, *history).ok());
 }
 
+// Every block, however old, is proven by the first stable checkpoint at or above it: the
+// replica keeps each stable certificate in its store, so a proof needs at most one interval
+// of headers, and a restart from the store loses none of them.
+TEST_CASE("replica: every executed block stays provable by its nearest checkpoint, also after "
+          "a restart") {
+    const ReplicaConfig config = small_blocks();
+    const std::uint64_t interval = config.checkpoint_interval;
+    Cluster c(4, 91, net::LinkFaults{}, config);
+    c.submit_transfers(240, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(240); }, 60'000), c.describe());
+    c.net.run_for(500);
+    REQUIRE(c.replicas[1]->stable_seq() >= 6 * interval);
+
+    auto expect_all_provable = [&](const Replica& r, const BlockStore& store) {
+        for (std::uint64_t h = 1; h <= r.stable_seq(); ++h) {
+            CAPTURE(h);
+            auto block = store.block_at(h);
+            REQUIRE(block.ok());
+            // No more headers than the distance to the next checkpoint boundary (an idle
+            // checkpoint between boundaries can be nearer).
+            const std::uint64_t to_checkpoint = (h + interval - 1) / interval * interval - h;
+            auto proof = r.commit_proof(*block, to_checkpoint);
+            REQUIRE(proof.has_value());
+            CHECK(proof->headers.size() <= to_checkpoint);
+            auto ok = verify_block(*block, *proof, c.genesis.replicas);
+            INFO((ok ? std::string() : ok.error().message()));
+            CHECK(ok.ok());
+        }
+        // Above the last stable checkpoint nothing certifies a block yet.
+        auto above = store.block_at(r.stable_seq() + 1);
+        if (above) CHECK_FALSE(r.commit_proof(*above, 10'000).has_value());
+    };
+    expect_all_provable(*c.replicas[1], *c.stores[1]);
+
+    c.crash(1);
+    c.restart(1);
+    expect_all_provable(*c.replicas[1], *c.stores[1]);
+    // A replica that lost its journal too still has every certificate its store kept.
+    c.crash(2);
+    c.restart(2, false);
+    REQUIRE(c.replicas[2]->height() >= 6 * interval);
+    for (std::uint64_t h = 1; h <= 6 * interval; ++h) {
+        auto block = c.stores[2]->block_at(h);
+        REQUIRE(block.ok());
+        auto proof = c.replicas[2]->commit_proof(*block, interval);
+        REQUIRE(proof.has_value());
+        CHECK(verify_block(*block, *proof, c.genesis.replicas).ok());
+    }
+}
+
 TEST_CASE("replica: while no view can execute, each view waits twice as long as the last") {
     ReplicaConfig config = small_blocks();
     config.request_timeout_ms = 100;

@@ -344,14 +344,15 @@ private:
 };
 
 // Turns a store of `blocks` into the format version 1 wrote, which differs only in the
-// transaction tables: its txs rows held a copy of each transaction keyed by its whole id,
-// its address rows the id too. The address rows come from `histories`, worked out by the
-// test itself.
+// transaction tables (its txs rows held a copy of each transaction keyed by its whole id,
+// its address rows the id too) and in having no certificate table. The address rows come
+// from `histories`, worked out by the test itself.
 void make_version_1(const fs::path& file, const std::vector<Block>& blocks,
                     const std::map<Address, std::vector<TxRecord>>& histories) {
     RawDb db(file);
     std::string sql = R"sql(
 BEGIN;
+DROP TABLE certificates;
 DROP TABLE address_txs;
 DROP TABLE tx_collisions;
 DROP TABLE txs;
@@ -663,6 +664,108 @@ TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, Sqlite
     CHECK_FALSE(meta(*store, "VIEW").has_value());
     REQUIRE(store->put_meta("view", to_bytes("13")).ok());
     CHECK(meta(*store, "view") == to_bytes("13"));
+}
+
+std::optional<StoredCertificate> certificate_from(const BlockStore& store, std::uint64_t h) {
+    auto c = store.certificate_from(h);
+    INFO((c ? std::string() : c.error().message()));
+    REQUIRE(c.ok());
+    return *c;
+}
+
+TEST_CASE_TEMPLATE("store: certificates are kept by height and found from any height below", F,
+                   MemoryFactory, SqliteFactory, SqliteGroupedFactory, SqliteFlushFactory) {
+    TestChain chain;
+    F factory;
+    auto store = factory.make();
+    CHECK_FALSE(certificate_from(*store, 0).has_value());
+    CHECK(store->put_certificate(0, to_bytes("none yet")).code() == Errc::not_found);
+    append_all(*store, chain);
+    const std::uint64_t tip = chain.blocks.size() - 1;
+    REQUIRE(tip >= 4);
+
+    CHECK_FALSE(certificate_from(*store, 0).has_value());
+    REQUIRE(store->put_certificate(2, to_bytes("at 2")).ok());
+    REQUIRE(store->put_certificate(tip, to_bytes("at tip")).ok());
+    // Above the tip: no block to certify, and nothing changes.
+    CHECK(store->put_certificate(tip + 1, to_bytes("beyond")).code() == Errc::not_found);
+
+    const StoredCertificate at_2{2, to_bytes("at 2")}, at_tip{tip, to_bytes("at tip")};
+    CHECK(certificate_from(*store, 0) == at_2);
+    CHECK(certificate_from(*store, 2) == at_2);
+    CHECK(certificate_from(*store, 3) == at_tip);
+    CHECK(certificate_from(*store, tip) == at_tip);
+    CHECK_FALSE(certificate_from(*store, tip + 1).has_value());
+    CHECK_FALSE(certificate_from(*store, UINT64_MAX).has_value());
+
+    // A second put for a height replaces the first; binary bytes come back as they went in.
+    const Bytes binary{0, 255, 0, 1};
+    REQUIRE(store->put_certificate(2, binary).ok());
+    CHECK(certificate_from(*store, 1) == StoredCertificate{2, binary});
+    CHECK(certificate_from(*store, 3) == at_tip);
+    REQUIRE(store->sync().ok());
+}
+
+TEST_CASE("SqliteStore: certificates survive reopening, and a lost group loses its own") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    for (const auto durability :
+         {SqliteStore::Durability::each_append, SqliteStore::Durability::at_sync}) {
+        CAPTURE(static_cast<int>(durability));
+        fs::remove(file);
+        {
+            auto store = open_sqlite(file, durability);
+            for (std::size_t h = 0; h < 3; ++h)
+                REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+            REQUIRE(store->put_certificate(2, to_bytes("kept")).ok());
+            REQUIRE(store->sync().ok());
+            REQUIRE(store->append(chain.blocks[3].block, chain.blocks[3].delta).ok());
+            REQUIRE(store->put_certificate(3, to_bytes("with block 3")).ok());
+        } // closed without a sync: for at_sync, block 3 and its certificate are gone together
+        auto store = open_sqlite(file, durability);
+        CHECK(certificate_from(*store, 0) == StoredCertificate{2, to_bytes("kept")});
+        if (durability == SqliteStore::Durability::each_append) {
+            CHECK(store->tip_height() == 3);
+            CHECK(certificate_from(*store, 3) == StoredCertificate{3, to_bytes("with block 3")});
+        } else {
+            CHECK(store->tip_height() == 2);
+            CHECK_FALSE(certificate_from(*store, 3).has_value());
+        }
+    }
+}
+
+TEST_CASE("SqliteStore: a version 2 store gains the certificate table on open, losing nothing") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    {
+        auto store = open_sqlite(file);
+        append_all(*store, chain);
+        REQUIRE(store->put_meta("view", to_bytes("7")).ok());
+    }
+    RawDb(file).exec("BEGIN; DROP TABLE certificates; "
+                     "UPDATE popchain_meta SET value = 2 WHERE key = 'schema_version'; COMMIT;");
+    const std::string blocks_before =
+        RawDb(file).value("SELECT group_concat(hex(data)) FROM "
+                          "(SELECT data FROM blocks ORDER BY height)");
+    auto store = open_sqlite(file);
+    {
+        RawDb db(file);
+        CHECK(db.value("SELECT value FROM popchain_meta WHERE key = 'schema_version'") ==
+              std::to_string(SqliteStore::schema_version));
+        CHECK(db.value("SELECT count(*) FROM certificates") == "0");
+        CHECK(db.value("SELECT group_concat(hex(data)) FROM "
+                       "(SELECT data FROM blocks ORDER BY height)") == blocks_before);
+        CHECK(db.value("PRAGMA integrity_check") == "ok");
+    }
+    TempDir other;
+    auto fresh = open_sqlite(other.path() / "chain.db");
+    append_all(*fresh, chain);
+    REQUIRE(fresh->put_meta("view", to_bytes("7")).ok());
+    expect_same_answers(*store, *fresh, chain);
+    REQUIRE(store->put_certificate(1, to_bytes("c")).ok());
+    CHECK(certificate_from(*store, 0) == StoredCertificate{1, to_bytes("c")});
 }
 
 TEST_CASE("SqliteStore: reopening restores the exact state") {
@@ -999,7 +1102,9 @@ TEST_CASE("SqliteStore: a version 1 store is upgraded on open, losing nothing") 
         auto store = open_sqlite(file, durability);
         {
             RawDb db(file);
-            CHECK(db.value("SELECT value FROM popchain_meta WHERE key = 'schema_version'") == "2");
+            CHECK(db.value("SELECT value FROM popchain_meta WHERE key = 'schema_version'") ==
+                  std::to_string(SqliteStore::schema_version));
+            CHECK(db.value("SELECT count(*) FROM certificates") == "0");
             CHECK(db.rows("SELECT name FROM pragma_table_info('txs') ORDER BY name") ==
                   std::vector<std::string>{"height", "idx", "key"});
             CHECK(db.rows("SELECT name FROM pragma_table_info('address_txs') ORDER BY name") ==
@@ -1007,7 +1112,7 @@ TEST_CASE("SqliteStore: a version 1 store is upgraded on open, losing nothing") 
             CHECK(db.rows("SELECT name FROM sqlite_master WHERE name LIKE '%v1%'").empty());
             CHECK(db.value("SELECT x FROM other") == "kept");
             CHECK(db.value("PRAGMA integrity_check") == "ok");
-            // The same index rows as a store that was version 2 from the start.
+            // The same index rows as a store that was current from the start.
             RawDb reference(dir.path() / "fresh.db");
             for (const char* table : {"txs", "tx_collisions", "address_txs"}) {
                 CAPTURE(table);
@@ -1017,7 +1122,7 @@ TEST_CASE("SqliteStore: a version 1 store is upgraded on open, losing nothing") 
         }
         expect_same_answers(*store, *fresh, chain);
 
-        // It goes on as any version 2 store, and is not upgraded again.
+        // It goes on as any current store, and is not upgraded again.
         REQUIRE(store->append(next.block, next.delta).ok());
         REQUIRE(store->sync().ok());
         store.reset();
@@ -1074,8 +1179,8 @@ TEST_CASE("SqliteStore: a store newer than this build is refused, untouched") {
     CHECK(RawDb(file).dump() == before);
 }
 
-TEST_CASE("SqliteStore: an upgrade killed at any instant leaves version 1 whole or version 2 "
-          "complete") {
+TEST_CASE("SqliteStore: an upgrade killed at any instant leaves version 1 whole or the current "
+          "version complete") {
     TempDir dir;
     std::map<Address, std::vector<TxRecord>> histories;
     const std::vector<Block> blocks = bulk_chain(12, 1000, histories);
@@ -1112,15 +1217,16 @@ TEST_CASE("SqliteStore: an upgrade killed at any instant leaves version 1 whole 
                                std::chrono::milliseconds(delay(rng)));
         const std::string version =
             RawDb(file).value("SELECT value FROM popchain_meta WHERE key = 'schema_version'");
-        if (killed.last_line == "opened") CHECK(version == "2");
+        const std::string current = std::to_string(SqliteStore::schema_version);
+        if (killed.last_line == "opened") CHECK(version == current);
         if (version == "1") {
             CHECK(RawDb(file).dump() == v1);
             if (killed.last_line == "opening") ++killed_during_open;
         } else {
-            CHECK(version == "2");
+            CHECK(version == current);
         }
         CHECK(RawDb(file).value("PRAGMA integrity_check") == "ok");
-        // Either way the store opens, as version 2 with every transaction indexed.
+        // Either way the store opens, current, with every transaction indexed.
         auto store = open_sqlite(file);
         RawDb db(file);
         CHECK(

@@ -133,6 +133,11 @@ using Message =
 Bytes encode_body(const Message& m);
 Result<Message> decode_body(MsgType type, ByteView body);
 
+// A checkpoint certificate on its own, as the block store keeps every stable one (so that
+// Replica::commit_proof can prove any stored block): the same encoding as inside a message.
+Bytes encode_checkpoint_certificate(const CheckpointCertificate& certificate);
+Result<CheckpointCertificate> decode_checkpoint_certificate(ByteView bytes);
+
 // Checks that a message variant fits its envelope type (Vote for prepare/commit, ...).
 bool type_matches(MsgType type, const Message& m);
 

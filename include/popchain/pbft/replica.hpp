@@ -143,17 +143,17 @@ struct ReplicaStats {
     std::uint64_t rejected_requests = 0;   // forwarded client transactions the mempool refused
 
     // ---- activity ----
-    std::uint64_t proposed = 0;             // blocks proposed as primary
-    std::uint64_t proposed_ahead = 0;       // ... while the previous one was uncommitted
-    std::uint64_t accepted = 0;             // pre-prepares accepted as backup
-    std::uint64_t held_early = 0;           // pre-prepares kept above the window
-    std::uint64_t executed_blocks = 0;      // blocks committed and stored
-    std::uint64_t executed_txs = 0;         // transactions in them
-    std::uint64_t requests_forwarded = 0;   // submits forwarded to the primary
-    std::uint64_t checkpoints_stable = 0;   // stable checkpoints reached
-    std::uint64_t store_errors = 0;         // BlockStore::append failures (replica halts)
-    std::uint64_t journal_errors = 0;       // Journal::sync failures (replica halts)
-    std::uint64_t journal_syncs = 0;        // durable commits of the journal
+    std::uint64_t proposed = 0;           // blocks proposed as primary
+    std::uint64_t proposed_ahead = 0;     // ... while the previous one was uncommitted
+    std::uint64_t accepted = 0;           // pre-prepares accepted as backup
+    std::uint64_t held_early = 0;         // pre-prepares kept above the window
+    std::uint64_t executed_blocks = 0;    // blocks committed and stored
+    std::uint64_t executed_txs = 0;       // transactions in them
+    std::uint64_t requests_forwarded = 0; // submits forwarded to the primary
+    std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
+    std::uint64_t store_errors = 0;   // BlockStore append/put_certificate failures (replica halts)
+    std::uint64_t journal_errors = 0; // Journal::sync failures (replica halts)
+    std::uint64_t journal_syncs = 0;  // durable commits of the journal
     std::uint64_t membership_changes = 0;   // replica-set switches at checkpoint boundaries
     std::uint64_t view_changes = 0;         // view changes started
     std::uint64_t new_views = 0;            // views installed after a view change
@@ -279,13 +279,16 @@ public:
     // Its certificate; empty until a checkpoint became stable.
     const CheckpointCertificate& last_stable_certificate() const { return stable_cert_; }
     // A light client's proof that `block` (an executed block of this replica) is committed:
-    // the headers from it up to a stable checkpoint, and that checkpoint's certificate
-    // (verify_block). A block with config transactions is proven by the certificate of the
-    // boundary its change took effect at, signed by the set that agreed on it, which a
-    // client following the chain with a ReplicaSetHistory knows before it learns the
-    // change; other blocks by the last stable certificate. nullopt while no certificate
-    // covers the block, when the proof would need more than `max_headers` headers, or when
-    // the store cannot give a header.
+    // the headers from it up to the first stable checkpoint at or above it, and that
+    // checkpoint's certificate (verify_block). Every stable certificate is kept in the
+    // store (BlockStore::put_certificate), so old blocks are as provable as new ones, also
+    // after a restart. A block with config transactions must be proven by a certificate at
+    // or below the boundary its change took effect at, signed by the set that agreed on it,
+    // which a client following the chain with a ReplicaSetHistory knows before it learns
+    // the change. nullopt while no kept certificate covers the block (or, for a config
+    // block, none at or below its boundary: this replica passed it by state transfer),
+    // when the proof would need more than `max_headers` headers, or when the store cannot
+    // give a header or certificate. Reads only the store: safe beside the replica's thread.
     std::optional<CommitProof> commit_proof(const Block& block, std::size_t max_headers) const;
     // Log entries kept (sequence numbers with protocol state, all above stable_seq()).
     std::size_t log_size() const { return log_.size(); }
