@@ -1026,14 +1026,7 @@ std::optional<std::uint64_t> SqliteStore::tip_height() const {
 
 Result<void> SqliteStore::append(const Block& block, const StateDelta& delta) {
     const Hash256 hash = block.hash();
-    if (delta.height != block.header.height)
-        return make_error(Errc::invalid_argument, "delta is for height " +
-                                                      std::to_string(delta.height) + ", block is " +
-                                                      std::to_string(block.header.height));
-    if (delta.block_hash != hash)
-        return make_error(Errc::invalid_argument, "delta is for a different block");
-    if (delta.state_root != block.header.state_root)
-        return make_error(Errc::invalid_argument, "delta state root differs from the header's");
+    if (auto ok = check_appendable(block, hash, delta); !ok) return ok;
     // Heights are stored as signed integers.
     if (block.header.height > static_cast<std::uint64_t>(INT64_MAX))
         return make_error(Errc::wrong_height, "height out of range");

@@ -32,14 +32,7 @@ public:
     Result<void> append(const Block& block, const StateDelta& delta) override {
         const Hash256 hash = block.hash();
         const std::uint64_t height = block.header.height;
-        if (delta.height != height)
-            return make_error(Errc::invalid_argument, "delta is for height " +
-                                                          std::to_string(delta.height) +
-                                                          ", block is " + std::to_string(height));
-        if (delta.block_hash != hash)
-            return make_error(Errc::invalid_argument, "delta is for a different block");
-        if (delta.state_root != block.header.state_root)
-            return make_error(Errc::invalid_argument, "delta state root differs from the header's");
+        if (auto ok = check_appendable(block, hash, delta); !ok) return ok;
 
         std::lock_guard lock(mutex_);
         if (height != blocks_.size())

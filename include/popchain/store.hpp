@@ -58,6 +58,33 @@ inline std::vector<Hash256> block_txids(const Block& block, const StateDelta& de
     return block.txids();
 }
 
+// What every store checks before appending, so that a block and a delta that do not belong
+// together change nothing: the delta's height, block hash and state root are the block's
+// (`hash` is block.hash()), and the transactions are the ones the header commits to. That is,
+// their ids (the delta's when it lists them, trusted as execution computed them; hashed here
+// otherwise) have the header's tx root, and a delta listing ids lists one per transaction.
+inline Result<void> check_appendable(const Block& block, const Hash256& hash,
+                                     const StateDelta& delta) {
+    const std::uint64_t height = block.header.height;
+    if (delta.height != height)
+        return make_error(Errc::invalid_argument, "delta is for height " +
+                                                      std::to_string(delta.height) + ", block is " +
+                                                      std::to_string(height));
+    if (delta.block_hash != hash)
+        return make_error(Errc::invalid_argument, "delta is for a different block");
+    if (delta.state_root != block.header.state_root)
+        return make_error(Errc::invalid_argument, "delta state root differs from the header's");
+    if (!delta.txids.empty() && delta.txids.size() != block.txs.size())
+        return make_error(Errc::invalid_argument,
+                          "delta lists " + std::to_string(delta.txids.size()) +
+                              " transaction ids, the block has " +
+                              std::to_string(block.txs.size()) + " transactions");
+    if (merkle_root(block_txids(block, delta)) != block.header.tx_root)
+        return make_error(Errc::bad_tx_root,
+                          "the block's transactions are not the ones its header commits to");
+    return {};
+}
+
 // A certificate the consensus layer keeps beside the blocks (see BlockStore::put_certificate).
 struct StoredCertificate {
     std::uint64_t height = 0; // of the block it certifies

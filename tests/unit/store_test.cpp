@@ -620,11 +620,30 @@ TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, Memory
         delta.state_root = sha256("other");
         expect_rejected(*store, chain, b2.block, delta, Errc::invalid_argument);
     }
+    SUBCASE("a delta for the block with its transactions taken out") {
+        Block emptied = b2.block;
+        emptied.txs.clear(); // the header, and so the hash, stay the same
+        expect_rejected(*store, chain, emptied, b2.delta, Errc::invalid_argument);
+        StateDelta without_ids = b2.delta;
+        without_ids.txids.clear();
+        expect_rejected(*store, chain, emptied, without_ids, Errc::bad_tx_root);
+    }
+    SUBCASE("transactions other than those the header commits to") {
+        Block swapped = b2.block;
+        REQUIRE(swapped.txs.size() >= 2);
+        std::swap(swapped.txs[0], swapped.txs[1]);
+        StateDelta delta = b2.delta;
+        delta.txids.clear();
+        expect_rejected(*store, chain, swapped, delta, Errc::bad_tx_root);
+        delta.txids = swapped.txids(); // ids listed by the delta are checked the same way
+        expect_rejected(*store, chain, swapped, delta, Errc::bad_tx_root);
+    }
     SUBCASE("a transaction that is stored already") {
         // Fails only after the block row and its first transaction were written: the store
-        // must undo them. The store is not the ledger, so a bad tx root does not stop it.
+        // must undo them.
         Block bad = b2.block;
         bad.txs.push_back(b1.block.txs[0]);
+        bad.header.tx_root = compute_tx_root(bad.txs);
         StateDelta delta = b2.delta;
         delta.block_hash = bad.hash();
         delta.txids = bad.txids(); // as execution would have recorded them
@@ -635,6 +654,7 @@ TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, Memory
     SUBCASE("the same transaction twice in one block") {
         Block bad = b2.block;
         bad.txs.push_back(bad.txs[0]);
+        bad.header.tx_root = compute_tx_root(bad.txs);
         StateDelta delta = b2.delta;
         delta.block_hash = bad.hash();
         delta.txids = bad.txids();
@@ -821,8 +841,10 @@ TEST_CASE("SqliteStore: a failed append leaves the file unchanged") {
         before = snapshot(*store, chain);
         Block bad = chain.blocks[3].block;
         bad.txs.push_back(chain.blocks[1].block.txs[0]);
+        bad.header.tx_root = compute_tx_root(bad.txs);
         StateDelta delta = chain.blocks[3].delta;
         delta.block_hash = bad.hash();
+        delta.txids = bad.txids();
         expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
     }
     auto store = open_sqlite(file);
@@ -865,8 +887,10 @@ TEST_CASE("SqliteStore at_sync: appends are durable at sync, and a lost group is
         REQUIRE(store->append(chain.blocks[3].block, chain.blocks[3].delta).ok());
         Block bad = chain.blocks[4].block;
         bad.txs.push_back(chain.blocks[1].block.txs[0]);
+        bad.header.tx_root = compute_tx_root(bad.txs);
         StateDelta delta = chain.blocks[4].delta;
         delta.block_hash = bad.hash();
+        delta.txids = bad.txids();
         const Snapshot with_3 = snapshot(*store, chain);
         expect_rejected(*store, chain, bad, delta, Errc::duplicate_tx);
         CHECK(snapshot(*store, chain) == with_3);
