@@ -52,7 +52,8 @@ HttpResponse HttpResponse::json(int status, const nlohmann::json& body) {
 }
 
 HttpResponse HttpResponse::error(int status, std::string_view code, std::string_view message) {
-    nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
+    nlohmann::json body = {
+        {"error", {{"code", code}, {"message", message.empty() ? code : message}}}};
     return json(status, body);
 }
 

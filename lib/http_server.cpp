@@ -58,6 +58,28 @@ std::vector<std::string_view> split_path(std::string_view path) {
     }
 }
 
+// The first malformed percent-escape in `text` ("%zz", "%4", "%"), or nullopt if every '%'
+// is followed by two hex digits.
+std::optional<std::string_view> bad_escape(std::string_view text) {
+    auto hex = [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    };
+    for (std::size_t i = text.find('%'); i != std::string_view::npos; i = text.find('%', i + 1)) {
+        if (i + 2 < text.size() && hex(text[i + 1]) && hex(text[i + 2])) {
+            i += 2;
+            continue;
+        }
+        return text.substr(i, 3);
+    }
+    return std::nullopt;
+}
+
+// The 400 message for a malformed escape `bad` in `where` ("path", "query").
+std::string bad_escape_message(std::string_view bad, std::string_view where) {
+    return "malformed percent-escape \"" + std::string(bad) + "\" in the " + std::string(where) +
+           ": '%' must be followed by two hex digits";
+}
+
 Result<std::vector<Segment>> parse_pattern(std::string_view pattern) {
     if (pattern.empty() || pattern.front() != '/')
         return make_error(Errc::invalid_argument, "route pattern must start with '/'");
@@ -382,6 +404,9 @@ std::optional<std::string> split_target(HttpRequest& r) {
     else
         r.path = "/";
     if (r.path.empty() || r.path.front() != '/') return "request target must be a path";
+    // Every escape of the target is checked here, before routing, so a malformed one is 400
+    // wherever it is (a literal segment, a parameter, an unknown path, the query).
+    if (auto bad = bad_escape(r.path)) return bad_escape_message(*bad, "path");
     if (u.field_set & (1 << UF_QUERY)) {
         std::string_view q(r.target.data() + u.field_data[UF_QUERY].off,
                            u.field_data[UF_QUERY].len);
@@ -390,11 +415,12 @@ std::optional<std::string> split_target(HttpRequest& r) {
             std::string_view pair = q.substr(0, amp);
             q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
             if (pair.empty()) continue;
+            if (auto bad = bad_escape(pair)) return bad_escape_message(*bad, "query");
             std::size_t eq = pair.find('=');
             auto key = percent_decode(pair.substr(0, eq), true);
             auto value = percent_decode(
                 eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-            if (!key || !value) return "malformed percent-encoding in query";
+            if (!key || !value) return "malformed percent-escape in the query";
             r.query[*key] = *value;
         }
     }
@@ -741,7 +767,21 @@ Result<void> HttpServer::Impl::add_route(std::string method, std::string pattern
 
 HttpServer::Impl::Match HttpServer::Impl::match(const HttpRequest& request) const {
     Match out;
-    auto parts = http_detail::split_path(request.path);
+    // Each segment is decoded before it is compared, so a well-formed escape stands for its
+    // character in literal segments as in parameters ("/v1/%73tatus" is "/v1/status"). An
+    // escaped '/' ("%2F") is data inside its segment, not a separator.
+    std::vector<std::string> parts;
+    for (std::string_view raw : http_detail::split_path(request.path)) {
+        auto decoded = percent_decode(raw, false);
+        if (!decoded) { // split_target refused these already
+            out.answer =
+                HttpResponse::error(400, "bad_request",
+                                    http_detail::bad_escape_message(
+                                        http_detail::bad_escape(raw).value_or(raw), "path"));
+            return out;
+        }
+        parts.push_back(std::move(*decoded));
+    }
     std::set<std::string> allowed;
     auto find_for = [&](std::string_view method) -> Match {
         Match best;
@@ -754,14 +794,8 @@ HttpServer::Impl::Match HttpServer::Impl::match(const HttpRequest& request) cons
             for (std::size_t i = 0; i < parts.size() && ok; ++i) {
                 const auto& seg = r.segments[i];
                 if (seg.param) {
-                    auto decoded = percent_decode(parts[i], false);
-                    if (!decoded) {
-                        best.answer = HttpResponse::error(400, "bad_request",
-                                                          "malformed percent-encoding in path");
-                        return best;
-                    }
-                    ok = !decoded->empty();
-                    params[seg.text] = std::move(*decoded);
+                    ok = !parts[i].empty();
+                    params[seg.text] = parts[i];
                     key.push_back(false);
                 } else {
                     ok = seg.text == parts[i];
@@ -780,10 +814,10 @@ HttpServer::Impl::Match HttpServer::Impl::match(const HttpRequest& request) cons
         return best;
     };
     out = find_for(request.method);
-    if (out.answer || out.route) return out;
+    if (out.route) return out;
     if (request.method == "HEAD") {
         out = find_for("GET");
-        if (out.answer || out.route) return out;
+        if (out.route) return out;
     }
     if (allowed.empty()) {
         out.answer = HttpResponse::error(404, "not_found", "no such resource: " + request.path);

@@ -24,8 +24,10 @@ int status_for(Errc code) {
     }
 }
 
+// The code goes in "code" only: "message" is the detail (Error::message() would repeat the
+// code in front of it); HttpResponse::error puts the code's name there when it is empty.
 HttpResponse error_response(const Error& e) {
-    return HttpResponse::error(status_for(e.code), errc_name(e.code), e.message());
+    return HttpResponse::error(status_for(e.code), errc_name(e.code), e.detail);
 }
 
 HttpResponse bad_request(std::string_view message) {

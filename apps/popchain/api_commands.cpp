@@ -65,7 +65,23 @@ Result<Endpoint> api_of(const Args& a) {
     return *config->api;
 }
 
-// GETs or POSTs, prints the JSON answer indented; a 4xx/5xx prints the error and fails.
+// "<code>: <message>" of an API error answer ({"error": {"code", "message"}}, docs/api.md),
+// or nullopt when the body is not one.
+std::optional<std::string> api_error(const nlohmann::json& j) {
+    if (j.is_discarded() || !j.is_object() || !j.contains("error") || !j["error"].is_object())
+        return std::nullopt;
+    const auto field = [&](const char* name) {
+        const auto it = j["error"].find(name);
+        return it != j["error"].end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    std::string code = field("code");
+    std::string message = field("message");
+    if (code.empty()) return message.empty() ? std::nullopt : std::optional(message);
+    return message.empty() || message == code ? code : code + ": " + message;
+}
+
+// GETs or POSTs, prints the JSON answer indented; a 4xx/5xx prints "<status> <code>:
+// <message>" and fails.
 int call(const Args& a, std::string_view method, const std::string& target,
          const std::string& body = {}) {
     auto api = api_of(a);
@@ -75,9 +91,7 @@ int call(const Args& a, std::string_view method, const std::string& target,
     if (!r) return fail(api->to_string() + ": " + r.error().message());
     auto j = nlohmann::json::parse(r->body, nullptr, false);
     if (r->status >= 400) {
-        if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_object())
-            return fail(std::to_string(r->status) + " " +
-                        j["error"].value("message", std::string("error")));
+        if (auto e = api_error(j)) return fail(std::to_string(r->status) + " " + *e);
         return fail("HTTP " + std::to_string(r->status));
     }
     std::printf("%s\n", j.is_discarded() ? r->body.c_str() : j.dump(2).c_str());
@@ -255,8 +269,7 @@ int cmd_tx_send(int argc, char** argv, int first) {
         const auto j = nlohmann::json::parse(account->body, nullptr, false);
         if (account->status != 200) {
             std::string why = "HTTP " + std::to_string(account->status);
-            if (j.is_object() && j.contains("error") && j["error"].is_object())
-                why += " " + j["error"].value("message", std::string());
+            if (auto e = api_error(j)) why += " " + *e;
             return fail(account_failed + why);
         }
         if (!j.is_object() || !j.contains("nonce") || !j["nonce"].is_number_unsigned())

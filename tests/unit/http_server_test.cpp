@@ -271,6 +271,53 @@ TEST_CASE("http server: 404, 405 with Allow, and the JSON error shape") {
     CHECK(c.read_reply().status == 200);
 }
 
+TEST_CASE("http: HttpResponse::error puts the code in the message only when there is none") {
+    auto message = [](const HttpResponse& r) {
+        return nlohmann::json::parse(r.body)["error"]["message"].get<std::string>();
+    };
+    CHECK(message(HttpResponse::error(400, "invalid_argument", "height: an integer")) ==
+          "height: an integer");
+    CHECK(message(HttpResponse::error(404, "not_found", "")) == "not_found");
+}
+
+TEST_CASE("http server: percent-escapes are decoded the same way in every segment of the "
+          "target") {
+    TestServer t;
+    add_routes(t.server());
+    t.start();
+    RawConn c(t.port());
+    // A malformed escape anywhere (a literal segment, a parameter, an unknown path, the
+    // query) is 400 naming the escape, never a 404 that depends on where it is.
+    for (const std::string target :
+         {"/v1/blocks%zz", "/v1/bl%zzocks/7", "/v1%zz/blocks/7", "/v1/blocks/%zz", "/nothing/%zz",
+          "/v1/blocks/7%4", "/v1/blocks/7?full=%zz", "/v1/blocks/7?%g1=1"}) {
+        RawConn bad(t.port());
+        bad.send(get(target));
+        const Reply r = bad.read_reply();
+        INFO(target);
+        check_error_shape(r, 400, "bad_request");
+        const std::string message = r.json()["error"]["message"];
+        CHECK(message.find("malformed percent-escape") != std::string::npos);
+        const bool in_query = target.find('?') != std::string::npos;
+        CHECK(message.find(in_query ? "in the query" : "in the path") != std::string::npos);
+        CHECK((message.find("\"%zz\"") != std::string::npos ||
+               message.find("\"%4\"") != std::string::npos ||
+               message.find("\"%g1\"") != std::string::npos));
+    }
+    // A well-formed escape is the character it stands for, in literal segments as in
+    // parameters: the route's usual answer, or 404 for a path no route has.
+    c.send(get("/v1/%62locks/7"));
+    CHECK(c.read_reply().json() == nlohmann::json{{"height", "7"}});
+    c.send(get("/v1/blocks/%6catest")); // "latest": the literal route, as when sent plainly
+    CHECK(c.read_reply().json() == nlohmann::json{{"latest", true}});
+    c.send(get("/%76%31/accounts/pop%20x/txs/3"));
+    CHECK(c.read_reply().json() == nlohmann::json{{"address", "pop x"}, {"page", "3"}});
+    c.send(get("/v1/nothin%67"));
+    check_error_shape(c.read_reply(), 404, "not_found");
+    c.send(get("/v1/blocks%2F7")); // an escaped '/' is data, not a separator
+    check_error_shape(c.read_reply(), 404, "not_found");
+}
+
 TEST_CASE("http server: route registration refuses bad patterns and duplicates") {
     asio::io_context io;
     HttpServer s(io);

@@ -175,10 +175,16 @@ TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {
     const Address alice = f.cluster.wallet(0).address();
     const auto before = f.cluster.replica(0)->ledger().account(alice);
 
+    // Every error is {"error": {"code", "message"}}; the message is the detail for people,
+    // without the code repeated in front of it.
     auto code_of = [&](HttpResponse r) {
         auto j = nlohmann::json::parse(r.body, nullptr, false);
         REQUIRE_FALSE(j.is_discarded());
-        return std::make_pair(r.status, j["error"]["code"].get<std::string>());
+        const std::string code = j["error"]["code"].get<std::string>();
+        const std::string message = j["error"]["message"].get<std::string>();
+        CHECK_FALSE(message.empty());
+        CHECK_MESSAGE(message.rfind(code + ":", 0) != 0, r.body);
+        return std::make_pair(r.status, code);
     };
     CHECK(code_of(f.call("POST", "/v1/txs", "{not json")).first == 400);
     nlohmann::json tx = to_json(f.cluster.transfer(0, 1, 5));
@@ -206,6 +212,20 @@ TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {
     CHECK(code_of(f.call("GET", "/v1/blocks/99999")) ==
           std::make_pair(404, std::string("not_found")));
     CHECK(code_of(f.call("GET", "/v1/txs/1234")).first == 400);
+    CHECK(f.call_json("GET", "/v1/txs/1234", {}, 400) ==
+          nlohmann::json{
+              {"error", {{"code", "invalid_argument"}, {"message", "tx id: 64 hex digits"}}}});
+    // A malformed percent-escape is 400 wherever it is in the target; a well-formed one
+    // stands for its character, in the route's literal segments too.
+    CHECK(code_of(f.call("GET", "/v1/status%zz")) ==
+          std::make_pair(400, std::string("bad_request")));
+    CHECK(code_of(f.call("GET", "/v1/accounts/%zz")) ==
+          std::make_pair(400, std::string("bad_request")));
+    CHECK(code_of(f.call("GET", "/v1/txs?limit=%zz")) ==
+          std::make_pair(400, std::string("bad_request")));
+    CHECK(f.call_json("GET", "/v1/%73tatus")["id"] == 0); // GET /v1/status
+    CHECK(code_of(f.call("GET", "/v1/statu%73%73")) ==
+          std::make_pair(404, std::string("not_found")));
     CHECK(code_of(f.call("GET", "/v1/txs/" + std::string(64, '0'))).first == 404);
     CHECK(code_of(f.call("GET", "/v1/accounts/pop123")).first == 400);
     CHECK(code_of(f.call("GET", "/v1/addresses/" + alice.to_string() + "/txs?limit=0")).first ==

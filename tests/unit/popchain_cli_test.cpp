@@ -467,6 +467,49 @@ TEST_CASE("popchain: tx send names the node it cannot reach") {
     if (port_free(base + 100)) CHECK(r.output.find("refused") != std::string::npos);
 }
 
+TEST_CASE("popchain: tx transfer --wait --timeout S gives up within S seconds when nothing "
+          "commits; API errors show code and message") {
+    TempDir tmp;
+    const fs::path dir = tmp.path() / "net";
+    const std::string d = " --dir " + dir.string();
+    const int base = free_base_port();
+    REQUIRE(base > 0);
+    REQUIRE(popchain_cmd(tmp.path(), "testnet init --nodes 4 --wallets 2 --base-port " +
+                                         std::to_string(base) + d)
+                .code == 0);
+    TestnetGuard guard{tmp.path(), dir};
+    // One node of four: it takes the request but there is no quorum to commit it.
+    Run r = popchain_cmd(tmp.path(), "testnet up --node 0" + d);
+    REQUIRE_MESSAGE(r.code == 0, r.output);
+
+    // The client's retransmissions back off (0.5, 1, 2, 4 s): --timeout must not wait for
+    // the next one.
+    for (const int timeout : {2, 5}) {
+        const auto start = std::chrono::steady_clock::now();
+        r = popchain_cmd(tmp.path(), "tx transfer --from w0 --to w1 --amount 5 --wait --timeout " +
+                                         std::to_string(timeout) + d);
+        const auto elapsed = std::chrono::steady_clock::now() - start;
+        CHECK_MESSAGE(r.code == 1, r.output);
+        CHECK_MESSAGE(elapsed < std::chrono::seconds(timeout) + 1s, "--timeout ", timeout, " took ",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(),
+                      " ms");
+        CHECK_MESSAGE(r.output.find("timed out after " + std::to_string(timeout) + " s") !=
+                          std::string::npos,
+                      r.output);
+        CHECK_MESSAGE(r.output.find("still pending") != std::string::npos, r.output);
+    }
+
+    // An HTTP API error is printed as "<status> <code>: <message>", the code once.
+    r = popchain_cmd(tmp.path(), "tx get --id " + std::string(64, 'a') + d);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.output.rfind("popchain: 404 not_found: ", 0) == 0, r.output);
+    CHECK_MESSAGE(r.output.find("not_found: not_found") == std::string::npos, r.output);
+    r = popchain_cmd(tmp.path(), "block get --height 99999" + d);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(r.output.rfind("popchain: 404 not_found: ", 0) == 0, r.output);
+    CHECK_MESSAGE(r.output.find("not_found: not_found") == std::string::npos, r.output);
+}
+
 TEST_CASE("popchain: testnet down --timeout 0 says why it killed a node") {
     TempDir tmp;
     const fs::path dir = tmp.path() / "net";

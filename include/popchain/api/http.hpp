@@ -49,7 +49,8 @@ struct HttpResponse {
     // `body` serialised compactly, Content-Type: application/json.
     static HttpResponse json(int status, const nlohmann::json& body);
     // The API's error shape: {"error":{"code":"<code>","message":"<message>"}}. `code` is a
-    // stable snake_case identifier clients branch on; `message` is for people.
+    // stable snake_case identifier clients branch on; `message` is for people: the detail,
+    // without the code in front of it (an empty one is replaced by the code).
     static HttpResponse error(int status, std::string_view code, std::string_view message);
     static HttpResponse text(int status, std::string body);
 };

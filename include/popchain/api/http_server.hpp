@@ -91,8 +91,11 @@ public:
     HttpServer& operator=(const HttpServer&) = delete;
 
     // `pattern` is a path of literal segments and {name} segments: "/v1/blocks/{height}".
-    // A {name} segment matches one non-empty path segment, handed to the handler
-    // percent-decoded as params["name"]. When several patterns match, the one with a
+    // Each segment of a request's path is percent-decoded before it is matched (a literal
+    // segment matches "%73tatus" as "status"; "%2F" is data, not a separator); a malformed
+    // escape anywhere in the target is 400 before any route is tried. A {name} segment
+    // matches one non-empty path segment, handed to the handler decoded as params["name"].
+    // When several patterns match, the one with a
     // literal segment earliest wins ("/v1/blocks/latest" over "/v1/blocks/{height}").
     // A HEAD request is served by the GET route when no HEAD route exists (body dropped).
     // Fails for a malformed pattern or method, or a (method, pattern) already routed.
