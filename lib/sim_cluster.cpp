@@ -269,7 +269,8 @@ std::size_t SimCluster::missing(const std::vector<Hash256>& txids, pbft::Replica
     return count;
 }
 
-bool SimCluster::run_until_committed(const std::vector<Hash256>& txids, Millis deadline) {
+bool SimCluster::run_until_committed(const std::vector<Hash256>& txids, Millis deadline,
+                                     const std::function<bool()>& stop) {
     // Checked after every event, so only stores whose tip moved are looked at again, and
     // only for the transactions they still lack.
     const std::uint32_t n = size();
@@ -293,7 +294,10 @@ bool SimCluster::run_until_committed(const std::vector<Hash256>& txids, Millis d
         }
         return true;
     };
-    return net_.run_until(done, deadline);
+    if (!stop) return net_.run_until(done, deadline);
+    bool stopped = false;
+    const bool all = net_.run_until([&] { return done() || (stopped = stop()); }, deadline);
+    return all && !stopped; // stopped: done() was false at that event
 }
 
 // ---- checks ----

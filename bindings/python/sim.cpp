@@ -5,6 +5,7 @@
 #include <popchain/net/sim_cluster.hpp>
 #include <popchain/net/sim_scenario.hpp>
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -19,6 +20,34 @@ namespace {
 using net::Millis;
 using net::SimCluster;
 using pbft::ReplicaId;
+
+// Asked after every simulated event by the run loops below: every 4,096 events it lets Python
+// handle pending signals, so a long run (run_for(2**62)) stops at Ctrl-C, or at any signal
+// handler that raises, instead of holding the interpreter until it ends. Calling it with the
+// GIL held is what the run loops do anyway: the simulator has no Python callbacks.
+class SignalCheck {
+public:
+    bool operator()() {
+        if (++events_ % 4096 != 0) return false;
+        interrupted_ = PyErr_CheckSignals() != 0;
+        return interrupted_;
+    }
+    // Raises the handler's exception (KeyboardInterrupt for Ctrl-C) if the run was stopped.
+    void raise_if_interrupted() const {
+        if (interrupted_) throw py::error_already_set();
+    }
+
+private:
+    std::uint64_t events_ = 0;
+    bool interrupted_ = false;
+};
+
+// run_until(t) that Python signals can interrupt (the clock then stays where it stopped).
+void run_interruptibly(net::SimNetwork& network, Millis until) {
+    SignalCheck check;
+    network.run_until([&] { return check(); }, until);
+    check.raise_if_interrupted();
+}
 
 // Owns the SimCluster and counts each replica's incarnations. SimCluster destroys a Replica
 // when it crashes, so a Python handle to it must notice; comparing pointers is not enough (a
@@ -392,18 +421,31 @@ void init_sim(py::module_& m) {
             "retrying", [](const Cluster& c) { return c.get().retrying(); },
             "Transactions submit_with_retry is still retrying.")
         .def(
-            "run_for", [](Cluster& c, Millis ms) { c.get().network().run_for(ms); }, py::arg("ms"),
-            "Runs every event in the next `ms` virtual milliseconds.")
+            "run_for",
+            [](Cluster& c, Millis ms) {
+                auto& network = c.get().network();
+                constexpr Millis max = std::numeric_limits<Millis>::max();
+                run_interruptibly(network, ms > max - network.now() ? max : network.now() + ms);
+            },
+            py::arg("ms"),
+            "Runs every event in the next `ms` virtual milliseconds. Ctrl-C (or a signal\n"
+            "handler that raises) stops it, with the clock where it stopped.")
         .def(
-            "run_until", [](Cluster& c, Millis t) { c.get().network().run_until(t); },
-            py::arg("time"), "Runs every event up to absolute virtual time `time`.")
+            "run_until", [](Cluster& c, Millis t) { run_interruptibly(c.get().network(), t); },
+            py::arg("time"),
+            "Runs every event up to absolute virtual time `time`. Ctrl-C stops it, as\n"
+            "run_for.")
         .def(
             "step", [](Cluster& c) { return c.get().network().step(); },
             "Runs the earliest event; False if there was none.")
         .def(
             "run_until_committed",
             [](Cluster& c, const std::vector<Hash256>& txids, Millis deadline) {
-                return c.get().run_until_committed(txids, deadline);
+                SignalCheck check;
+                const bool all =
+                    c.get().run_until_committed(txids, deadline, [&] { return check(); });
+                check.raise_if_interrupted();
+                return all;
             },
             py::arg("txids"), py::arg("deadline"),
             "Runs until every txid is in the store of every up honest replica, or no event\n"

@@ -222,3 +222,43 @@ def test_consensus_only_commands_reach_every_application():
     assert c.app_digest(3) == (height, digest)
     with pytest.raises(ValueError):
         cluster(seed=1).command(0, 1)
+
+
+@pytest.mark.parametrize("how", ["run_for", "run_until", "run_until_committed"])
+def test_a_signal_stops_a_long_run(how):
+    # An idle cluster always has timers due, so a run to the far future would take hours;
+    # a signal handler that raises must stop it, with the clock where it stopped.
+    import signal
+    import time
+
+    c = cluster(seed=5)
+    ids = submit_transfers(c, 4)
+    commit(c, ids)
+    never = [popchain.sha256(b"never submitted")]
+
+    class Alarm(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Alarm()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Alarm):
+            if how == "run_for":
+                c.run_for(2**62)
+            elif how == "run_until":
+                c.run_until(2**62)
+            else:
+                c.run_until_committed(never, 2**62)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 5
+    assert 0 < c.now < 2**62
+    # The cluster is usable after the interruption.
+    more = submit_transfers(c, 2)
+    commit(c, more)
+    c.check_safety()

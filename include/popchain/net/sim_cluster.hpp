@@ -141,7 +141,10 @@ public:
     // Runs the network until every listed transaction is in the store of every up honest
     // replica, or no event is left at or before the absolute virtual time `deadline`.
     // Returns whether they all are.
-    bool run_until_committed(const std::vector<Hash256>& txids, Millis deadline);
+    // `stop`, when given, is asked after every event too and ends the run early when it says
+    // so (a Python caller's Ctrl-C); the clock then stays where the run stopped.
+    bool run_until_committed(const std::vector<Hash256>& txids, Millis deadline,
+                             const std::function<bool()>& stop = {});
     // How many of `txids` replica `id`'s store does not hold (up or not).
     std::size_t missing(const std::vector<Hash256>& txids, pbft::ReplicaId id) const;
 
