@@ -68,6 +68,9 @@ Result<std::unique_ptr<Replica>> Replica::create(ReplicaId id, const SigningKey&
     std::unique_ptr<Replica> r(new Replica(id, key, genesis.params, std::move(state), config,
                                            transport, store, std::move(link).value(),
                                            built->block.hash(), journal));
+    if (auto loaded = r->load_boundary_certificates(); !loaded)
+        return make_error(loaded.code(),
+                          "loading membership boundary certificates: " + loaded.error().detail);
     if (saved) {
         Scope scope(*r);
         r->restore(*saved);
@@ -91,6 +94,28 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
     epochs_[ledger_.height() + 1] = replicas_;
     view_timeout_ = config_.request_timeout_ms;
     tick_timer_ = set_timer(config_.retransmit_ms, [this] { on_tick(); });
+}
+
+Result<void> Replica::load_boundary_certificates() {
+    auto list = store_.get_meta(boundary_meta_key);
+    if (!list) return list.error();
+    if (!*list) return {};
+    if ((*list)->size() % 8 != 0) return make_error(Errc::storage_corrupt, "malformed list");
+    Reader r(**list);
+    while (r.remaining() > 0) {
+        const std::uint64_t height = r.u64();
+        auto kept = store_.certificate_from(height);
+        if (!kept) return kept.error();
+        if (!*kept || (*kept)->height != height)
+            continue; // its blocks were lost with it (a crash before the store synced)
+        auto cert = decode_checkpoint_certificate((*kept)->data);
+        if (!cert || cert->checkpoints.empty() || cert->checkpoints.front().seq != height)
+            return make_error(Errc::storage_corrupt, "certificate at height " +
+                                                         std::to_string(height) +
+                                                         " does not decode");
+        boundary_certs_[height] = std::move(cert).value();
+    }
+    return {};
 }
 
 // Back to the promises of a previous run (the journal's state as of its last sync).
@@ -1053,7 +1078,8 @@ void Replica::check_stable(std::uint64_t seq) {
 void Replica::make_stable(CheckpointCertificate cert) {
     const std::uint64_t seq = cert.checkpoints.front().seq;
     if (seq <= stable_certificate_seq()) return;
-    if (epochs_.count(seq + 1) && seq > 0) boundary_certs_[seq] = cert;
+    const bool boundary = epochs_.count(seq + 1) && seq > 0;
+    if (boundary) boundary_certs_[seq] = cert;
     stable_cert_ = std::move(cert);
     // Kept beside the blocks for good, so every block below stays provable (commit_proof);
     // the store cannot keep it only if it fails, and then it has lost blocks too.
@@ -1061,6 +1087,17 @@ void Replica::make_stable(CheckpointCertificate cert) {
         !kept) {
         ++stats_.store_errors;
         halted_ = true;
+    }
+    if (boundary && !halted_) {
+        // Which kept certificates are boundaries, so a restarted replica can still lead one
+        // that is behind a membership change across it (on_fetch). Rare: one write per change.
+        Writer w;
+        for (const auto& [height, _] : boundary_certs_)
+            w.u64(height);
+        if (!store_.put_meta(boundary_meta_key, w.take())) {
+            ++stats_.store_errors;
+            halted_ = true;
+        }
     }
     if (!leaving_.empty() && low() >= leaving_until_) {
         for (const auto& r : leaving_)

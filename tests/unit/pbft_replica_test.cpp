@@ -1066,6 +1066,59 @@ TEST_CASE("replica: every executed block stays provable by its nearest checkpoin
     }
 }
 
+// The certificate a replica behind a membership change needs is the old set's, at the
+// boundary; the members keep it across restarts (the store has every certificate, and which
+// ones are boundaries), so the replica catches up even when every member has restarted since.
+TEST_CASE("replica: a replica that missed a membership change catches up across it after every "
+          "member restarted") {
+    Cluster c(7, 83, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    c.submit_transfers(20, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(20); }, 10'000), c.describe());
+    c.crash(6); // misses everything from here on
+    const std::uint32_t a = c.add_process(), b = c.add_process();
+    // Two of the old set leave and two join: a quorum of the new set (5 of 7, replica 6 down)
+    // always includes a newcomer, so the old set alone cannot check its certificates.
+    for (Tx tx : {c.config_tx(ConfigChange::Action::remove_replica, 4),
+                  c.config_tx(ConfigChange::Action::remove_replica, 5),
+                  c.config_tx(ConfigChange::Action::add_replica, a),
+                  c.config_tx(ConfigChange::Action::add_replica, b)})
+        REQUIRE(c.replicas[0]->submit(tx).ok());
+    // Through replica 0 only: the leaving ones stop taking part at the switch.
+    for (std::size_t i = 0; i < 40; ++i) {
+        REQUIRE(c.replicas[0]->submit(c.next_transfer(i % wallet_count, 1)).ok());
+        c.net.run_for(2);
+    }
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            return c.replicas[0]->ledger().state().replicas.size() == 7 &&
+                                   c.replicas[a]->voting() && c.replicas[b]->voting() &&
+                                   c.replicas[0]->pending() == 0;
+                        },
+                        c.net.now() + 30'000),
+                    c.describe());
+    c.crash(4); // removed: no longer part of the chain
+    c.crash(5);
+    c.submit_transfers(20, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(80); }, c.net.now() + 30'000),
+                    c.describe());
+    c.net.run_for(500);
+    // Every member restarts: what a replica kept only in memory is gone.
+    const std::vector<std::uint32_t> members{0, 1, 2, 3, a, b};
+    for (std::uint32_t i : members)
+        c.crash(i);
+    for (std::uint32_t i : members)
+        c.restart(i);
+    c.submit_transfers(10, 1);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(90); }, c.net.now() + 30'000),
+                    c.describe());
+    c.restart(6);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(90); }, c.net.now() + 30'000),
+                    c.describe());
+    c.net.run_for(1'000);
+    c.check_agreement();
+    CHECK(c.replicas[6]->stats().state_transfers >= 1);
+}
+
 TEST_CASE("replica: while no view can execute, each view waits twice as long as the last") {
     ReplicaConfig config = small_blocks();
     config.request_timeout_ms = 100;

@@ -435,6 +435,9 @@ private:
     void take_checkpoint(const Block& block);
     void check_stable(std::uint64_t seq);
     void make_stable(CheckpointCertificate cert);
+    // The store's meta key listing (u64 each) the heights of kept boundary certificates.
+    static constexpr const char* boundary_meta_key = "pbft.boundary_certificates";
+    Result<void> load_boundary_certificates();
     void collect_garbage();
 
     // timers
