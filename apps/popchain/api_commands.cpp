@@ -81,9 +81,10 @@ std::optional<std::string> api_error(const nlohmann::json& j) {
 }
 
 // GETs or POSTs, prints the JSON answer indented; a 4xx/5xx prints "<status> <code>:
-// <message>" and fails.
+// <message>" and fails. `pending_fails`: a 202 answer (a submit with ?wait=1 whose wait ended
+// before its block executed) is printed and fails too, since the caller asked for a commit.
 int call(const Args& a, std::string_view method, const std::string& target,
-         const std::string& body = {}) {
+         const std::string& body = {}, bool pending_fails = false) {
     auto api = api_of(a);
     if (!api) return fail(api.error().message());
     auto r =
@@ -95,6 +96,9 @@ int call(const Args& a, std::string_view method, const std::string& target,
         return fail("HTTP " + std::to_string(r->status));
     }
     std::printf("%s\n", j.is_discarded() ? r->body.c_str() : j.dump(2).c_str());
+    if (pending_fails && r->status == 202)
+        return fail("not committed when the node's wait ended: still pending (it may still "
+                    "commit; tx get --id shows when)");
     return exit_ok;
 }
 
@@ -232,18 +236,25 @@ int cmd_tx_send(int argc, char** argv, int first) {
     const CommandSpec spec{
         "tx send",
         "Signs a transfer with a wallet of the testnet and submits it to one node's HTTP API\n"
-        "(POST /v1/txs); with --wait, answers once the block holding it executed there.",
+        "(POST /v1/txs); with --wait, answers once the block holding it executed there, and\n"
+        "exits 1 if it is still pending when the node's wait ends (10 s, or --timeout).",
         {{"dir", "DIR", "the testnet directory (its wallets and genesis; its node I's API)", true},
          node_option,
          {"api", "HOST:PORT", "the node's HTTP API instead of node I's"},
          {"from", "ALIAS", "the paying wallet (DIR/wallets/ALIAS.key)", true},
          {"to", "ADDR", "the payee's address", true},
          {"amount", "A", "amount to transfer (> 0)", true},
-         {"wait", "", "wait until it is committed"}}};
+         {"wait", "", "wait until it is committed"},
+         {"timeout", "S",
+          "with --wait: the node waits at most S seconds (default: the node's own limit, "
+          "10 s; a node refuses more than its limit)"}}};
     return with_args(spec, argc, argv, first, [&](const Args& a) -> int {
         std::string err;
         const auto amount = a.get_uint("amount", 0, 1, ~0ull, err);
-        if (!amount) return usage_fail(spec, err);
+        const auto timeout = a.get_uint("timeout", 0, 1, 3600, err);
+        if (!amount || !timeout) return usage_fail(spec, err);
+        if (a.has("timeout") && !a.flag("wait"))
+            return usage_fail(spec, "--timeout goes with --wait");
         if (auto e = check_node_options(a)) return usage_fail(spec, *e);
         auto to = Address::parse(a.get("to"));
         if (!to)
@@ -276,8 +287,12 @@ int cmd_tx_send(int argc, char** argv, int first) {
             return fail(account_failed + "the answer has no nonce");
         const auto nonce = j["nonce"].get<std::uint64_t>();
         const Tx tx = wallet->transfer(genesis->params.chain_id, nonce, *to, *amount);
-        return call(a, "POST", a.flag("wait") ? "/v1/txs?wait=1" : "/v1/txs",
-                    api::to_json(tx).dump());
+        std::string target = "/v1/txs";
+        if (a.flag("wait")) {
+            target += "?wait=1";
+            if (a.has("timeout")) target += "&wait_ms=" + std::to_string(*timeout * 1000);
+        }
+        return call(a, "POST", target, api::to_json(tx).dump(), a.flag("wait"));
     });
 }
 

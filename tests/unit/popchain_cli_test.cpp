@@ -499,6 +499,28 @@ TEST_CASE("popchain: tx transfer --wait --timeout S gives up within S seconds wh
         CHECK_MESSAGE(r.output.find("still pending") != std::string::npos, r.output);
     }
 
+    // tx send --wait goes through the HTTP API: a transaction still pending when the node's
+    // wait ends is a failure too (exit 1, the pending answer printed), and --timeout
+    // shortens that wait.
+    const Run list = popchain_cmd(tmp.path(), "wallet list" + d);
+    const auto at = list.output.find("w0 pop");
+    REQUIRE_MESSAGE(at != std::string::npos, list.output);
+    const std::string w0 = list.output.substr(at + 3, 51);
+    auto start = std::chrono::steady_clock::now();
+    r = popchain_cmd(tmp.path(),
+                     "tx send --from w1 --to " + w0 + " --amount 3 --wait --timeout 1" + d);
+    CHECK_MESSAGE(r.code == 1, r.output);
+    CHECK(std::chrono::steady_clock::now() - start < 3s);
+    CHECK_MESSAGE(r.output.find("\"status\": \"pending\"") != std::string::npos, r.output);
+    CHECK_MESSAGE(r.output.find("still pending") != std::string::npos, r.output);
+    // Only with --wait, and within what the node allows.
+    r = popchain_cmd(tmp.path(), "tx send --from w1 --to " + w0 + " --amount 3 --timeout 1" + d);
+    CHECK_MESSAGE(r.code == 2, r.output);
+    r = popchain_cmd(tmp.path(),
+                     "tx send --from w1 --to " + w0 + " --amount 3 --wait --timeout 3600" + d);
+    CHECK_MESSAGE(r.code == 1, r.output);
+    CHECK_MESSAGE(r.output.find("400 invalid_argument: wait_ms") != std::string::npos, r.output);
+
     // An HTTP API error is printed as "<status> <code>: <message>", the code once.
     r = popchain_cmd(tmp.path(), "tx get --id " + std::string(64, 'a') + d);
     CHECK(r.code == 1);
