@@ -3,6 +3,7 @@
 #include <popchain/api/http_client.hpp>
 #include <popchain/api/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -63,15 +64,36 @@ Result<NodeReply> ChainClient::get(const std::string& target) {
     return last;
 }
 
-SubmitOutcome ChainClient::submit(const popchain::Tx& tx) {
+SubmitOutcome ChainClient::submit(const popchain::Tx& tx, Clock::time_point deadline) {
+    return post_tx(tx, &deadline);
+}
+
+SubmitOutcome ChainClient::send(const popchain::Tx& tx) {
+    return post_tx(tx, nullptr);
+}
+
+SubmitOutcome ChainClient::post_tx(const popchain::Tx& tx, const Clock::time_point* deadline) {
+    using std::chrono::milliseconds;
     const std::string body = popchain::api::to_json(tx).dump();
-    const auto wait = submit_timeout_;
+    const std::string target = deadline ? "/v1/txs?wait=1" : "/v1/txs";
     SubmitOutcome outcome;
     outcome.message = "no node could be reached";
     const std::size_t start = preferred_.load();
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
         const std::size_t i = (start + k) % nodes_.size();
-        auto r = request(i, "POST", "/v1/txs?wait=1", body, wait);
+        milliseconds wait = timeout_;
+        if (deadline) {
+            // The node's own wait (10 s by default) is not shortened with ?wait_ms: a node
+            // configured with a shorter maximum would refuse the request. The connection is
+            // cut instead; the transaction is stored by the caller and resent later.
+            const auto left = std::chrono::duration_cast<milliseconds>(*deadline - Clock::now());
+            if (k > 0 && left < min_attempt) {
+                outcome.message = "no commit within the wait; " + outcome.message;
+                break;
+            }
+            wait = std::clamp(left, min_attempt, std::max(submit_timeout_, min_attempt));
+        }
+        auto r = request(i, "POST", target, body, wait);
         if (!r || r->status >= 500) {
             outcome.message = r ? nodes_[i].to_string() + " answered " + std::to_string(r->status)
                                 : r.error().message();

@@ -57,14 +57,24 @@ public:
     popchain::Result<NodeReply> get(const std::string& target);
     // The same on node `i` only (the explorer compares nodes).
     popchain::Result<NodeReply> get_from(std::size_t i, const std::string& target);
+    using Clock = std::chrono::steady_clock;
     // POST /v1/txs?wait=1, moving on to the next node when one cannot be reached. Resending
-    // the same signed transaction is safe: a node answers "committed" for one it has.
-    SubmitOutcome submit(const popchain::Tx& tx);
+    // the same signed transaction is safe: a node answers "committed" for one it has. Waits
+    // for one node at most `submit_timeout`, and asks no further node once `deadline` passed
+    // (the first is always asked, for at least min_attempt); a wait cut short is "unreachable",
+    // and the transaction, stored by the caller, stays pending.
+    SubmitOutcome submit(const popchain::Tx& tx, Clock::time_point deadline);
+    // POST /v1/txs without waiting (each node at most the read timeout): admitted (pending),
+    // committed already, or refused.
+    SubmitOutcome send(const popchain::Tx& tx);
+    static constexpr std::chrono::milliseconds min_attempt{250};
 
     std::size_t node_count() const { return nodes_.size(); }
     const NodeEndpoint& node(std::size_t i) const { return nodes_.at(i); }
 
 private:
+    // `deadline` null: no wait for the commit.
+    SubmitOutcome post_tx(const popchain::Tx& tx, const Clock::time_point* deadline);
     popchain::Result<NodeReply> request(std::size_t i, std::string_view method,
                                         const std::string& target, const std::string& body,
                                         std::chrono::milliseconds timeout);

@@ -6,6 +6,7 @@
 //             --authority-passphrase-file DIR/passphrase] [--auto-approve-limit N]
 //             [--escrow-blocks N] [--static DIR] [--workers N]
 //             [--node-timeout-ms N] [--submit-timeout-ms N] [--settle-interval-ms N]
+//             [--chain-workers N] [--chain-requests-per-member N] [--commit-wait-ms N]
 //             --db, --listen, --genesis, --node and --admin are required; the numbers' ranges
 //             are in docs/marketplace.md (and in the message when one is out of range)
 //   popmarket --print-trust-root DIR/genesis.json
@@ -75,6 +76,9 @@ int main(int argc, char** argv) {
                                   "node-timeout-ms",
                                   "submit-timeout-ms",
                                   "settle-interval-ms",
+                                  "chain-workers",
+                                  "chain-requests-per-member",
+                                  "commit-wait-ms",
                                   "print-trust-root"};
     for (const auto& [k, v] : args)
         if (std::find(std::begin(known), std::end(known), k) == std::end(known))
@@ -122,6 +126,14 @@ int main(int argc, char** argv) {
     if (!submit_timeout) return 2;
     const auto settle_interval = get_number("settle-interval-ms", 2000, 1, 3'600'000);
     if (!settle_interval) return 2;
+    const auto chain_workers = get_number("chain-workers", 4, 1, 64);
+    if (!chain_workers) return 2;
+    const auto per_member = get_number("chain-requests-per-member", 2, 1, 64);
+    if (!per_member) return 2;
+    // Under the HTTP server's 60 s limit for a deferred answer (then 504 for it), with room
+    // for a lock wait and the reads before the transaction is signed.
+    const auto commit_wait = get_number("commit-wait-ms", 8000, 1, 25'000);
+    if (!commit_wait) return 2;
 
     auto genesis = popchain::Genesis::load(get("genesis"));
     if (!genesis) return usage(("genesis: " + genesis.error().message()).c_str());
@@ -142,6 +154,9 @@ int main(int argc, char** argv) {
     options.static_dir = get("static", POPMARKET_STATIC_DIR);
     options.auto_approve_limit = *auto_limit;
     options.escrow_blocks = *escrow_blocks;
+    options.chain_workers = *chain_workers;
+    options.chain_requests_per_member = *per_member;
+    options.commit_wait = std::chrono::milliseconds(*commit_wait);
 
     if (args.count("authority-key")) {
         std::ifstream in(get("authority-key"));
@@ -176,8 +191,10 @@ int main(int argc, char** argv) {
         http.port = listen->port;
         http.max_body_bytes = 1024 * 1024 + 4096; // a photo as a data: URL
         popchain::api::HttpServer server(io, http);
+        // Declared first, so it outlives `pool`, whose jobs hand requests on to it.
+        WorkerPool chain_pool(*chain_workers);
         WorkerPool pool(*workers);
-        if (auto ok = market.add_routes(server, pool); !ok)
+        if (auto ok = market.add_routes(server, pool, chain_pool); !ok)
             return usage(ok.error().message().c_str());
         if (auto ok = server.start(); !ok) {
             std::fprintf(stderr, "popmarket: %s\n", ok.error().message().c_str());

@@ -26,10 +26,39 @@ struct ApiError {
     int status;
     std::string code;
     std::string message;
+    int retry_after = 0; // seconds, for a Retry-After header; 0: none
 };
 
 [[noreturn]] void fail(int status, std::string code, std::string message) {
     throw ApiError{status, std::move(code), std::move(message)};
+}
+
+// Refused because the chain or this member's earlier requests are busy; nothing was done.
+[[noreturn]] void fail_busy(int status, std::string code, std::string message) {
+    throw ApiError{status, std::move(code), std::move(message), 2};
+}
+
+// A place among the requests that wait for the chain, or the refusal: nothing was done.
+std::shared_ptr<ChainGate::Ticket> admit(ChainGate& gate, std::int64_t member) {
+    ChainGate::Refusal why = ChainGate::Refusal::none;
+    auto ticket = gate.enter(member, why);
+    if (why == ChainGate::Refusal::member)
+        fail_busy(429, "too_many_chain_requests",
+                  "you already have " + std::to_string(gate.member_limit()) +
+                      " requests waiting for the chain (it is slow or has no quorum); nothing "
+                      "was done: try again once they are answered");
+    if (why == ChainGate::Refusal::total)
+        fail_busy(503, "chain_busy",
+                  std::to_string(gate.total_limit()) +
+                      " requests are already waiting for the chain (it is slow or has no "
+                      "quorum); nothing was done: try again later");
+    return ticket;
+}
+
+HttpResponse error_response(const ApiError& e) {
+    HttpResponse r = HttpResponse::error(e.status, e.code, e.message);
+    if (e.retry_after > 0) r.headers["Retry-After"] = std::to_string(e.retry_after);
+    return r;
 }
 
 struct Caller {
@@ -47,6 +76,8 @@ struct Call {
     const api::PathParams& params;
     std::optional<Caller> caller;
     json body;
+    // When a request that waits for the chain stops waiting and answers with what it has.
+    Market::Deadline deadline{};
 
     const std::string& param(const char* name) const { return params.find(name)->second; }
     const Caller& who() const { return *caller; }
@@ -248,7 +279,8 @@ Market::Market(Db& db, ChainClient& chain, MarketOptions options)
     : db_(db), chain_(chain),
       verifier_(chain, options.replicas, popchain::Address::of(options.chain_authority)),
       options_(std::move(options)),
-      trust_root_(trust_root_json(options_.replicas, options_.chain_id)) {
+      trust_root_(trust_root_json(options_.replicas, options_.chain_id)),
+      chain_gate_(options_.chain_workers, options_.chain_requests_per_member) {
     dummy_hash_ = hash_password("not a real password", options_.passwords);
 }
 
@@ -309,16 +341,35 @@ Result<void> Market::setup(const std::string& admin_password) {
     return {};
 }
 
-Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool) {
+Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool, WorkerPool& chain_pool) {
     std::vector<Result<void>> added;
-    auto route = [&](const char* method, const char* pattern, Access access, Handler handler) {
+    // What `make` answers, or the error it threw as an answer. `make` answers nothing when it
+    // handed the request on.
+    auto answer = [](auto&& make) -> std::optional<HttpResponse> {
+        try {
+            return make();
+        } catch (const ApiError& e) {
+            return error_response(e);
+        } catch (const DbError& e) {
+            return HttpResponse::error(500, "database", e.what());
+        } catch (const std::exception& e) {
+            return HttpResponse::error(500, "internal", e.what());
+        }
+    };
+    // Every request is checked (session, role, CSRF, JSON) on `pool`. One that signs a
+    // transaction and waits for its commit (`waits`) is then admitted by the ChainGate or
+    // refused at once (nothing done), and runs on `chain_pool`: the threads of `pool` are
+    // never held by a wait for the chain.
+    auto route = [&](const char* method, const char* pattern, Access access, Handler handler,
+                     bool waits = false) {
         const bool changes = std::string_view(method) != "GET";
         added.push_back(server.route_async(
             method, pattern,
-            [this, &pool, access, changes, handler](const HttpRequest& r, const api::PathParams& p,
-                                                    api::Responder respond) {
-                pool.post([this, access, changes, handler, r, p, respond] {
-                    try {
+            [this, &pool, &chain_pool, access, changes, waits, handler,
+             answer](const HttpRequest& r, const api::PathParams& p, api::Responder respond) {
+                pool.post([this, &chain_pool, access, changes, waits, handler, answer, r, p,
+                           respond] {
+                    auto out = answer([&]() -> std::optional<HttpResponse> {
                         Call c{r, p, caller_of(r), json()};
                         if (access != Access::anyone && !c.caller)
                             fail(401, "unauthenticated", "log in first");
@@ -341,14 +392,25 @@ Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool) {
                             if (c.body.is_discarded())
                                 fail(400, "malformed", "the body is not valid JSON");
                         }
-                        respond(handler(c));
-                    } catch (const ApiError& e) {
-                        respond(HttpResponse::error(e.status, e.code, e.message));
-                    } catch (const DbError& e) {
-                        respond(HttpResponse::error(500, "database", e.what()));
-                    } catch (const std::exception& e) {
-                        respond(HttpResponse::error(500, "internal", e.what()));
-                    }
+                        if (!waits) {
+                            c.deadline = Clock::now() + options_.commit_wait;
+                            return handler(c);
+                        }
+                        auto ticket = admit(chain_gate_, c.who().id);
+                        chain_pool.post([this, handler, answer, r, p, respond, ticket,
+                                         caller = c.caller, body = c.body] {
+                            auto out = answer([&]() -> std::optional<HttpResponse> {
+                                Call c{r, p, caller, body, Clock::now() + options_.commit_wait};
+                                return handler(c);
+                            });
+                            // Free the place before answering: the member's next request,
+                            // sent on this answer, must find it free.
+                            ticket->release();
+                            respond(std::move(*out));
+                        });
+                        return std::nullopt;
+                    });
+                    if (out) respond(std::move(*out));
                 });
             }));
     };
@@ -366,19 +428,25 @@ Result<void> Market::add_routes(api::HttpServer& server, WorkerPool& pool) {
     route("POST", "/api/products", member, bind(&Market::create_product));
     route("GET", "/api/products/{id}", anyone, bind(&Market::product));
     route("GET", "/api/products/{id}/photo", anyone, bind(&Market::photo));
-    route("POST", "/api/products/{id}/buy", member, bind(&Market::buy));
+    // The routes that sign a transaction and wait for its commit run behind the ChainGate.
+    const bool waits = true;
+    route("POST", "/api/products/{id}/buy", member, bind(&Market::buy), waits);
     route("GET", "/api/trades", member, bind(&Market::my_trades));
     route("GET", "/api/trades/{trade_id}", member, bind(&Market::trade));
     for (const char* action : {"confirm", "cancel", "reclaim"}) {
-        route("POST", (std::string("/api/trades/{trade_id}/") + action).c_str(), member,
-              [this, action](Call& c) { return close_trade(c, action); });
+        route(
+            "POST", (std::string("/api/trades/{trade_id}/") + action).c_str(), member,
+            [this, action](Call& c) { return close_trade(c, action); }, waits);
     }
-    route("POST", "/api/trades/{trade_id}/review", member, bind(&Market::review));
-    route("POST", "/api/charges", member, bind(&Market::request_charge));
+    route("POST", "/api/trades/{trade_id}/review", member, bind(&Market::review), waits);
+    // A charge request waits for the chain only when it may be approved at once.
+    route("POST", "/api/charges", member, bind(&Market::request_charge),
+          options_.authority && options_.auto_approve_limit > 0);
     route("GET", "/api/charges", member, bind(&Market::my_charges));
     route("GET", "/api/admin/charges", admin, bind(&Market::admin_charges));
-    route("POST", "/api/admin/charges/{id}/approve", admin,
-          [this](Call& c) { return decide_charge(c, true); });
+    route(
+        "POST", "/api/admin/charges/{id}/approve", admin,
+        [this](Call& c) { return decide_charge(c, true); }, waits);
     route("POST", "/api/admin/charges/{id}/reject", admin,
           [this](Call& c) { return decide_charge(c, false); });
     route("GET", "/api/sellers/{username}", anyone, bind(&Market::seller_profile));
@@ -538,11 +606,23 @@ HttpResponse Market::logout(Call& c) {
 
 // ---------------------------------------------------------------- signed transactions
 
-std::mutex& Market::signer_lock(const std::string& address) {
+std::timed_mutex& Market::signer_lock(const std::string& address) {
     std::lock_guard lock(locks_mutex_);
     auto& m = signer_locks_[address];
-    if (!m) m = std::make_unique<std::mutex>();
+    if (!m) m = std::make_unique<std::timed_mutex>();
     return *m;
+}
+
+// Another request signing for the same account holds the lock while it waits for its
+// commit; this one waits no longer than its own deadline, and has done nothing by then.
+std::unique_lock<std::timed_mutex> Market::lock_signer(const std::string& address,
+                                                       Deadline deadline) {
+    std::unique_lock lock(signer_lock(address), deadline);
+    if (!lock)
+        fail_busy(429, "too_many_chain_requests",
+                  "another request signing for this account is still waiting for the chain; "
+                  "nothing was done: try again once it is answered");
+    return lock;
 }
 
 std::uint64_t Market::balance_of(const std::string& address) {
@@ -583,7 +663,7 @@ void Market::record_tx(const Tx& tx) {
 
 // Sends a stored transaction (again) and records what became of it: "committed",
 // "pending" or "failed".
-std::string Market::push_tx(const std::string& txid) {
+std::string Market::push_tx(const std::string& txid, std::optional<Deadline> deadline) {
     auto row = db_.one("SELECT tx_json, status FROM chain_txs WHERE txid = ?", {txid});
     if (!row) return "failed";
     if (row->text(1) != "pending") return row->text(1);
@@ -593,7 +673,7 @@ std::string Market::push_tx(const std::string& txid) {
         tx_final(txid, false, "stored transaction unreadable");
         return "failed";
     }
-    const SubmitOutcome out = chain_.submit(*tx);
+    const SubmitOutcome out = deadline ? chain_.submit(*tx, *deadline) : chain_.send(*tx);
     switch (out.state) {
     case SubmitState::committed:
         db_.query("UPDATE chain_txs SET height = ?, block_hash = ? WHERE txid = ?",
@@ -623,7 +703,7 @@ std::string Market::push_tx(const std::string& txid) {
 }
 
 // A pending transaction: first asks whether it committed (cheap), else resends it.
-std::string Market::settle_tx(const std::string& txid) {
+std::string Market::settle_tx(const std::string& txid, std::optional<Deadline> deadline) {
     auto known = chain_.get("/v1/txs/" + txid);
     if (known && known->status == 200 && known->body.value("status", "") == "committed") {
         db_.query("UPDATE chain_txs SET height = ?, block_hash = ? WHERE txid = ? AND status = "
@@ -633,7 +713,7 @@ std::string Market::settle_tx(const std::string& txid) {
         tx_final(txid, true, {});
         return "committed";
     }
-    return push_tx(txid);
+    return push_tx(txid, deadline);
 }
 
 // What a transaction's fate means for the rows that wait on it. Idempotent.
@@ -683,15 +763,21 @@ void Market::tx_final(const std::string& txid, bool committed, const std::string
 
 // Before a signer signs again, everything it signed earlier must have an outcome: the next
 // nonce depends on it.
-void Market::settle_signer(const std::string& address) {
+void Market::settle_signer(const std::string& address, Deadline deadline) {
     auto rows = db_.query(
         "SELECT txid FROM chain_txs WHERE signer = ? AND status = 'pending' ORDER BY nonce",
         {address});
     for (const auto& row : rows) {
-        if (settle_tx(row.text(0)) == "pending")
+        if (settle_tx(row.text(0), deadline) == "pending")
             fail(409, "previous_tx_pending",
-                 "an earlier transaction is still waiting to commit; try again shortly");
+                 "an earlier transaction is still waiting to commit; nothing was done: try "
+                 "again shortly");
     }
+    // What is signed from here on is stored and answered as pending at worst; with no time
+    // left to wait for it, nothing is signed.
+    if (Clock::now() >= deadline)
+        fail_busy(503, "chain_unavailable",
+                  "the chain did not answer in time; nothing was done: try again later");
 }
 
 void Market::settle_all() {
@@ -700,8 +786,10 @@ void Market::settle_all() {
                               "created_at < ? ORDER BY signer, nonce",
                               {now_ms() - 1000});
         for (const auto& row : rows) {
+            // Sent without waiting for the commit: the lock is held for a few round trips,
+            // never a member's request for a whole commit wait. The next round sees the commit.
             std::unique_lock lock(signer_lock(row.text(1)), std::try_to_lock);
-            if (lock) (void)settle_tx(row.text(0));
+            if (lock) (void)settle_tx(row.text(0), std::nullopt);
         }
     } catch (const std::exception&) {
         // Retried on the next round; a request that needs the outcome settles it itself.
@@ -898,7 +986,7 @@ HttpResponse Market::buy(Call& c) {
     allow_fields(c.body, {"request_id"});
     const auto product_id = path_id(c, "id");
     const Caller& w = c.who();
-    std::lock_guard signer(signer_lock(w.address));
+    auto signer = lock_signer(w.address, c.deadline);
     auto p =
         db_.one("SELECT p.seller_id, p.price, p.status, p.listing_round, p.created_at, "
                 "m.address FROM products p JOIN members m ON m.id = p.seller_id WHERE p.id = ?",
@@ -915,7 +1003,7 @@ HttpResponse Market::buy(Call& c) {
         if (live->integer(15) != w.id)
             fail(409, "product_reserved", "someone else is buying this product");
         std::string status = live->text(5);
-        if (status == "opening") status = settle_tx(live->text(6));
+        if (status == "opening") status = settle_tx(live->text(6), c.deadline);
         auto again = db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?",
                              {live->text(0)});
         json j = trade_json(*again);
@@ -937,7 +1025,7 @@ HttpResponse Market::buy(Call& c) {
         }
     }
     if (p->text(2) != "listed") fail(409, "not_for_sale", "this product is not for sale");
-    settle_signer(w.address);
+    settle_signer(w.address, c.deadline);
     const auto price = static_cast<std::uint64_t>(p->integer(1));
     const auto balance = balance_of(w.address);
     if (balance < price)
@@ -990,7 +1078,7 @@ HttpResponse Market::buy(Call& c) {
         db_.query("UPDATE products SET status = 'reserved' WHERE id = ?", {product_id});
         dbtx.commit();
     }
-    const std::string outcome = push_tx(txid);
+    const std::string outcome = push_tx(txid, c.deadline);
     auto row = db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?",
                        {to_hex(trade_id)});
     json j = trade_json(*row);
@@ -1031,7 +1119,7 @@ HttpResponse Market::trade(Call& c) {
         if (tx && tx->text(0) == "pending") {
             auto signer = db_.one("SELECT signer FROM chain_txs WHERE txid = ?", {row->text(col)});
             std::unique_lock lock(signer_lock(signer->text(0)), std::try_to_lock);
-            if (lock) (void)settle_tx(row->text(col));
+            if (lock) (void)settle_tx(row->text(col), std::nullopt); // never waits
         }
     }
     row = db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?", {to_hex(id)});
@@ -1054,7 +1142,7 @@ HttpResponse Market::close_trade(Call& c, const std::string& action) {
     allow_fields(c.body, {});
     const Hash256 id = parse_trade_id(c);
     const Caller& w = c.who();
-    std::lock_guard signer(signer_lock(w.address));
+    auto signer = lock_signer(w.address, c.deadline);
     auto row =
         db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?", {to_hex(id)});
     if (!row) fail(404, "not_found", "no such trade");
@@ -1064,7 +1152,8 @@ HttpResponse Market::close_trade(Call& c, const std::string& action) {
         fail(403, "forbidden", "only the buyer may " + action);
     if (action == "cancel" && !seller) fail(403, "forbidden", "only the seller may cancel");
     std::string status = row->text(5);
-    if (status == "opening") status = settle_tx(row->text(6)) == "committed" ? "open" : status;
+    if (status == "opening")
+        status = settle_tx(row->text(6), c.deadline) == "committed" ? "open" : status;
     if (status == "releasing" || status == "refunding") {
         auto again =
             db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?", {to_hex(id)});
@@ -1076,7 +1165,7 @@ HttpResponse Market::close_trade(Call& c, const std::string& action) {
     if (action == "reclaim" && chain_height() + 1 <= static_cast<std::uint64_t>(row->integer(4)))
         fail(409, "before_deadline",
              "the buyer may reclaim only after block " + std::to_string(row->integer(4)));
-    settle_signer(w.address);
+    settle_signer(w.address, c.deadline);
     SigningKey key = caller_key(w);
     Tx t;
     t.kind = action == "confirm" ? TxKind::escrow_release : TxKind::escrow_refund;
@@ -1096,7 +1185,7 @@ HttpResponse Market::close_trade(Call& c, const std::string& action) {
                    std::string(tx_kind_name(tx.kind)), now_ms(), to_hex(id)});
         dbtx.commit();
     }
-    const std::string outcome = push_tx(txid);
+    const std::string outcome = push_tx(txid, c.deadline);
     auto after =
         db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?", {to_hex(id)});
     json j = trade_json(*after);
@@ -1114,7 +1203,7 @@ HttpResponse Market::review(Call& c) {
     const auto rating = static_cast<std::int64_t>(get_uint(c.body, "rating", 1, 5));
     const std::string body = get_string(c.body, "body", 1, 1000);
     const Caller& w = c.who();
-    std::lock_guard signer(signer_lock(w.address));
+    auto signer = lock_signer(w.address, c.deadline);
     auto row =
         db_.one(std::string("SELECT ") + trade_columns + " WHERE t.trade_id = ?", {to_hex(id)});
     if (!row) fail(404, "not_found", "no such trade");
@@ -1122,7 +1211,7 @@ HttpResponse Market::review(Call& c) {
     if (row->text(5) != "released")
         fail(409, "wrong_state", "a trade can be reviewed once the buyer confirmed receipt");
     if (!row->is_null(17)) fail(409, "already_reviewed", "this trade has its review");
-    settle_signer(w.address);
+    settle_signer(w.address, c.deadline);
     // The review's digest goes on the chain in the memo of a transfer to oneself (amount 1,
     // which moves nothing): anyone can check the text shown against what the buyer signed.
     if (balance_of(w.address) < 1)
@@ -1150,7 +1239,7 @@ HttpResponse Market::review(Call& c) {
                   {to_hex(id), w.id, row->integer(16), rating, body, digest, txid, now_ms()});
         dbtx.commit();
     }
-    const std::string outcome = push_tx(txid);
+    const std::string outcome = push_tx(txid, c.deadline);
     if (outcome == "failed")
         fail(409, "refused_by_chain", "the chain refused the review's transaction");
     return ok_json(outcome == "committed" ? 201 : 202,
@@ -1183,18 +1272,19 @@ json charge_json(const DbRow& r) {
 } // namespace
 
 // Mints with the authority key. One authority, one nonce sequence: serialised by its lock.
-std::string Market::approve_charge(std::int64_t charge_id, const std::string& by) {
+std::string Market::approve_charge(std::int64_t charge_id, const std::string& by,
+                                   Deadline deadline) {
     if (!options_.authority) fail(503, "no_authority", "this service has no authority key");
     const std::string authority = options_.authority->address().to_string();
-    std::lock_guard signer(signer_lock(authority));
+    auto signer = lock_signer(authority, deadline);
     auto row = db_.one("SELECT c.status, c.amount, m.address, c.txid FROM charges c JOIN members "
                        "m ON m.id = c.member_id WHERE c.id = ?",
                        {charge_id});
     if (!row) fail(404, "not_found", "no such charge request");
-    if (row->text(0) == "approving") return settle_tx(row->text(3));
+    if (row->text(0) == "approving") return settle_tx(row->text(3), deadline);
     if (row->text(0) != "requested")
         fail(409, "wrong_state", "the request is already " + row->text(0));
-    settle_signer(authority);
+    settle_signer(authority, deadline);
     auto to = Address::parse(row->text(2));
     Tx t;
     t.kind = TxKind::mint;
@@ -1217,7 +1307,7 @@ std::string Market::approve_charge(std::int64_t charge_id, const std::string& by
                   {txid, by, charge_id});
         dbtx.commit();
     }
-    return push_tx(txid);
+    return push_tx(txid, deadline);
 }
 
 HttpResponse Market::request_charge(Call& c) {
@@ -1237,7 +1327,7 @@ HttpResponse Market::request_charge(Call& c) {
         // The request is recorded either way; if the chain cannot take the mint now, it
         // waits in the admin's queue like any other.
         try {
-            if (approve_charge(id, "auto") == "pending") status = 202;
+            if (approve_charge(id, "auto", c.deadline) == "pending") status = 202;
         } catch (const ApiError& e) {
             db_.query("UPDATE charges SET note = ? WHERE id = ? AND status = 'requested'",
                       {"automatic approval failed: " + e.message, id});
@@ -1278,7 +1368,7 @@ HttpResponse Market::decide_charge(Call& c, bool approve) {
     const auto id = path_id(c, "id");
     int status = 200;
     if (approve) {
-        if (approve_charge(id, c.who().username) != "committed") status = 202;
+        if (approve_charge(id, c.who().username, c.deadline) != "committed") status = 202;
     } else {
         const std::string note = get_string(c.body, "note", 0, 200, false);
         Db::Tx dbtx(db_);

@@ -35,6 +35,13 @@ struct MarketOptions {
     PasswordParams passwords;
     std::chrono::seconds session_lifetime{12 * 3600};
     std::filesystem::path static_dir; // index.html, app.js, verify.js, style.css
+    // Requests that sign a transaction and wait for its commit (docs/marketplace.md, "When
+    // the chain is slow or down"): at most chain_workers at once (the threads of their own
+    // pool), at most chain_requests_per_member of one member; each answers within about
+    // commit_wait, pending (202) if the chain has not committed by then.
+    std::size_t chain_workers = 4;
+    std::size_t chain_requests_per_member = 2;
+    std::chrono::milliseconds commit_wait{8000};
 };
 
 struct Caller;
@@ -47,11 +54,17 @@ public:
     // Creates the tables and gives the admin role to options.admin_username, creating that
     // member with `admin_password` when it does not exist yet.
     popchain::Result<void> setup(const std::string& admin_password);
-    popchain::Result<void> add_routes(popchain::api::HttpServer& server, WorkerPool& pool);
+    // `pool` runs every request that does not wait for a commit; `chain_pool` (with
+    // options.chain_workers threads) the ones that do, admitted by the service's ChainGate.
+    popchain::Result<void> add_routes(popchain::api::HttpServer& server, WorkerPool& pool,
+                                      WorkerPool& chain_pool);
 
     // Resends every transaction still pending and applies what became of it; the service
     // calls it periodically so a purchase interrupted by a crash settles without a user.
     void settle_all();
+
+    using Clock = std::chrono::steady_clock;
+    using Deadline = Clock::time_point;
 
 private:
     using Handler = std::function<popchain::api::HttpResponse(Call&)>;
@@ -91,14 +104,17 @@ private:
     popchain::SigningKey caller_key(const Caller& caller);
 
     // transactions the service signs
-    std::mutex& signer_lock(const std::string& address);
-    void settle_signer(const std::string& address);
+    std::timed_mutex& signer_lock(const std::string& address);
+    // The signer's lock, waited for until `deadline`: then 429, nothing done.
+    std::unique_lock<std::timed_mutex> lock_signer(const std::string& address, Deadline deadline);
+    void settle_signer(const std::string& address, Deadline deadline);
     std::uint64_t next_nonce(const std::string& address);
     void record_tx(const popchain::Tx& tx);
-    std::string push_tx(const std::string& txid);
-    std::string settle_tx(const std::string& txid);
+    // A null deadline: send without waiting for the commit (reads and the settle loop).
+    std::string push_tx(const std::string& txid, std::optional<Deadline> deadline);
+    std::string settle_tx(const std::string& txid, std::optional<Deadline> deadline);
     void tx_final(const std::string& txid, bool committed, const std::string& error);
-    std::string approve_charge(std::int64_t charge_id, const std::string& by);
+    std::string approve_charge(std::int64_t charge_id, const std::string& by, Deadline deadline);
 
     // reading the chain
     std::uint64_t balance_of(const std::string& address);
@@ -113,7 +129,8 @@ private:
     nlohmann::json trust_root_; // the genesis set, fixed at start (GET /api/chain/trust-root)
     std::map<std::string, std::string> static_files_;
     std::mutex locks_mutex_;
-    std::map<std::string, std::unique_ptr<std::mutex>> signer_locks_;
+    std::map<std::string, std::unique_ptr<std::timed_mutex>> signer_locks_;
+    ChainGate chain_gate_;
     std::string dummy_hash_; // checked when a username is unknown, so timing tells nothing
 };
 

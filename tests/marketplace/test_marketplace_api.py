@@ -709,7 +709,10 @@ def test_bad_options_are_named_with_their_range(cluster, tmp_path):
                                     ("workers", "65", "1 to 64"),
                                     ("auto-approve-limit", "-5", "0 to 1000000"),
                                     ("node-timeout-ms", "soon", "1 to 3600000"),
-                                    ("settle-interval-ms", "0", "1 to 3600000")):
+                                    ("settle-interval-ms", "0", "1 to 3600000"),
+                                    ("chain-workers", "0", "1 to 64"),
+                                    ("chain-requests-per-member", "65", "1 to 64"),
+                                    ("commit-wait-ms", "25001", "1 to 25000")):
         r = subprocess.run(base + ["--" + option, value], capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 2, (option, value, r)
@@ -718,3 +721,155 @@ def test_bad_options_are_named_with_their_range(cluster, tmp_path):
     assert r.returncode == 2 and "--admin is required" in r.stderr
     r = subprocess.run(base + ["--workers"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--workers needs a value" in r.stderr
+
+
+# ---------------------------------------------------------------- a chain without quorum
+
+def test_chain_without_quorum_keeps_the_service_answering(cluster, tmp_path, name):
+    """Two of four nodes killed (no quorum: nothing can commit). One member fires more
+    purchases at once than popmarket has request threads (4, the default), while the chain
+    cannot commit any of them. Requests that do not write to the chain (the product list, a
+    log-in, the session, the member's own page, the web UI, the chain status) must still
+    answer within 2 s; the purchases get clear answers at once or within the commit wait
+    (one pending payment per member at most, the rest "nothing was done"); a third member is
+    told the chain is busy. Once the nodes return, the pending payments commit once and the
+    service's records agree with the chain."""
+    m = Market(cluster, tmp_path / "busy")  # defaults: --workers 4
+    killed = [2, 3]
+    try:
+        admin = m.admin()
+        seller = member(m, name("seller"))
+        buyers = [member(m, name("buyer"), charge=1000, admin=admin) for _ in range(3)]
+        addresses = [b.get("/api/me").body["member"]["address"] for b in buyers]
+        items = [product(seller, 100, f"Lamp {k}")["id"] for k in range(10)]
+        reader_name = name("reader")
+        m.client().signup(reader_name)
+        for i in killed:
+            cluster.kill(i)
+
+        replies = {}
+        started = {}
+
+        def buy(who, k):
+            started[(who, k)] = time.monotonic()
+            try:
+                r = buyers[who].post(f"/api/products/{items[k]}/buy", {"request_id": f"b{k}"},
+                                     timeout=90)
+            except Exception as e:  # a timeout is a failure of the test, reported below
+                r = e
+            replies[(who, k)] = (r, time.monotonic() - started[(who, k)])
+
+        def fire(who, ks):
+            threads = [threading.Thread(target=buy, args=(who, k), daemon=True) for k in ks]
+            for t in threads:
+                t.start()
+            return threads
+
+        # Member 0: six purchases at once, more than the four request threads.
+        threads = fire(0, range(6))
+        time.sleep(0.5)
+
+        def read_only_answers_quickly():
+            reader = m.client()
+            checks = [("GET /api/products", lambda: reader.get("/api/products?limit=5", timeout=2)),
+                      ("POST /api/login", lambda: reader.post(
+                          "/api/login", {"username": reader_name, "password": PASSWORD},
+                          timeout=2)),
+                      ("GET /api/session", lambda: reader.get("/api/session", timeout=2)),
+                      ("GET /", lambda: reader.get("/", timeout=2)),
+                      ("GET /api/me", lambda: buyers[0].get("/api/me", timeout=2)),
+                      ("GET /api/chain/status", lambda: reader.get("/api/chain/status", timeout=2))]
+            for what, call in checks:
+                t0 = time.monotonic()
+                try:
+                    r = call()
+                except Exception as e:
+                    pytest.fail(f"{what} did not answer within 2 s while chain writes wait: {e!r}")
+                elapsed = time.monotonic() - t0
+                assert r.status == 200, (what, r)
+                assert elapsed < 2, f"{what} took {elapsed:.1f} s"
+
+        read_only_answers_quickly()
+        # The purchases over member 0's limit are answered at once, with nothing done.
+        wait_until(lambda: sum(1 for (w, _) in replies if w == 0) >= 4, 5, 0.05)
+        # Member 1: two purchases; with member 0's two, every chain thread is taken...
+        threads += fire(1, range(6, 8))
+        time.sleep(0.5)
+        read_only_answers_quickly()
+        # ...so member 2, who has nothing waiting, is told the chain is busy, at once.
+        t0 = time.monotonic()
+        r = buyers[2].post(f"/api/products/{items[8]}/buy", {"request_id": "c"}, timeout=5)
+        assert time.monotonic() - t0 < 2
+        assert r.status == 503 and r.code == "chain_busy", r
+        assert "nothing was done" in r.body["error"]["message"], r
+        assert r.headers.get("Retry-After"), r.headers
+        read_only_answers_quickly()
+
+        for t in threads:
+            t.join(90)
+        assert len(replies) == 8, replies
+        pending = {}
+        for (who, k), (r, elapsed) in sorted(replies.items()):
+            assert not isinstance(r, Exception), ((who, k), r)
+            print(f"member {who} purchase {k}: {r.status} {r.code or r.body.get('status')} "
+                  f"after {elapsed:.1f} s")
+            # Every purchase is answered well before an HTTP client would give up.
+            assert elapsed < 30, ((who, k), elapsed, r)
+            if r.status == 202:
+                # Signed, stored and sent: pending, never reported as not done.
+                assert r.body["status"] == "opening" and not r.body["committed"], r
+                pending.setdefault(who, []).append((k, r.body["trade_id"]))
+            else:
+                assert (r.status, r.code) in ((429, "too_many_chain_requests"),
+                                              (409, "previous_tx_pending")), r
+                assert "nothing was done" in r.body["error"]["message"], r
+        # At most one payment per member can wait (its nonce comes first), and one does.
+        assert sorted(pending) == [0, 1] and all(len(v) == 1 for v in pending.values()), pending
+        pending = {who: v[0] for who, v in pending.items()}
+        rate_limited = [r for (w, _), (r, _) in replies.items() if w == 0 and r.status == 429]
+        assert len(rate_limited) >= 4, replies
+        assert all(r.headers.get("Retry-After") for r in rate_limited)
+        # Only the pending purchases reserved their products; nothing else was written.
+        for who in (0, 1):
+            k, trade_id = pending[who]
+            trades = buyers[who].get("/api/trades?role=buyer").body["trades"]
+            assert [t["trade_id"] for t in trades] == [trade_id], trades
+            assert trades[0]["status"] == "opening"
+            assert len(buyers[who].get("/api/me", timeout=2).body["pending_txs"]) == 1
+        reserved = {pending[0][0], pending[1][0]}
+        for k, item in enumerate(items):
+            status = seller.get(f"/api/products/{item}").body["status"]
+            assert status == ("reserved" if k in reserved else "listed"), (k, status)
+        assert buyers[2].get("/api/trades?role=buyer").body["trades"] == []
+        assert buyers[2].get("/api/me").body["pending_txs"] == []
+
+        # The nodes return: each pending payment commits once, and the records agree.
+        for i in killed:
+            cluster.restart(i)
+        cluster.wait_converged(timeout=60)
+        for who in (0, 1):
+            trade_id = pending[who][1]
+            wait_until(lambda: buyers[who].get(f"/api/trades/{trade_id}").body["status"] == "open",
+                       60, 0.3)
+            wait_until(lambda: balances(cluster, addresses[who]) == [900] * 4, 60)
+            me = buyers[who].get("/api/me").body
+            assert me["balance"] == 900 and me["in_escrow"] == 100 and me["pending_txs"] == [], me
+            escrow = cluster._http(0, "GET", f"/v1/escrows/{trade_id}")
+            assert escrow["amount"] == 100 and escrow["status"] == "open", escrow
+        assert balances(cluster, addresses[2]) == [1000] * 4
+        time.sleep(1)  # a late resend must not pay twice
+        for who in (0, 1):
+            assert balances(cluster, addresses[who]) == [900] * 4
+        # And the service works as before: a purchase commits, a confirmation pays the seller.
+        r = buyers[2].post(f"/api/products/{items[9]}/buy", {"request_id": "d"})
+        assert r.status == 201 and r.body["status"] == "open", r
+        r = buyers[0].post(f"/api/trades/{pending[0][1]}/confirm")
+        assert r.status == 200 and r.body["status"] == "released", r
+        seller_addr = seller.get("/api/me").body["member"]["address"]
+        wait_until(lambda: balances(cluster, seller_addr) == [100] * 4, 30)
+        wait_until(lambda: balances(cluster, addresses[2]) == [900] * 4, 30)
+    finally:
+        for i in killed:
+            if cluster.pid(i) is None:
+                cluster.restart(i)
+        m.close()
