@@ -686,6 +686,13 @@ TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, Sqlite
     CHECK(meta(*store, "view") == to_bytes("13"));
 }
 
+// A closed store of `chain` in `file`, with one meta value.
+void write_store(const fs::path& file, const TestChain& chain) {
+    auto store = open_sqlite(file);
+    append_all(*store, chain);
+    REQUIRE(store->put_meta("view", to_bytes("7")).ok());
+}
+
 std::optional<StoredCertificate> certificate_from(const BlockStore& store, std::uint64_t h) {
     auto c = store.certificate_from(h);
     INFO((c ? std::string() : c.error().message()));
@@ -759,11 +766,7 @@ TEST_CASE("SqliteStore: a version 2 store gains the certificate table on open, l
     TestChain chain;
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
-    {
-        auto store = open_sqlite(file);
-        append_all(*store, chain);
-        REQUIRE(store->put_meta("view", to_bytes("7")).ok());
-    }
+    write_store(file, chain);
     RawDb(file).exec("BEGIN; DROP TABLE certificates; "
                      "UPDATE popchain_meta SET value = 2 WHERE key = 'schema_version'; COMMIT;");
     const std::string blocks_before =
@@ -792,11 +795,7 @@ TEST_CASE("SqliteStore: reopening restores the exact state") {
     TestChain chain;
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
-    {
-        auto store = open_sqlite(file);
-        append_all(*store, chain);
-        REQUIRE(store->put_meta("view", to_bytes("7")).ok());
-    }
+    write_store(file, chain);
     auto store = open_sqlite(file);
     CHECK(store->tip_height() == chain.blocks.size() - 1);
     auto state = store->load_state();
