@@ -143,17 +143,17 @@ struct ReplicaStats {
     std::uint64_t rejected_requests = 0;   // forwarded client transactions the mempool refused
 
     // ---- activity ----
-    std::uint64_t proposed = 0;           // blocks proposed as primary
-    std::uint64_t proposed_ahead = 0;     // ... while the previous one was uncommitted
-    std::uint64_t accepted = 0;           // pre-prepares accepted as backup
-    std::uint64_t held_early = 0;         // pre-prepares kept above the window
-    std::uint64_t executed_blocks = 0;    // blocks committed and stored
-    std::uint64_t executed_txs = 0;       // transactions in them
-    std::uint64_t requests_forwarded = 0; // submits forwarded to the primary
-    std::uint64_t checkpoints_stable = 0; // stable checkpoints reached
-    std::uint64_t store_errors = 0;   // BlockStore append/put_certificate failures (replica halts)
-    std::uint64_t journal_errors = 0; // Journal::sync failures (replica halts)
-    std::uint64_t journal_syncs = 0;  // durable commits of the journal
+    std::uint64_t proposed = 0;             // blocks proposed as primary
+    std::uint64_t proposed_ahead = 0;       // ... while the previous one was uncommitted
+    std::uint64_t accepted = 0;             // pre-prepares accepted as backup
+    std::uint64_t held_early = 0;           // pre-prepares kept above the window
+    std::uint64_t executed_blocks = 0;      // blocks committed and stored
+    std::uint64_t executed_txs = 0;         // transactions in them
+    std::uint64_t requests_forwarded = 0;   // submits forwarded to the primary
+    std::uint64_t checkpoints_stable = 0;   // stable checkpoints reached
+    std::uint64_t store_errors = 0;         // store append/certificate failures (halts)
+    std::uint64_t journal_errors = 0;       // Journal::sync failures (replica halts)
+    std::uint64_t journal_syncs = 0;        // durable commits of the journal
     std::uint64_t membership_changes = 0;   // replica-set switches at checkpoint boundaries
     std::uint64_t view_changes = 0;         // view changes started
     std::uint64_t new_views = 0;            // views installed after a view change
