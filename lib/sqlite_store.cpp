@@ -232,12 +232,16 @@ struct SqliteStore::Impl {
     Result<void> index_tx(const Hash256& txid, const TxPos& pos);
     Result<void> index_stored_blocks();
     Result<void> upgrade(int from_version);
-    Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta);
+    // `txids`: the block's transaction ids, as check_appendable() returned them.
+    Result<void> append_locked(const Block& block, const Hash256& hash, const StateDelta& delta,
+                               const std::vector<Hash256>& txids);
     // Runs `write` in the open group (opened if needed), in a savepoint of its own: a failed
     // write undoes only itself, unless SQLite lost the whole transaction.
     Result<void> write_in_group(const std::function<Result<void>()>& write);
-    Result<void> append_to_group(const Block& block, const Hash256& hash, const StateDelta& delta);
-    Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta);
+    Result<void> append_to_group(const Block& block, const Hash256& hash, const StateDelta& delta,
+                                 const std::vector<Hash256>& txids);
+    Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta,
+                             const std::vector<Hash256>& txids);
     Result<void> sync_locked();
     Result<void> run(const Stmt& stmt, const char* context) {
         Query q(db, stmt, context);
@@ -502,13 +506,14 @@ Result<void> SqliteStore::Impl::index_tx(const Hash256& txid, const TxPos& pos) 
 }
 
 Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
-                                              const StateDelta& delta) {
-    if (durability != Durability::each_append) return append_to_group(block, hash, delta);
+                                              const StateDelta& delta,
+                                              const std::vector<Hash256>& txids) {
+    if (durability != Durability::each_append) return append_to_group(block, hash, delta, txids);
     Transaction txn(db, commit, rollback);
     // IMMEDIATE takes the write lock now, so the tip read in write_block cannot go stale
     // before the writes that depend on it.
     if (auto r = txn.begin(begin_write); !r) return r;
-    if (auto r = write_block(block, hash, delta); !r) return r;
+    if (auto r = write_block(block, hash, delta, txids); !r) return r;
     if (auto r = txn.commit(); !r) return r;
     // Only now: a failed COMMIT leaves the stored tip, and so this copy, where it was.
     tip = durable_tip = block.header.height;
@@ -539,8 +544,9 @@ Result<void> SqliteStore::Impl::write_in_group(const std::function<Result<void>(
 }
 
 Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash256& hash,
-                                                const StateDelta& delta) {
-    auto written = write_in_group([&] { return write_block(block, hash, delta); });
+                                                const StateDelta& delta,
+                                                const std::vector<Hash256>& txids) {
+    auto written = write_in_group([&] { return write_block(block, hash, delta, txids); });
     if (written) tip = block.header.height;
     return written;
 }
@@ -559,7 +565,8 @@ Result<void> SqliteStore::Impl::sync_locked() {
 }
 
 Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& hash,
-                                            const StateDelta& delta) {
+                                            const StateDelta& delta,
+                                            const std::vector<Hash256>& txids) {
     const std::uint64_t height = block.header.height;
     auto chain = read_chain();
     if (!chain) return chain.error();
@@ -606,7 +613,6 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
         return &*looked_up;
     };
 
-    const std::vector<Hash256> txids = block_txids(block, delta);
     for (std::size_t i = 0; i < block.txs.size(); ++i) {
         const Tx& tx = block.txs[i];
         const Hash256& txid = txids[i];
@@ -1026,12 +1032,13 @@ std::optional<std::uint64_t> SqliteStore::tip_height() const {
 
 Result<void> SqliteStore::append(const Block& block, const StateDelta& delta) {
     const Hash256 hash = block.hash();
-    if (auto ok = check_appendable(block, hash, delta); !ok) return ok;
+    auto txids = check_appendable(block, hash, delta);
+    if (!txids) return txids.error();
     // Heights are stored as signed integers.
     if (block.header.height > static_cast<std::uint64_t>(INT64_MAX))
         return make_error(Errc::wrong_height, "height out of range");
     std::lock_guard lock(impl_->mutex);
-    return impl_->append_locked(block, hash, delta);
+    return impl_->append_locked(block, hash, delta, *txids);
 }
 
 Result<Block> SqliteStore::block_at(std::uint64_t height) const {

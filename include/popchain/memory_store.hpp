@@ -32,7 +32,9 @@ public:
     Result<void> append(const Block& block, const StateDelta& delta) override {
         const Hash256 hash = block.hash();
         const std::uint64_t height = block.header.height;
-        if (auto ok = check_appendable(block, hash, delta); !ok) return ok;
+        auto checked = check_appendable(block, hash, delta);
+        if (!checked) return checked.error();
+        const std::vector<Hash256>& txids = *checked;
 
         std::lock_guard lock(mutex_);
         if (height != blocks_.size())
@@ -47,7 +49,6 @@ public:
 
         // Everything that can fail is checked before the first change, so a rejected block
         // leaves the store as it was.
-        const std::vector<Hash256> txids = block_txids(block, delta);
         if (first_repeated_id(txids) != txids.size())
             return make_error(Errc::duplicate_tx, "transaction repeated in the block");
         for (const auto& id : txids)

@@ -63,8 +63,9 @@ inline std::vector<Hash256> block_txids(const Block& block, const StateDelta& de
 // (`hash` is block.hash()), and the transactions are the ones the header commits to. That is,
 // their ids (the delta's when it lists them, trusted as execution computed them; hashed here
 // otherwise) have the header's tx root, and a delta listing ids lists one per transaction.
-inline Result<void> check_appendable(const Block& block, const Hash256& hash,
-                                     const StateDelta& delta) {
+// Returns those ids, for the store to index with.
+inline Result<std::vector<Hash256>> check_appendable(const Block& block, const Hash256& hash,
+                                                     const StateDelta& delta) {
     const std::uint64_t height = block.header.height;
     if (delta.height != height)
         return make_error(Errc::invalid_argument, "delta is for height " +
@@ -79,10 +80,11 @@ inline Result<void> check_appendable(const Block& block, const Hash256& hash,
                           "delta lists " + std::to_string(delta.txids.size()) +
                               " transaction ids, the block has " +
                               std::to_string(block.txs.size()) + " transactions");
-    if (merkle_root(block_txids(block, delta)) != block.header.tx_root)
+    std::vector<Hash256> txids = block_txids(block, delta);
+    if (merkle_root(txids) != block.header.tx_root)
         return make_error(Errc::bad_tx_root,
                           "the block's transactions are not the ones its header commits to");
-    return {};
+    return txids;
 }
 
 // A certificate the consensus layer keeps beside the blocks (see BlockStore::put_certificate).
