@@ -125,8 +125,8 @@ void Replica::restore(const JournalState& saved) {
         if (stored && !saved.stable_certificate.checkpoints.empty() &&
             stored->hash() == saved.stable_certificate.checkpoints.front().block_hash) {
             stable_cert_ = saved.stable_certificate;
-            // Written by make_stable() before the journal had it; again in case the store was
-            // synced apart from the journal and lost it.
+            // make_stable() kept it in the store already, unless the store was upgraded from
+            // a format without certificates since: then this keeps the latest one at least.
             if (!store_.put_certificate(saved.stable_seq,
                                         encode_checkpoint_certificate(stable_cert_))) {
                 ++stats_.store_errors;
