@@ -17,7 +17,8 @@ namespace {
 int status_for(Errc code) {
     switch (code) {
     case Errc::not_found: return 404;
-    case Errc::mempool_full: return 503;
+    case Errc::mempool_full:
+    case Errc::not_member: return 503; // another node can take it
     case Errc::io_error:
     case Errc::storage_corrupt: return 500;
     default: return 400;

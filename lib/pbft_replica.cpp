@@ -393,6 +393,12 @@ void Replica::seal_link_messages() {
 
 Result<void> Replica::submit(const Tx& tx) {
     Scope scope(*this);
+    // Members take requests only from members and clients, so a learner or a removed
+    // replica could neither forward it nor propose it: accepting it would lose it silently.
+    if (!voting())
+        return make_error(Errc::not_member, "replica " + std::to_string(id_) +
+                                                " is not in the current replica set; submit "
+                                                "to a member");
     const Hash256 txid = tx.id();
     if (auto ok = check_next(tx, txid); !ok) {
         ++stats_.refused_submits;
@@ -542,6 +548,12 @@ void Replica::on_client_message(net::NodeId client, ByteView frame) {
             reply(client, mac_key, r);
             return;
         }
+    }
+    // Not a member: it cannot get the request proposed, and a rejection from it would be a
+    // vote the client should not count. The members the client also sent to answer.
+    if (!voting()) {
+        ++stats_.refused_submits;
+        return;
     }
     // Clients send to every replica (so that every replica knows whom to answer), so the
     // primary has it too: passing it on would only multiply the traffic. If the primary

@@ -45,6 +45,7 @@ const char* errc_name(Errc code) noexcept {
     case Errc::invalid_argument: return "invalid_argument";
     case Errc::timeout: return "timeout";
     case Errc::command_refused: return "command_refused";
+    case Errc::not_member: return "not_member";
     }
     return "unknown_error";
 }

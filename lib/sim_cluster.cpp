@@ -215,7 +215,7 @@ Result<void> SimCluster::submit(const Tx& tx, pbft::ReplicaId via) {
 pbft::ReplicaId SimCluster::next_up(pbft::ReplicaId from) const {
     for (std::uint32_t k = 0; k < size(); ++k) {
         const pbft::ReplicaId id = (from + k) % size();
-        if (replicas_[id]) return id;
+        if (replicas_[id] && replicas_[id]->voting()) return id; // only members take requests
     }
     return size();
 }

@@ -62,6 +62,10 @@ enum class Errc : std::uint16_t {
     timeout,
     // transaction rules (added later; codes are stable, so new ones go last)
     command_refused,
+    // replica membership
+    not_member,
+    // keep last: the end of the range (tests walk every code)
+    last_ = not_member,
 };
 
 // Stable snake_case name of an error code ("insufficient_funds"); used in logs and APIs.

@@ -136,6 +136,10 @@ def test_a_node_joins_through_a_config_transaction(cluster):
     cluster.transfer("w0", cluster.address("w1"), 1)
     new = cluster.add_node()
     assert new == 4
+    # Not a member yet: the node refuses a transaction it could not get proposed.
+    with pytest.raises(popchain.NodeError) as learner:
+        cluster.transfer("w3", cluster.address("w4"), 1, via=new)
+    assert learner.value.status == 503 and learner.value.code == "not_member"
     # Blocks past the next checkpoint boundary (a multiple of checkpoint_interval, 32 here)
     # make the change take effect; the newcomer catches up by state transfer and then has
     # the same chain.
@@ -144,6 +148,10 @@ def test_a_node_joins_through_a_config_transaction(cluster):
     cluster.wait_converged(timeout=60)
     assert cluster.status(new)["replicas"] == 5
     assert cluster.status(0)["replicas"] == 5
+    # A member now, it takes transactions; the refused one gave its nonce back.
+    assert cluster.transfer("w3", cluster.address("w4"), 1, via=new)["status"] == "committed"
+    assert cluster.account(cluster.address("w3"), new)["nonce"] == 1
+    cluster.wait_converged(timeout=60)
     h = cluster.height(0)
     assert cluster.block(h, new)["block"]["hash"] == cluster.block(h, 0)["block"]["hash"]
 

@@ -142,11 +142,19 @@ struct Cluster {
         return sign_tx(tx, wallets[w]);
     }
 
-    // Submits `count` transfers round-robin over wallets, each to replica (i % n), running
-    // the network for `gap` ms between submissions.
+    // Running honest members: the replicas that take client requests.
+    std::vector<std::uint32_t> voters() const {
+        std::vector<std::uint32_t> out;
+        for (std::uint32_t i : up())
+            if (replicas[i]->voting()) out.push_back(i);
+        return out;
+    }
+
+    // Submits `count` transfers round-robin over wallets, each to the next running member,
+    // running the network for `gap` ms between submissions.
     void submit_transfers(std::size_t count, net::Millis gap) {
-        const auto live = up();
         for (std::size_t i = 0; i < count; ++i) {
+            const auto live = voters(); // a config block may change them on the way
             Tx tx = next_transfer(i % wallet_count, 1 + i);
             auto ok = replicas[live[i % live.size()]]->submit(tx);
             REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message()));
@@ -1117,6 +1125,47 @@ TEST_CASE("replica: a replica that missed a membership change catches up across 
     c.net.run_for(1'000);
     c.check_agreement();
     CHECK(c.replicas[6]->stats().state_transfers >= 1);
+}
+
+TEST_CASE("replica: a learner and a removed replica refuse requests with not_member and keep "
+          "nothing; the members take them") {
+    Cluster c(4, 85, net::LinkFaults{0, 0, 1, 4}, small_blocks());
+    const std::uint32_t learner = c.add_process();
+    auto refused_by = [&](std::uint32_t r, const Tx& tx) {
+        CAPTURE(r);
+        const std::size_t pending = c.replicas[r]->pending();
+        auto ok = c.replicas[r]->submit(tx);
+        REQUIRE_FALSE(ok.ok());
+        CHECK(ok.code() == Errc::not_member);
+        CHECK(ok.error().detail.find("replica " + std::to_string(r)) != std::string::npos);
+        CHECK(c.replicas[r]->pending() == pending);
+    };
+    const Tx early = c.next_transfer(0, 3);
+    refused_by(learner, early);
+    REQUIRE(c.replicas[1]->submit(early).ok()); // the same transaction, to a member
+    for (Tx tx : {c.config_tx(ConfigChange::Action::add_replica, learner),
+                  c.config_tx(ConfigChange::Action::remove_replica, 3)})
+        REQUIRE(c.replicas[0]->submit(tx).ok());
+    c.submit_transfers(30, 2); // past the boundary where the change takes effect
+    REQUIRE_MESSAGE(c.net.run_until(
+                        [&] {
+                            return c.replicas[learner]->voting() && !c.replicas[3]->voting() &&
+                                   c.replicas[0]->pending() == 0;
+                        },
+                        c.net.now() + 30'000),
+                    c.describe());
+    const Tx late = c.next_transfer(1, 4);
+    refused_by(3, late);
+    REQUIRE(c.replicas[learner]->submit(late).ok()); // the newcomer now takes requests
+    c.crash(3);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(32); }, c.net.now() + 30'000),
+                    c.describe());
+    c.net.run_for(500);
+    c.check_agreement();
+    for (std::uint32_t i : c.up()) {
+        CHECK(c.stores[i]->tx_by_id(early.id()).ok());
+        CHECK(c.stores[i]->tx_by_id(late.id()).ok());
+    }
 }
 
 TEST_CASE("replica: while no view can execute, each view waits twice as long as the last") {

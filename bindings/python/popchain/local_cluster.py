@@ -38,6 +38,10 @@ class NodeError(Exception):
         self.status = status
         self.code = code
         self.message = message
+        # Set by submit(): the node answered the transaction itself with an error (4xx, or
+        # 5xx such as not_member or mempool_full), or refused the connection, so it did not
+        # take it. False for errors on the way to a commit after the node had taken it.
+        self.tx_refused = False
 
 
 class NodeUnreachable(NodeError, ConnectionError):
@@ -296,11 +300,17 @@ class LocalCluster:
         """POST /v1/txs on node `via`: the node's answer ({"id", "status", ...}). With wait,
         returns only once the transaction committed there ("status": "committed"), and
         raises TimeoutError if it has not within `timeout` seconds. A refusal raises
-        NodeError (status 4xx/5xx, the node's error code)."""
-        if not wait:
-            return self._http(via, "POST", "/v1/txs", tx.to_json(), timeout=timeout)
+        NodeError (status 4xx/5xx, the node's error code; tx_refused tells whether the node
+        did not take the transaction)."""
         end = time.monotonic() + timeout
-        answer = self._http(via, "POST", "/v1/txs?wait=1", tx.to_json(), timeout=timeout)
+        try:
+            answer = self._http(via, "POST", "/v1/txs?wait=1" if wait else "/v1/txs",
+                                tx.to_json(), timeout=timeout)
+        except NodeError as e:
+            e.tx_refused = e.status >= 400 or (isinstance(e, NodeUnreachable) and e.refused)
+            raise
+        if not wait:
+            return answer
         while answer.get("status") != "committed":
             if time.monotonic() >= end:
                 raise TimeoutError(f"transaction {answer.get('id')} not committed on node "
@@ -314,15 +324,15 @@ class LocalCluster:
 
     def transfer(self, alias: str, to, amount: int, via: int = 0, wait: bool = True):
         """Signs a transfer from wallet `alias` (transfer_tx()) and submit()s it on node
-        `via`, by default waiting for its commit. If the node refuses it (NodeError: an
-        overdraft, a zero amount, ...) or refuses the connection, its nonce is given back, so
-        the wallet's next transaction is not held behind a gap."""
+        `via`, by default waiting for its commit. If the node does not take it (NodeError
+        with tx_refused: an overdraft, a zero amount, a node that is not a member, a full
+        mempool, a refused connection), its nonce is given back, so the wallet's next
+        transaction is not held behind a gap."""
         tx = self.transfer_tx(alias, to, amount, via)
         try:
             return self.submit(tx, via=via, wait=wait)
         except NodeError as e:
-            never_sent = isinstance(e, NodeUnreachable) and e.refused
-            if 400 <= e.status < 500 or never_sent:
+            if e.tx_refused:
                 self.release_nonce(alias, tx.nonce)
             raise
 
@@ -400,9 +410,8 @@ class LocalCluster:
         try:
             return self._add_node(new, node_dir, via)
         except BaseException as e:
-            never_sent = isinstance(e, NodeUnreachable) and e.refused
-            refused = isinstance(e, NodeError) and 400 <= e.status < 500
-            if never_sent or refused or not (node_dir / "config.json").exists():
+            refused = isinstance(e, NodeError) and e.tx_refused
+            if refused or not (node_dir / "config.json").exists():
                 shutil.rmtree(node_dir, ignore_errors=True)
             raise
 

@@ -125,9 +125,11 @@ public:
     Tx command(std::uint64_t client, std::uint64_t value);
     // Replica `id`'s application (nullptr without noop_application or while crashed).
     const NoopApplication* application(pbft::ReplicaId id) const;
-    // Fails without trying if `via` is down.
+    // Fails without trying if `via` is down; a replica that is not a member refuses with
+    // not_member.
     Result<void> submit(const Tx& tx, pbft::ReplicaId via);
-    // Submits to `via`, or to the next up replica after it if `via` is down, and retries
+    // Submits to `via`, or to the next up member after it if `via` is down or not a
+    // member, and retries
     // until the transaction is committed (see the header comment).
     void submit_with_retry(const Tx& tx, pbft::ReplicaId via);
     // The pBFT client of node `client_node`, made on first use with `config` (later calls
@@ -168,7 +170,7 @@ private:
 
     void check_id(pbft::ReplicaId id) const;
     void build_replica(pbft::ReplicaId id, Transport& inner);
-    // The first up replica at or after `from`, cyclically; size() if none is up.
+    // The first up member at or after `from`, cyclically; size() if none is up.
     pbft::ReplicaId next_up(pbft::ReplicaId from) const;
     bool committed_somewhere(const Hash256& txid) const;
     void arm_retry();

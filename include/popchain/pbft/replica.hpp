@@ -167,7 +167,7 @@ struct ReplicaStats {
     std::uint64_t replies_sent = 0;         // replies to clients (committed or rejected)
     std::uint64_t replies_from_store = 0;   // ... answered from the store (duplicates)
     std::uint64_t refused_unexecutable = 0; // mempool txs a backup found no block could hold
-    std::uint64_t refused_submits = 0;      // client txs that cannot execute as sender's next
+    std::uint64_t refused_submits = 0;      // not the sender's next, or not a member here
     std::uint64_t bundles_sent = 0;         // envelopes carrying several messages for one peer
     std::uint64_t bundled_messages = 0;     // ... the messages in them
 };
@@ -219,6 +219,8 @@ public:
     // that is its sender's next one is also executed on the speculative state first, so an
     // overdraft or a bad escrow step is refused now (insufficient_funds, ...) instead of
     // waiting in the mempool for a block that never takes it. Client frames get the same.
+    // A replica that is not a member (a learner, a removed replica) refuses with not_member:
+    // the members would not take the request from it.
     Result<void> submit(const Tx& tx);
 
     // An envelope from the transport.
