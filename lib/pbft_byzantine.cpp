@@ -135,6 +135,15 @@ std::optional<Bytes> ByzantineTransport::tamper(ByteView body) {
     return encode_body(b);
 }
 
+std::optional<Bytes> ByzantineTransport::forge_chunk_certificate(ByteView body) {
+    auto decoded = decode_body(MsgType::blocks, body);
+    if (!decoded || !std::holds_alternative<Blocks>(*decoded)) return std::nullopt;
+    Blocks b = std::get<Blocks>(std::move(*decoded));
+    if (b.chunk_certificate.checkpoints.empty()) return std::nullopt;
+    b.chunk_certificate.checkpoints.back().signature.data()[7] ^= 0x01;
+    return encode_body(b);
+}
+
 std::optional<Bytes> ByzantineTransport::conflict(MsgType type, ByteView body) const {
     auto decoded = decode_body(type, body);
     if (!decoded || !std::holds_alternative<Vote>(*decoded)) return std::nullopt;
@@ -205,6 +214,8 @@ std::optional<Bytes> ByzantineTransport::rewrite(net::NodeId to, MsgType type, B
         if ((rewritten = equivocate(body))) ++stats_.equivocated;
     } else if (behavior_.tamper_blocks && type == MsgType::blocks) {
         if ((rewritten = tamper(body))) ++stats_.tampered;
+    } else if (behavior_.forge_chunk_certificates && type == MsgType::blocks) {
+        if ((rewritten = forge_chunk_certificate(body))) ++stats_.forged_certificates;
     } else if (behavior_.conflicting_votes && vote && is_victim(conflicting_to, to)) {
         if ((rewritten = conflict(type, body))) ++stats_.conflicting;
     }

@@ -134,6 +134,7 @@ struct BodyEncoder {
             encode_block(w, b);
         encode_certificate(w, m.certificate);
         w.u64(m.executed_height);
+        encode_certificate(w, m.chunk_certificate);
     }
 };
 
@@ -181,6 +182,7 @@ Message decode_typed(MsgType type, Reader& r) {
             m.blocks.push_back(decode_block(r));
         m.certificate = decode_certificate(r);
         m.executed_height = r.u64();
+        m.chunk_certificate = decode_certificate(r);
         return m;
     }
     case MsgType::bundle: break; // decode_bundle

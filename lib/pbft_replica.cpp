@@ -1122,6 +1122,7 @@ void Replica::make_stable(CheckpointCertificate cert) {
         target_.reset(); // reached without the transfer: drop it
         fetching_ = false;
         fetched_.clear();
+        fetched_certificates_.clear();
         if (fetch_timer_ != 0) transport_.cancel_timer(fetch_timer_);
         fetch_timer_ = 0;
     }
@@ -1307,7 +1308,9 @@ void Replica::announce_stable(ReplicaId to) {
     auto [it, fresh] = announced_.emplace(to, transport_.now());
     if (!fresh && transport_.now() < it->second + config_.retransmit_ms) return;
     it->second = transport_.now();
-    send_to(to, MsgType::blocks, Blocks{{}, stable_cert_});
+    Blocks announcement;
+    announcement.certificate = stable_cert_;
+    send_to(to, MsgType::blocks, announcement);
 }
 
 // f+1 replicas using views above ours include an honest one: the cluster moved on.
@@ -1627,6 +1630,19 @@ void Replica::on_fetch(ReplicaId from, const Fetch& f) {
         }
     }
     reply.executed_height = ledger_.height();
+    // A replica catching up never sees these checkpoints become stable: the lowest kept one
+    // in the chunk lets it prove the chunk's blocks (within a chunk and an interval of
+    // headers) once executed. One per chunk keeps its cost to one quorum of verifications.
+    if (!reply.blocks.empty() && f.from_height <= ledger_.height()) {
+        const std::uint64_t last = reply.blocks.back().header.height;
+        auto kept = store_.certificate_from(f.from_height);
+        if (kept && *kept && (*kept)->height <= last) {
+            auto cert = decode_checkpoint_certificate((*kept)->data);
+            if (cert && !cert->checkpoints.empty() &&
+                cert->checkpoints.front().seq == (*kept)->height)
+                reply.chunk_certificate = std::move(cert).value();
+        }
+    }
     if (!reply.blocks.empty() || !reply.certificate.checkpoints.empty())
         send_to(from, MsgType::blocks, reply);
 }
@@ -1665,6 +1681,7 @@ void Replica::on_blocks(ReplicaId from, Blocks&& b) {
             return;
         }
         fetch_anchor_ = b.blocks.front().header.prev_hash;
+        keep_chunk_certificate(b);
         for (Block& block : b.blocks)
             fetched_.emplace(block.header.height, std::move(block));
         if (fetch_from_ <= ledger_.height() + 1)
@@ -1703,6 +1720,25 @@ void Replica::on_blocks(ReplicaId from, Blocks&& b) {
     if (!used && b.certificate.checkpoints.empty()) ++stats_.bad_blocks_reply;
     if (reported) execute_reported();
     if (used && !view_active_ && primary() == id_) try_new_view();
+}
+
+// The certificate a chunk came with, if it certifies one of the chunk's blocks (whose hashes
+// are already anchored to the target) and its signers are the set that agreed on it. A bad
+// one costs the chunk nothing: the blocks stand on the target's certificate.
+void Replica::keep_chunk_certificate(const Blocks& b) {
+    const CheckpointCertificate& cert = b.chunk_certificate;
+    if (cert.checkpoints.empty()) return;
+    const Checkpoint& cp = cert.checkpoints.front();
+    const std::uint64_t first = b.blocks.front().header.height;
+    if (cp.seq < first || cp.seq > b.blocks.back().header.height ||
+        cp.block_hash != b.blocks[cp.seq - first].hash() ||
+        (target_ && cp.seq >= target_->checkpoints.front().seq))
+        return;
+    if (!verify_checkpoint_certificate(cert, set_for(cp.seq))) {
+        ++stats_.bad_signature;
+        return;
+    }
+    fetched_certificates_.push_back(cert);
 }
 
 // A block f+1 members say they executed is committed: at least one of them is honest, and
@@ -1783,6 +1819,7 @@ void Replica::start_fetch() {
     }
     fetching_ = true;
     fetched_.clear();
+    fetched_certificates_.clear();
     fetch_to_ = cp.seq;
     fetch_anchor_ = cp.block_hash;
     fetch_peer_ = id_ + ticks_; // replicas behind together spread over the signers
@@ -1840,6 +1877,16 @@ void Replica::finish_transfer() {
     }
     fetched_.clear();
     if (halted_) return;
+    for (const CheckpointCertificate& kept : std::exchange(fetched_certificates_, {})) {
+        if (kept.checkpoints.front().seq > ledger_.height()) continue;
+        if (!store_.put_certificate(kept.checkpoints.front().seq,
+                                    encode_checkpoint_certificate(kept))) {
+            ++stats_.store_errors;
+            halted_ = true;
+            return;
+        }
+        ++stats_.transferred_certificates;
+    }
     ++stats_.state_transfers;
     if (cert && cert->checkpoints.front().seq == ledger_.height()) make_stable(std::move(*cert));
     after_transfer();

@@ -71,7 +71,7 @@ std::vector<std::pair<MsgType, Message>> one_of_each(const Cluster& c) {
         {MsgType::view_change, vc},
         {MsgType::new_view, nv},
         {MsgType::fetch, Fetch{10, 20}},
-        {MsgType::blocks, Blocks{{b}, {{cp}}, 0x0102030405060708}},
+        {MsgType::blocks, Blocks{{b}, {{cp}}, 0x0102030405060708, {{cp}}}},
     };
 }
 

@@ -1074,6 +1074,86 @@ TEST_CASE("replica: every executed block stays provable by its nearest checkpoin
     }
 }
 
+TEST_CASE("replica: a replica that caught up by state transfer proves every block it fetched "
+          "within a chunk and an interval of headers") {
+    ReplicaConfig config = small_blocks();
+    config.max_block_txs = 1; // one block per transfer: several chunks behind
+    const std::uint64_t interval = config.checkpoint_interval;
+    Cluster c(4, 93, net::LinkFaults{}, config);
+    c.crash(3);
+    const std::size_t behind = 3 * max_fetch_blocks + 40;
+    for (std::size_t done = 0; done < behind;) { // within the mempool's limit per sender
+        const std::size_t batch = std::min<std::size_t>(100, behind - done);
+        c.submit_transfers(batch, 1);
+        done += batch;
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(done); }, c.net.now() + 30'000),
+                        c.describe());
+    }
+    c.net.run_for(500);
+    c.restart(3);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                                    c.net.now() + 30'000),
+                    c.describe());
+    const Replica& r = *c.replicas[3];
+    REQUIRE(r.stats().transferred_blocks > 2 * max_fetch_blocks);
+    CHECK(r.stats().transferred_certificates >= 2);
+    const std::size_t bound = max_fetch_blocks + interval;
+    auto check_all = [&](const Replica& replica, const BlockStore& store) {
+        for (std::uint64_t h = 1; h <= replica.stable_seq(); ++h) {
+            CAPTURE(h);
+            auto block = store.block_at(h);
+            REQUIRE(block.ok());
+            auto proof = replica.commit_proof(*block, bound);
+            REQUIRE(proof.has_value());
+            auto ok = verify_block(*block, *proof, c.genesis.replicas);
+            INFO((ok ? std::string() : ok.error().message()));
+            CHECK(ok.ok());
+        }
+    };
+    check_all(r, *c.stores[3]);
+    c.crash(3); // kept in the store, not only in memory
+    c.restart(3);
+    check_all(*c.replicas[3], *c.stores[3]);
+}
+
+TEST_CASE("replica: chunk certificates with a bad signature are refused; the blocks still "
+          "serve and every proof given verifies") {
+    ReplicaConfig config = small_blocks();
+    config.max_block_txs = 1;
+    ByzantineBehavior forger;
+    forger.forge_chunk_certificates = true; // otherwise honest: consensus needs no help
+    Cluster c(4, 95, net::LinkFaults{}, config, {{1, forger}, {2, forger}});
+    c.crash(3);
+    const std::size_t behind = 2 * max_fetch_blocks + 40;
+    for (std::size_t done = 0; done < behind;) {
+        const std::size_t batch = std::min<std::size_t>(100, behind - done);
+        c.submit_transfers(batch, 1);
+        done += batch;
+        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(done); }, c.net.now() + 30'000),
+                        c.describe());
+    }
+    c.net.run_for(500);
+    c.restart(3);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                                    c.net.now() + 30'000),
+                    c.describe());
+    const Replica& r = *c.replicas[3];
+    REQUIRE(r.stats().transferred_blocks > max_fetch_blocks);
+    const std::uint64_t forged = dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().forged_certificates +
+                                 dynamic_cast<ByzantineTransport&>(*c.liars[2]).stats().forged_certificates;
+    REQUIRE(forged > 0);
+    CHECK(r.stats().bad_signature >= forged);
+    for (std::uint64_t h = 1; h <= r.stable_seq(); ++h) {
+        CAPTURE(h);
+        auto block = c.stores[3]->block_at(h);
+        REQUIRE(block.ok());
+        auto proof = r.commit_proof(*block, 10'000);
+        REQUIRE(proof.has_value());
+        CHECK(verify_block(*block, *proof, c.genesis.replicas).ok());
+    }
+    c.check_agreement();
+}
+
 // The certificate a replica behind a membership change needs is the old set's, at the
 // boundary; the members keep it across restarts (the store has every certificate, and which
 // ones are boundaries), so the replica catches up even when every member has restarted since.

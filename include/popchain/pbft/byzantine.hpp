@@ -79,6 +79,11 @@ struct ByzantineBehavior {
     // chain by) unchanged, and the answer claims every block in it executed.
     bool tamper_blocks = false;
 
+    // Answers to fetches keep their blocks but carry a chunk certificate
+    // (Blocks::chunk_certificate) with one signature altered: blocks a receiver can use,
+    // with a proof it must not keep.
+    bool forge_chunk_certificates = false;
+
     // Per send, the probability of also re-sending one earlier envelope (chosen uniformly
     // from the last replay_history sent intact), byte for byte, to its original destination.
     double replay_rate = 0;
@@ -108,6 +113,7 @@ struct ByzantineStats {
     std::uint64_t equivocated = 0;    // pre-prepares replaced by the alternative block
     std::uint64_t conflicting = 0;    // prepares / commits sent with another digest
     std::uint64_t tampered = 0;       // blocks answers sent with bodies off their headers
+    std::uint64_t forged_certificates = 0; // blocks answers sent with a forged chunk certificate
     std::uint64_t replayed = 0;       // earlier envelopes sent again
     std::uint64_t forged = 0;         // copies claiming another sender
     std::uint64_t corrupted = 0;      // envelopes sent with one byte flipped
@@ -145,6 +151,7 @@ private:
     bool is_victim(const std::set<ReplicaId>& chosen, ReplicaId to) const;
     std::optional<Bytes> equivocate(ByteView body);
     static std::optional<Bytes> tamper(ByteView body);
+    static std::optional<Bytes> forge_chunk_certificate(ByteView body);
     std::optional<Bytes> conflict(MsgType type, ByteView body) const;
     // The lie told instead of one message for `to` (a new body), if any.
     std::optional<Bytes> rewrite(net::NodeId to, MsgType type, ByteView body);

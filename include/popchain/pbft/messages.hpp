@@ -122,6 +122,10 @@ struct Blocks {
     // The sender's executed height: blocks at or below it are ones it executed (committed),
     // the rest only proposed. f+1 such reports of one block vouch that it is committed.
     std::uint64_t executed_height = 0;
+    // A state-transfer chunk: the lowest certificate the sender keeps of a checkpoint among
+    // these blocks (empty if none), so that the receiver, which never saw those checkpoints
+    // become stable, can keep it and prove the blocks later (Replica::commit_proof).
+    CheckpointCertificate chunk_certificate;
     friend bool operator==(const Blocks&, const Blocks&) = default;
 };
 

@@ -161,6 +161,7 @@ struct ReplicaStats {
     std::uint64_t bodies_fetched = 0;       // block bodies obtained from peers for a slot
     std::uint64_t state_transfers = 0;      // certified checkpoints reached by fetching blocks
     std::uint64_t transferred_blocks = 0;   // blocks executed from state transfer
+    std::uint64_t transferred_certificates = 0; // chunk certificates kept after a transfer
     std::uint64_t reported_blocks = 0;      // blocks executed on f+1 peers' executed reports
     std::uint64_t client_requests = 0;      // submits received from clients
     std::uint64_t bad_client_frames = 0;    // undecodable client frames, bad client keys
@@ -475,6 +476,7 @@ private:
     void start_fetch();
     void send_fetch();
     void finish_transfer();
+    void keep_chunk_certificate(const Blocks& b);
     bool note_executed_reports(ReplicaId from, const Blocks& b);
     void execute_reported();
     void after_transfer();
@@ -537,6 +539,9 @@ private:
     std::uint64_t fetch_from_ = 0, fetch_to_ = 0; // the chunk asked for
     Hash256 fetch_anchor_;                        // hash the chunk's last block must have
     std::map<std::uint64_t, Block> fetched_;      // verified, not yet executed
+    // Certificates of checkpoints among fetched_ (Blocks::chunk_certificate), verified; kept
+    // in the store once their blocks have executed.
+    std::vector<CheckpointCertificate> fetched_certificates_;
     // Blocks above our height that peers said they executed (Blocks::executed_height), per
     // height: each peer's digest, and the bodies by digest. Kept within the watermark window.
     struct ExecutedReports {
