@@ -1091,9 +1091,10 @@ TEST_CASE("replica: a replica that caught up by state transfer proves every bloc
     }
     c.net.run_for(500);
     c.restart(3);
-    REQUIRE_MESSAGE(c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
-                                    c.net.now() + 30'000),
-                    c.describe());
+    REQUIRE_MESSAGE(
+        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                        c.net.now() + 30'000),
+        c.describe());
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > 2 * max_fetch_blocks);
     CHECK(r.stats().transferred_certificates >= 2);
@@ -1134,13 +1135,15 @@ TEST_CASE("replica: chunk certificates with a bad signature are refused; the blo
     }
     c.net.run_for(500);
     c.restart(3);
-    REQUIRE_MESSAGE(c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
-                                    c.net.now() + 30'000),
-                    c.describe());
+    REQUIRE_MESSAGE(
+        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+                        c.net.now() + 30'000),
+        c.describe());
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > max_fetch_blocks);
-    const std::uint64_t forged = dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().forged_certificates +
-                                 dynamic_cast<ByzantineTransport&>(*c.liars[2]).stats().forged_certificates;
+    const std::uint64_t forged =
+        dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().forged_certificates +
+        dynamic_cast<ByzantineTransport&>(*c.liars[2]).stats().forged_certificates;
     REQUIRE(forged > 0);
     CHECK(r.stats().bad_signature >= forged);
     for (std::uint64_t h = 1; h <= r.stable_seq(); ++h) {
