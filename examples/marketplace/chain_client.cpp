@@ -27,13 +27,41 @@ Result<NodeEndpoint> NodeEndpoint::parse(std::string_view text) {
 
 ChainClient::ChainClient(std::vector<NodeEndpoint> nodes, std::chrono::milliseconds timeout,
                          std::chrono::milliseconds submit_timeout)
-    : nodes_(std::move(nodes)), timeout_(timeout), submit_timeout_(submit_timeout) {}
+    : nodes_(std::move(nodes)), timeout_(timeout), submit_timeout_(submit_timeout),
+      suspect_until_(new std::atomic<std::int64_t>[nodes_.size()]) {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+        suspect_until_[i] = 0;
+}
+
+namespace {
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               ChainClient::Clock::now().time_since_epoch())
+        .count();
+}
+} // namespace
+
+bool ChainClient::suspect(std::size_t i) const {
+    return now_ms() < suspect_until_[i].load();
+}
+
+std::vector<std::size_t> ChainClient::order(std::size_t start) const {
+    std::vector<std::size_t> healthy, suspects;
+    for (std::size_t k = 0; k < nodes_.size(); ++k) {
+        const std::size_t i = (start + k) % nodes_.size();
+        (suspect(i) ? suspects : healthy).push_back(i);
+    }
+    healthy.insert(healthy.end(), suspects.begin(), suspects.end());
+    return healthy;
+}
 
 Result<NodeReply> ChainClient::request(std::size_t i, std::string_view method,
                                        const std::string& target, const std::string& body,
-                                       std::chrono::milliseconds timeout) {
+                                       std::chrono::milliseconds timeout, bool judge) {
     const auto& n = nodes_.at(i);
+    if (judge && suspect(i)) timeout = std::min(timeout, probe_timeout);
     auto r = popchain::api::HttpClient::request(method, n.host, n.port, target, body, {}, timeout);
+    if (judge) suspect_until_[i] = r ? 0 : now_ms() + suspect_for.count();
     if (!r) return r.error();
     NodeReply reply;
     reply.status = r->status;
@@ -49,9 +77,7 @@ Result<NodeReply> ChainClient::get_from(std::size_t i, const std::string& target
 
 Result<NodeReply> ChainClient::get(const std::string& target) {
     popchain::Error last = make_error(Errc::io_error, "no node configured");
-    const std::size_t start = preferred_.load();
-    for (std::size_t k = 0; k < nodes_.size(); ++k) {
-        const std::size_t i = (start + k) % nodes_.size();
+    for (const std::size_t i : order(preferred_.load())) {
         auto r = request(i, "GET", target, {}, timeout_);
         if (r && r->status < 500) {
             preferred_ = i;
@@ -78,9 +104,9 @@ SubmitOutcome ChainClient::post_tx(const popchain::Tx& tx, const Clock::time_poi
     const std::string target = deadline ? "/v1/txs?wait=1" : "/v1/txs";
     SubmitOutcome outcome;
     outcome.message = "no node could be reached";
-    const std::size_t start = preferred_.load();
-    for (std::size_t k = 0; k < nodes_.size(); ++k) {
-        const std::size_t i = (start + k) % nodes_.size();
+    const std::vector<std::size_t> nodes = order(preferred_.load());
+    for (std::size_t k = 0; k < nodes.size(); ++k) {
+        const std::size_t i = nodes[k];
         milliseconds wait = timeout_;
         if (deadline) {
             // The node's own wait (10 s by default) is not shortened with ?wait_ms: a node
@@ -93,7 +119,7 @@ SubmitOutcome ChainClient::post_tx(const popchain::Tx& tx, const Clock::time_poi
             }
             wait = std::clamp(left, min_attempt, std::max(submit_timeout_, min_attempt));
         }
-        auto r = request(i, "POST", target, body, wait);
+        auto r = request(i, "POST", target, body, wait, deadline == nullptr);
         if (!r || r->status >= 500) {
             outcome.message = r ? nodes_[i].to_string() + " answered " + std::to_string(r->status)
                                 : r.error().message();

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,13 @@ public:
     // committed already, or refused.
     SubmitOutcome send(const popchain::Tx& tx);
     static constexpr std::chrono::milliseconds min_attempt{250};
+    // A node that did not answer a read in time is a suspect for suspect_for: asked after
+    // the others, and for at most probe_timeout, so a hung node (one that takes connections
+    // but never answers) costs a request that short wait instead of the full read timeout.
+    // Its first answer clears it.
+    static constexpr std::chrono::milliseconds probe_timeout{300};
+    static constexpr std::chrono::milliseconds suspect_for{10'000};
+    bool suspect(std::size_t i) const;
 
     std::size_t node_count() const { return nodes_.size(); }
     const NodeEndpoint& node(std::size_t i) const { return nodes_.at(i); }
@@ -75,13 +83,19 @@ public:
 private:
     // `deadline` null: no wait for the commit.
     SubmitOutcome post_tx(const popchain::Tx& tx, const Clock::time_point* deadline);
+    // `judge`: a transport error makes the node a suspect and an answer clears it. Not for
+    // waits for a commit, which a healthy node may outlast.
     popchain::Result<NodeReply> request(std::size_t i, std::string_view method,
                                         const std::string& target, const std::string& body,
-                                        std::chrono::milliseconds timeout);
+                                        std::chrono::milliseconds timeout, bool judge = true);
+    // The nodes from `start` on, cyclically, those that are not suspects first.
+    std::vector<std::size_t> order(std::size_t start) const;
     std::vector<NodeEndpoint> nodes_;
     std::chrono::milliseconds timeout_;
     std::chrono::milliseconds submit_timeout_;
     std::atomic<std::size_t> preferred_{0}; // the node that last answered
+    // Per node: until when (steady clock, ms) it is a suspect; 0 when it is not.
+    std::unique_ptr<std::atomic<std::int64_t>[]> suspect_until_;
 };
 
 } // namespace popmarket

@@ -873,3 +873,49 @@ def test_chain_without_quorum_keeps_the_service_answering(cluster, tmp_path, nam
             if cluster.pid(i) is None:
                 cluster.restart(i)
         m.close()
+
+
+def test_a_hung_node_costs_one_read_timeout_then_only_a_short_probe(cluster, tmp_path, name):
+    """A node that takes connections but never answers (SIGSTOP). The pages that ask every
+    node (the chain status, a member's balance by node) pay the read timeout once; after
+    that the hung node is a suspect, asked for at most a short probe, and shown as not up.
+    Once it answers again it is up again."""
+    m = Market(cluster, tmp_path / "hung", node_timeout_ms=2000)
+    hung = 1
+    hung_node = f"127.0.0.1:{cluster.api_port(hung)}"
+    try:
+        reader = m.client()
+        buyer = member(m, name("buyer"))
+
+        def status():
+            t0 = time.monotonic()
+            r = reader.get("/api/chain/status", timeout=10)
+            assert r.status == 200, r
+            return {n["node"]: n["up"] for n in r.body["nodes"]}, time.monotonic() - t0
+
+        up, _ = status()
+        assert all(up.values()), up
+        cluster.pause(hung)
+        try:
+            up, first = status()
+            assert up[hung_node] is False and sum(up.values()) == len(up) - 1, up
+            for _ in range(4):
+                up, elapsed = status()
+                assert up[hung_node] is False, up
+                assert elapsed < 1.0, f"chain status took {elapsed:.2f} s with a hung node"
+                t0 = time.monotonic()
+                me = buyer.get("/api/me", timeout=10)
+                elapsed = time.monotonic() - t0
+                assert me.status == 200 and elapsed < 1.0, (me, elapsed)
+                by_node = {n["node"]: n["balance"] for n in me.body["balance_by_node"]}
+                assert by_node[hung_node] is None, by_node
+                # Reads of the chain go to the nodes that answer.
+                t0 = time.monotonic()
+                assert reader.get("/api/chain/blocks", timeout=10).status == 200
+                assert time.monotonic() - t0 < 1.0
+            print(f"first status with the hung node: {first:.2f} s")
+        finally:
+            cluster.resume(hung)
+        wait_until(lambda: all(status()[0].values()), 15, 0.2)
+    finally:
+        m.close()
