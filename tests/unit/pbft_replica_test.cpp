@@ -1074,27 +1074,32 @@ TEST_CASE("replica: every executed block stays provable by its nearest checkpoin
     }
 }
 
-TEST_CASE("replica: a replica that caught up by state transfer proves every block it fetched "
-          "within a chunk and an interval of headers") {
-    ReplicaConfig config = small_blocks();
-    config.max_block_txs = 1; // one block per transfer: several chunks behind
-    const std::uint64_t interval = config.checkpoint_interval;
-    Cluster c(4, 93, net::LinkFaults{}, config);
-    c.crash(3);
-    const std::size_t behind = 3 * max_fetch_blocks + 40;
-    for (std::size_t done = 0; done < behind;) { // within the mempool's limit per sender
-        const std::size_t batch = std::min<std::size_t>(100, behind - done);
+// Replica `down` misses `transfers` transfers (one block each with max_block_txs 1), then
+// restarts and runs until it has caught up with replica 0.
+static void catch_up_after_missing(Cluster& c, std::uint32_t down, std::size_t transfers) {
+    c.crash(down);
+    for (std::size_t done = 0; done < transfers;) { // within the mempool's limit per sender
+        const std::size_t batch = std::min<std::size_t>(100, transfers - done);
         c.submit_transfers(batch, 1);
         done += batch;
         REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(done); }, c.net.now() + 30'000),
                         c.describe());
     }
     c.net.run_for(500);
-    c.restart(3);
+    c.restart(down);
     REQUIRE_MESSAGE(
-        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
+        c.net.run_until([&] { return c.replicas[down]->height() == c.replicas[0]->height(); },
                         c.net.now() + 30'000),
         c.describe());
+}
+
+TEST_CASE("replica: a replica that caught up by state transfer proves every block it fetched "
+          "within a chunk and an interval of headers") {
+    ReplicaConfig config = small_blocks();
+    config.max_block_txs = 1; // one block per transfer: several chunks behind
+    const std::uint64_t interval = config.checkpoint_interval;
+    Cluster c(4, 93, net::LinkFaults{}, config);
+    catch_up_after_missing(c, 3, 3 * max_fetch_blocks + 40);
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > 2 * max_fetch_blocks);
     CHECK(r.stats().transferred_certificates >= 2);
@@ -1124,21 +1129,7 @@ TEST_CASE("replica: chunk certificates with a bad signature are refused; the blo
     ByzantineBehavior forger;
     forger.forge_chunk_certificates = true; // otherwise honest: consensus needs no help
     Cluster c(4, 95, net::LinkFaults{}, config, {{1, forger}, {2, forger}});
-    c.crash(3);
-    const std::size_t behind = 2 * max_fetch_blocks + 40;
-    for (std::size_t done = 0; done < behind;) {
-        const std::size_t batch = std::min<std::size_t>(100, behind - done);
-        c.submit_transfers(batch, 1);
-        done += batch;
-        REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(done); }, c.net.now() + 30'000),
-                        c.describe());
-    }
-    c.net.run_for(500);
-    c.restart(3);
-    REQUIRE_MESSAGE(
-        c.net.run_until([&] { return c.replicas[3]->height() == c.replicas[0]->height(); },
-                        c.net.now() + 30'000),
-        c.describe());
+    catch_up_after_missing(c, 3, 2 * max_fetch_blocks + 40);
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > max_fetch_blocks);
     const std::uint64_t forged =
