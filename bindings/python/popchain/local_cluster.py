@@ -31,7 +31,8 @@ from . import _popchain as _pc
 
 class NodeError(Exception):
     """A node answered with an HTTP error (status, code, message), or could not be reached
-    (NodeUnreachable, status 0)."""
+    (NodeUnreachable, status 0). From submit() and transfer(), tx_refused says whether the
+    node did not take the transaction (so its nonce is free again)."""
 
     def __init__(self, status: int, code: str, message: str):
         super().__init__(f"{status} {code}: {message}")
