@@ -215,7 +215,7 @@ std::optional<Bytes> ByzantineTransport::rewrite(net::NodeId to, MsgType type, B
     } else if (behavior_.tamper_blocks && type == MsgType::blocks) {
         if ((rewritten = tamper(body))) ++stats_.tampered;
     } else if (behavior_.forge_chunk_certificates && type == MsgType::blocks) {
-        if ((rewritten = forge_chunk_certificate(body))) ++stats_.forged_certificates;
+        if ((rewritten = forge_chunk_certificate(body))) ++stats_.forged_certs;
     } else if (behavior_.conflicting_votes && vote && is_victim(conflicting_to, to)) {
         if ((rewritten = conflict(type, body))) ++stats_.conflicting;
     }

@@ -1885,7 +1885,7 @@ void Replica::finish_transfer() {
             halted_ = true;
             return;
         }
-        ++stats_.transferred_certificates;
+        ++stats_.transferred_certs;
     }
     ++stats_.state_transfers;
     if (cert && cert->checkpoints.front().seq == ledger_.height()) make_stable(std::move(*cert));

@@ -154,7 +154,7 @@ py::dict replica_stats(const pbft::ReplicaStats& s) {
     POPCHAIN_STAT(bodies_fetched);
     POPCHAIN_STAT(state_transfers);
     POPCHAIN_STAT(transferred_blocks);
-    POPCHAIN_STAT(transferred_certificates);
+    POPCHAIN_STAT(transferred_certs);
     POPCHAIN_STAT(reported_blocks);
     POPCHAIN_STAT(client_requests);
     POPCHAIN_STAT(bad_client_frames);

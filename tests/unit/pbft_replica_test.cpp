@@ -1102,7 +1102,7 @@ TEST_CASE("replica: a replica that caught up by state transfer proves every bloc
     catch_up_after_missing(c, 3, 3 * max_fetch_blocks + 40);
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > 2 * max_fetch_blocks);
-    CHECK(r.stats().transferred_certificates >= 2);
+    CHECK(r.stats().transferred_certs >= 2);
     const std::size_t bound = max_fetch_blocks + interval;
     auto check_all = [&](const Replica& replica, const BlockStore& store) {
         for (std::uint64_t h = 1; h <= replica.stable_seq(); ++h) {
@@ -1133,8 +1133,8 @@ TEST_CASE("replica: chunk certificates with a bad signature are refused; the blo
     const Replica& r = *c.replicas[3];
     REQUIRE(r.stats().transferred_blocks > max_fetch_blocks);
     const std::uint64_t forged =
-        dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().forged_certificates +
-        dynamic_cast<ByzantineTransport&>(*c.liars[2]).stats().forged_certificates;
+        dynamic_cast<ByzantineTransport&>(*c.liars[1]).stats().forged_certs +
+        dynamic_cast<ByzantineTransport&>(*c.liars[2]).stats().forged_certs;
     REQUIRE(forged > 0);
     CHECK(r.stats().bad_signature >= forged);
     for (std::uint64_t h = 1; h <= r.stable_seq(); ++h) {

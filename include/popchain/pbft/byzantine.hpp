@@ -113,7 +113,7 @@ struct ByzantineStats {
     std::uint64_t equivocated = 0;    // pre-prepares replaced by the alternative block
     std::uint64_t conflicting = 0;    // prepares / commits sent with another digest
     std::uint64_t tampered = 0;       // blocks answers sent with bodies off their headers
-    std::uint64_t forged_certificates = 0; // blocks answers sent with a forged chunk certificate
+    std::uint64_t forged_certs = 0;   // blocks answers sent with a forged chunk certificate
     std::uint64_t replayed = 0;       // earlier envelopes sent again
     std::uint64_t forged = 0;         // copies claiming another sender
     std::uint64_t corrupted = 0;      // envelopes sent with one byte flipped

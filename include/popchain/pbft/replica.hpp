@@ -161,7 +161,7 @@ struct ReplicaStats {
     std::uint64_t bodies_fetched = 0;       // block bodies obtained from peers for a slot
     std::uint64_t state_transfers = 0;      // certified checkpoints reached by fetching blocks
     std::uint64_t transferred_blocks = 0;   // blocks executed from state transfer
-    std::uint64_t transferred_certificates = 0; // chunk certificates kept after a transfer
+    std::uint64_t transferred_certs = 0;    // chunk certificates kept after a transfer
     std::uint64_t reported_blocks = 0;      // blocks executed on f+1 peers' executed reports
     std::uint64_t client_requests = 0;      // submits received from clients
     std::uint64_t bad_client_frames = 0;    // undecodable client frames, bad client keys
