@@ -15,6 +15,16 @@ bool body_matches_header(const Block& block) {
     return compute_tx_root(block.txs) == block.header.tx_root;
 }
 
+// What the store kept at a height must be a certificate of that height.
+Result<CheckpointCertificate> decode_kept_certificate(const StoredCertificate& kept) {
+    auto cert = decode_checkpoint_certificate(kept.data);
+    if (!cert || cert->checkpoints.empty() || cert->checkpoints.front().seq != kept.height)
+        return make_error(Errc::storage_corrupt, "certificate at height " +
+                                                     std::to_string(kept.height) +
+                                                     " does not decode");
+    return cert;
+}
+
 } // namespace
 
 // ---- construction ----
@@ -108,11 +118,8 @@ Result<void> Replica::load_boundary_certificates() {
         if (!kept) return kept.error();
         if (!*kept || (*kept)->height != height)
             continue; // its blocks were lost with it (a crash before the store synced)
-        auto cert = decode_checkpoint_certificate((*kept)->data);
-        if (!cert || cert->checkpoints.empty() || cert->checkpoints.front().seq != height)
-            return make_error(Errc::storage_corrupt, "certificate at height " +
-                                                         std::to_string(height) +
-                                                         " does not decode");
+        auto cert = decode_kept_certificate(**kept);
+        if (!cert) return cert.error();
         boundary_certs_[height] = std::move(cert).value();
     }
     return {};
@@ -1031,10 +1038,8 @@ std::optional<CommitProof> Replica::commit_proof(const Block& block,
     const std::uint64_t interval = config_.checkpoint_interval;
     if (changes_set && checkpoint > (height + interval - 1) / interval * interval)
         return std::nullopt;
-    auto certificate = decode_checkpoint_certificate((*stored)->data);
-    if (!certificate || certificate->checkpoints.empty() ||
-        certificate->checkpoints.front().seq != checkpoint)
-        return std::nullopt;
+    auto certificate = decode_kept_certificate(**stored);
+    if (!certificate) return std::nullopt;
     CommitProof proof;
     proof.certificate = std::move(certificate).value();
     for (std::uint64_t h = height + 1; h <= checkpoint; ++h) {
@@ -1093,13 +1098,8 @@ void Replica::make_stable(CheckpointCertificate cert) {
     const bool boundary = epochs_.count(seq + 1) && seq > 0;
     if (boundary) boundary_certs_[seq] = cert;
     stable_cert_ = std::move(cert);
-    // Kept beside the blocks for good, so every block below stays provable (commit_proof);
-    // the store cannot keep it only if it fails, and then it has lost blocks too.
-    if (auto kept = store_.put_certificate(seq, encode_checkpoint_certificate(stable_cert_));
-        !kept) {
-        ++stats_.store_errors;
-        halted_ = true;
-    }
+    // Kept beside the blocks for good, so every block below stays provable (commit_proof).
+    store_certificate(stable_cert_);
     if (boundary && !halted_) {
         // Which kept certificates are boundaries, so a restarted replica can still lead one
         // that is behind a membership change across it (on_fetch). Rare: one write per change.
@@ -1128,6 +1128,15 @@ void Replica::make_stable(CheckpointCertificate cert) {
     }
     collect_garbage();
     accept_ready();
+}
+
+// The store cannot keep a certificate only if it fails, and then it has lost blocks too.
+bool Replica::store_certificate(const CheckpointCertificate& cert) {
+    if (store_.put_certificate(cert.checkpoints.front().seq, encode_checkpoint_certificate(cert)))
+        return true;
+    ++stats_.store_errors;
+    halted_ = true;
+    return false;
 }
 
 void Replica::collect_garbage() {
@@ -1637,9 +1646,7 @@ void Replica::on_fetch(ReplicaId from, const Fetch& f) {
         const std::uint64_t last = reply.blocks.back().header.height;
         auto kept = store_.certificate_from(f.from_height);
         if (kept && *kept && (*kept)->height <= last) {
-            auto cert = decode_checkpoint_certificate((*kept)->data);
-            if (cert && !cert->checkpoints.empty() &&
-                cert->checkpoints.front().seq == (*kept)->height)
+            if (auto cert = decode_kept_certificate(**kept))
                 reply.chunk_certificate = std::move(cert).value();
         }
     }
@@ -1879,12 +1886,7 @@ void Replica::finish_transfer() {
     if (halted_) return;
     for (const CheckpointCertificate& kept : std::exchange(fetched_certificates_, {})) {
         if (kept.checkpoints.front().seq > ledger_.height()) continue;
-        if (!store_.put_certificate(kept.checkpoints.front().seq,
-                                    encode_checkpoint_certificate(kept))) {
-            ++stats_.store_errors;
-            halted_ = true;
-            return;
-        }
+        if (!store_certificate(kept)) return;
         ++stats_.transferred_certs;
     }
     ++stats_.state_transfers;

@@ -477,6 +477,8 @@ private:
     void send_fetch();
     void finish_transfer();
     void keep_chunk_certificate(const Blocks& b);
+    // Puts `cert` in the store; on failure counts it and halts. False if it failed.
+    bool store_certificate(const CheckpointCertificate& cert);
     bool note_executed_reports(ReplicaId from, const Blocks& b);
     void execute_reported();
     void after_transfer();
