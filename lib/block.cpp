@@ -37,7 +37,10 @@ Result<BlockHeader> decode_header(ByteView bytes) {
 }
 
 Hash256 BlockHeader::hash() const {
-    Writer w(160);
+    // Every replica hashes each header several times (agreement, execution, store); the
+    // thread's one buffer spares an allocation each time. encode_header() cannot re-enter.
+    thread_local Writer w(160);
+    w.clear();
     w.raw(as_bytes(header_domain));
     encode_header(w, *this);
     return sha256(w.data());
@@ -68,6 +71,7 @@ Hash256 compute_tx_root(const std::vector<Tx>& txs) {
 std::size_t first_repeated_id(const std::vector<Hash256>& ids) {
     // Sorting a copy costs less than a hash set's allocation per id; only blocks with a
     // repeat (invalid ones) pay for the scan that finds where it is.
+    if (ids.size() < 2) return ids.size();
     std::vector<Hash256> sorted = ids;
     std::sort(sorted.begin(), sorted.end());
     if (std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end()) return ids.size();

@@ -15,8 +15,10 @@
 #include <botan/pubkey.h>
 #include <botan/version.h>
 
+#include <new>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace popchain {
 
@@ -54,11 +56,42 @@ Hash256 sha256(ByteView data) {
     return out;
 }
 
+// Building a hash object looks the algorithm up by name and allocates its state, which cost
+// more than hashing the few dozen bytes most callers hash (a Merkle root's seal, a signature
+// cache key, a message digest). So each thread keeps the objects of finished hashes for the
+// next ones. `spares_gone` is a plain flag (nothing to destroy), so a hash that outlives its
+// thread's spares still knows not to use them.
 struct Sha256::Impl {
     std::unique_ptr<Botan::HashFunction> fn = Botan::HashFunction::create_or_throw("SHA-256");
+
+    struct Spares {
+        std::vector<std::unique_ptr<Impl>> objects;
+        ~Spares() { spares_gone = true; }
+    };
+    static constexpr std::size_t max_spares = 8;
+    static thread_local bool spares_gone;
+    static thread_local Spares spares;
 };
-Sha256::Sha256() : impl_(std::make_unique<Impl>()) {}
-Sha256::~Sha256() = default;
+thread_local bool Sha256::Impl::spares_gone = false;
+thread_local Sha256::Impl::Spares Sha256::Impl::spares;
+
+Sha256::Sha256() {
+    if (!Impl::spares_gone && !Impl::spares.objects.empty()) {
+        impl_ = std::move(Impl::spares.objects.back());
+        Impl::spares.objects.pop_back();
+    } else {
+        impl_ = std::make_unique<Impl>();
+    }
+}
+Sha256::~Sha256() {
+    if (!impl_ || Impl::spares_gone || Impl::spares.objects.size() >= Impl::max_spares) return;
+    impl_->fn->clear(); // a hash dropped before finish() must not leak into the next one
+    try {
+        Impl::spares.objects.push_back(std::move(impl_));
+    } catch (const std::bad_alloc&) {
+        // Kept nothing; impl_ still owns the object and frees it.
+    }
+}
 Sha256::Sha256(Sha256&&) noexcept = default;
 Sha256& Sha256::operator=(Sha256&&) noexcept = default;
 Sha256& Sha256::update(ByteView data) {

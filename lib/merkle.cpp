@@ -33,10 +33,13 @@ void next_level(std::vector<Hash256>& level) {
 // The root commits to the number of leaves: without it a proof for leaf i of n could be
 // relabelled as a proof for another position in a tree of another size and still verify.
 Hash256 seal_root(const Hash256& top, std::size_t leaf_count) {
-    const std::uint8_t tag = 0x02;
-    Writer count;
-    count.u32(static_cast<std::uint32_t>(leaf_count));
-    return Sha256().update(ByteView(&tag, 1)).update(count.data()).update(top).finish();
+    std::array<std::uint8_t, 37> buf;
+    buf[0] = 0x02;
+    const auto count = static_cast<std::uint32_t>(leaf_count);
+    for (int i = 0; i < 4; ++i)
+        buf[1 + i] = static_cast<std::uint8_t>(count >> (8 * i)); // u32, little-endian
+    std::memcpy(buf.data() + 5, top.data(), 32);
+    return sha256(buf);
 }
 
 std::vector<Hash256> leaf_level(std::span<const Hash256> leaves) {

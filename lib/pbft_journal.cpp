@@ -11,10 +11,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace popchain::pbft {
 
@@ -109,21 +109,50 @@ void discard_through(std::vector<T>& v, KeyFn key, std::uint64_t seq, KeySet& ch
 
 } // namespace
 
+namespace {
+// The keys a batch changed: appended as they change, sorted and made unique once before the
+// batch is written. A tree of them cost a node allocation per vote.
+template <class Key>
+class ChangedKeys {
+public:
+    void insert(const Key& key) { keys_.push_back(key); }
+    bool empty() const { return keys_.empty(); }
+    void clear() { keys_.clear(); } // keeps the capacity for the next batch
+    void normalize() {
+        std::sort(keys_.begin(), keys_.end());
+        keys_.erase(std::unique(keys_.begin(), keys_.end()), keys_.end());
+    }
+    typename std::vector<Key>::const_iterator begin() const { return keys_.begin(); }
+    typename std::vector<Key>::const_iterator end() const { return keys_.end(); }
+
+private:
+    std::vector<Key> keys_;
+};
+} // namespace
+
 struct Journal::Batch {
     JournalState state; // the buffered state
     // What changed since the last successful sync. A key listed here is written at sync: the
     // entry state holds for it, or its removal when state holds none.
     bool header_changed = false; // view, in_view_change, stable_seq
     bool certificate_changed = false;
-    std::set<PrePrepareKey> pre_prepares;
-    std::set<PreparedKey> prepared;
-    std::set<PrePreparedKey> pre_prepared;
-    std::set<VoteKey> votes;
-    std::set<CheckpointKey> checkpoints;
+    ChangedKeys<PrePrepareKey> pre_prepares;
+    ChangedKeys<PreparedKey> prepared;
+    ChangedKeys<PrePreparedKey> pre_prepared;
+    ChangedKeys<VoteKey> votes;
+    ChangedKeys<CheckpointKey> checkpoints;
 
     bool changed() const {
         return header_changed || certificate_changed || !pre_prepares.empty() ||
                !prepared.empty() || !pre_prepared.empty() || !votes.empty() || !checkpoints.empty();
+    }
+    // Each changed key once, in key order, as the writers expect.
+    void normalize() {
+        pre_prepares.normalize();
+        prepared.normalize();
+        pre_prepared.normalize();
+        votes.normalize();
+        checkpoints.normalize();
     }
     void forget_changes() {
         header_changed = certificate_changed = false;
@@ -282,6 +311,7 @@ void Journal::set_stable(std::uint64_t seq, const CheckpointCertificate& certifi
 Result<void> Journal::sync() {
     if (failed_) return *failed_;
     if (!batch_->changed()) return {};
+    batch_->normalize();
     auto r = commit(*batch_);
     if (!r) {
         failed_ = make_error(r.code(), "journal unusable after a failed sync: " + r.error().detail);

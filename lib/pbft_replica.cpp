@@ -745,6 +745,7 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     if (!in_log) at = log_.emplace_hint(at, v.seq, Slot{});
     Slot& slot = at->second;
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
+    votes.reserve(n());
     auto [kept, inserted] = votes.insert(from, v.digest);
     if (!inserted) {
         if (*kept != v.digest) {
@@ -915,6 +916,7 @@ void Replica::accept_executed(std::uint64_t seq, Slot& slot) {
 }
 
 void Replica::send_prepare(std::uint64_t seq, Slot& slot) {
+    slot.prepares.reserve(n());
     slot.prepares.set(id_, slot.digest);
     const Vote prepare{view_, seq, slot.digest};
     if (journal_) journal_->put_vote(MsgType::prepare, prepare);
@@ -945,6 +947,7 @@ void Replica::check_progress(std::uint64_t seq) {
         slot.prepared = true;
         const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
         prepared_log_[seq] = entry;
+        slot.commits.reserve(n());
         slot.commits.set(id_, slot.digest);
         const Vote commit{view_, seq, slot.digest};
         if (journal_) {

@@ -63,15 +63,26 @@ std::optional<TxKind> tx_kind_from_name(std::string_view name) noexcept {
     return std::nullopt;
 }
 
+namespace {
+void write_signing_bytes(Writer& w, const Tx& tx) {
+    w.raw(as_bytes(tx_domain));
+    encode_unsigned(w, tx);
+}
+} // namespace
+
 Bytes Tx::signing_bytes() const {
     Writer w(256 + payload.size());
-    w.raw(as_bytes(tx_domain));
-    encode_unsigned(w, *this);
+    write_signing_bytes(w, *this);
     return w.take();
 }
 
 Hash256 Tx::id() const {
-    return sha256(signing_bytes());
+    // Ids are computed at every step a transaction passes (admission, blocks, execution,
+    // store); the thread's one buffer spares an allocation each time.
+    thread_local Writer w(256);
+    w.clear();
+    write_signing_bytes(w, *this);
+    return sha256(w.data());
 }
 
 bool is_unsigned_command(const Tx& tx) {

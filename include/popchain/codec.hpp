@@ -45,6 +45,8 @@ public:
 
     const Bytes& data() const { return buf_; }
     Bytes take() { return std::move(buf_); }
+    // Empties the buffer and keeps its capacity, for a writer that is reused.
+    void clear() { buf_.clear(); }
 
 private:
     void put_le(std::uint64_t v, int width) {

@@ -185,6 +185,30 @@ TEST_CASE("sha256: incremental equals one-shot for every split point") {
     CHECK(b.finish() == sha256(std::string_view("abc")));
 }
 
+TEST_CASE("sha256: a hasher dropped before finish leaves nothing in the next one") {
+    // Hashers of a thread reuse each other's state objects; what one left half-done must not
+    // show up in a later hash, however many were dropped.
+    for (int dropped = 1; dropped <= 12; ++dropped) {
+        CAPTURE(dropped);
+        {
+            std::vector<Sha256> unfinished(static_cast<std::size_t>(dropped));
+            for (auto& h : unfinished)
+                h.update("left over");
+        }
+        for (int i = 0; i < dropped; ++i) {
+            Sha256 h;
+            CHECK(h.update("abc").finish() == sha256(std::string_view("abc")));
+        }
+        // Two alive at once get separate state.
+        Sha256 first, second;
+        first.update("ab");
+        second.update("xyz");
+        first.update("c");
+        CHECK(first.finish() == sha256(std::string_view("abc")));
+        CHECK(second.finish() == sha256(std::string_view("xyz")));
+    }
+}
+
 // ---- keys and signatures ----
 
 TEST_CASE("ecdsa: RFC 6979 A.2.5 vectors (deterministic, normalised to low S)") {

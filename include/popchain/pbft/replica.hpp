@@ -326,6 +326,11 @@ private:
             else
                 votes_.insert(at, {from, digest});
         }
+        // Room for `count` votes: a slot's set grows to the replica count, and growing it
+        // one doubling at a time cost an allocation per doubling and per slot.
+        void reserve(std::size_t count) {
+            if (votes_.capacity() < count) votes_.reserve(count);
+        }
         bool contains(ReplicaId id) const {
             auto at = position(id);
             return at != votes_.end() && at->first == id;
