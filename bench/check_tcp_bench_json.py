@@ -195,6 +195,16 @@ def check(report, partial=False):
             assert run["blocks_with_measured_txs"] <= txs, f"{name}: more blocks than txs"
             assert run["client"]["bad_replies"] == 0, f"{name}: bad replies"
             assert run["view_changes"] >= 0, f"{name}: view_changes"
+            if name not in CONSENSUS:
+                # The run's bound: the mean of the verify rates around it, on every core.
+                before, after = run["verify_per_s_before_run"], run["verify_per_s_after_run"]
+                assert before > 0 and after > 0, f"{name}: verify rates around the run"
+                run_bound = (before + after) / 2 * bound["usable_cores"] / bound["replicas"]
+                assert abs(run["crypto_bound_tx_per_s"] - run_bound) <= 0.01 * run_bound, (
+                    f"{name}: run bound")
+                fraction = run["tx_per_s"] / run["crypto_bound_tx_per_s"]
+                assert abs(run["fraction_of_bound"] - fraction) <= 0.01 * fraction, (
+                    f"{name}: run fraction")
             peaks = run["memory"]["peak_rss_mb_per_node"]
             assert len(peaks) == setup["nodes"], f"{name}: peak memory per node"
             if name == "catch_up":
