@@ -436,13 +436,10 @@ bool SimNetwork::run_until(const std::function<bool()>& done, Millis deadline) {
 // ---- trace ----
 
 void SimNetwork::record(const std::string& what) {
-    std::string line = "t=" + std::to_string(now_) + " " + what;
-    Bytes buf;
-    buf.reserve(Hash256::size() + line.size());
-    buf.insert(buf.end(), digest_.bytes.begin(), digest_.bytes.end());
-    buf.insert(buf.end(), line.begin(), line.end());
-    digest_ = sha256(buf);
-    if (trace_on_) trace_.push_back(std::move(line));
+    // d' = SHA-256(d || line), hashed piece by piece: with the trace off, nothing is copied.
+    const std::string time = "t=" + std::to_string(now_) + " ";
+    digest_ = Sha256().update(digest_).update(time).update(what).finish();
+    if (trace_on_) trace_.push_back(time + what);
 }
 
 } // namespace popchain::net

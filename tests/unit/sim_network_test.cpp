@@ -209,6 +209,15 @@ TEST_CASE("sim same seed gives the same run, a different seed a different one") 
     CHECK(a.stats.dropped_down > 0);
     CHECK(a.stats.timers_fired > 0);
     CHECK(a.trace.size() > 100);
+
+    // The digest is the documented chain over the trace lines: d' = SHA-256(d || line).
+    Hash256 chained{};
+    for (const std::string& line : a.trace) {
+        Bytes buf(chained.bytes.begin(), chained.bytes.end());
+        buf.insert(buf.end(), line.begin(), line.end());
+        chained = sha256(buf);
+    }
+    CHECK(chained == a.digest);
 }
 
 TEST_CASE("sim trace lines") {
