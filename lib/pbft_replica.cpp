@@ -1837,6 +1837,20 @@ void Replica::start_fetch() {
 }
 
 void Replica::send_fetch() {
+    // Agreement may have carried this replica past what the transfer still lacks while it
+    // waited for an answer (the peers asked were slow, or down). Then the range left to ask
+    // for is empty: asking for it would go unanswered forever, and a newer target, noted
+    // meanwhile, would never be fetched.
+    if (!fetched_.empty() && fetched_.begin()->first <= ledger_.height() + 1) {
+        finish_transfer(); // the fetched blocks reach down to this replica's chain
+        return;
+    }
+    if (fetched_.empty() && fetch_to_ <= ledger_.height()) {
+        fetching_ = false; // reached the transfer's target without it
+        fetched_certificates_.clear();
+        start_fetch(); // towards the newest target, if it is still ahead
+        return;
+    }
     fetch_from_ = std::max(ledger_.height() + 1,
                            fetch_to_ + 1 > max_fetch_blocks ? fetch_to_ + 1 - max_fetch_blocks : 1);
     if (!fetched_.empty()) {
