@@ -614,6 +614,10 @@ Json bench_consensus_shape(const Options& opt, VerifyProbe& probe, std::uint32_t
     o.wallets = txs / 50 + 1; // mempool: at most 64 pending per sender
     std::uint64_t height = 0;
     Rates verify_before, verify_after;
+    auto verify_into = [&](Rates* into) {
+        return
+            [into, &probe, &opt] { into->runs.push_back(probe.rate(opt, opt.quick ? 0.05 : 0.3)); };
+    };
     const Rates rates = run_sim_load(
         opt, o, txs,
         [&](net::SimCluster& c, std::size_t i) {
@@ -621,8 +625,7 @@ Json bench_consensus_shape(const Options& opt, VerifyProbe& probe, std::uint32_t
         },
         "consensus: " + std::to_string(n) + " replicas, " + std::to_string(txs) +
             " signed transfers, blocks of <= " + std::to_string(block_txs),
-        height, [&] { verify_before.runs.push_back(probe.rate(opt, opt.quick ? 0.05 : 0.3)); },
-        [&] { verify_after.runs.push_back(probe.rate(opt, opt.quick ? 0.05 : 0.3)); });
+        height, verify_into(&verify_before), verify_into(&verify_after));
     // The unavoidable work: every replica checks every client signature once. Each run is set
     // against the mean of the verify rates measured right before and right after it.
     Rates verify_rates;
