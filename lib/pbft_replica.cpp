@@ -102,6 +102,7 @@ Replica::Replica(ReplicaId id, const SigningKey& key, ChainParams params, State 
     spec_height_ = ledger_.height();
     tick_height_ = ledger_.height();
     epochs_[ledger_.height() + 1] = replicas_;
+    voting_ = member(id_) != nullptr;
     view_timeout_ = config_.request_timeout_ms;
     tick_timer_ = set_timer(config_.retransmit_ms, [this] { on_tick(); });
 }
@@ -312,6 +313,8 @@ void Replica::switch_membership(std::uint64_t boundary) {
             leaving_.push_back(r);
     leaving_until_ = boundary;
     replicas_ = std::move(next);
+    voting_ = member(id_) != nullptr;
+    broadcast_targets_.reset();
     epochs_[boundary + 1] = replicas_;
     spec_boundary_.reset();
     peer_view_.clear();
@@ -355,43 +358,72 @@ void Replica::reset_speculation_from(std::uint64_t seq) {
 // ---- sending ----
 
 void Replica::send_to(ReplicaId to, MsgType type, const Message& m) {
-    link_out_.push_back({to, type, std::make_shared<const Bytes>(encode_body(m))});
+    link_out_.push_back({to, type, nullptr, encode_body(m)});
 }
 
 void Replica::broadcast(MsgType type, const Message& m) {
-    const auto body = std::make_shared<const Bytes>(encode_body(m));
-    for (const auto& r : replicas_)
-        if (r.id != id_) link_out_.push_back({r.id, type, body});
-    for (const auto& r : leaving_)
-        if (r.id != id_) link_out_.push_back({r.id, type, body});
+    if (!broadcast_targets_) {
+        std::vector<ReplicaId> peers;
+        for (const auto& set : {std::cref(replicas_), std::cref(leaving_)})
+            for (const auto& r : set.get())
+                if (r.id != id_) peers.push_back(r.id);
+        std::sort(peers.begin(), peers.end());
+        peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+        broadcast_targets_ = std::make_shared<const std::vector<ReplicaId>>(std::move(peers));
+    }
+    if (broadcast_targets_->empty()) return;
+    link_out_.push_back({0, type, broadcast_targets_, encode_body(m)});
 }
 
 void Replica::seal_link_messages() {
+    if (link_out_.empty()) return;
     // A bundle stays well below every transport's frame limit; a bigger message (a full
     // block) goes alone.
     constexpr std::size_t max_bundle_bytes = 1u << 20;
-    // Stable: a peer's messages keep the order they were sent in.
-    std::stable_sort(link_out_.begin(), link_out_.end(),
-                     [](const LinkMessage& a, const LinkMessage& b) { return a.to < b.to; });
-    std::vector<BundledMessage> bundle;
-    for (std::size_t i = 0; i < link_out_.size();) {
-        const ReplicaId to = link_out_[i].to;
-        std::size_t end = i + 1, bytes = link_out_[i].body->size();
-        while (config_.bundle_messages && end < link_out_.size() && link_out_[end].to == to &&
-               end - i < max_bundle_messages &&
-               bytes + link_out_[end].body->size() <= max_bundle_bytes)
-            bytes += link_out_[end++].body->size();
-        if (end - i == 1) {
-            outbox_.emplace_back(to, link_.seal(to, link_out_[i].type, *link_out_[i].body));
-        } else {
-            bundle.clear();
-            for (std::size_t k = i; k < end; ++k)
-                bundle.push_back({link_out_[k].type, *link_out_[k].body});
-            outbox_.emplace_back(to, link_.seal_bundle(to, bundle));
-            ++stats_.bundles_sent;
-            stats_.bundled_messages += end - i;
+    // Every destination, in id order; each gets its messages in the order they were sent.
+    std::vector<ReplicaId> peers;
+    const std::vector<ReplicaId>* last_broadcast = nullptr;
+    for (const LinkMessage& m : link_out_) {
+        if (!m.broadcast) {
+            peers.push_back(m.to);
+        } else if (m.broadcast.get() != last_broadcast) {
+            peers.insert(peers.end(), m.broadcast->begin(), m.broadcast->end());
+            last_broadcast = m.broadcast.get();
         }
-        i = end;
+    }
+    std::sort(peers.begin(), peers.end());
+    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    std::vector<const LinkMessage*> mine;
+    std::vector<BundledMessage> bundle;
+    for (const ReplicaId to : peers) {
+        mine.clear();
+        // Nearly every entry shares one recipient list: look `to` up once per list.
+        const std::vector<ReplicaId>* looked_up = nullptr;
+        bool in_list = false;
+        for (const LinkMessage& m : link_out_) {
+            if (m.broadcast && m.broadcast.get() != looked_up) {
+                looked_up = m.broadcast.get();
+                in_list = std::binary_search(looked_up->begin(), looked_up->end(), to);
+            }
+            if (m.broadcast ? in_list : m.to == to) mine.push_back(&m);
+        }
+        for (std::size_t i = 0; i < mine.size();) {
+            std::size_t end = i + 1, bytes = mine[i]->body.size();
+            while (config_.bundle_messages && end < mine.size() && end - i < max_bundle_messages &&
+                   bytes + mine[end]->body.size() <= max_bundle_bytes)
+                bytes += mine[end++]->body.size();
+            if (end - i == 1) {
+                outbox_.emplace_back(to, link_.seal(to, mine[i]->type, mine[i]->body));
+            } else {
+                bundle.clear();
+                for (std::size_t k = i; k < end; ++k)
+                    bundle.push_back({mine[k]->type, mine[k]->body});
+                outbox_.emplace_back(to, link_.seal_bundle(to, bundle));
+                ++stats_.bundles_sent;
+                stats_.bundled_messages += end - i;
+            }
+            i = end;
+        }
     }
     link_out_.clear();
 }
@@ -762,7 +794,7 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
             answer_stuck(from, v.seq, slot);
         return;
     }
-    check_progress(v.seq);
+    check_progress(v.seq, slot);
 }
 
 void Replica::on_checkpoint(ReplicaId from, Checkpoint&& c) {
@@ -924,25 +956,23 @@ void Replica::send_prepare(std::uint64_t seq, Slot& slot) {
 }
 
 void Replica::check_progress(std::uint64_t seq) {
-    auto it = log_.find(seq);
-    if (it == log_.end() || !it->second.accepted) return;
-    Slot& slot = it->second;
+    if (auto it = log_.find(seq); it != log_.end()) check_progress(seq, it->second);
+}
+
+void Replica::check_progress(std::uint64_t seq, Slot& slot) {
+    if (!slot.accepted) return;
     const ReplicaId p = primary();
     const std::size_t q = quorum(n());
     if (!slot.prepared) {
         // Counting is O(n) per vote, O(n^2) per slot: skip it while no quorum is possible.
         if (slot.prepares.size() + 1 < q && slot.commits.size() < q) return;
-        std::uint32_t matching = 0;
-        for (const auto& [r, d] : slot.prepares)
-            if (r != p && d == slot.digest) ++matching;
+        const std::uint32_t matching = slot.prepares.count(slot.digest, p);
         // A quorum of commits from others is a stronger proof than a quorum of prepares:
         // each honest committer prepared this digest, so it is the slot's decision. Without
         // this, a replica whose prepares were lost would wait for prepares its peers, long
         // done with the slot, never send again (its retransmissions skip replicas it holds
         // a commit from), and the slot could stay unexecuted here for good.
-        std::uint32_t committed_by_others = 0;
-        for (const auto& [r, d] : slot.commits)
-            if (r != id_ && d == slot.digest) ++committed_by_others;
+        const std::uint32_t committed_by_others = slot.commits.count(slot.digest, id_);
         if (matching + 1 < q && committed_by_others < q) return;
         slot.prepared = true;
         const LogEntry entry{seq, slot.digest, view_, slot.pre_prepare->block.header.prev_hash};
@@ -958,10 +988,7 @@ void Replica::check_progress(std::uint64_t seq) {
     }
     if (!slot.committed) {
         if (slot.commits.size() < q) return;
-        std::uint32_t matching = 0;
-        for (const auto& [r, d] : slot.commits)
-            if (d == slot.digest) ++matching;
-        if (matching < q) return;
+        if (slot.commits.count(slot.digest) < q) return;
         slot.committed = true;
         execute_ready();
     }
@@ -1118,6 +1145,7 @@ void Replica::make_stable(CheckpointCertificate cert) {
         for (const auto& r : leaving_)
             if (!member(r.id)) link_.remove_member(r.id);
         leaving_.clear();
+        broadcast_targets_.reset();
     }
     if (journal_) journal_->set_stable(seq, stable_cert_);
     ++stats_.checkpoints_stable;
@@ -1248,8 +1276,7 @@ void Replica::request_missing_bodies() {
     Slot& slot = it->second;
     auto tally = [](const VoteSet& votes) {
         std::map<Hash256, std::vector<ReplicaId>> by_digest;
-        for (const auto& [r, d] : votes)
-            by_digest[d].push_back(r);
+        votes.for_each([&](ReplicaId r, const Hash256& d) { by_digest[d].push_back(r); });
         return by_digest;
     };
     auto find = [&](const std::map<Hash256, std::vector<ReplicaId>>& votes,

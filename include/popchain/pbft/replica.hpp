@@ -268,7 +268,7 @@ public:
     ReplicaId primary() const { return primary_of(view_); }
     bool is_primary() const { return primary() == id_; }
     // A member of the current replica set (a learner or a removed replica is not).
-    bool voting() const { return member(id_) != nullptr; }
+    bool voting() const { return voting_; }
     const std::vector<ReplicaInfo>& replica_set() const { return replicas_; }
     const Ledger& ledger() const { return ledger_; }
     const Ledger& speculative_ledger() const { return spec_; }
@@ -303,52 +303,96 @@ public:
     void rebuild_speculative();
 
 private:
-    // The prepares (or commits) of one slot: the first vote of each replica, in a flat
-    // vector sorted by replica id. Each replica keeps a window of slots with up to n votes of
-    // each kind; contiguous entries keep a vote's lookup and a quorum count in a few cache
-    // lines, where a tree scattered them (measured: docs/benchmarks.md).
+    // The prepares (or commits) of one slot: the first vote of each replica. Nearly every
+    // vote of a slot names the same digest, so each distinct digest is kept once and a
+    // voter is an 8-byte (replica id, digest index) entry in a flat vector sorted by id: at
+    // 64 replicas a set is about 550 bytes where a 36-byte entry per vote made it 2.3 KB,
+    // and a replica keeps two sets for each slot of its window (docs/benchmarks.md).
     class VoteSet {
+        struct Voter {
+            ReplicaId id;
+            std::uint32_t digest; // index into the distinct digests: 0 is first_
+        };
+
     public:
-        using Entry = std::pair<ReplicaId, Hash256>;
         // Keeps `digest` as `from`'s vote unless it has one; returns the vote kept and
         // whether it is this one.
         std::pair<const Hash256*, bool> insert(ReplicaId from, const Hash256& digest) {
             auto at = position(from);
-            if (at != votes_.end() && at->first == from) return {&at->second, false};
-            at = votes_.insert(at, {from, digest});
-            return {&at->second, true};
+            if (at != voters_.end() && at->id == from) return {&digest_at(at->digest), false};
+            at = voters_.insert(at, Voter{from, index_of(digest)});
+            return {&digest_at(at->digest), true};
         }
         // Sets `from`'s vote, replacing one it had (this replica's own, after a view change).
         void set(ReplicaId from, const Hash256& digest) {
+            const std::uint32_t index = index_of(digest);
             auto at = position(from);
-            if (at != votes_.end() && at->first == from)
-                at->second = digest;
+            if (at != voters_.end() && at->id == from)
+                at->digest = index;
             else
-                votes_.insert(at, {from, digest});
+                voters_.insert(at, Voter{from, index});
         }
         // Room for `count` votes: a slot's set grows to the replica count, and growing it
         // one doubling at a time cost an allocation per doubling and per slot.
         void reserve(std::size_t count) {
-            if (votes_.capacity() < count) votes_.reserve(count);
+            if (voters_.capacity() < count) voters_.reserve(count);
         }
         bool contains(ReplicaId id) const {
             auto at = position(id);
-            return at != votes_.end() && at->first == id;
+            return at != voters_.end() && at->id == id;
         }
-        std::size_t size() const { return votes_.size(); }
-        std::vector<Entry>::const_iterator begin() const { return votes_.begin(); }
-        std::vector<Entry>::const_iterator end() const { return votes_.end(); }
+        std::size_t size() const { return voters_.size(); }
+        // Votes for `digest`; with `except`, not counting that replica's.
+        std::uint32_t count(const Hash256& digest,
+                            std::optional<ReplicaId> except = std::nullopt) const {
+            const std::uint32_t index = find_digest(digest);
+            if (index == no_digest) return 0;
+            std::uint32_t matching = 0;
+            for (const Voter& v : voters_)
+                matching += v.digest == index && v.id != except;
+            return matching;
+        }
+        // Calls fn(replica, digest) for each vote, by replica id.
+        template <class Fn>
+        void for_each(Fn&& fn) const {
+            for (const Voter& v : voters_)
+                fn(v.id, digest_at(v.digest));
+        }
 
     private:
-        std::vector<Entry>::const_iterator position(ReplicaId id) const {
-            return std::lower_bound(votes_.begin(), votes_.end(), id,
-                                    [](const Entry& e, ReplicaId r) { return e.first < r; });
+        static constexpr std::uint32_t no_digest = ~std::uint32_t{0};
+        const Hash256& digest_at(std::uint32_t index) const {
+            return index == 0 ? first_ : more_[index - 1];
         }
-        std::vector<Entry>::iterator position(ReplicaId id) {
-            return std::lower_bound(votes_.begin(), votes_.end(), id,
-                                    [](const Entry& e, ReplicaId r) { return e.first < r; });
+        std::uint32_t find_digest(const Hash256& digest) const {
+            if (voters_.empty()) return no_digest; // first_ is not set yet
+            if (first_ == digest) return 0;
+            for (std::size_t i = 0; i < more_.size(); ++i)
+                if (more_[i] == digest) return static_cast<std::uint32_t>(i + 1);
+            return no_digest;
         }
-        std::vector<Entry> votes_;
+        // A new digest is kept even when the vote naming it is replaced later: a replica
+        // can add one per vote it gets in, so the list stays within the replica count.
+        std::uint32_t index_of(const Hash256& digest) {
+            if (const std::uint32_t found = find_digest(digest); found != no_digest) return found;
+            if (voters_.empty()) {
+                first_ = digest;
+                return 0;
+            }
+            more_.push_back(digest);
+            return static_cast<std::uint32_t>(more_.size());
+        }
+        std::vector<Voter>::const_iterator position(ReplicaId id) const {
+            return std::lower_bound(voters_.begin(), voters_.end(), id,
+                                    [](const Voter& v, ReplicaId r) { return v.id < r; });
+        }
+        std::vector<Voter>::iterator position(ReplicaId id) {
+            return std::lower_bound(voters_.begin(), voters_.end(), id,
+                                    [](const Voter& v, ReplicaId r) { return v.id < r; });
+        }
+        std::vector<Voter> voters_;
+        Hash256 first_{};
+        std::vector<Hash256> more_; // further distinct digests (an equivocation, a view change)
     };
 
     struct Slot {
@@ -437,6 +481,7 @@ private:
     void record_pre_prepared(std::uint64_t seq, const Slot& slot);
     void send_prepare(std::uint64_t seq, Slot& slot);
     void check_progress(std::uint64_t seq);
+    void check_progress(std::uint64_t seq, Slot& slot); // slot: log_'s entry for seq
     void execute_ready();
     void executed(const Block& block, const StateDelta& delta);
     void reset_speculation_from(std::uint64_t seq);
@@ -501,6 +546,7 @@ private:
     Ledger spec_;                           // committed + accepted, unexecuted deltas
     Mempool mempool_;
     std::vector<ReplicaInfo> replicas_; // sorted by id
+    bool voting_ = false; // id_ is in replicas_: asked for every message, set where it changes
 
     std::uint64_t view_ = 0;
     bool view_active_ = true;
@@ -579,12 +625,19 @@ private:
 
     Journal* journal_ = nullptr;
     std::vector<std::pair<ReplicaId, Bytes>> outbox_; // held until the journal is synced
+    // A message for one replica, or for each of `broadcast`'s. A broadcast is one entry: at
+    // 64 replicas a batch of prepares made 63 entries each, and sorting them by destination
+    // cost more than sealing them (docs/benchmarks.md).
     struct LinkMessage {
-        ReplicaId to;
+        ReplicaId to; // when not a broadcast
         MsgType type;
-        std::shared_ptr<const Bytes> body; // a broadcast's copies share it
+        std::shared_ptr<const std::vector<ReplicaId>> broadcast; // sorted; null: to `to` only
+        Bytes body;
     };
-    std::vector<LinkMessage> link_out_;             // messages for replicas, sealed at flush
+    std::vector<LinkMessage> link_out_; // messages for replicas, sealed at flush
+    // The peers a broadcast goes to (the members and the leaving members, but this replica),
+    // computed once per change of membership; null when it changed since.
+    std::shared_ptr<const std::vector<ReplicaId>> broadcast_targets_;
     std::vector<CommittedBlock> executed_unsynced_; // for on_commit_, after the store syncs
 
     // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
