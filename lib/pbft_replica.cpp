@@ -314,7 +314,6 @@ void Replica::switch_membership(std::uint64_t boundary) {
     leaving_until_ = boundary;
     replicas_ = std::move(next);
     voting_ = member(id_) != nullptr;
-    broadcast_targets_.reset();
     epochs_[boundary + 1] = replicas_;
     spec_boundary_.reset();
     peer_view_.clear();
@@ -362,16 +361,19 @@ void Replica::send_to(ReplicaId to, MsgType type, const Message& m) {
 }
 
 void Replica::broadcast(MsgType type, const Message& m) {
-    if (!broadcast_targets_) {
-        std::vector<ReplicaId> peers;
-        for (const auto& set : {std::cref(replicas_), std::cref(leaving_)})
-            for (const auto& r : set.get())
-                if (r.id != id_) peers.push_back(r.id);
-        std::sort(peers.begin(), peers.end());
-        peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
-        broadcast_targets_ = std::make_shared<const std::vector<ReplicaId>>(std::move(peers));
-    }
-    if (broadcast_targets_->empty()) return;
+    // The members and the leaving members, but this replica, as of now. Checking the previous
+    // broadcast's list against them costs a pass over n ids; keeping the list until
+    // membership code says otherwise would send to a stale set the day one place forgot to.
+    std::vector<ReplicaId>& peers = broadcast_scratch_;
+    peers.clear();
+    for (const auto& set : {std::cref(replicas_), std::cref(leaving_)})
+        for (const auto& r : set.get())
+            if (r.id != id_) peers.push_back(r.id);
+    if (peers.empty()) return;
+    std::sort(peers.begin(), peers.end());
+    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    if (!broadcast_targets_ || *broadcast_targets_ != peers)
+        broadcast_targets_ = std::make_shared<const std::vector<ReplicaId>>(peers);
     link_out_.push_back({0, type, broadcast_targets_, encode_body(m)});
 }
 
@@ -1145,7 +1147,6 @@ void Replica::make_stable(CheckpointCertificate cert) {
         for (const auto& r : leaving_)
             if (!member(r.id)) link_.remove_member(r.id);
         leaving_.clear();
-        broadcast_targets_.reset();
     }
     if (journal_) journal_->set_stable(seq, stable_cert_);
     ++stats_.checkpoints_stable;

@@ -635,9 +635,9 @@ private:
         Bytes body;
     };
     std::vector<LinkMessage> link_out_; // messages for replicas, sealed at flush
-    // The peers a broadcast goes to (the members and the leaving members, but this replica),
-    // computed once per change of membership; null when it changed since.
+    // The peers of the latest broadcast, shared by the entries that go to the same set.
     std::shared_ptr<const std::vector<ReplicaId>> broadcast_targets_;
+    std::vector<ReplicaId> broadcast_scratch_; // broadcast()'s working list, kept for its capacity
     std::vector<CommittedBlock> executed_unsynced_; // for on_commit_, after the store syncs
 
     // Clients waiting for a transaction to commit, by txid: (node, reply MAC key). Bounded;
