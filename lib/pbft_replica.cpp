@@ -1008,7 +1008,16 @@ void Replica::execute_ready() {
         executed(it->second.pre_prepare->block, *it->second.delta);
         progressed = true;
     }
-    if (progressed) maybe_propose();
+    if (!progressed) return;
+    // The primary's last block in flight has executed: with nothing left in the pipeline,
+    // holding the pending transactions until the batch is due only keeps every replica idle.
+    // (Arrivals while blocks are in flight still wait for a full block or the delay.)
+    if (is_primary() && view_active_ && spec_height_ == ledger_.height() && batch_timer_ != 0) {
+        transport_.cancel_timer(batch_timer_);
+        batch_timer_ = 0;
+        batch_due_ = true;
+    }
+    maybe_propose();
 }
 
 // Stores and commits one block (agreed, or fetched and checked), then takes its checkpoint.

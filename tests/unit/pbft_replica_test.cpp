@@ -312,6 +312,41 @@ TEST_CASE("replica: 4 replicas commit 200 transfers submitted to various replica
     CHECK(resumed.value()->stable_seq() > 0);
 }
 
+TEST_CASE("replica: a partial batch waits for the delay, unless the pipeline just drained") {
+    ReplicaConfig config = small_blocks(); // blocks of up to 8
+    config.max_batch_delay_ms = 1000;
+    config.request_timeout_ms = 5000; // above the delay: a waiting primary is not suspected
+    net::LinkFaults faults;
+    faults.min_delay = 1;
+    faults.max_delay = 2;
+    Cluster c(4, 5, faults, config);
+    auto submit_to_primary = [&](std::size_t count) {
+        for (std::size_t i = 0; i < count; ++i) {
+            auto ok = c.replicas[0]->submit(c.next_transfer(i % wallet_count, 1));
+            REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message()));
+        }
+    };
+
+    // Three transfers and nothing in flight: the primary waits for more, up to the delay.
+    submit_to_primary(3);
+    c.net.run_for(500);
+    CHECK(c.replicas[0]->height() == 0);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(3); }, c.net.now() + 1'000),
+                    c.describe());
+    CHECK(c.replicas[0]->height() == 1);
+
+    // Twelve: a full block goes at once, and the four left over go as soon as it executed,
+    // not a second later.
+    const net::Millis start = c.net.now();
+    submit_to_primary(12);
+    REQUIRE_MESSAGE(c.net.run_until([&] { return c.all_executed(15); }, start + 200), c.describe());
+    CHECK(c.net.now() - start < 100);
+    REQUIRE(c.replicas[0]->height() == 3);
+    CHECK(c.stores[0]->block_at(2)->txs.size() == 8);
+    CHECK(c.stores[0]->block_at(3)->txs.size() == 4);
+    c.check_agreement();
+}
+
 TEST_CASE("replica: 7 replicas with reordering pipeline blocks and agree") {
     net::LinkFaults faults;
     faults.drop = 0.0;
