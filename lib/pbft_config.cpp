@@ -30,6 +30,14 @@ Result<void> ReplicaConfig::validate(std::uint32_t replicas) const {
     };
     for (const auto& check : checks)
         if (!check) return check;
+    // Backups suspect a primary that leaves a request pending for request_timeout_ms; one
+    // that waits that long for a batch to fill would be replaced while doing its job.
+    if (max_batch_delay_ms >= request_timeout_ms)
+        return make_error(
+            Errc::invalid_argument,
+            "max_batch_delay_ms = " + std::to_string(max_batch_delay_ms) +
+                " must be below request_timeout_ms = " + std::to_string(request_timeout_ms) +
+                " (backups would suspect a primary waiting for a batch to fill)");
     return {};
 }
 

@@ -55,6 +55,18 @@ TEST_CASE("pbft config: each bound is enforced and named in the error") {
     rejected(
         [&] {
             auto x = c;
+            x.request_timeout_ms = 500;
+            x.max_batch_delay_ms = 500;
+            return x;
+        }(),
+        "must be below request_timeout_ms");
+    ReplicaConfig waits_less = c;
+    waits_less.request_timeout_ms = 500;
+    waits_less.max_batch_delay_ms = 499;
+    CHECK(waits_less.validate(4).ok());
+    rejected(
+        [&] {
+            auto x = c;
             x.checkpoint_interval = 0;
             return x;
         }(),

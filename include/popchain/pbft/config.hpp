@@ -30,7 +30,9 @@ static_assert(max_faulty(5) == 1 && quorum(5) == 4);
 struct ReplicaConfig {
     // Batching: the primary closes a block when it holds `max_block_txs` transactions or
     // when the oldest pending one has waited `max_batch_delay_ms`, whichever comes first, so
-    // a partial block is never held back indefinitely.
+    // a partial block is never held back indefinitely. A partial batch also goes at once
+    // when the primary's last block in flight executes: nothing else is then in the pipeline.
+    // Keep the delay well below `request_timeout_ms`, or backups suspect a waiting primary.
     std::uint32_t max_block_txs = 1000; // 1 .. max_block_txs (block.hpp)
     Millis max_batch_delay_ms = 2;      // 0 .. 10,000
 

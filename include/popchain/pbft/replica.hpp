@@ -8,9 +8,10 @@
 // Normal case, view v:
 //   - The primary of view v is replicas[v mod n], by position in the replica set sorted by
 //     id. It closes a block when max_block_txs transactions are ready, or max_batch_delay_ms
-//     after the first one became ready, and only for sequence numbers in
-//     (low watermark, low watermark + watermark_window]. The low watermark is the last
-//     stable checkpoint.
+//     after the first one became ready, or as soon as its last block in flight executes
+//     (then waiting longer would only leave every replica idle), and only for sequence
+//     numbers in (low watermark, low watermark + watermark_window]. The low watermark is
+//     the last stable checkpoint.
 //   - Pipelining: the primary proposes seq h+1 before h commits. Every accepted
 //     (pre-prepared) block is executed at once on the speculative ledger, which is the
 //     committed ledger with the deltas of all accepted, not yet executed blocks applied, in
