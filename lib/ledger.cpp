@@ -67,8 +67,65 @@ Bytes StateDelta::encode_changes() const {
     return w.take();
 }
 
+Result<StateDelta> decode_changes(ByteView bytes) {
+    return decode_all<StateDelta>(bytes, [](Reader& r) {
+        StateDelta d;
+        d.height = r.u64();
+        // Each entry takes at least 36 (account) or 97 (escrow) bytes, so a count larger
+        // than the input allows fails here instead of looping over a truncated buffer.
+        const std::uint32_t accounts = r.u32();
+        if (r.ok() && accounts > r.remaining() / 36)
+            r.fail(Errc::truncated, std::to_string(accounts) + " accounts cannot fit");
+        for (std::uint32_t i = 0; r.ok() && i < accounts; ++i) {
+            const auto address = r.fixed<Address>();
+            Account acc{r.u64(), r.u64()};
+            if (r.ok() && !d.accounts.empty() && !(d.accounts.rbegin()->first < address))
+                r.fail(Errc::malformed, "accounts out of order");
+            d.accounts.emplace_hint(d.accounts.end(), address, acc);
+        }
+        const std::uint32_t escrows = r.u32();
+        if (r.ok() && escrows > r.remaining() / 97)
+            r.fail(Errc::truncated, std::to_string(escrows) + " escrows cannot fit");
+        for (std::uint32_t i = 0; r.ok() && i < escrows; ++i) {
+            const auto id = r.fixed<Hash256>();
+            Escrow e;
+            e.buyer = r.fixed<Address>();
+            e.seller = r.fixed<Address>();
+            e.amount = r.u64();
+            e.deadline = r.u64();
+            e.opened_at = r.u64();
+            const std::uint8_t status = r.u8();
+            if (r.ok() && (status < static_cast<std::uint8_t>(EscrowStatus::open) ||
+                           status > static_cast<std::uint8_t>(EscrowStatus::refunded)))
+                r.fail(Errc::malformed, "escrow status " + std::to_string(status));
+            e.status = static_cast<EscrowStatus>(status);
+            if (r.ok() && !d.escrows.empty() && !(d.escrows.rbegin()->first < id))
+                r.fail(Errc::malformed, "escrows out of order");
+            d.escrows.emplace_hint(d.escrows.end(), id, e);
+        }
+        const std::uint8_t has_replicas = r.u8();
+        if (r.ok() && has_replicas > 1)
+            r.fail(Errc::malformed, "replica flag " + std::to_string(has_replicas));
+        if (r.ok() && has_replicas == 1) {
+            const std::uint32_t count = r.u32();
+            if (r.ok() && count > r.remaining() / 41)
+                r.fail(Errc::truncated, std::to_string(count) + " replicas cannot fit");
+            std::vector<ReplicaInfo> set;
+            for (std::uint32_t i = 0; r.ok() && i < count; ++i)
+                set.push_back(decode_replica(r));
+            d.replicas = std::move(set);
+        }
+        d.total_minted = r.u64();
+        return d;
+    });
+}
+
 Hash256 next_state_root(const Hash256& prev_root, const StateDelta& delta) {
-    return Sha256().update(state_domain).update(prev_root).update(delta.encode_changes()).finish();
+    return next_state_root(prev_root, delta.encode_changes());
+}
+
+Hash256 next_state_root(const Hash256& prev_root, ByteView encoded_changes) {
+    return Sha256().update(state_domain).update(prev_root).update(encoded_changes).finish();
 }
 
 void apply_delta(State& state, const StateDelta& delta) {

@@ -8,14 +8,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string_view>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace popchain {
 
@@ -117,6 +122,17 @@ CREATE TABLE certificates (
 );
 )sql";
 
+// Format 4: the newest blocks whose accounts, escrows and index rows are not written yet
+// (SqliteStore::WriteBatching), each with its state change as StateDelta::encode_changes()
+// gives it: the bytes its state root chains, so open() can check them against the block.
+// Always the blocks right below and at the tip, or none.
+constexpr const char* pending_sql = R"sql(
+CREATE TABLE pending_changes (
+    height  INTEGER PRIMARY KEY REFERENCES blocks (height),
+    changes BLOB NOT NULL
+);
+)sql";
+
 constexpr std::string_view format_name = "popchain-store";
 
 using detail::corrupt;
@@ -149,6 +165,37 @@ struct BlockBlob {
 
 constexpr std::uint64_t all_key_bits = ~std::uint64_t{0};
 
+// A block's rows for the two transaction indexes.
+struct BlockRows {
+    std::vector<std::pair<Hash256, TxPos>> txs;     // (id, place)
+    std::vector<std::pair<Address, TxPos>> parties; // (party, place), one per tx_parties entry
+    bool written = false; // false: kept pending; true: this block completed a written batch
+};
+
+// What the tables do not hold yet: the rows of the blocks in `pending_changes`, with the
+// newest value of each account and escrow they changed.
+struct PendingRows {
+    std::size_t blocks = 0;
+    std::size_t txs = 0;
+    std::unordered_map<Hash256, TxPos, FixedBytesHash> tx_pos;
+    std::unordered_map<Address, std::vector<TxPos>, FixedBytesHash> by_address;
+    std::map<Address, Account> accounts;
+    std::map<Hash256, Escrow> escrows;
+
+    void add(const BlockRows& rows, const StateDelta& delta) {
+        ++blocks;
+        txs += rows.txs.size();
+        for (const auto& [id, pos] : rows.txs)
+            tx_pos.emplace(id, pos);
+        for (const auto& [party, pos] : rows.parties)
+            by_address[party].push_back(pos);
+        for (const auto& [address, account] : delta.accounts)
+            accounts.insert_or_assign(address, account);
+        for (const auto& [trade_id, escrow] : delta.escrows)
+            escrows.insert_or_assign(trade_id, escrow);
+    }
+};
+
 } // namespace
 
 struct SqliteStore::Impl {
@@ -170,6 +217,11 @@ struct SqliteStore::Impl {
     std::uint64_t tx_key_mask = all_key_bits;
     bool group_open = false;
     std::optional<std::uint64_t> durable_tip;
+    WriteBatching batching;
+    // Guarded by `mutex`. Set when the pending rows could not be rebuilt after a lost group:
+    // every later call fails with it, as the owner must stop then anyway.
+    PendingRows pending;
+    std::optional<Error> pending_lost;
 
     // Cached statements, prepared once at open.
     Stmt begin_read, begin_write, commit, rollback;
@@ -182,6 +234,7 @@ struct SqliteStore::Impl {
     Stmt all_replicas, clear_replicas, put_replica;
     Stmt get_user_meta, put_user_meta;
     Stmt put_certificate, get_certificate_from;
+    Stmt all_pending, put_pending, clear_pending, count_address_txs;
 
     ~Impl() {
         // Statements must be finalized before the connection closes.
@@ -215,7 +268,11 @@ struct SqliteStore::Impl {
                         &get_user_meta,
                         &put_user_meta,
                         &put_certificate,
-                        &get_certificate_from})
+                        &get_certificate_from,
+                        &all_pending,
+                        &put_pending,
+                        &clear_pending,
+                        &count_address_txs})
             *s = Stmt();
         sqlite3_close_v2(db);
     }
@@ -227,7 +284,14 @@ struct SqliteStore::Impl {
                                    const Bytes& data) const;
     std::int64_t tx_key(const Hash256& txid) const;
     Result<Tx> tx_at(const TxPos& pos, std::optional<BlockBlob>& blob) const;
+    // The transaction with this id, from the pending blocks or the tables.
     Result<std::optional<TxRecord>> find_tx(const Hash256& txid) const;
+    // The same from the tables alone.
+    Result<std::optional<TxRecord>> find_indexed_tx(const Hash256& txid) const;
+    Result<void> check_new(const BlockRows& rows) const;
+    Result<void> index_rows(const Block& block, const StateDelta& delta,
+                            const std::vector<Hash256>& txids, BlockRows& rows) const;
+    Result<Block> read_block(std::uint64_t height) const;
     Result<void> check_indexed_at(const Hash256& txid, const TxPos& pos) const;
     Result<void> index_tx(const Hash256& txid, const TxPos& pos);
     Result<void> index_stored_blocks();
@@ -240,8 +304,28 @@ struct SqliteStore::Impl {
     Result<void> write_in_group(const std::function<Result<void>()>& write);
     Result<void> append_to_group(const Block& block, const Hash256& hash, const StateDelta& delta,
                                  const std::vector<Hash256>& txids);
+    // Fills `rows` with the block's index rows; writes them (with every pending block's)
+    // when the block completes a batch, else keeps its state change in pending_changes.
     Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta,
-                             const std::vector<Hash256>& txids);
+                             const std::vector<Hash256>& txids, BlockRows& rows);
+    Result<void> write_rows(const BlockRows& rows, const StateDelta& delta);
+    // After write_block's transaction committed (or its savepoint was released).
+    void note_written(const BlockRows& rows, const StateDelta& delta) {
+        if (rows.written)
+            pending = PendingRows{};
+        else
+            pending.add(rows, delta);
+    }
+    // Rebuilds `pending` from pending_changes and the blocks (open(), and a lost group).
+    Result<void> load_pending();
+    void lose_group() {
+        tip = durable_tip;
+        if (auto r = load_pending(); !r) pending_lost = r.error();
+    }
+    // The escrow `trade_id` as of the newest block: `delta`'s (the block being appended),
+    // then the pending blocks', then the table's.
+    Result<std::optional<Escrow>> escrow_parties(const Hash256& trade_id,
+                                                 const StateDelta* delta) const;
     Result<void> sync_locked();
     Result<void> run(const Stmt& stmt, const char* context) {
         Query q(db, stmt, context);
@@ -303,6 +387,10 @@ Result<void> SqliteStore::Impl::prepare_all() {
                            "ON CONFLICT (height) DO UPDATE SET data = excluded.data"},
         {&get_certificate_from, "SELECT height, data FROM certificates WHERE height >= ?1 "
                                 "ORDER BY height LIMIT 1"},
+        {&all_pending, "SELECT height, changes FROM pending_changes ORDER BY height"},
+        {&put_pending, "INSERT INTO pending_changes (height, changes) VALUES (?1, ?2)"},
+        {&clear_pending, "DELETE FROM pending_changes"},
+        {&count_address_txs, "SELECT count(*) FROM address_txs WHERE address = ?1"},
     };
     for (const auto& e : entries) {
         auto s = prepare(db, e.sql);
@@ -431,6 +519,18 @@ Result<Tx> SqliteStore::Impl::tx_at(const TxPos& pos, std::optional<BlockBlob>& 
 
 // The transaction with this id, from its block; nullopt when none is stored.
 Result<std::optional<TxRecord>> SqliteStore::Impl::find_tx(const Hash256& txid) const {
+    if (pending_lost) return *pending_lost;
+    auto it = pending.tx_pos.find(txid);
+    if (it == pending.tx_pos.end()) return find_indexed_tx(txid);
+    const TxPos pos = it->second;
+    std::optional<BlockBlob> blob;
+    auto tx = tx_at(pos, blob);
+    if (!tx) return tx.error();
+    if (tx->id() != txid) return corrupt(where(pos) + " is not the transaction kept for it");
+    return std::optional<TxRecord>(TxRecord{std::move(*tx), pos.height, pos.idx});
+}
+
+Result<std::optional<TxRecord>> SqliteStore::Impl::find_indexed_tx(const Hash256& txid) const {
     std::optional<TxPos> pos;
     {
         Query q(db, get_tx, "reading transaction");
@@ -495,7 +595,7 @@ Result<void> SqliteStore::Impl::index_tx(const Hash256& txid, const TxPos& pos) 
         if (r) return {};
         if (q.last_rc() != SQLITE_CONSTRAINT_PRIMARYKEY) return r;
     }
-    auto stored = find_tx(txid);
+    auto stored = find_indexed_tx(txid);
     if (!stored) return stored.error();
     if (*stored) return make_error(Errc::duplicate_tx, "stored already");
     Query q(db, put_tx_collision, "storing transaction");
@@ -508,15 +608,18 @@ Result<void> SqliteStore::Impl::index_tx(const Hash256& txid, const TxPos& pos) 
 Result<void> SqliteStore::Impl::append_locked(const Block& block, const Hash256& hash,
                                               const StateDelta& delta,
                                               const std::vector<Hash256>& txids) {
+    if (pending_lost) return *pending_lost;
     if (durability != Durability::each_append) return append_to_group(block, hash, delta, txids);
     Transaction txn(db, commit, rollback);
     // IMMEDIATE takes the write lock now, so the tip read in write_block cannot go stale
     // before the writes that depend on it.
     if (auto r = txn.begin(begin_write); !r) return r;
-    if (auto r = write_block(block, hash, delta, txids); !r) return r;
+    BlockRows rows;
+    if (auto r = write_block(block, hash, delta, txids, rows); !r) return r;
     if (auto r = txn.commit(); !r) return r;
     // Only now: a failed COMMIT leaves the stored tip, and so this copy, where it was.
     tip = durable_tip = block.header.height;
+    note_written(rows, delta);
     return {};
 }
 
@@ -533,7 +636,7 @@ Result<void> SqliteStore::Impl::write_in_group(const std::function<Result<void>(
             // SQLite rolled the whole transaction back itself (e.g. a full disk): the
             // group's earlier blocks are gone too.
             group_open = false;
-            tip = durable_tip;
+            lose_group();
         } else {
             (void)run(rollback_to, "undoing a write");
             (void)run(release, "closing a savepoint");
@@ -546,8 +649,12 @@ Result<void> SqliteStore::Impl::write_in_group(const std::function<Result<void>(
 Result<void> SqliteStore::Impl::append_to_group(const Block& block, const Hash256& hash,
                                                 const StateDelta& delta,
                                                 const std::vector<Hash256>& txids) {
-    auto written = write_in_group([&] { return write_block(block, hash, delta, txids); });
-    if (written) tip = block.header.height;
+    BlockRows rows;
+    auto written = write_in_group([&] { return write_block(block, hash, delta, txids, rows); });
+    if (written) {
+        tip = block.header.height;
+        note_written(rows, delta);
+    }
     return written;
 }
 
@@ -557,7 +664,7 @@ Result<void> SqliteStore::Impl::sync_locked() {
     if (auto r = run(commit, "committing a group of blocks"); !r) {
         // A COMMIT that failed (SQLITE_BUSY, I/O) may leave the transaction open.
         if (!sqlite3_get_autocommit(db)) (void)run(rollback, "rolling back a group of blocks");
-        tip = durable_tip;
+        lose_group();
         return r;
     }
     durable_tip = tip;
@@ -566,7 +673,7 @@ Result<void> SqliteStore::Impl::sync_locked() {
 
 Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& hash,
                                             const StateDelta& delta,
-                                            const std::vector<Hash256>& txids) {
+                                            const std::vector<Hash256>& txids, BlockRows& rows) {
     const std::uint64_t height = block.header.height;
     auto chain = read_chain();
     if (!chain) return chain.error();
@@ -577,6 +684,16 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
     // Genesis has no parent to check (its prev_hash commits to the chain parameters).
     if (*chain && block.header.prev_hash != (*chain)->tip_hash)
         return make_error(Errc::wrong_prev_hash, "block does not extend the tip");
+    // A block's kept state change is checked against its state root when the store is
+    // opened again; one that does not chain from the tip's root is refused now instead.
+    Bytes changes;
+    if (*chain) {
+        changes = delta.encode_changes();
+        if (next_state_root((*chain)->state_root, changes) != delta.state_root)
+            return make_error(
+                Errc::invalid_argument,
+                "the delta's changes do not lead from the tip's state root to its own");
+    }
 
     {
         Query q(db, put_block, "storing block");
@@ -588,79 +705,19 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
         }
     }
 
-    // A release or refund names only the trade; its parties come from the escrow, which
-    // this block may have opened (then only the delta knows it) or an earlier one did.
-    std::optional<Escrow> looked_up;
-    std::optional<Error> lookup_error;
-    auto find_escrow = [&](const Hash256& trade_id) -> const Escrow* {
-        if (auto it = delta.escrows.find(trade_id); it != delta.escrows.end()) return &it->second;
-        Query q(db, get_escrow_parties, "looking up escrow parties");
-        auto row = q.blob(1, trade_id).step();
-        if (!row) {
-            lookup_error = row.error();
-            return nullptr;
-        }
-        if (!*row) return nullptr;
-        auto buyer = q.col_fixed<Address>(0, "escrow buyer");
-        auto seller = q.col_fixed<Address>(1, "escrow seller");
-        if (!buyer || !seller) {
-            lookup_error = buyer ? seller.error() : buyer.error();
-            return nullptr;
-        }
-        looked_up = Escrow{};
-        looked_up->buyer = *buyer;
-        looked_up->seller = *seller;
-        return &*looked_up;
-    };
-
-    // Both indexes are keyed at random (a hash, an address), so a block's rows land all over
-    // their B-trees. Inserted in key order, consecutive rows often share a leaf page, and each
-    // descent finds the pages above it still in the CPU's caches.
-    std::vector<std::pair<std::int64_t, std::uint32_t>> by_key;
-    by_key.reserve(block.txs.size());
-    std::vector<std::pair<Address, std::uint32_t>> by_party;
-    by_party.reserve(2 * block.txs.size());
-    for (std::size_t i = 0; i < block.txs.size(); ++i) {
-        const auto idx = static_cast<std::uint32_t>(i);
-        by_key.emplace_back(tx_key(txids[i]), idx);
-        auto parties = tx_parties(block.txs[i], find_escrow);
-        if (lookup_error) return *lookup_error;
-        for (const Address& party : parties)
-            by_party.emplace_back(party, idx);
-    }
-    std::sort(by_key.begin(), by_key.end());
-    std::sort(by_party.begin(), by_party.end());
-    for (const auto& [key, idx] : by_key) {
-        if (auto r = index_tx(txids[idx], TxPos{height, idx}); !r) {
-            if (r.code() == Errc::duplicate_tx)
-                return make_error(Errc::duplicate_tx,
-                                  "transaction " + std::to_string(idx) + " is stored already");
-            return r;
-        }
-    }
-    for (const auto& [party, idx] : by_party) {
-        Query q(db, put_address_tx, "indexing transaction");
-        auto r = q.blob(1, party).u64(2, height).i64(3, idx).run();
-        if (!r) return r;
+    if (auto r = index_rows(block, delta, txids, rows); !r) return r;
+    if (auto r = check_new(rows); !r) return r;
+    // Genesis (often most of the accounts there will be) is written at once.
+    const bool batch_full = height == 0 || pending.blocks + 1 >= batching.max_pending_blocks ||
+                            pending.txs + block.txs.size() >= batching.max_pending_txs;
+    if (batch_full) {
+        if (auto r = write_rows(rows, delta); !r) return r;
+        rows.written = true;
+    } else {
+        Query q(db, put_pending, "keeping a block's state change");
+        if (auto r = q.u64(1, height).blob(2, changes).run(); !r) return r;
     }
 
-    for (const auto& [address, account] : delta.accounts) {
-        Query q(db, put_account, "storing account");
-        auto r = q.blob(1, address).u64(2, account.balance).u64(3, account.nonce).run();
-        if (!r) return r;
-    }
-    for (const auto& [trade_id, e] : delta.escrows) {
-        Query q(db, put_escrow, "storing escrow");
-        auto r = q.blob(1, trade_id)
-                     .blob(2, e.buyer)
-                     .blob(3, e.seller)
-                     .u64(4, e.amount)
-                     .u64(5, e.deadline)
-                     .u64(6, e.opened_at)
-                     .i64(7, static_cast<std::int64_t>(e.status))
-                     .run();
-        if (!r) return r;
-    }
     if (delta.replicas) {
         {
             Query q(db, clear_replicas, "replacing replicas");
@@ -684,7 +741,219 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
     return {};
 }
 
+Result<std::optional<Escrow>> SqliteStore::Impl::escrow_parties(const Hash256& trade_id,
+                                                                const StateDelta* delta) const {
+    if (delta)
+        if (auto it = delta->escrows.find(trade_id); it != delta->escrows.end())
+            return std::optional<Escrow>(it->second);
+    if (auto it = pending.escrows.find(trade_id); it != pending.escrows.end())
+        return std::optional<Escrow>(it->second);
+    Query q(db, get_escrow_parties, "looking up escrow parties");
+    auto row = q.blob(1, trade_id).step();
+    if (!row) return row.error();
+    if (!*row) return std::optional<Escrow>{};
+    auto buyer = q.col_fixed<Address>(0, "escrow buyer");
+    auto seller = q.col_fixed<Address>(1, "escrow seller");
+    if (!buyer) return buyer.error();
+    if (!seller) return seller.error();
+    Escrow e;
+    e.buyer = *buyer;
+    e.seller = *seller;
+    return std::optional<Escrow>(e);
+}
+
+Result<void> SqliteStore::Impl::index_rows(const Block& block, const StateDelta& delta,
+                                           const std::vector<Hash256>& txids,
+                                           BlockRows& rows) const {
+    const std::uint64_t height = block.header.height;
+    // A release or refund names only the trade; its parties come from the escrow, which
+    // this block may have opened (then only the delta knows it) or an earlier one did.
+    std::optional<Escrow> looked_up;
+    std::optional<Error> lookup_error;
+    auto find_escrow = [&](const Hash256& trade_id) -> const Escrow* {
+        auto e = escrow_parties(trade_id, &delta);
+        if (!e) {
+            lookup_error = e.error();
+            return nullptr;
+        }
+        looked_up = std::move(*e);
+        return looked_up ? &*looked_up : nullptr;
+    };
+    rows.txs.reserve(block.txs.size());
+    rows.parties.reserve(2 * block.txs.size());
+    for (std::size_t i = 0; i < block.txs.size(); ++i) {
+        const TxPos pos{height, static_cast<std::uint32_t>(i)};
+        rows.txs.emplace_back(txids[i], pos);
+        auto parties = tx_parties(block.txs[i], find_escrow);
+        if (lookup_error) return *lookup_error;
+        for (const Address& party : parties)
+            rows.parties.emplace_back(party, pos);
+    }
+    return {};
+}
+
+// Errc::duplicate_tx when one of the block's transactions is stored already, this block's
+// earlier ones included.
+Result<void> SqliteStore::Impl::check_new(const BlockRows& rows) const {
+    auto duplicate = [](const TxPos& pos) {
+        return make_error(Errc::duplicate_tx,
+                          "transaction " + std::to_string(pos.idx) + " is stored already");
+    };
+    // In key order: the table's lookups then walk its B-tree from left to right.
+    std::vector<std::pair<std::int64_t, std::size_t>> order;
+    order.reserve(rows.txs.size());
+    for (std::size_t i = 0; i < rows.txs.size(); ++i)
+        order.emplace_back(tx_key(rows.txs[i].first), i);
+    std::sort(order.begin(), order.end());
+    for (std::size_t k = 0; k < order.size(); ++k) {
+        const auto& [id, pos] = rows.txs[order[k].second];
+        // The same id twice in the block: same key, so within the run of equal keys.
+        for (std::size_t j = k; j-- > 0 && order[j].first == order[k].first;)
+            if (rows.txs[order[j].second].first == id)
+                return duplicate(pos.idx > rows.txs[order[j].second].second.idx
+                                     ? pos
+                                     : rows.txs[order[j].second].second);
+        if (pending.tx_pos.contains(id)) return duplicate(pos);
+        auto stored = find_indexed_tx(id);
+        if (!stored) return stored.error();
+        if (*stored) return duplicate(pos);
+    }
+    return {};
+}
+
+// The rows of every pending block and of this one, each table's in key order: rows that
+// share a leaf page are then written together, and the page goes to the log once.
+Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDelta& delta) {
+    struct TxRow {
+        std::int64_t key;
+        TxPos pos;
+        const Hash256* id;
+    };
+    std::vector<TxRow> txs;
+    txs.reserve(pending.txs + rows.txs.size());
+    for (const auto& [id, pos] : pending.tx_pos)
+        txs.push_back({tx_key(id), pos, &id});
+    for (const auto& [id, pos] : rows.txs)
+        txs.push_back({tx_key(id), pos, &id});
+    // Among ids that share a key the oldest keeps the row, as if written block by block.
+    std::sort(txs.begin(), txs.end(), [](const TxRow& a, const TxRow& b) {
+        return std::tie(a.key, a.pos.height, a.pos.idx) < std::tie(b.key, b.pos.height, b.pos.idx);
+    });
+    for (const TxRow& row : txs)
+        if (auto r = index_tx(*row.id, row.pos); !r) {
+            if (r.code() == Errc::duplicate_tx)
+                return make_error(Errc::duplicate_tx, where(row.pos) + " is stored already");
+            return r;
+        }
+
+    std::vector<std::pair<Address, TxPos>> parties;
+    parties.reserve(rows.parties.size() + 2 * pending.txs);
+    for (const auto& [party, places] : pending.by_address)
+        for (const TxPos& pos : places)
+            parties.emplace_back(party, pos);
+    parties.insert(parties.end(), rows.parties.begin(), rows.parties.end());
+    std::sort(parties.begin(), parties.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.first, a.second.height, a.second.idx) <
+               std::tie(b.first, b.second.height, b.second.idx);
+    });
+    for (const auto& [party, pos] : parties) {
+        Query q(db, put_address_tx, "indexing transaction");
+        auto r = q.blob(1, party).u64(2, pos.height).i64(3, pos.idx).run();
+        if (!r) return r;
+    }
+
+    // The newest value of each account and escrow: this block's over the pending blocks'.
+    std::map<Address, Account> accounts = pending.accounts;
+    for (const auto& [address, account] : delta.accounts)
+        accounts.insert_or_assign(address, account);
+    for (const auto& [address, account] : accounts) {
+        Query q(db, put_account, "storing account");
+        auto r = q.blob(1, address).u64(2, account.balance).u64(3, account.nonce).run();
+        if (!r) return r;
+    }
+    std::map<Hash256, Escrow> escrows = pending.escrows;
+    for (const auto& [trade_id, e] : delta.escrows)
+        escrows.insert_or_assign(trade_id, e);
+    for (const auto& [trade_id, e] : escrows) {
+        Query q(db, put_escrow, "storing escrow");
+        auto r = q.blob(1, trade_id)
+                     .blob(2, e.buyer)
+                     .blob(3, e.seller)
+                     .u64(4, e.amount)
+                     .u64(5, e.deadline)
+                     .u64(6, e.opened_at)
+                     .i64(7, static_cast<std::int64_t>(e.status))
+                     .run();
+        if (!r) return r;
+    }
+    return run(clear_pending, "writing pending rows");
+}
+
+Result<void> SqliteStore::Impl::load_pending() {
+    pending = PendingRows{};
+    std::vector<std::pair<std::uint64_t, Bytes>> kept;
+    {
+        Query q(db, all_pending, "reading pending state changes");
+        for (;;) {
+            auto row = q.step();
+            if (!row) return row.error();
+            if (!*row) break;
+            auto height = q.col_u64(0, "pending height");
+            if (!height) return height.error();
+            auto changes = q.col_blob(1, "pending state change");
+            if (!changes) return changes.error();
+            kept.emplace_back(*height, std::move(*changes));
+        }
+    }
+    if (kept.empty()) return {};
+    auto failed = [&](const std::string& what) {
+        pending = PendingRows{};
+        return corrupt(what);
+    };
+    if (!tip || kept.front().first == 0 || kept.back().first != *tip ||
+        kept.back().first - kept.front().first + 1 != kept.size())
+        return failed("pending state changes are not those of the blocks right below the tip");
+    auto parent = read_block(kept.front().first - 1);
+    if (!parent) return failed(parent.error().detail);
+    Hash256 root = parent->header.state_root;
+    for (auto& [height, changes] : kept) {
+        auto block = read_block(height);
+        if (!block) return failed(block.error().detail);
+        auto delta = decode_changes(changes);
+        const std::string at = "pending state change of block " + std::to_string(height);
+        if (!delta) return failed(at + ": " + delta.error().message());
+        if (delta->height != height) return failed(at + " is for another height");
+        const Hash256 next = next_state_root(root, changes);
+        if (next != block->header.state_root) return failed(at + " does not match its state root");
+        root = next;
+        const std::vector<Hash256> txids = block->txids();
+        if (merkle_root(txids) != block->header.tx_root)
+            return failed("block " + std::to_string(height) +
+                          ": its transactions are not the ones its header commits to");
+        BlockRows rows;
+        if (auto r = index_rows(*block, *delta, txids, rows); !r) {
+            pending = PendingRows{};
+            return r.error();
+        }
+        pending.add(rows, *delta);
+    }
+    return {};
+}
+
+Result<Block> SqliteStore::Impl::read_block(std::uint64_t height) const {
+    Query q(db, get_block_at, "reading block");
+    auto row = q.u64(1, height).step();
+    if (!row) return row.error();
+    if (!*row) return make_error(Errc::not_found, "no block at height " + std::to_string(height));
+    auto hash = q.col_fixed<Hash256>(0, "block hash");
+    if (!hash) return hash.error();
+    auto data = q.col_blob(1, "block data");
+    if (!data) return data.error();
+    return decode_block_row(height, *hash, *data);
+}
+
 Result<State> SqliteStore::Impl::load_state_locked() const {
+    if (pending_lost) return *pending_lost;
     // One read transaction: a consistent snapshot even if another process appends. An
     // open group is one already (and BEGIN inside it would fail).
     Transaction txn(db, commit, rollback);
@@ -760,28 +1029,57 @@ Result<State> SqliteStore::Impl::load_state_locked() const {
         }
     }
     if (auto r = txn.commit(); !r) return r.error();
+    for (const auto& [address, account] : pending.accounts)
+        state.accounts.insert_or_assign(address, account);
+    for (const auto& [trade_id, escrow] : pending.escrows)
+        state.escrows.insert_or_assign(trade_id, escrow);
     return state;
 }
 
 Result<std::vector<TxRecord>> SqliteStore::Impl::txs_of_address_locked(const Address& address,
                                                                        std::uint64_t offset,
                                                                        std::uint32_t limit) const {
+    if (pending_lost) return *pending_lost;
     std::vector<TxRecord> out;
     // SQLite's OFFSET is signed; no store holds 2^63 transactions for one address.
     if (limit == 0 || offset > static_cast<std::uint64_t>(INT64_MAX)) return out;
-    Query q(db, get_address_txs, "listing transactions of an address");
-    q.blob(1, address).i64(2, limit).u64(3, offset);
     std::optional<BlockBlob> blob;
-    for (;;) {
-        auto row = q.step();
+    {
+        Query q(db, get_address_txs, "listing transactions of an address");
+        q.blob(1, address).i64(2, limit).u64(3, offset);
+        for (;;) {
+            auto row = q.step();
+            if (!row) return row.error();
+            if (!*row) break;
+            auto pos = read_pos(q);
+            if (!pos) return pos.error();
+            auto tx = tx_at(*pos, blob);
+            if (!tx) return tx.error();
+            if (auto r = check_indexed_at(tx->id(), *pos); !r) return r.error();
+            out.push_back(TxRecord{std::move(*tx), pos->height, pos->idx});
+        }
+    }
+    // The pending blocks are newer than every written row: the list goes on with theirs.
+    auto kept = pending.by_address.find(address);
+    if (out.size() == limit || kept == pending.by_address.end()) return out;
+    std::uint64_t skip = 0; // of the pending rows
+    if (out.empty() && offset > 0) {
+        Query q(db, count_address_txs, "counting transactions of an address");
+        auto row = q.blob(1, address).step();
         if (!row) return row.error();
-        if (!*row) break;
-        auto pos = read_pos(q);
-        if (!pos) return pos.error();
-        auto tx = tx_at(*pos, blob);
+        auto written = q.col_u64(0, "transaction count");
+        if (!written) return written.error();
+        skip = offset - std::min(offset, *written);
+    }
+    const std::vector<TxPos>& places = kept->second;
+    for (std::uint64_t i = skip; i < places.size() && out.size() < limit; ++i) {
+        const TxPos& pos = places[i];
+        auto tx = tx_at(pos, blob);
         if (!tx) return tx.error();
-        if (auto r = check_indexed_at(tx->id(), *pos); !r) return r.error();
-        out.push_back(TxRecord{std::move(*tx), pos->height, pos->idx});
+        auto at = pending.tx_pos.find(tx->id());
+        if (at == pending.tx_pos.end() || !(at->second == pos))
+            return corrupt(where(pos) + " is not the transaction kept for it");
+        out.push_back(TxRecord{std::move(*tx), pos.height, pos.idx});
     }
     return out;
 }
@@ -853,7 +1151,7 @@ Result<void> create_schema(sqlite3* db) {
     // Another process may have created the store since identify() looked.
     auto again = identify(db, "");
     if (again && *again > 0) return exec(db, "ROLLBACK", "creating the schema");
-    const std::string sql = std::string(schema_sql) + tx_index_sql + certificate_sql +
+    const std::string sql = std::string(schema_sql) + tx_index_sql + certificate_sql + pending_sql +
                             "INSERT INTO popchain_meta (key, value) VALUES ('format', '" +
                             std::string(format_name) + "'), ('schema_version', " +
                             std::to_string(SqliteStore::schema_version) + ");";
@@ -905,8 +1203,9 @@ Result<void> SqliteStore::Impl::index_stored_blocks() {
 // shrink.
 // 2 to 3: an empty certificate table (blocks stored before it stay provable by the
 // certificates kept from then on, or by the latest one).
+// 3 to 4: an empty pending_changes table (every stored block's rows are written).
 Result<void> SqliteStore::Impl::upgrade(int from_version) {
-    static_assert(SqliteStore::schema_version == 3,
+    static_assert(SqliteStore::schema_version == 4,
                   "an upgrade to each newer version belongs here");
     const std::string context =
         "upgrading the store from schema version " + std::to_string(from_version);
@@ -925,6 +1224,7 @@ Result<void> SqliteStore::Impl::upgrade(int from_version) {
                 return r;
             if (auto r = exec(db, tx_index_sql, context.c_str()); !r) return r;
             if (auto r = exec(db, certificate_sql, context.c_str()); !r) return r;
+            if (auto r = exec(db, pending_sql, context.c_str()); !r) return r;
             if (auto r = prepare_all(); !r) return r;
             if (auto r = index_stored_blocks(); !r) return r;
             if (auto r = exec(db,
@@ -935,8 +1235,10 @@ Result<void> SqliteStore::Impl::upgrade(int from_version) {
                               context.c_str());
                 !r)
                 return r;
-        } else if (*version == 2) {
-            if (auto r = exec(db, certificate_sql, context.c_str()); !r) return r;
+        } else if (*version == 2 || *version == 3) {
+            if (*version == 2)
+                if (auto r = exec(db, certificate_sql, context.c_str()); !r) return r;
+            if (auto r = exec(db, pending_sql, context.c_str()); !r) return r;
         } else {
             return make_error(Errc::invalid_argument,
                               "no upgrade from schema version " + std::to_string(*version));
@@ -957,20 +1259,27 @@ Result<void> SqliteStore::Impl::upgrade(int from_version) {
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file,
                                                        Durability durability) {
-    return open_impl(file, durability, all_key_bits);
+    return open_impl(file, durability, WriteBatching{}, all_key_bits);
 }
 
-Result<std::unique_ptr<SqliteStore>>
-detail::SqliteStoreAccess::open_with_tx_key_mask(const std::filesystem::path& file,
-                                                 std::uint64_t mask) {
-    return SqliteStore::open_impl(file, SqliteStore::Durability::each_append, mask);
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file,
+                                                       Durability durability,
+                                                       WriteBatching batching) {
+    return open_impl(file, durability, batching, all_key_bits);
+}
+
+Result<std::unique_ptr<SqliteStore>> detail::SqliteStoreAccess::open_with_tx_key_mask(
+    const std::filesystem::path& file, std::uint64_t mask, SqliteStore::WriteBatching batching) {
+    return SqliteStore::open_impl(file, SqliteStore::Durability::each_append, batching, mask);
 }
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open_impl(const std::filesystem::path& file,
                                                             Durability durability,
+                                                            WriteBatching batching,
                                                             std::uint64_t tx_key_mask) {
     auto impl = std::make_unique<Impl>();
     impl->durability = durability;
+    impl->batching = batching;
     impl->tx_key_mask = tx_key_mask;
     impl->path = file.string();
     // The connection is opened NOMUTEX: Impl::mutex already serialises every use of it.
@@ -1019,6 +1328,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open_impl(const std::filesyste
     auto tip = impl->check_chain_consistent();
     if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
     impl->tip = impl->durable_tip = *tip;
+    {
+        // One snapshot with the tip just read, should another process append meanwhile.
+        Transaction txn(impl->db, impl->commit, impl->rollback);
+        if (auto r = txn.begin(impl->begin_read); !r) return r.error();
+        if (auto r = impl->load_pending(); !r)
+            return make_error(r.code(), impl->path + ": " + r.error().detail);
+        if (auto r = txn.commit(); !r) return r.error();
+    }
     if (durability == Durability::at_flush) {
         // The connection has read the database, so SQLite has created the log file.
         const std::string wal = impl->path + "-wal";
@@ -1055,15 +1372,7 @@ Result<void> SqliteStore::append(const Block& block, const StateDelta& delta) {
 
 Result<Block> SqliteStore::block_at(std::uint64_t height) const {
     std::lock_guard lock(impl_->mutex);
-    Query q(impl_->db, impl_->get_block_at, "reading block");
-    auto row = q.u64(1, height).step();
-    if (!row) return row.error();
-    if (!*row) return make_error(Errc::not_found, "no block at height " + std::to_string(height));
-    auto hash = q.col_fixed<Hash256>(0, "block hash");
-    if (!hash) return hash.error();
-    auto data = q.col_blob(1, "block data");
-    if (!data) return data.error();
-    return impl_->decode_block_row(height, *hash, *data);
+    return impl_->read_block(height);
 }
 
 Result<Block> SqliteStore::block_by_hash(const Hash256& hash) const {

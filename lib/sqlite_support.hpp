@@ -292,7 +292,8 @@ struct SqliteStoreAccess {
     // store's handling of shared keys can be seen. Such a file must always be opened with
     // the same mask.
     static Result<std::unique_ptr<SqliteStore>>
-    open_with_tx_key_mask(const std::filesystem::path& file, std::uint64_t mask);
+    open_with_tx_key_mask(const std::filesystem::path& file, std::uint64_t mask,
+                          SqliteStore::WriteBatching batching = {});
 };
 
 } // namespace popchain::detail

@@ -83,7 +83,15 @@ struct StateDelta {
     Bytes encode_changes() const;
 };
 
+// The inverse of StateDelta::encode_changes(): height, accounts, escrows, replicas and
+// total_minted (block_hash, state_root and txids stay empty). Errors for bytes that are not
+// such an encoding: truncated or trailing input, an unknown escrow status or replica flag,
+// accounts or escrows out of key order or repeated (encode_changes writes each once, sorted).
+Result<StateDelta> decode_changes(ByteView bytes);
+
 Hash256 next_state_root(const Hash256& prev_root, const StateDelta& delta);
+// The same from the delta's encode_changes(), for a caller that has them encoded already.
+Hash256 next_state_root(const Hash256& prev_root, ByteView encoded_changes);
 
 // A transaction the block builder left out, and why.
 struct RejectedTx {

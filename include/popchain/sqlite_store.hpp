@@ -1,11 +1,13 @@
 // A durable BlockStore in one SQLite database file.
 //
-// Format (schema version 3, lib/sqlite_store.cpp): a block is stored once, encoded; a
+// Format (schema version 4, lib/sqlite_store.cpp): a block is stored once, encoded; a
 // transaction is read out of its block's encoding through an index of where it is (by the
 // first 8 bytes of its id, the rare ids that share them beside) and an index of the
-// addresses it involves; certificates (put_certificate) have a table keyed by height.
-// Version 1 kept a second copy of every transaction and version 2 had no certificate table;
-// open() upgrades such a store in place.
+// addresses it involves; certificates (put_certificate) have a table keyed by height; the
+// state changes of blocks whose rows are not written yet have one (see "Batched table
+// writes" below). Version 1 kept a second copy of every transaction, version 2 had no
+// certificate table and version 3 wrote every block's rows at once; open() upgrades such a
+// store in place.
 //
 // Durability: the database runs in WAL mode with synchronous=FULL, so when append() or
 // put_meta() returns success the change is on stable storage; a crash (kill -9, power loss)
@@ -31,6 +33,18 @@
 // node uses it to hold a batch's messages until the disk has its commit while it handles the
 // next batch (docs/node.md).
 //
+// Batched table writes (WriteBatching): the accounts, escrows and both transaction indexes
+// are keyed at random (addresses, hashes), so a block of a thousand transfers from distinct
+// wallets dirties most of their leaf pages, and the log takes every dirty page whole. So
+// these rows are written for many blocks at once, sorted by key, when the blocks not yet
+// written reach max_pending_txs transactions or max_pending_blocks blocks; meanwhile each
+// block's state change is kept beside it (in the encoding its state root commits to, one
+// row per block in `pending_changes`) and the store answers from memory for those blocks.
+// The batch is written in the same SQL transaction as the block that completes it, so a
+// crash at any instant leaves either the rows or the changes they come from; open()
+// rebuilds the unwritten part from the blocks and their changes, checking each against the
+// block's state root. Nothing a reader sees depends on where the batch boundary fell.
+//
 // Thread-safe, as BlockStore requires: calls are serialised on one connection. Several
 // processes may open the same file (SQLite's locking keeps them consistent), but one writer
 // per chain is the intended use; tip_height() does not see another process's appends.
@@ -52,18 +66,31 @@ public:
     // The schema version this build writes and the newest it can read. Version 2 keeps each
     // transaction only in its block's encoding; the indexes say where it is. Version 3 adds
     // the certificate table.
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
+
+    // When the rows of the newest blocks are written (see "Batched table writes" above):
+    // once the blocks not yet written hold `max_pending_txs` transactions or number
+    // `max_pending_blocks`, whichever comes first. Either at 0 or 1 writes every block's
+    // rows with the block. Larger batches write fewer pages per transaction and keep more in
+    // memory (about 100 bytes per transaction) and more to re-read at open().
+    struct WriteBatching {
+        std::uint32_t max_pending_txs = 8192;
+        std::uint32_t max_pending_blocks = 128;
+    };
 
     // Opens `file`, creating a new empty store when the file does not exist or is empty.
-    // An older store is upgraded to version 3 in place first, in one SQL transaction: a
+    // An older store is upgraded to version 4 in place first, in one SQL transaction: a
     // crash or failure during it leaves the old store as it was, and the upgrade's error is
     // open()'s. From version 1 the transaction index is rebuilt from the stored blocks (the
     // address index kept), which takes time in proportion to the stored transactions, once;
-    // from version 2 only the (empty) certificate table is added.
+    // from versions 2 and 3 only empty tables are added. The rows of pending blocks are
+    // then rebuilt in memory from those blocks (at most one batch of them).
     // Fails with Errc::invalid_argument for an SQLite database that is not a popchain store
     // or has a newer schema version, Errc::storage_corrupt for a file that is not an SQLite
-    // database at all or a store whose chain summary disagrees with its blocks, and
-    // Errc::io_error when the file cannot be opened.
+    // database at all, a store whose chain summary disagrees with its blocks, or pending
+    // state changes that are not those of the blocks below the tip (checked against their
+    // state roots, and each block's transactions against its header), and Errc::io_error
+    // when the file cannot be opened.
     enum class Durability {
         each_append, // append() is durable when it returns
         at_sync,     // append() is durable once a later sync() returns success
@@ -71,6 +98,8 @@ public:
     };
     static Result<std::unique_ptr<SqliteStore>>
     open(const std::filesystem::path& file, Durability durability = Durability::each_append);
+    static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file,
+                                                     Durability durability, WriteBatching batching);
 
     ~SqliteStore() override;
     SqliteStore(const SqliteStore&) = delete;
@@ -107,8 +136,10 @@ private:
     friend struct detail::SqliteStoreAccess;
     struct Impl;
     explicit SqliteStore(std::unique_ptr<Impl> impl);
-    static Result<std::unique_ptr<SqliteStore>>
-    open_impl(const std::filesystem::path& file, Durability durability, std::uint64_t tx_key_mask);
+    static Result<std::unique_ptr<SqliteStore>> open_impl(const std::filesystem::path& file,
+                                                          Durability durability,
+                                                          WriteBatching batching,
+                                                          std::uint64_t tx_key_mask);
     std::unique_ptr<Impl> impl_;
 };
 

@@ -183,8 +183,11 @@ int main(int argc, char** argv) {
     auto genesis_block = genesis.build();
     if (!genesis_block) die("genesis: " + genesis_block.error().message());
 
-    auto opened = SqliteStore::open(argv[1], grouped ? SqliteStore::Durability::at_sync
-                                                     : SqliteStore::Durability::each_append);
+    // Small batches, so that kills land in appends that write a batch of rows as well as in
+    // those that keep their block's rows pending.
+    auto opened = SqliteStore::open(
+        argv[1], grouped ? SqliteStore::Durability::at_sync : SqliteStore::Durability::each_append,
+        SqliteStore::WriteBatching{64, 8});
     if (!opened) die(opened.error().message());
     SqliteStore& store = **opened;
 

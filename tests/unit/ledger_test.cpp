@@ -980,3 +980,55 @@ TEST_CASE("ledger: check_invariants notices a broken state") {
     CHECK(code_of(Ledger(f.genesis.params, d).check_invariants()) ==
           code_name(Errc::storage_corrupt));
 }
+
+TEST_CASE("ledger: a delta's changes decode to what was encoded") {
+    StateDelta d;
+    d.height = 42;
+    for (int i = 0; i < 3; ++i)
+        d.accounts[Address::from(sha256("account " + std::to_string(i)).view().first(20))] =
+            Account{100u + static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(i)};
+    Escrow e;
+    e.buyer = d.accounts.begin()->first;
+    e.seller = d.accounts.rbegin()->first;
+    e.amount = 7;
+    e.deadline = 50;
+    e.opened_at = 41;
+    e.status = EscrowStatus::refunded;
+    d.escrows[sha256("trade")] = e;
+    d.total_minted = 12345;
+    SUBCASE("without a replica change") {}
+    SUBCASE("with one") {
+        d.replicas =
+            std::vector<ReplicaInfo>{{0, SigningKey::generate().public_key(), "127.0.0.1:7000"},
+                                     {3, SigningKey::generate().public_key(), "10.0.0.3:7000"}};
+    }
+    const Bytes encoded = d.encode_changes();
+    auto decoded = decode_changes(encoded);
+    REQUIRE(decoded.ok());
+    CHECK(decoded->height == d.height);
+    CHECK(decoded->accounts == d.accounts);
+    CHECK(decoded->escrows == d.escrows);
+    CHECK(decoded->replicas == d.replicas);
+    CHECK(decoded->total_minted == d.total_minted);
+    CHECK(decoded->encode_changes() == encoded);
+    CHECK(next_state_root(sha256("prev"), encoded) == next_state_root(sha256("prev"), d));
+
+    // Anything else is an error, never a different delta.
+    for (std::size_t cut = 0; cut < encoded.size(); ++cut)
+        CHECK_FALSE(decode_changes(ByteView(encoded).first(cut)).ok());
+    Bytes longer = encoded;
+    longer.push_back(0);
+    CHECK(decode_changes(longer).code() == Errc::trailing_bytes);
+    // The escrow's status byte sits right before the replica flag (after 8 + 4 + 3 * 36 + 4
+    // + 96 bytes).
+    Bytes bad_status = encoded;
+    bad_status[8 + 4 + 3 * 36 + 4 + 96] = 9;
+    CHECK(decode_changes(bad_status).code() == Errc::malformed);
+    // Two accounts swapped: the encoding lists them in key order.
+    Bytes swapped = encoded;
+    std::swap_ranges(swapped.begin() + 12, swapped.begin() + 48, swapped.begin() + 48);
+    CHECK(decode_changes(swapped).code() == Errc::malformed);
+    Bytes huge_count = encoded;
+    huge_count[8 + 3] = 0x7f; // accounts count far beyond the input
+    CHECK_FALSE(decode_changes(huge_count).ok());
+}

@@ -33,10 +33,15 @@ using namespace popchain;
 using popchain::test::TempDir;
 namespace fs = std::filesystem;
 
+// Every block's rows written with it: what formats before 4 always did, and what tests that
+// look at the tables themselves need.
+constexpr SqliteStore::WriteBatching every_block{1, 1};
+
 std::unique_ptr<SqliteStore>
 open_sqlite(const fs::path& file,
-            SqliteStore::Durability durability = SqliteStore::Durability::each_append) {
-    auto store = SqliteStore::open(file, durability);
+            SqliteStore::Durability durability = SqliteStore::Durability::each_append,
+            SqliteStore::WriteBatching batching = {}) {
+    auto store = SqliteStore::open(file, durability, batching);
     INFO((store ? std::string() : store.error().message()));
     REQUIRE(store.ok());
     return std::move(*store);
@@ -59,6 +64,29 @@ struct SqliteGroupedFactory {
     }
 };
 
+// Rows written every block, every few blocks, and never (within a test's chain): the
+// pending blocks answer exactly as written rows do.
+struct SqliteEveryBlockFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() {
+        return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::each_append,
+                           every_block);
+    }
+};
+struct SqliteSmallBatchFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() {
+        return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::at_sync, {3, 2});
+    }
+};
+struct SqliteUnwrittenFactory {
+    TempDir dir;
+    std::unique_ptr<BlockStore> make() {
+        return open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::each_append,
+                           {1'000'000, 1'000'000});
+    }
+};
+
 // at_flush: the same visible behaviour as at_sync (flush_to_disk only adds the fsync).
 struct SqliteFlushFactory {
     TempDir dir;
@@ -70,12 +98,12 @@ struct SqliteFlushFactory {
 // Transactions keyed by no bits of their ids (every one shares the key of the first stored,
 // so all but one are found through tx_collisions) and by two bits (keys shared in groups):
 // every behaviour holds however the ids collide.
-template <std::uint64_t Mask>
+template <std::uint64_t Mask, SqliteStore::WriteBatching Batching = SqliteStore::WriteBatching{}>
 struct SqliteSharedKeyFactory {
     TempDir dir;
     std::unique_ptr<BlockStore> make() {
-        auto store =
-            detail::SqliteStoreAccess::open_with_tx_key_mask(dir.path() / "chain.db", Mask);
+        auto store = detail::SqliteStoreAccess::open_with_tx_key_mask(dir.path() / "chain.db", Mask,
+                                                                      Batching);
         INFO((store ? std::string() : store.error().message()));
         REQUIRE(store.ok());
         return std::move(*store);
@@ -83,6 +111,10 @@ struct SqliteSharedKeyFactory {
 };
 using SqliteAllKeysShared = SqliteSharedKeyFactory<0>;
 using SqliteKeysOfTwoBits = SqliteSharedKeyFactory<0xc000'0000'0000'0000>;
+using SqliteAllKeysSharedEveryBlock = SqliteSharedKeyFactory<0, every_block>;
+using SqliteAllKeysSharedSmallBatch = SqliteSharedKeyFactory<0, SqliteStore::WriteBatching{3, 2}>;
+using SqliteKeysOfTwoBitsSmallBatch =
+    SqliteSharedKeyFactory<0xc000'0000'0000'0000, SqliteStore::WriteBatching{3, 2}>;
 
 // A small chain that touches every kind of state change a store keeps: transfers (one to
 // self), a mint, escrows released and refunded (one opened and refunded in the same block),
@@ -352,6 +384,7 @@ void make_version_1(const fs::path& file, const std::vector<Block>& blocks,
     RawDb db(file);
     std::string sql = R"sql(
 BEGIN;
+DROP TABLE pending_changes;
 DROP TABLE certificates;
 DROP TABLE address_txs;
 DROP TABLE tx_collisions;
@@ -404,7 +437,11 @@ std::vector<Block> bulk_chain(std::size_t blocks, std::size_t per_block,
         Block b;
         b.header.height = h;
         b.header.prev_hash = prev;
-        b.header.state_root = sha256("state " + std::to_string(h));
+        // Each block changes nothing (bulk_delta), so its root chains from its parent's.
+        StateDelta nothing;
+        nothing.height = h;
+        b.header.state_root =
+            h == 0 ? sha256("bulk state") : next_state_root(out.back().header.state_root, nothing);
         for (std::size_t i = 0; i < per_block; ++i) {
             Tx tx;
             tx.chain_id = "bulk";
@@ -467,7 +504,9 @@ void expect_same_answers(const BlockStore& store, const BlockStore& reference,
 
 TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, SqliteFactory,
                    SqliteGroupedFactory, SqliteFlushFactory, SqliteAllKeysShared,
-                   SqliteKeysOfTwoBits) {
+                   SqliteKeysOfTwoBits, SqliteEveryBlockFactory, SqliteSmallBatchFactory,
+                   SqliteUnwrittenFactory, SqliteAllKeysSharedEveryBlock,
+                   SqliteAllKeysSharedSmallBatch, SqliteKeysOfTwoBitsSmallBatch) {
     F factory;
     auto store = factory.make();
     CHECK_FALSE(store->tip_height().has_value());
@@ -483,7 +522,9 @@ TEST_CASE_TEMPLATE("store: an empty store has nothing", F, MemoryFactory, Sqlite
 
 TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, MemoryFactory,
                    SqliteFactory, SqliteGroupedFactory, SqliteFlushFactory, SqliteAllKeysShared,
-                   SqliteKeysOfTwoBits) {
+                   SqliteKeysOfTwoBits, SqliteEveryBlockFactory, SqliteSmallBatchFactory,
+                   SqliteUnwrittenFactory, SqliteAllKeysSharedEveryBlock,
+                   SqliteAllKeysSharedSmallBatch, SqliteKeysOfTwoBitsSmallBatch) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -581,7 +622,9 @@ TEST_CASE_TEMPLATE("store: deltas without transaction ids are indexed the same",
 
 TEST_CASE_TEMPLATE("store: rejects blocks that do not extend the tip", F, MemoryFactory,
                    SqliteFactory, SqliteGroupedFactory, SqliteFlushFactory, SqliteAllKeysShared,
-                   SqliteKeysOfTwoBits) {
+                   SqliteKeysOfTwoBits, SqliteEveryBlockFactory, SqliteSmallBatchFactory,
+                   SqliteUnwrittenFactory, SqliteAllKeysSharedEveryBlock,
+                   SqliteAllKeysSharedSmallBatch, SqliteKeysOfTwoBitsSmallBatch) {
     TestChain chain;
     F factory;
     auto store = factory.make();
@@ -687,8 +730,9 @@ TEST_CASE_TEMPLATE("store: meta values", F, MemoryFactory, SqliteFactory, Sqlite
 }
 
 // A closed store of `chain` in `file`, with one meta value.
-void write_store(const fs::path& file, const TestChain& chain) {
-    auto store = open_sqlite(file);
+void write_store(const fs::path& file, const TestChain& chain,
+                 SqliteStore::WriteBatching batching = every_block) {
+    auto store = open_sqlite(file, SqliteStore::Durability::each_append, batching);
     append_all(*store, chain);
     REQUIRE(store->put_meta("view", to_bytes("7")).ok());
 }
@@ -767,7 +811,7 @@ TEST_CASE("SqliteStore: a version 2 store gains the certificate table on open, l
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
     write_store(file, chain);
-    RawDb(file).exec("BEGIN; DROP TABLE certificates; "
+    RawDb(file).exec("BEGIN; DROP TABLE certificates; DROP TABLE pending_changes; "
                      "UPDATE popchain_meta SET value = 2 WHERE key = 'schema_version'; COMMIT;");
     const std::string blocks_before =
         RawDb(file).value("SELECT group_concat(hex(data)) FROM "
@@ -795,7 +839,20 @@ TEST_CASE("SqliteStore: reopening restores the exact state") {
     TestChain chain;
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
-    write_store(file, chain);
+    // Every block's rows written; some kept pending; all but genesis's kept pending.
+    SqliteStore::WriteBatching batching = every_block;
+    std::string pending_blocks = "0";
+    SUBCASE("rows written") {}
+    SUBCASE("rows written every two blocks") {
+        batching = {1'000, 2};
+        pending_blocks = std::to_string((chain.blocks.size() - 1) % 2);
+    }
+    SUBCASE("rows pending") {
+        batching = {};
+        pending_blocks = std::to_string(chain.blocks.size() - 1);
+    }
+    write_store(file, chain, batching);
+    CHECK(RawDb(file).value("SELECT count(*) FROM pending_changes") == pending_blocks);
     auto store = open_sqlite(file);
     CHECK(store->tip_height() == chain.blocks.size() - 1);
     auto state = store->load_state();
@@ -826,6 +883,83 @@ TEST_CASE("SqliteStore: reopening restores the exact state") {
     auto again = store->load_state();
     REQUIRE(again.ok());
     CHECK(*again == resumed.state());
+    auto found = store->tx_by_id(next.block.txs[0].id());
+    REQUIRE(found.ok());
+    CHECK(found->height == next.block.header.height);
+}
+
+TEST_CASE("SqliteStore: pending rows are written together once a batch fills") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    auto store = open_sqlite(file, SqliteStore::Durability::each_append, {1'000'000, 3});
+    RawDb db(file);
+    auto count = [&](const char* table) {
+        return std::stoul(db.value(std::string("SELECT count(*) FROM ") + table));
+    };
+    std::size_t written_txs = 0, appended_txs = 0;
+    for (std::size_t h = 0; h < chain.blocks.size(); ++h) {
+        CAPTURE(h);
+        REQUIRE(store->append(chain.blocks[h].block, chain.blocks[h].delta).ok());
+        appended_txs += chain.blocks[h].block.txs.size();
+        // Genesis at once; then every third block writes its own rows and the two before.
+        const bool batch_written = h == 0 || h % 3 == 0;
+        if (batch_written) written_txs = appended_txs;
+        CHECK(count("pending_changes") == (batch_written ? 0 : h % 3));
+        CHECK(count("txs") == written_txs);
+        // Whatever is written, the answers are the whole chain's.
+        auto state = store->load_state();
+        REQUIRE(state.ok());
+        for (const auto& [address, account] : chain.blocks[h].delta.accounts)
+            CHECK(state->accounts.at(address) == account);
+        for (const auto& tx : chain.blocks[h].block.txs)
+            CHECK(store->tx_by_id(tx.id()).ok());
+    }
+}
+
+TEST_CASE("SqliteStore: a pending state change that does not match its block is refused") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    write_store(file, chain, SqliteStore::WriteBatching{});
+    const std::vector<std::string> before = RawDb(file).dump();
+    SUBCASE("an altered change") {
+        // The last byte is part of total_minted: the encoding stays valid, the root does not.
+        RawDb(file).exec("UPDATE pending_changes SET changes = substr(changes, 1, "
+                         "length(changes) - 1) || x'ff' WHERE height = 2");
+    }
+    SUBCASE("a change that does not decode") {
+        RawDb(file).exec("UPDATE pending_changes SET changes = x'00' WHERE height = 2");
+    }
+    SUBCASE("a missing change") {
+        RawDb(file).exec("DELETE FROM pending_changes WHERE height = 2");
+    }
+    auto reopened = SqliteStore::open(file);
+    REQUIRE_FALSE(reopened.ok());
+    CHECK_MESSAGE(reopened.code() == Errc::storage_corrupt, reopened.error().message());
+    CHECK(RawDb(file).dump() != before); // the test did alter it
+}
+
+TEST_CASE("SqliteStore: a version 3 store gains the pending table on open, losing nothing") {
+    TestChain chain;
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    write_store(file, chain);
+    RawDb(file).exec("BEGIN; DROP TABLE pending_changes; "
+                     "UPDATE popchain_meta SET value = 3 WHERE key = 'schema_version'; COMMIT;");
+    auto store = open_sqlite(file);
+    {
+        RawDb db(file);
+        CHECK(db.value("SELECT value FROM popchain_meta WHERE key = 'schema_version'") ==
+              std::to_string(SqliteStore::schema_version));
+        CHECK(db.value("SELECT count(*) FROM pending_changes") == "0");
+        CHECK(db.value("PRAGMA integrity_check") == "ok");
+    }
+    TempDir other;
+    auto fresh = open_sqlite(other.path() / "chain.db");
+    append_all(*fresh, chain);
+    REQUIRE(fresh->put_meta("view", to_bytes("7")).ok());
+    expect_same_answers(*store, *fresh, chain);
 }
 
 TEST_CASE("SqliteStore: a failed append leaves the file unchanged") {
@@ -1004,9 +1138,17 @@ TEST_CASE("SqliteStore: a history it cannot read is an error, not an empty list"
     TestChain chain;
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
+    // Rows written, or the blocks' rows still pending (rebuilt by open() from the blocks).
+    bool pending = false;
+    SUBCASE("rows written") {}
+    SUBCASE("rows pending") {
+        pending = true;
+    }
     {
-        auto store = open_sqlite(file);
+        auto store = open_sqlite(file, SqliteStore::Durability::each_append,
+                                 pending ? SqliteStore::WriteBatching{} : every_block);
         append_all(*store, chain);
+        if (pending) REQUIRE(RawDb(file).value("SELECT count(*) FROM pending_changes") != "0");
     }
     // Closing the last connection checkpoints the WAL into the main file. Rewrite the stored
     // alice -> bob transfer, in its block's blob (the one copy the store keeps), as the same
@@ -1036,6 +1178,14 @@ TEST_CASE("SqliteStore: a history it cannot read is an error, not an empty list"
     }
     REQUIRE(copies >= 1);
 
+    if (pending) {
+        // open() rebuilds the pending rows from the blocks, checking each block's
+        // transactions against its header: the altered one is found there.
+        auto reopened = SqliteStore::open(file);
+        REQUIRE_FALSE(reopened.ok());
+        CHECK_MESSAGE(reopened.code() == Errc::storage_corrupt, reopened.error().message());
+        return;
+    }
     auto store = open_sqlite(file); // the chain summary is intact, so open() succeeds
     CHECK(store->tip_height() == chain.blocks.size() - 1);
     for (const auto& a : {chain.alice.address(), chain.bob.address()}) {
@@ -1083,7 +1233,8 @@ TEST_CASE("SqliteStore: transactions whose keys collide are told apart by their 
     {
         // Every id shares the key of the first transaction stored: the others are found
         // through tx_collisions (the shared-key factories above run the contract this way).
-        auto store = detail::SqliteStoreAccess::open_with_tx_key_mask(dir.path() / "shared.db", 0);
+        auto store = detail::SqliteStoreAccess::open_with_tx_key_mask(dir.path() / "shared.db", 0,
+                                                                      every_block);
         REQUIRE(store.ok());
         append_all(**store, chain);
     }
@@ -1091,7 +1242,8 @@ TEST_CASE("SqliteStore: transactions whose keys collide are told apart by their 
     CHECK(shared.value("SELECT count(*) FROM txs") == "1");
     CHECK(shared.value("SELECT count(*) FROM tx_collisions") == std::to_string(total - 1));
     {
-        auto store = open_sqlite(dir.path() / "chain.db");
+        auto store =
+            open_sqlite(dir.path() / "chain.db", SqliteStore::Durability::each_append, every_block);
         append_all(*store, chain);
     }
     RawDb plain(dir.path() / "chain.db");
@@ -1102,7 +1254,8 @@ TEST_CASE("SqliteStore: transactions whose keys collide are told apart by their 
 TEST_CASE("SqliteStore: a version 1 store is upgraded on open, losing nothing") {
     TestChain chain;
     TempDir dir;
-    auto fresh = open_sqlite(dir.path() / "fresh.db");
+    auto fresh =
+        open_sqlite(dir.path() / "fresh.db", SqliteStore::Durability::each_append, every_block);
     append_all(*fresh, chain);
     REQUIRE(fresh->put_meta("view", to_bytes("7")).ok());
     auto next = chain.ledger->build_block({chain.transfer(chain.alice, chain.bob, 1)}, 8, 0, 0);
@@ -1114,7 +1267,7 @@ TEST_CASE("SqliteStore: a version 1 store is upgraded on open, losing nothing") 
         const fs::path file =
             dir.path() / ("old-" + std::to_string(static_cast<int>(durability)) + ".db");
         {
-            auto store = open_sqlite(file);
+            auto store = open_sqlite(file, SqliteStore::Durability::each_append, every_block);
             append_all(*store, chain);
             REQUIRE(store->put_meta("view", to_bytes("7")).ok());
         }
@@ -1162,7 +1315,7 @@ TEST_CASE("SqliteStore: a failed upgrade leaves the version 1 store as it was") 
     TempDir dir;
     const fs::path file = dir.path() / "chain.db";
     {
-        auto store = open_sqlite(file);
+        auto store = open_sqlite(file, SqliteStore::Durability::each_append, every_block);
         append_all(*store, chain);
     }
     make_version_1(file, chain);
@@ -1209,7 +1362,7 @@ TEST_CASE("SqliteStore: an upgrade killed at any instant leaves version 1 whole 
     const std::vector<Block> blocks = bulk_chain(12, 1000, histories);
     const fs::path pristine = dir.path() / "v1.db";
     {
-        auto store = open_sqlite(pristine);
+        auto store = open_sqlite(pristine, SqliteStore::Durability::each_append, every_block);
         for (const auto& b : blocks)
             REQUIRE(store->append(b, bulk_delta(b)).ok());
     }
