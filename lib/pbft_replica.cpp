@@ -581,10 +581,10 @@ void Replica::on_client_message(net::NodeId client, ByteView frame) {
     // a nonce below its sender's committed one can be in the store: new requests skip the
     // lookup.
     if (submit->tx.nonce < ledger_.account(submit->tx.from).nonce) {
-        if (auto record = store_.tx_by_id(txid); record) {
+        if (auto place = store_.tx_place(txid); place) {
             r.status = ReplyStatus::committed;
-            r.height = record->height;
-            if (auto block = store_.block_at(record->height); block) r.block_hash = block->hash();
+            r.height = place->height;
+            r.block_hash = place->block_hash;
             ++stats_.replies_from_store;
             reply(client, mac_key, r);
             return;

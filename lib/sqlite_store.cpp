@@ -234,7 +234,7 @@ struct SqliteStore::Impl {
     Stmt all_replicas, clear_replicas, put_replica;
     Stmt get_user_meta, put_user_meta;
     Stmt put_certificate, get_certificate_from;
-    Stmt all_pending, put_pending, clear_pending, count_address_txs;
+    Stmt all_pending, put_pending, clear_pending, count_address_txs, get_block_hash;
 
     ~Impl() {
         // Statements must be finalized before the connection closes.
@@ -272,7 +272,8 @@ struct SqliteStore::Impl {
                         &all_pending,
                         &put_pending,
                         &clear_pending,
-                        &count_address_txs})
+                        &count_address_txs,
+                        &get_block_hash})
             *s = Stmt();
         sqlite3_close_v2(db);
     }
@@ -391,6 +392,7 @@ Result<void> SqliteStore::Impl::prepare_all() {
         {&put_pending, "INSERT INTO pending_changes (height, changes) VALUES (?1, ?2)"},
         {&clear_pending, "DELETE FROM pending_changes"},
         {&count_address_txs, "SELECT count(*) FROM address_txs WHERE address = ?1"},
+        {&get_block_hash, "SELECT hash FROM blocks WHERE height = ?1"},
     };
     for (const auto& e : entries) {
         auto s = prepare(db, e.sql);
@@ -1394,6 +1396,27 @@ Result<TxRecord> SqliteStore::tx_by_id(const Hash256& txid) const {
     if (!found) return found.error();
     if (!*found) return make_error(Errc::not_found, "no transaction with id " + to_hex(txid));
     return std::move(**found);
+}
+
+Result<TxPlace> SqliteStore::tx_place(const Hash256& txid) const {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->pending_lost) return *impl_->pending_lost;
+    TxPos pos;
+    if (auto it = impl_->pending.tx_pos.find(txid); it != impl_->pending.tx_pos.end()) {
+        pos = it->second;
+    } else {
+        auto found = impl_->find_indexed_tx(txid);
+        if (!found) return found.error();
+        if (!*found) return make_error(Errc::not_found, "no transaction with id " + to_hex(txid));
+        pos = TxPos{(*found)->height, (*found)->index};
+    }
+    Query q(impl_->db, impl_->get_block_hash, "reading a block's hash");
+    auto row = q.u64(1, pos.height).step();
+    if (!row) return row.error();
+    if (!*row) return corrupt(where(pos) + ": the block is missing");
+    auto hash = q.col_fixed<Hash256>(0, "block hash");
+    if (!hash) return hash.error();
+    return TxPlace{pos.height, pos.idx, *hash};
 }
 
 Result<std::vector<TxRecord>> SqliteStore::txs_of_address(const Address& address,

@@ -94,6 +94,13 @@ public:
         return record(*loc);
     }
 
+    Result<TxPlace> tx_place(const Hash256& txid) const override {
+        std::lock_guard lock(mutex_);
+        const auto loc = find_tx(txid);
+        if (!loc) return make_error(Errc::not_found, "no transaction with this id");
+        return TxPlace{loc->height, loc->index, blocks_[loc->height].hash()};
+    }
+
     Result<std::vector<TxRecord>> txs_of_address(const Address& address, std::uint64_t offset,
                                                  std::uint32_t limit) const override {
         std::lock_guard lock(mutex_);

@@ -124,6 +124,9 @@ public:
     Result<Block> block_at(std::uint64_t height) const override;
     Result<Block> block_by_hash(const Hash256& hash) const override;
     Result<TxRecord> tx_by_id(const Hash256& txid) const override;
+    // A pending block's transaction from memory; a written one is read from its block to
+    // check its id (the index is keyed by part of it). The block's hash from its row.
+    Result<TxPlace> tx_place(const Hash256& txid) const override;
     Result<std::vector<TxRecord>> txs_of_address(const Address& address, std::uint64_t offset,
                                                  std::uint32_t limit) const override;
     Result<State> load_state() const override;

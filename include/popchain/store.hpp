@@ -87,6 +87,14 @@ inline Result<std::vector<Hash256>> check_appendable(const Block& block, const H
     return txids;
 }
 
+// Where a stored transaction is: its block's height and hash, and its position there.
+struct TxPlace {
+    std::uint64_t height = 0;
+    std::uint32_t index = 0;
+    Hash256 block_hash;
+    friend bool operator==(const TxPlace&, const TxPlace&) = default;
+};
+
 // A certificate the consensus layer keeps beside the blocks (see BlockStore::put_certificate).
 struct StoredCertificate {
     std::uint64_t height = 0; // of the block it certifies
@@ -123,6 +131,16 @@ public:
     virtual Result<Block> block_at(std::uint64_t height) const = 0;
     virtual Result<Block> block_by_hash(const Hash256& hash) const = 0;
     virtual Result<TxRecord> tx_by_id(const Hash256& txid) const = 0;
+    // Where the transaction with this id is (Errc::not_found when none is stored), for a
+    // caller that needs no more (a replica answering a client about a committed request). A
+    // store may answer without reading the transaction or its block; this default reads both.
+    virtual Result<TxPlace> tx_place(const Hash256& txid) const {
+        auto record = tx_by_id(txid);
+        if (!record) return record.error();
+        auto block = block_at(record->height);
+        if (!block) return block.error();
+        return TxPlace{record->height, record->index, block->hash()};
+    }
     // Transactions that list `address` among their tx_parties(), escrow parties resolved as
     // of the block that holds the transaction; oldest first (by height, then position in the
     // block), skipping `offset` of them and returning at most `limit`. An address with no

@@ -554,10 +554,14 @@ TEST_CASE_TEMPLATE("store: keeps a chain and answers queries about it", F, Memor
                 auto rec = store->tx_by_id(b.block.txs[i].id());
                 REQUIRE(rec.ok());
                 CHECK(*rec == TxRecord{b.block.txs[i], b.block.header.height, i});
+                auto place = store->tx_place(b.block.txs[i].id());
+                REQUIRE(place.ok());
+                CHECK(*place == TxPlace{b.block.header.height, i, b.block.hash()});
             }
         }
         CHECK(n == 10);
         CHECK(store->tx_by_id(sha256("no such tx")).code() == Errc::not_found);
+        CHECK(store->tx_place(sha256("no such tx")).code() == Errc::not_found);
     }
 
     SUBCASE("transactions by address, oldest first, paged") {
