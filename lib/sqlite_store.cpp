@@ -421,7 +421,8 @@ Result<std::optional<ChainRow>> SqliteStore::Impl::read_chain() const {
 
 // The chain summary and the blocks are written in the same transaction, so they agree in any
 // store SQLite opens; a disagreement means the file was altered behind our back. Gives the
-// tip height (nullopt for an empty store) read in the same snapshot.
+// tip height (nullopt for an empty store). The caller holds a read transaction, so that a
+// writer in another process cannot make a sound store look torn.
 Result<std::optional<std::uint64_t>> SqliteStore::Impl::check_chain_consistent() const {
     // max() rather than count(): O(log n) on the primary key, so opening a long chain stays
     // fast. append() keeps heights contiguous, so the highest block is the whole story.
@@ -431,9 +432,6 @@ Result<std::optional<std::uint64_t>> SqliteStore::Impl::check_chain_consistent()
         if (!s) return s.error();
         max_height = std::move(*s);
     }
-    // One snapshot, or a writer in another process could make a sound store look torn.
-    Transaction txn(db, commit, rollback);
-    if (auto r = txn.begin(begin_read); !r) return r.error();
     Query q(db, max_height, "checking the chain summary");
     if (auto row = q.step(); !row) return row.error();
     auto chain = read_chain();
@@ -1327,13 +1325,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open_impl(const std::filesyste
             !r)
             return r.error();
     if (auto r = impl->prepare_all(); !r) return r.error();
-    auto tip = impl->check_chain_consistent();
-    if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
-    impl->tip = impl->durable_tip = *tip;
     {
-        // One snapshot with the tip just read, should another process append meanwhile.
+        // The tip and the pending blocks below it from one snapshot, should another process
+        // append meanwhile (the popchain tool reads a running node's store).
         Transaction txn(impl->db, impl->commit, impl->rollback);
         if (auto r = txn.begin(impl->begin_read); !r) return r.error();
+        auto tip = impl->check_chain_consistent();
+        if (!tip) return make_error(tip.code(), impl->path + ": " + tip.error().detail);
+        impl->tip = impl->durable_tip = *tip;
         if (auto r = impl->load_pending(); !r)
             return make_error(r.code(), impl->path + ": " + r.error().detail);
         if (auto r = txn.commit(); !r) return r.error();

@@ -1425,3 +1425,40 @@ TEST_CASE("SqliteStore: an upgrade killed at any instant leaves version 1 whole 
     MESSAGE(killed_during_open, " of 8 kills left version 1 during open()");
     CHECK(killed_during_open > 0);
 }
+
+TEST_CASE("SqliteStore: opened while another connection appends, it sees a whole chain") {
+    // The popchain tool opens a running node's store; every open must see the tip and the
+    // pending blocks below it from one moment, whatever the writer does meanwhile.
+    TempDir dir;
+    const fs::path file = dir.path() / "chain.db";
+    std::map<Address, std::vector<TxRecord>> histories;
+    const std::vector<Block> blocks = bulk_chain(150, 4, histories);
+    auto writer = open_sqlite(file, SqliteStore::Durability::each_append, {1'000'000, 5});
+    REQUIRE(writer->append(blocks[0], bulk_delta(blocks[0])).ok());
+    std::atomic<bool> done{false};
+    std::thread appender([&] {
+        for (std::size_t h = 1; h < blocks.size(); ++h)
+            if (!writer->append(blocks[h], bulk_delta(blocks[h])).ok()) break;
+        done = true;
+    });
+    std::size_t opens = 0, failures = 0;
+    std::string first_failure;
+    while (!done) {
+        auto reader = SqliteStore::open(file);
+        ++opens;
+        if (!reader.ok()) {
+            if (failures++ == 0) first_failure = reader.error().message();
+            continue;
+        }
+        // Every block up to the tip it saw answers for its transactions.
+        const auto tip = (*reader)->tip_height();
+        REQUIRE(tip.has_value());
+        for (const Tx& tx : blocks[*tip].txs)
+            if (!(*reader)->tx_by_id(tx.id()).ok()) ++failures;
+    }
+    appender.join();
+    REQUIRE(writer->tip_height() == blocks.size() - 1);
+    MESSAGE(opens, " opens during the appends");
+    CHECK(opens > 1);
+    CHECK_MESSAGE(failures == 0, first_failure);
+}
