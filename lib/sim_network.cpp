@@ -2,6 +2,7 @@
 #include <popchain/hex.hpp>
 #include <popchain/net/sim_network.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <stdexcept>
@@ -203,7 +204,7 @@ void SimNetwork::crash(NodeId node) {
             e = events_.erase(e);
         } else if (ev.kind == Event::Kind::deliver && ev.to == node) {
             ++messages;
-            deliveries_.erase({node, e->first});
+            forget_delivery(node, e->first);
             e = events_.erase(e);
         } else {
             ++e;
@@ -241,8 +242,33 @@ void SimNetwork::set_filter(Filter f) {
 // ---- messages and timers ----
 
 std::string SimNetwork::message_tag(ByteView message) {
-    const Hash256 h = sha256(message);
-    return "len=" + std::to_string(message.size()) + " h=" + to_hex(ByteView(h.data(), 4));
+    // Eight bytes at a time, read little-endian on any host, each mixed in by a multiply and a
+    // shift; the length seeds it and a final avalanche spreads every input bit over the top
+    // half, which the tag shows.
+    auto load = [&](std::size_t at, std::size_t n) {
+        std::uint64_t w = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            w |= std::uint64_t{message[at + i]} << (8 * i);
+        return w;
+    };
+    std::uint64_t h = 0x9e3779b97f4a7c15ull ^ message.size();
+    std::size_t at = 0;
+    for (; at < message.size(); at += 8) {
+        h = (h ^ load(at, std::min<std::size_t>(8, message.size() - at))) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    const std::uint32_t top = static_cast<std::uint32_t>(h >> 32);
+    const std::uint8_t bytes[4] = {
+        static_cast<std::uint8_t>(top >> 24), static_cast<std::uint8_t>(top >> 16),
+        static_cast<std::uint8_t>(top >> 8), static_cast<std::uint8_t>(top)};
+    std::string tag = "len=";
+    tag += std::to_string(message.size());
+    tag += " h=";
+    tag += to_hex(ByteView(bytes, 4));
+    return tag;
 }
 
 void SimNetwork::send_from(Endpoint& ep, NodeId to, Bytes message) {
@@ -308,7 +334,7 @@ SimNetwork::EventKey SimNetwork::schedule(Millis delay, Event ev) {
     constexpr Millis max = std::numeric_limits<Millis>::max();
     const Millis at = delay > max - now_ ? max : now_ + delay;
     const EventKey key{at, next_seq_++};
-    if (ev.kind == Event::Kind::deliver) deliveries_.emplace(ev.to, key);
+    if (ev.kind == Event::Kind::deliver) deliveries_[{at, ev.to}].push_back(key.second);
     events_.emplace(key, std::move(ev));
     return key;
 }
@@ -336,7 +362,7 @@ bool SimNetwork::step() {
     Event ev = std::move(it->second);
     events_.erase(it);
     if (ev.kind == Event::Kind::deliver) {
-        deliveries_.erase({ev.to, key});
+        forget_delivery(ev.to, key);
         deliver_burst(key, std::move(ev));
     } else {
         run_event(key, std::move(ev));
@@ -344,17 +370,29 @@ bool SimNetwork::step() {
     return true;
 }
 
+void SimNetwork::forget_delivery(NodeId to, EventKey key) {
+    auto slot = deliveries_.find({key.first, to});
+    if (slot == deliveries_.end()) return;
+    auto& seqs = slot->second;
+    if (auto it = std::find(seqs.begin(), seqs.end(), key.second); it != seqs.end()) seqs.erase(it);
+    if (seqs.empty()) deliveries_.erase(slot);
+}
+
 void SimNetwork::deliver_burst(EventKey key, Event first) {
     const NodeId to = first.to;
     // Taken out of the queue before any is delivered: a delivery may schedule more for this
     // instant (a zero delay), and those belong to the next burst.
     std::vector<std::pair<EventKey, Event>> rest;
-    for (auto it = deliveries_.lower_bound({to, key});
-         it != deliveries_.end() && it->first == to && it->second.first == key.first;) {
-        auto ev = events_.find(it->second);
-        rest.emplace_back(it->second, std::move(ev->second));
-        events_.erase(ev);
-        it = deliveries_.erase(it);
+    // `first` was the earliest event of all, so the others due here now come after it.
+    if (auto slot = deliveries_.find({key.first, to}); slot != deliveries_.end()) {
+        rest.reserve(slot->second.size());
+        for (const std::uint64_t seq : slot->second) {
+            const EventKey k{key.first, seq};
+            auto ev = events_.find(k);
+            rest.emplace_back(k, std::move(ev->second));
+            events_.erase(ev);
+        }
+        deliveries_.erase(slot);
     }
     if (rest.empty()) {
         run_event(key, std::move(first));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -227,8 +228,10 @@ TEST_CASE("sim trace lines") {
     attach(net, 0, a);
     attach(net, 1, b);
     Bytes msg = to_bytes("hello");
-    const Hash256 h = sha256(msg);
-    const std::string tag = "len=5 h=" + to_hex(ByteView(h.data(), 4));
+    const std::string tag = SimNetwork::message_tag(msg);
+    REQUIRE(tag.size() == 16);
+    CHECK(tag.starts_with("len=5 h="));
+    CHECK(tag.find_first_not_of("0123456789abcdef", 8) == std::string::npos);
     a.t->send(1, msg);
     TimerId id = b.t->set_timer(4, [] {});
     net.run_until(10);
@@ -685,4 +688,25 @@ TEST_CASE("sim misuse and unknown destinations") {
     CHECK_THROWS_AS(net.attach(0, b), std::logic_error);
     Transport& t = net.restart(0, b);
     CHECK(t.self() == 0);
+}
+
+TEST_CASE("sim message tags tell messages apart") {
+    // Every one-bit change of a message, at any position and length, changes its tag.
+    std::set<std::string> seen;
+    std::size_t variants = 0;
+    for (std::size_t len : {1u, 7u, 8u, 9u, 63u, 200u}) {
+        Bytes base(len);
+        for (std::size_t i = 0; i < len; ++i)
+            base[i] = static_cast<std::uint8_t>(i * 37 + len);
+        CHECK(SimNetwork::message_tag(base) == SimNetwork::message_tag(Bytes(base)));
+        seen.insert(SimNetwork::message_tag(base));
+        ++variants;
+        for (std::size_t bit = 0; bit < 8 * len; ++bit) {
+            Bytes flipped = base;
+            flipped[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+            seen.insert(SimNetwork::message_tag(flipped));
+            ++variants;
+        }
+    }
+    CHECK(seen.size() == variants);
 }

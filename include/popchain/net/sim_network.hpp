@@ -178,6 +178,10 @@ public:
     // Setting and cancelling timers and plain sends leave no line (their effects do).
     const SimStats& stats() const { return stats_; }
     void enable_trace(bool on) { trace_on_ = on; }
+    // How a message appears in the trace: "len=N h=xxxxxxxx", the hex a 32-bit fingerprint of
+    // its bytes. Tells messages apart in a trace; not a cryptographic hash (hashing every
+    // message with SHA-256 cost the simulator more than its event queue).
+    static std::string message_tag(ByteView message);
     const std::vector<std::string>& trace() const { return trace_; }
     Hash256 trace_digest() const { return digest_; }
     // The simulator's own PRNG, for tests and adversaries that want deterministic choices.
@@ -212,7 +216,6 @@ private:
     void deliver_burst(EventKey key, Event first);
     void record(const std::string& what);
     static void check_faults(const LinkFaults& f);
-    static std::string message_tag(ByteView message);
 
     SimRng rng_;
     LinkFaults defaults_;
@@ -220,8 +223,11 @@ private:
     std::map<NodeId, Node> nodes_;
     std::vector<std::unique_ptr<Endpoint>> endpoints_; // every incarnation ever, kept alive
     std::map<EventKey, Event> events_;
-    std::set<std::pair<NodeId, EventKey>> deliveries_; // the deliver events, by destination
-    std::map<TimerId, EventKey> timers_;               // pending timers, for cancel
+    // The deliver events by (time, destination): their sequence numbers in the order they were
+    // scheduled, so that a burst is one lookup and a message in flight costs no tree node.
+    std::map<std::pair<Millis, NodeId>, std::vector<std::uint64_t>> deliveries_;
+    void forget_delivery(NodeId to, EventKey key);
+    std::map<TimerId, EventKey> timers_; // pending timers, for cancel
     bool partitioned_ = false;
     std::map<NodeId, std::size_t> group_of_;
     std::set<NodeId> isolated_;
