@@ -176,7 +176,6 @@ struct BlockRows {
 // newest value of each account and escrow they changed.
 struct PendingRows {
     std::size_t blocks = 0;
-    std::size_t txs = 0;
     std::unordered_map<Hash256, TxPos, FixedBytesHash> tx_pos;
     std::unordered_map<Address, std::vector<TxPos>, FixedBytesHash> by_address;
     std::map<Address, Account> accounts;
@@ -184,7 +183,6 @@ struct PendingRows {
 
     void add(const BlockRows& rows, const StateDelta& delta) {
         ++blocks;
-        txs += rows.txs.size();
         for (const auto& [id, pos] : rows.txs)
             tx_pos.emplace(id, pos);
         for (const auto& [party, pos] : rows.parties)
@@ -326,7 +324,7 @@ struct SqliteStore::Impl {
     // The escrow `trade_id` as of the newest block: `delta`'s (the block being appended),
     // then the pending blocks', then the table's.
     Result<std::optional<Escrow>> escrow_parties(const Hash256& trade_id,
-                                                 const StateDelta* delta) const;
+                                                 const StateDelta& delta) const;
     Result<void> sync_locked();
     Result<void> run(const Stmt& stmt, const char* context) {
         Query q(db, stmt, context);
@@ -709,7 +707,7 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
     if (auto r = check_new(rows); !r) return r;
     // Genesis (often most of the accounts there will be) is written at once.
     const bool batch_full = height == 0 || pending.blocks + 1 >= batching.max_pending_blocks ||
-                            pending.txs + block.txs.size() >= batching.max_pending_txs;
+                            pending.tx_pos.size() + block.txs.size() >= batching.max_pending_txs;
     if (batch_full) {
         if (auto r = write_rows(rows, delta); !r) return r;
         rows.written = true;
@@ -742,10 +740,9 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
 }
 
 Result<std::optional<Escrow>> SqliteStore::Impl::escrow_parties(const Hash256& trade_id,
-                                                                const StateDelta* delta) const {
-    if (delta)
-        if (auto it = delta->escrows.find(trade_id); it != delta->escrows.end())
-            return std::optional<Escrow>(it->second);
+                                                                const StateDelta& delta) const {
+    if (auto it = delta.escrows.find(trade_id); it != delta.escrows.end())
+        return std::optional<Escrow>(it->second);
     if (auto it = pending.escrows.find(trade_id); it != pending.escrows.end())
         return std::optional<Escrow>(it->second);
     Query q(db, get_escrow_parties, "looking up escrow parties");
@@ -771,7 +768,7 @@ Result<void> SqliteStore::Impl::index_rows(const Block& block, const StateDelta&
     std::optional<Escrow> looked_up;
     std::optional<Error> lookup_error;
     auto find_escrow = [&](const Hash256& trade_id) -> const Escrow* {
-        auto e = escrow_parties(trade_id, &delta);
+        auto e = escrow_parties(trade_id, delta);
         if (!e) {
             lookup_error = e.error();
             return nullptr;
@@ -830,7 +827,7 @@ Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDel
         const Hash256* id;
     };
     std::vector<TxRow> txs;
-    txs.reserve(pending.txs + rows.txs.size());
+    txs.reserve(pending.tx_pos.size() + rows.txs.size());
     for (const auto& [id, pos] : pending.tx_pos)
         txs.push_back({tx_key(id), pos, &id});
     for (const auto& [id, pos] : rows.txs)
@@ -847,7 +844,7 @@ Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDel
         }
 
     std::vector<std::pair<Address, TxPos>> parties;
-    parties.reserve(rows.parties.size() + 2 * pending.txs);
+    parties.reserve(rows.parties.size() + 2 * pending.tx_pos.size());
     for (const auto& [party, places] : pending.by_address)
         for (const TxPos& pos : places)
             parties.emplace_back(party, pos);
