@@ -222,6 +222,12 @@ std::string NodeApi::metrics() const {
     metric(out, "popchain_view_changes_total", "counter", "View changes started.", s.view_changes);
     metric(out, "popchain_state_transfers_total", "counter",
            "Certified checkpoints reached by fetching blocks.", s.state_transfers);
+    metric(out, "popchain_retransmissions_total", "counter",
+           "Replica messages re-sent after a period without progress.", s.retransmissions);
+    metric(out, "popchain_bodies_resent_total", "counter",
+           "Pre-prepares re-sent to a peer, each with its whole block.", s.bodies_resent);
+    metric(out, "popchain_blocks_served_total", "counter",
+           "Blocks sent to peers that fetched them.", s.blocks_served);
     metric(out, "popchain_mempool_txs", "gauge", "Transactions waiting for a block.",
            replica_.pending());
     metric(out, "popchain_api_submits_total", "counter", "Transactions submitted over HTTP.",

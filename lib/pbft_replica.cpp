@@ -750,7 +750,6 @@ void Replica::answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot) {
     auto [it, fresh] = answered_.emplace(to, transport_.now());
     if (!fresh && transport_.now() < it->second + config_.retransmit_ms) return;
     it->second = transport_.now();
-    if (is_primary() && slot.pre_prepare) send_to(to, MsgType::pre_prepare, *slot.pre_prepare);
     send_to(to, MsgType::commit, Vote{view_, seq, slot.digest});
     ++stats_.retransmissions;
 }
@@ -781,6 +780,10 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
     votes.reserve(n());
     auto [kept, inserted] = votes.insert(from, v.digest);
+    if (inserted) {
+        VotedUpTo& up_to = voted_up_to_[from];
+        if (up_to.view != v.view || up_to.seq < v.seq) up_to = {v.view, v.seq};
+    }
     if (!inserted) {
         if (*kept != v.digest) {
             ++stats_.conflicting;
@@ -895,7 +898,8 @@ void Replica::propose(std::vector<Tx> txs) {
 
 // ---- agreement ----
 
-void Replica::record_pre_prepared(std::uint64_t seq, const Slot& slot) {
+void Replica::record_pre_prepared(std::uint64_t seq, Slot& slot) {
+    slot.accepted_at = transport_.now();
     const Block& block = slot.pre_prepare->block;
     const LogEntry entry{seq, slot.digest, view_, block.header.prev_hash};
     pre_prepared_log_[{seq, slot.digest}] = entry;
@@ -1212,7 +1216,9 @@ void Replica::on_tick() {
     // other way to learn it while the others are idle), and with the blocks above our
     // height that it executed, which f+1 such answers prove committed (the last blocks of
     // a burst may have no certificate yet, and too few replicas to make one).
-    if (!progressed && ticks_ % 5 == 0 && !fetching_ && n() > 1) {
+    // Only after several quiet ticks: under load a replica often ends a tick without a new
+    // block, and the peer's answer would carry whole blocks it is about to execute anyway.
+    if (stalled_ticks_ >= 5 && stalled_ticks_ % 5 == 0 && !fetching_ && n() > 1) {
         const ReplicaId peer = replicas_[(ticks_ / 5 + id_) % n()].id;
         constexpr std::uint64_t asked_blocks = 4;
         if (peer != id_)
@@ -1256,6 +1262,14 @@ void Replica::on_tick() {
 }
 
 void Replica::retransmit() {
+    // A block is re-sent to a peer only when it was lost, not merely slow: the peer votes
+    // for a later slot (links deliver in order, so this one's pre-prepare went missing), or
+    // nothing has executed here for a while and the block is at least that old. A full
+    // block takes a backup longer to check than a tick, and a slow link takes longer than a
+    // tick to carry it, so re-sending on every quiet tick sent each block to each backup
+    // two or three times more: the primary's upload, and the backups' decoding, for nothing.
+    const Millis stall = static_cast<Millis>(body_stall_ticks) * config_.retransmit_ms;
+    const bool long_stall = stalled_ticks_ >= body_stall_ticks;
     std::size_t bodies_sent = 0;
     for (auto it = log_.upper_bound(ledger_.height()); it != log_.end(); ++it) {
         const std::uint64_t seq = it->first;
@@ -1263,17 +1277,25 @@ void Replica::retransmit() {
         if (!slot.accepted) continue;
         const bool send_body = is_primary() && bodies_sent < 4; // the lowest slots first
         if (send_body) ++bodies_sent;
+        const bool old = long_stall && transport_.now() >= slot.accepted_at + stall;
         for (const auto& r : replicas_) {
             if (r.id == id_ || slot.commits.contains(r.id)) continue;
             // A peer that prepared this slot holds its block: only its votes may be missing.
-            if (send_body && !slot.prepares.contains(r.id))
+            if (send_body && !slot.prepares.contains(r.id) && (old || voted_past(r.id, seq))) {
                 send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
+                ++stats_.bodies_resent;
+            }
             if (slot.prepares.contains(id_))
                 send_to(r.id, MsgType::prepare, Vote{view_, seq, slot.digest});
             if (slot.prepared) send_to(r.id, MsgType::commit, Vote{view_, seq, slot.digest});
             ++stats_.retransmissions;
         }
     }
+}
+
+bool Replica::voted_past(ReplicaId peer, std::uint64_t seq) const {
+    auto it = voted_up_to_.find(peer);
+    return it != voted_up_to_.end() && it->second.view == view_ && it->second.seq > seq;
 }
 
 // The lowest unexecuted slot may lack its block, or hold another version of it (an
@@ -1690,8 +1712,10 @@ void Replica::on_fetch(ReplicaId from, const Fetch& f) {
                 reply.chunk_certificate = std::move(cert).value();
         }
     }
-    if (!reply.blocks.empty() || !reply.certificate.checkpoints.empty())
+    if (!reply.blocks.empty() || !reply.certificate.checkpoints.empty()) {
         send_to(from, MsgType::blocks, reply);
+        stats_.blocks_served += reply.blocks.size();
+    }
 }
 
 void Replica::on_blocks(ReplicaId from, Blocks&& b) {

@@ -167,6 +167,13 @@ TEST_CASE("node API: submit with wait, read the tx, block with a commit proof, a
     CHECK(metrics.body.find("popchain_dropped_messages_total{reason=\"bad_mac\"} 0") !=
           std::string::npos);
     CHECK(metrics.body.find("popchain_api_submits_total 7") != std::string::npos);
+    const auto& stats = f.cluster.replica(0)->stats();
+    CHECK(metrics.body.find("popchain_retransmissions_total " +
+                            std::to_string(stats.retransmissions)) != std::string::npos);
+    CHECK(metrics.body.find("popchain_bodies_resent_total " +
+                            std::to_string(stats.bodies_resent)) != std::string::npos);
+    CHECK(metrics.body.find("popchain_blocks_served_total " +
+                            std::to_string(stats.blocks_served)) != std::string::npos);
 }
 
 TEST_CASE("node API: bad input gets a 4xx JSON error and changes nothing") {

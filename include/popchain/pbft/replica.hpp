@@ -159,6 +159,8 @@ struct ReplicaStats {
     std::uint64_t view_changes = 0;         // view changes started
     std::uint64_t new_views = 0;            // views installed after a view change
     std::uint64_t retransmissions = 0;      // messages re-sent after a period without progress
+    std::uint64_t bodies_resent = 0;        // ... of them pre-prepares, each with its block
+    std::uint64_t blocks_served = 0;        // blocks sent in answer to peers' fetches
     std::uint64_t bodies_fetched = 0;       // block bodies obtained from peers for a slot
     std::uint64_t state_transfers = 0;      // certified checkpoints reached by fetching blocks
     std::uint64_t transferred_blocks = 0;   // blocks executed from state transfer
@@ -400,6 +402,7 @@ private:
         std::optional<PrePrepare> pre_prepare; // from the primary (or a peer, see bodies)
         Hash256 digest;                        // its block hash
         bool accepted = false;                 // validated on the speculative state
+        Millis accepted_at = 0;                // when (transport clock)
         bool rejected = false;                 // failed validation: no other for (view, seq)
         std::optional<StateDelta> delta;       // when accepted, unless executed before
         VoteSet prepares;
@@ -479,7 +482,7 @@ private:
     void propose(std::vector<Tx> txs);
     void accept_ready();
     void accept_executed(std::uint64_t seq, Slot& slot);
-    void record_pre_prepared(std::uint64_t seq, const Slot& slot);
+    void record_pre_prepared(std::uint64_t seq, Slot& slot);
     void send_prepare(std::uint64_t seq, Slot& slot);
     void check_progress(std::uint64_t seq);
     void check_progress(std::uint64_t seq, Slot& slot); // slot: log_'s entry for seq
@@ -497,6 +500,11 @@ private:
     // timers
     void on_tick();
     void retransmit();
+    // Ticks without an executed block, and the age in ticks a slot must have, before the
+    // primary re-sends its block to peers that have not prepared it without a sign that it
+    // was lost.
+    static constexpr std::uint64_t body_stall_ticks = 4;
+    bool voted_past(ReplicaId peer, std::uint64_t seq) const;
     void request_missing_bodies();
     bool has_work() const;
     // Arms the view-change timer, if work is pending and none is armed: it fires after
@@ -607,6 +615,12 @@ private:
     ReplicaId fetch_asked_ = 0;             // the one asked last
     std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
     std::map<ReplicaId, Millis> answered_;  // last answer to a stuck peer
+    // The highest slot each peer has voted for in a view: a peer that votes past a slot it
+    // has not prepared got the later pre-prepares, so that slot's was lost, not slow.
+    struct VotedUpTo {
+        std::uint64_t view = 0, seq = 0;
+    };
+    std::map<ReplicaId, VotedUpTo> voted_up_to_;
 
     net::TimerId batch_timer_ = 0, tick_timer_ = 0, watch_timer_ = 0, view_timer_ = 0,
                  fetch_timer_ = 0;
