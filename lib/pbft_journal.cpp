@@ -754,8 +754,9 @@ Result<void> SqliteJournal::Impl::write_rows(const JournalState& s, const Batch&
     }
     for (const auto& k : batch.pre_prepares) {
         if (const PrePrepare* p = find_entry(s.pre_prepares, DefaultKeyFn{}, k)) {
+            const Bytes body = encode_body(*p);
             Query q(db, put_pre_prepare, "storing a pre-prepare");
-            if (auto r = q.u64(1, k.first).u64(2, k.second).blob(3, encode_body(*p)).run(); !r)
+            if (auto r = q.u64(1, k.first).u64(2, k.second).blob_borrowed(3, body).run(); !r)
                 return r;
         } else {
             Query q(db, del_pre_prepare, "discarding a pre-prepare");

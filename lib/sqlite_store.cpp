@@ -694,8 +694,9 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
     }
 
     {
+        const Bytes encoded = block.encode();
         Query q(db, put_block, "storing block");
-        auto r = q.u64(1, height).blob(2, hash).blob(3, block.encode()).run();
+        auto r = q.u64(1, height).blob(2, hash).blob_borrowed(3, encoded).run();
         if (!r) {
             if (q.last_rc() == SQLITE_CONSTRAINT_UNIQUE)
                 return make_error(Errc::invalid_argument, "a block with this hash is stored");

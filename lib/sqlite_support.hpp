@@ -89,6 +89,13 @@ public:
         if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
         return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_TRANSIENT));
     }
+    // Binds without a copy, for large values (a block is hundreds of kilobytes, and SQLite's
+    // own copy of it was a fresh allocation and page faults on every append): `v` must stay
+    // valid until this Query is destroyed, so declare what it views before the Query.
+    Query& blob_borrowed(int col, ByteView v) {
+        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
+        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_STATIC));
+    }
     template <std::size_t N, class Tag>
     Query& blob(int col, const FixedBytes<N, Tag>& v) {
         return blob(col, v.view());
