@@ -780,10 +780,6 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
     auto& votes = type == MsgType::prepare ? slot.prepares : slot.commits;
     votes.reserve(n());
     auto [kept, inserted] = votes.insert(from, v.digest);
-    if (inserted) {
-        VotedUpTo& up_to = voted_up_to_[from];
-        if (up_to.view != v.view || up_to.seq < v.seq) up_to = {v.view, v.seq};
-    }
     if (!inserted) {
         if (*kept != v.digest) {
             ++stats_.conflicting;
@@ -1262,12 +1258,13 @@ void Replica::on_tick() {
 }
 
 void Replica::retransmit() {
-    // A block is re-sent to a peer only when it was lost, not merely slow: the peer votes
-    // for a later slot (links deliver in order, so this one's pre-prepare went missing), or
-    // nothing has executed here for a while and the block is at least that old. A full
-    // block takes a backup longer to check than a tick, and a slow link takes longer than a
-    // tick to carry it, so re-sending on every quiet tick sent each block to each backup
-    // two or three times more: the primary's upload, and the backups' decoding, for nothing.
+    // A block is re-sent to a peer only when it looks lost, not merely slow: nothing has
+    // executed here for a while and the block is at least that old. A full block takes a
+    // backup longer to check than a tick, and a slow link takes longer than a tick to carry
+    // it, so re-sending on every quiet tick sent each block to each backup two or three
+    // times more: the primary's upload, and the backups' decoding, for nothing. (A peer
+    // that lacks a block the others committed fetches it from them; only a block the
+    // quorum needs that peer for stalls execution here.)
     const Millis stall = static_cast<Millis>(body_stall_ticks) * config_.retransmit_ms;
     const bool long_stall = stalled_ticks_ >= body_stall_ticks;
     std::size_t bodies_sent = 0;
@@ -1281,7 +1278,7 @@ void Replica::retransmit() {
         for (const auto& r : replicas_) {
             if (r.id == id_ || slot.commits.contains(r.id)) continue;
             // A peer that prepared this slot holds its block: only its votes may be missing.
-            if (send_body && !slot.prepares.contains(r.id) && (old || voted_past(r.id, seq))) {
+            if (send_body && old && !slot.prepares.contains(r.id)) {
                 send_to(r.id, MsgType::pre_prepare, *slot.pre_prepare);
                 ++stats_.bodies_resent;
             }
@@ -1291,11 +1288,6 @@ void Replica::retransmit() {
             ++stats_.retransmissions;
         }
     }
-}
-
-bool Replica::voted_past(ReplicaId peer, std::uint64_t seq) const {
-    auto it = voted_up_to_.find(peer);
-    return it != voted_up_to_.end() && it->second.view == view_ && it->second.seq > seq;
 }
 
 // The lowest unexecuted slot may lack its block, or hold another version of it (an

@@ -501,10 +501,8 @@ private:
     void on_tick();
     void retransmit();
     // Ticks without an executed block, and the age in ticks a slot must have, before the
-    // primary re-sends its block to peers that have not prepared it without a sign that it
-    // was lost.
+    // primary re-sends its block to peers that have not prepared it.
     static constexpr std::uint64_t body_stall_ticks = 4;
-    bool voted_past(ReplicaId peer, std::uint64_t seq) const;
     void request_missing_bodies();
     bool has_work() const;
     // Arms the view-change timer, if work is pending and none is armed: it fires after
@@ -615,12 +613,6 @@ private:
     ReplicaId fetch_asked_ = 0;             // the one asked last
     std::map<ReplicaId, Millis> announced_; // last certificate announcement per peer
     std::map<ReplicaId, Millis> answered_;  // last answer to a stuck peer
-    // The highest slot each peer has voted for in a view: a peer that votes past a slot it
-    // has not prepared got the later pre-prepares, so that slot's was lost, not slow.
-    struct VotedUpTo {
-        std::uint64_t view = 0, seq = 0;
-    };
-    std::map<ReplicaId, VotedUpTo> voted_up_to_;
 
     net::TimerId batch_timer_ = 0, tick_timer_ = 0, watch_timer_ = 0, view_timer_ = 0,
                  fetch_timer_ = 0;
