@@ -730,7 +730,7 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
         if (slot.pre_prepare && slot.digest == digest) {
             ++stats_.duplicate;
             // The primary repeats a pre-prepare when it is stuck on the slot.
-            if (slot.committed && seq <= ledger_.height()) answer_stuck(from, seq, slot);
+            if (slot.committed && seq <= ledger_.height()) answer_stuck(from, seq, slot.digest);
         } else {
             ++stats_.conflicting;
         }
@@ -746,11 +746,11 @@ void Replica::on_pre_prepare(ReplicaId from, PrePrepare&& pp) {
     accept_ready();
 }
 
-void Replica::answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot) {
+void Replica::answer_stuck(ReplicaId to, std::uint64_t seq, const Hash256& digest) {
     auto [it, fresh] = answered_.emplace(to, transport_.now());
     if (!fresh && transport_.now() < it->second + config_.retransmit_ms) return;
     it->second = transport_.now();
-    send_to(to, MsgType::commit, Vote{view_, seq, slot.digest});
+    send_to(to, MsgType::commit, Vote{view_, seq, digest});
     ++stats_.retransmissions;
 }
 
@@ -792,7 +792,7 @@ void Replica::on_vote(ReplicaId from, MsgType type, const Vote& v) {
         // answers forever.
         if (type == MsgType::prepare && slot.committed && slot.digest == v.digest &&
             v.seq <= ledger_.height())
-            answer_stuck(from, v.seq, slot);
+            answer_stuck(from, v.seq, slot.digest);
         return;
     }
     check_progress(v.seq, slot);

@@ -84,18 +84,11 @@ public:
 
     Query& i64(int col, std::int64_t v) { return check(sqlite3_bind_int64(s_, col, v)); }
     Query& u64(int col, std::uint64_t v) { return i64(col, to_sql(v)); }
-    Query& blob(int col, ByteView v) {
-        // A null pointer would bind SQL NULL, not an empty blob.
-        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
-        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_TRANSIENT));
-    }
+    Query& blob(int col, ByteView v) { return bind_blob(col, v, SQLITE_TRANSIENT); }
     // Binds without a copy, for large values (a block is hundreds of kilobytes, and SQLite's
     // own copy of it was a fresh allocation and page faults on every append): `v` must stay
     // valid until this Query is destroyed, so declare what it views before the Query.
-    Query& blob_borrowed(int col, ByteView v) {
-        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
-        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), SQLITE_STATIC));
-    }
+    Query& blob_borrowed(int col, ByteView v) { return bind_blob(col, v, SQLITE_STATIC); }
     template <std::size_t N, class Tag>
     Query& blob(int col, const FixedBytes<N, Tag>& v) {
         return blob(col, v.view());
@@ -170,6 +163,11 @@ private:
     Query& check(int rc) {
         if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
         return *this;
+    }
+    Query& bind_blob(int col, ByteView v, sqlite3_destructor_type lifetime) {
+        // A null pointer would bind SQL NULL, not an empty blob.
+        if (v.empty()) return check(sqlite3_bind_zeroblob(s_, col, 0));
+        return check(sqlite3_bind_blob64(s_, col, v.data(), v.size(), lifetime));
     }
 
     sqlite3* db_;

@@ -511,7 +511,7 @@ private:
     void leave_view_timers();
     void lengthen_view_timeout();
     void announce_stable(ReplicaId to);
-    void answer_stuck(ReplicaId to, std::uint64_t seq, const Slot& slot);
+    void answer_stuck(ReplicaId to, std::uint64_t seq, const Hash256& digest);
     void note_view(ReplicaId from, std::uint64_t view);
 
     // view change
