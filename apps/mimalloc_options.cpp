@@ -5,9 +5,9 @@
 // kernel with madvise(MADV_DONTNEED). A node turns over a block's buffers (frames, the
 // decoded block, its encodings for the store and the journal, each about 200 KB for 1,000
 // transfers) every few hundred milliseconds, so at the default it returned and faulted in
-// the same pages for every block: six madvise calls per block and node, each a TLB flush on
-// every core, and half the node's page faults. One second spans several blocks at any load;
-// memory free for longer still goes back (docs/dependencies.md has the figures). The
+// the same pages for every block: several madvise calls per block and node, each a TLB
+// flush on every core, and half the node's page faults. One second spans several blocks at any
+// load; memory free for longer still goes back (docs/dependencies.md has the figures). The
 // environment variable MIMALLOC_DECOMMIT_DELAY (or MIMALLOC_PURGE_DELAY in later versions)
 // still wins.
 #include <mimalloc.h>
