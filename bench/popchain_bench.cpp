@@ -8,6 +8,7 @@
 //   popchain_bench [--quick] [--seconds N]
 //
 // docs/benchmarks.md explains each figure and holds reference numbers.
+#include <popchain/application.hpp>
 #include <popchain/block.hpp>
 #include <popchain/crypto.hpp>
 #include <popchain/genesis.hpp>
@@ -70,15 +71,49 @@ struct Options {
     std::size_t big_blocks = 8;     // length of the pre-built chain of big blocks
     std::size_t small_blocks = 500; // length of the pre-built chain of 1-tx blocks
     std::size_t accounts = 1000;    // funded senders
+    // --store-growth N: measure only the store as N commands grow its tables, once per
+    // entry of store_batches (empty: the library's default WriteBatching).
+    std::size_t store_growth = 0;
+    std::vector<SqliteStore::WriteBatching> store_batches;
 };
 
 [[noreturn]] void usage(int code) {
-    std::fprintf(code == 0 ? stdout : stderr,
-                 "usage: popchain_bench [--quick] [--seconds N]\n"
-                 "  --quick      small workloads (250-tx blocks) and short measurements, < 10 s\n"
-                 "  --seconds N  wall-clock seconds per measurement (default 2, quick 0.15)\n"
-                 "Prints one JSON object on stdout; progress on stderr.\n");
+    std::fprintf(
+        code == 0 ? stdout : stderr,
+        "usage: popchain_bench [--quick] [--seconds N]\n"
+        "       popchain_bench --store-growth N [--store-batches T/B,...]\n"
+        "  --quick      small workloads (250-tx blocks) and short measurements, < 10 s\n"
+        "  --seconds N  wall-clock seconds per measurement (default 2, quick 0.15)\n"
+        "  --store-growth N   only the SQLite store's rate as N consensus-only commands\n"
+        "                     (blocks of 400 from 2,800 clients) grow its tables\n"
+        "  --store-batches L  WriteBatching settings to run it with, one after the other:\n"
+        "                     max_pending_txs/max_pending_blocks pairs, comma-separated\n"
+        "                     (default: the library's defaults)\n"
+        "Prints one JSON object on stdout; progress on stderr.\n");
     std::exit(code);
+}
+
+// "8192/128,65536/256" -> WriteBatching settings; a bad list ends the program.
+std::vector<SqliteStore::WriteBatching> parse_store_batches(const std::string& list) {
+    std::vector<SqliteStore::WriteBatching> out;
+    std::size_t at = 0;
+    while (at <= list.size()) {
+        const std::size_t comma = std::min(list.find(',', at), list.size());
+        const std::string item = list.substr(at, comma - at);
+        unsigned long txs = 0, blocks = 0;
+        char tail = 0;
+        if (std::sscanf(item.c_str(), "%lu/%lu%c", &txs, &blocks, &tail) != 2 || txs > 1u << 24 ||
+            blocks > 1u << 24) {
+            std::fprintf(stderr,
+                         "popchain_bench: --store-batches wants TXS/BLOCKS[,...], not "
+                         "\"%s\"\n",
+                         item.c_str());
+            usage(2);
+        }
+        out.push_back({static_cast<std::uint32_t>(txs), static_cast<std::uint32_t>(blocks)});
+        at = comma + 1;
+    }
+    return out;
 }
 
 Options parse_options(int argc, char** argv) {
@@ -96,6 +131,17 @@ Options parse_options(int argc, char** argv) {
                 usage(2);
             }
             seconds = v;
+        } else if (arg == "--store-growth" && i + 1 < argc) {
+            char* end = nullptr;
+            const unsigned long long v = std::strtoull(argv[++i], &end, 10);
+            if (end == argv[i] || *end != '\0' || v < 4000 || v > 1'000'000'000) {
+                std::fprintf(stderr,
+                             "popchain_bench: --store-growth needs a count in [4000, 1e9]\n");
+                usage(2);
+            }
+            o.store_growth = static_cast<std::size_t>(v);
+        } else if (arg == "--store-batches" && i + 1 < argc) {
+            o.store_batches = parse_store_batches(argv[++i]);
         } else if (arg == "--help" || arg == "-h") {
             usage(0);
         } else {
@@ -129,6 +175,10 @@ double round4(double v) {
     if (v == 0 || !std::isfinite(v)) return v;
     double scale = std::pow(10.0, 3 - static_cast<int>(std::floor(std::log10(std::fabs(v)))));
     return std::round(v * scale) / scale;
+}
+
+double ratio(double a, double b) {
+    return b > 0 ? round4(a / b) : 0;
 }
 
 // The rates of the runs of one measurement.
@@ -521,6 +571,139 @@ Json bench_codec(const Options& opt, const Chain& big) {
                 {"decode_mb_per_s", dec.scaled(mb).json()}};
 }
 
+// ---- store growth (--store-growth) ----
+
+// Bytes this process has passed to read and write system calls (/proc/self/io's rchar and
+// wchar): what SQLite asked of the kernel, page-cache hits included. Zeros where unreadable.
+struct IoBytes {
+    std::uint64_t read = 0;
+    std::uint64_t written = 0;
+};
+IoBytes io_bytes() {
+    IoBytes io;
+    std::ifstream in("/proc/self/io");
+    std::string key;
+    std::uint64_t value = 0;
+    while (in >> key >> value) {
+        if (key == "rchar:") io.read = value;
+        if (key == "wchar:") io.written = value;
+    }
+    return io;
+}
+
+std::uint64_t directory_bytes(const std::filesystem::path& dir) {
+    std::uint64_t total = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+        if (entry.is_regular_file()) total += entry.file_size();
+    return total;
+}
+
+// One pass: a fresh store with `batching`, then blocks of 400 unsigned 8-byte commands, client
+// i % 2,800 with nonce i / 2,800 (the TCP bench's consensus-only load), until `commands` are
+// stored. Each block's append() and sync() are timed (building it is not), and reported per
+// tenth of the commands: the store's rate as its tables grow.
+Json store_growth_pass(std::size_t commands, SqliteStore::WriteBatching batching) {
+    constexpr std::size_t clients = 2800, block_commands = 400, windows = 10;
+    Genesis g;
+    g.params.chain_id = "popchain-bench-store";
+    g.params.authority = bench_key("authority").public_key();
+    g.params.commands = noop_command_rules();
+    g.timestamp_ms = 1'700'000'000'000ull;
+    for (std::uint32_t i = 0; i < 4; ++i)
+        g.replicas.push_back({i, bench_key("replica-" + std::to_string(i)).public_key(), ""});
+    Ledger ledger = must(g.ledger(), "genesis ledger");
+    const BuiltBlock genesis = must(g.build(), "genesis block");
+    TempDir dir;
+    auto store =
+        must(SqliteStore::open(dir.path() / "chain.db", SqliteStore::Durability::at_sync, batching),
+             "open store");
+    auto check = [](Result<void> r, const char* what) {
+        if (!r) throw std::runtime_error(std::string(what) + ": " + r.error().message());
+    };
+    check(store->append(genesis.block, genesis.delta), "append genesis");
+    check(store->sync(), "sync genesis");
+
+    Json rows = Json::array();
+    const std::size_t per_window = std::max<std::size_t>(commands / windows, 1);
+    std::size_t made = 0, in_window = 0;
+    double timed = 0, slowest = 0;
+    IoBytes io_before = io_bytes();
+    while (made < commands) {
+        std::vector<Tx> txs;
+        const std::size_t n = std::min(block_commands, commands - made);
+        for (std::size_t k = 0; k < n; ++k, ++made) {
+            Bytes payload(8);
+            for (std::size_t b = 0; b < 8; ++b)
+                payload[b] = static_cast<std::uint8_t>(made >> (8 * b));
+            txs.push_back(make_command(g.params.chain_id, command_client(made % clients),
+                                       made / clients, std::move(payload)));
+        }
+        BuiltBlock built = ledger.build_block(txs, 0, 0, g.timestamp_ms + made);
+        if (!built.rejected.empty()) throw std::runtime_error("a command was rejected");
+        const auto start = Clock::now();
+        check(store->append(built.block, built.delta), "append");
+        check(store->sync(), "sync");
+        const double s = seconds_since(start);
+        ledger.commit(built.delta);
+        timed += s;
+        slowest = std::max(slowest, s);
+        in_window += n;
+        if (in_window >= per_window || made == commands) {
+            const IoBytes io = io_bytes();
+            const double count = static_cast<double>(in_window);
+            rows.push_back(
+                Json{{"commands_stored", made},
+                     {"commands_per_s", round4(count / timed)},
+                     {"slowest_block_ms", round4(slowest * 1e3)},
+                     {"read_bytes_per_command",
+                      round4(static_cast<double>(io.read - io_before.read) / count)},
+                     {"write_bytes_per_command",
+                      round4(static_cast<double>(io.written - io_before.written) / count)}});
+            progress("  " + std::to_string(made) + " commands stored, " +
+                     std::to_string(static_cast<long>(count / timed)) + " commands/s");
+            io_before = io;
+            in_window = 0;
+            timed = slowest = 0;
+        }
+    }
+    const double first = rows.front()["commands_per_s"].get<double>();
+    const double last = rows.back()["commands_per_s"].get<double>();
+    return Json{{"max_pending_txs", batching.max_pending_txs},
+                {"max_pending_blocks", batching.max_pending_blocks},
+                {"windows", std::move(rows)},
+                {"first_window_per_s", first},
+                {"last_window_per_s", last},
+                {"last_over_first", ratio(last, first)},
+                {"database_mb", round4(static_cast<double>(directory_bytes(dir.path())) / 1e6)}};
+}
+
+Json bench_store_growth(const Options& opt) {
+    std::vector<SqliteStore::WriteBatching> batches = opt.store_batches;
+    if (batches.empty()) batches.push_back(SqliteStore::WriteBatching{});
+    Json passes = Json::array();
+    for (const auto& b : batches) {
+        progress("store growth, " + std::to_string(opt.store_growth) + " commands, batches of " +
+                 std::to_string(b.max_pending_txs) + " txs / " +
+                 std::to_string(b.max_pending_blocks) + " blocks");
+        passes.push_back(store_growth_pass(opt.store_growth, b));
+    }
+    // Side by side: every pass's rate over the first pass's, at the start and at the end.
+    Json ratios = Json::array();
+    for (const auto& pass : passes)
+        ratios.push_back(
+            Json{{"first_window", ratio(pass["first_window_per_s"].get<double>(),
+                                        passes[0]["first_window_per_s"].get<double>())},
+                 {"last_window", ratio(pass["last_window_per_s"].get<double>(),
+                                       passes[0]["last_window_per_s"].get<double>())}});
+    return Json{{"temp_dir", std::filesystem::temp_directory_path().string()},
+                {"commands", opt.store_growth},
+                {"setup", "NoopApplication commands (8 bytes, unsigned), 400 per block from 2,800 "
+                          "clients; Durability::at_sync with sync() after every block; the rate "
+                          "counts append() + sync() only"},
+                {"passes", std::move(passes)},
+                {"over_first_pass", std::move(ratios)}};
+}
+
 // ---- the report ----
 
 // A simulated cluster of n replicas proposing blocks of at most `block_txs`.
@@ -716,10 +899,6 @@ Json bench_consensus_only(const Options& opt) {
                          "executes and stores every command, all on this one thread"}};
 }
 
-double ratio(double a, double b) {
-    return b > 0 ? round4(a / b) : 0;
-}
-
 int run(const Options& opt) {
     const auto started = Clock::now();
     const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
@@ -736,6 +915,13 @@ int run(const Options& opt) {
                               {"runs_per_measurement", opt.runs}};
 
     Json results;
+    if (opt.store_growth > 0) {
+        results["sqlite_growth"] = bench_store_growth(opt);
+        report["results"] = std::move(results);
+        report["total_seconds"] = round4(seconds_since(started));
+        std::cout << report.dump(2) << std::endl;
+        return 0;
+    }
     double verify1 = 0, verified_tx = 0, cached_tx = 0, one_tx_blocks = 0, big_tx = 0;
     results["ecdsa_p256"] = bench_ecdsa(opt, verify1);
     results["sha256"] = bench_sha256(opt);
