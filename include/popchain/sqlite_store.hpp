@@ -72,10 +72,14 @@ public:
     // once the blocks not yet written hold `max_pending_txs` transactions or number
     // `max_pending_blocks`, whichever comes first. Either at 0 or 1 writes every block's
     // rows with the block. Larger batches write fewer pages per transaction and keep more in
-    // memory (about 100 bytes per transaction) and more to re-read at open().
+    // memory (about 100 bytes per transaction) and more to re-read at open(); the append that
+    // writes a batch takes longer the larger it is. The defaults: in `popchain_bench
+    // --store-growth 3000000`, 32,768 stored 2.3 times as many commands per second as 8,192
+    // did once the store held 3 million, its slowest append 0.76 s against 0.57 s
+    // (docs/benchmarks.md, "The store as it grows").
     struct WriteBatching {
-        std::uint32_t max_pending_txs = 8192;
-        std::uint32_t max_pending_blocks = 128;
+        std::uint32_t max_pending_txs = 32768;
+        std::uint32_t max_pending_blocks = 256;
     };
 
     // Opens `file`, creating a new empty store when the file does not exist or is empty.
