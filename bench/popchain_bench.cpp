@@ -591,6 +591,15 @@ IoBytes io_bytes() {
     return io;
 }
 
+// This process's resident memory now (/proc/self/status VmRSS), in MB; 0 where unreadable.
+double resident_mb() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024;
+    return 0;
+}
+
 std::uint64_t directory_bytes(const std::filesystem::path& dir) {
     std::uint64_t total = 0;
     for (const auto& entry : std::filesystem::directory_iterator(dir))
@@ -666,6 +675,8 @@ Json store_growth_pass(std::size_t commands, SqliteStore::WriteBatching batching
             timed = slowest = 0;
         }
     }
+    // With the store still open: its batches' rows kept in memory count.
+    const double rss_mb = resident_mb();
     const double first = rows.front()["commands_per_s"].get<double>();
     const double last = rows.back()["commands_per_s"].get<double>();
     return Json{{"max_pending_txs", batching.max_pending_txs},
@@ -674,7 +685,8 @@ Json store_growth_pass(std::size_t commands, SqliteStore::WriteBatching batching
                 {"first_window_per_s", first},
                 {"last_window_per_s", last},
                 {"last_over_first", ratio(last, first)},
-                {"database_mb", round4(static_cast<double>(directory_bytes(dir.path())) / 1e6)}};
+                {"database_mb", round4(static_cast<double>(directory_bytes(dir.path())) / 1e6)},
+                {"resident_mb_at_end", round4(rss_mb)}};
 }
 
 Json bench_store_growth(const Options& opt) {

@@ -10,10 +10,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -165,24 +167,36 @@ struct BlockBlob {
 
 constexpr std::uint64_t all_key_bits = ~std::uint64_t{0};
 
-// A block's rows for the two transaction indexes.
+// How far a writing batch's rows are written: a count of rows per table, in key order.
+struct RowCursor {
+    std::size_t txs = 0, parties = 0, accounts = 0, escrows = 0;
+};
+
+struct WritingBatch;
+
+// A block's rows for the two transaction indexes, and what write_block did with the
+// tables, for note_written to apply to the store's memory once that is committed.
 struct BlockRows {
+    std::uint64_t height = 0;
     std::vector<std::pair<Hash256, TxPos>> txs;     // (id, place)
     std::vector<std::pair<Address, TxPos>> parties; // (party, place), one per tx_parties entry
-    bool written = false; // false: kept pending; true: this block completed a written batch
+    bool written = false;                           // every row up to this block's written at once
+    std::optional<RowCursor> writing_to;            // the writing batch written this far
+    std::unique_ptr<WritingBatch> started;          // this block completed `pending`: now writing
 };
 
 // What the tables do not hold yet: the rows of the blocks in `pending_changes`, with the
 // newest value of each account and escrow they changed.
 struct PendingRows {
     std::size_t blocks = 0;
+    std::uint64_t first = 0; // the oldest block's height, when blocks > 0
     std::unordered_map<Hash256, TxPos, FixedBytesHash> tx_pos;
     std::unordered_map<Address, std::vector<TxPos>, FixedBytesHash> by_address;
     std::map<Address, Account> accounts;
     std::map<Hash256, Escrow> escrows;
 
     void add(const BlockRows& rows, const StateDelta& delta) {
-        ++blocks;
+        if (blocks++ == 0) first = rows.height;
         for (const auto& [id, pos] : rows.txs)
             tx_pos.emplace(id, pos);
         for (const auto& [party, pos] : rows.parties)
@@ -191,6 +205,69 @@ struct PendingRows {
             accounts.insert_or_assign(address, account);
         for (const auto& [trade_id, escrow] : delta.escrows)
             escrows.insert_or_assign(trade_id, escrow);
+    }
+};
+
+// A transaction index row: the key `txs` files it under, its place and its id.
+struct TxRow {
+    std::int64_t key;
+    TxPos pos;
+    Hash256 id;
+};
+
+// Pending blocks whose rows are being written, a slice of each table's key order per
+// append (write_block). Until the last slice is written, readers take these blocks' rows
+// from here (by binary search: the sorted rows are all the batch keeps) and the tables'
+// rows below `first` only: a slice written before a crash is written again after it, as
+// open() finds every such block pending again.
+struct WritingBatch {
+    std::uint64_t first = 0; // the oldest block's height
+    std::uint64_t top = 0;   // the newest block's height
+    // Each table's rows in key order (the accounts' and escrows' newest values).
+    std::vector<TxRow> txs;
+    std::vector<std::pair<Address, TxPos>> parties;
+    std::vector<std::pair<Address, Account>> accounts;
+    std::vector<std::pair<Hash256, Escrow>> escrows;
+    RowCursor written;
+
+    const TxPos* place(std::int64_t key, const Hash256& id) const {
+        auto it = std::lower_bound(txs.begin(), txs.end(), key,
+                                   [](const TxRow& row, std::int64_t k) { return row.key < k; });
+        for (; it != txs.end() && it->key == key; ++it)
+            if (it->id == id) return &it->pos;
+        return nullptr;
+    }
+    // The batch's rows of `address`, oldest first.
+    std::vector<TxPos> places_of(const Address& address) const {
+        auto it = std::lower_bound(
+            parties.begin(), parties.end(), address,
+            [](const std::pair<Address, TxPos>& row, const Address& a) { return row.first < a; });
+        std::vector<TxPos> out;
+        for (; it != parties.end() && it->first == address; ++it)
+            out.push_back(it->second);
+        return out;
+    }
+    template <class Key, class Value>
+    static const Value* find(const std::vector<std::pair<Key, Value>>& rows, const Key& key) {
+        auto it = std::lower_bound(
+            rows.begin(), rows.end(), key,
+            [](const std::pair<Key, Value>& row, const Key& k) { return row.first < k; });
+        return it != rows.end() && it->first == key ? &it->second : nullptr;
+    }
+
+    RowCursor end() const { return {txs.size(), parties.size(), accounts.size(), escrows.size()}; }
+    bool done(const RowCursor& c) const {
+        return c.txs == txs.size() && c.parties == parties.size() &&
+               c.accounts == accounts.size() && c.escrows == escrows.size();
+    }
+    // `written` moved on by `share` of every table's rows (at least one, while any remain).
+    RowCursor advanced(double share) const {
+        auto step = [share](std::size_t at, std::size_t total) {
+            const auto n = static_cast<std::size_t>(std::ceil(share * static_cast<double>(total)));
+            return std::min(total, at + std::max<std::size_t>(n, 1));
+        };
+        return {step(written.txs, txs.size()), step(written.parties, parties.size()),
+                step(written.accounts, accounts.size()), step(written.escrows, escrows.size())};
     }
 };
 
@@ -219,6 +296,8 @@ struct SqliteStore::Impl {
     // Guarded by `mutex`. Set when the pending rows could not be rebuilt after a lost group:
     // every later call fails with it, as the owner must stop then anyway.
     PendingRows pending;
+    // Guarded by `mutex`: the batch being written, older than every block in `pending`.
+    std::unique_ptr<WritingBatch> writing;
     std::optional<Error> pending_lost;
 
     // Cached statements, prepared once at open.
@@ -307,13 +386,40 @@ struct SqliteStore::Impl {
     // when the block completes a batch, else keeps its state change in pending_changes.
     Result<void> write_block(const Block& block, const Hash256& hash, const StateDelta& delta,
                              const std::vector<Hash256>& txids, BlockRows& rows);
-    Result<void> write_rows(const BlockRows& rows, const StateDelta& delta);
+    // The pending blocks' rows and this block's as a batch, each table sorted by key.
+    std::unique_ptr<WritingBatch> batch_of(const BlockRows& rows, const StateDelta& delta) const;
+    // Writes `batch`'s rows from its `written` cursor up to `to`; once all are written,
+    // drops its blocks' rows from pending_changes.
+    Result<void> write_slice(const WritingBatch& batch, const RowCursor& to);
     // After write_block's transaction committed (or its savepoint was released).
-    void note_written(const BlockRows& rows, const StateDelta& delta) {
-        if (rows.written)
+    void note_written(BlockRows& rows, const StateDelta& delta) {
+        if (rows.written) {
             pending = PendingRows{};
-        else
+            writing.reset();
+            return;
+        }
+        if (writing && rows.writing_to) {
+            writing->written = *rows.writing_to;
+            if (writing->done(writing->written)) writing.reset();
+        }
+        if (!rows.started) {
             pending.add(rows, delta);
+            return;
+        }
+        writing = std::move(rows.started);
+        pending = PendingRows{};
+        if (writing->done(writing->written)) writing.reset();
+    }
+    // Where the newest blocks keep a transaction's place in memory, or null.
+    const TxPos* kept_place(const Hash256& txid) const {
+        if (auto it = pending.tx_pos.find(txid); it != pending.tx_pos.end()) return &it->second;
+        return writing ? writing->place(tx_key(txid), txid) : nullptr;
+    }
+    // The lowest height whose rows readers take from memory; above every block when none.
+    std::uint64_t kept_from() const {
+        if (writing) return writing->first;
+        if (pending.blocks > 0) return pending.first;
+        return static_cast<std::uint64_t>(INT64_MAX);
     }
     // Rebuilds `pending` from pending_changes and the blocks (open(), and a lost group).
     Result<void> load_pending();
@@ -360,9 +466,11 @@ Result<void> SqliteStore::Impl::prepare_all() {
         {&put_tx, "INSERT INTO txs (key, height, idx) VALUES (?1, ?2, ?3)"},
         {&get_tx_collision, "SELECT height, idx FROM tx_collisions WHERE txid = ?1"},
         {&put_tx_collision, "INSERT INTO tx_collisions (txid, height, idx) VALUES (?1, ?2, ?3)"},
-        {&get_address_txs, "SELECT height, idx FROM address_txs WHERE address = ?1 "
-                           "ORDER BY height, idx LIMIT ?2 OFFSET ?3"},
-        {&put_address_tx, "INSERT INTO address_txs (address, height, idx) VALUES (?1, ?2, ?3)"},
+        {&get_address_txs, "SELECT height, idx FROM address_txs WHERE address = ?1 AND "
+                           "height < ?4 ORDER BY height, idx LIMIT ?2 OFFSET ?3"},
+        // OR IGNORE: a slice written again after a restart finds its rows there.
+        {&put_address_tx,
+         "INSERT OR IGNORE INTO address_txs (address, height, idx) VALUES (?1, ?2, ?3)"},
         {&get_escrow_parties, "SELECT buyer, seller FROM escrows WHERE trade_id = ?1"},
         {&all_accounts, "SELECT address, balance, nonce FROM accounts"},
         {&put_account, "INSERT INTO accounts (address, balance, nonce) VALUES (?1, ?2, ?3) "
@@ -388,8 +496,8 @@ Result<void> SqliteStore::Impl::prepare_all() {
                                 "ORDER BY height LIMIT 1"},
         {&all_pending, "SELECT height, changes FROM pending_changes ORDER BY height"},
         {&put_pending, "INSERT INTO pending_changes (height, changes) VALUES (?1, ?2)"},
-        {&clear_pending, "DELETE FROM pending_changes"},
-        {&count_address_txs, "SELECT count(*) FROM address_txs WHERE address = ?1"},
+        {&clear_pending, "DELETE FROM pending_changes WHERE height <= ?1"},
+        {&count_address_txs, "SELECT count(*) FROM address_txs WHERE address = ?1 AND height < ?2"},
         {&get_block_hash, "SELECT hash FROM blocks WHERE height = ?1"},
     };
     for (const auto& e : entries) {
@@ -518,9 +626,9 @@ Result<Tx> SqliteStore::Impl::tx_at(const TxPos& pos, std::optional<BlockBlob>& 
 // The transaction with this id, from its block; nullopt when none is stored.
 Result<std::optional<TxRecord>> SqliteStore::Impl::find_tx(const Hash256& txid) const {
     if (pending_lost) return *pending_lost;
-    auto it = pending.tx_pos.find(txid);
-    if (it == pending.tx_pos.end()) return find_indexed_tx(txid);
-    const TxPos pos = it->second;
+    const TxPos* kept = kept_place(txid);
+    if (!kept) return find_indexed_tx(txid);
+    const TxPos pos = *kept;
     std::optional<BlockBlob> blob;
     auto tx = tx_at(pos, blob);
     if (!tx) return tx.error();
@@ -595,6 +703,8 @@ Result<void> SqliteStore::Impl::index_tx(const Hash256& txid, const TxPos& pos) 
     }
     auto stored = find_indexed_tx(txid);
     if (!stored) return stored.error();
+    // At the same place: a slice written before a restart, written again.
+    if (*stored && (*stored)->height == pos.height && (*stored)->index == pos.idx) return {};
     if (*stored) return make_error(Errc::duplicate_tx, "stored already");
     Query q(db, put_tx_collision, "storing transaction");
     auto r = q.blob(1, txid).u64(2, pos.height).i64(3, pos.idx).run();
@@ -706,15 +816,41 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
 
     if (auto r = index_rows(block, delta, txids, rows); !r) return r;
     if (auto r = check_new(rows); !r) return r;
-    // Genesis (often most of the accounts there will be) is written at once.
-    const bool batch_full = height == 0 || pending.blocks + 1 >= batching.max_pending_blocks ||
-                            pending.tx_pos.size() + block.txs.size() >= batching.max_pending_txs;
-    if (batch_full) {
-        if (auto r = write_rows(rows, delta); !r) return r;
+    // Genesis (often most of the accounts there will be) is written at once, and so is every
+    // block when batches are of one.
+    if (height == 0 || batching.max_pending_txs <= 1 || batching.max_pending_blocks <= 1) {
+        if (writing)
+            if (auto r = write_slice(*writing, writing->end()); !r) return r;
+        auto batch = batch_of(rows, delta);
+        if (auto r = write_slice(*batch, batch->end()); !r) return r;
         rows.written = true;
     } else {
-        Query q(db, put_pending, "keeping a block's state change");
-        if (auto r = q.u64(1, height).blob(2, changes).run(); !r) return r;
+        // The block stays pending until its batch's last slice is written, whenever that is.
+        {
+            Query q(db, put_pending, "keeping a block's state change");
+            if (auto r = q.u64(1, height).blob(2, changes).run(); !r) return r;
+        }
+        // A batch is written over the appends that follow it, a slice of every table per
+        // append, sized to finish by the time the next batch is half full: no append writes a
+        // whole batch (docs/benchmarks.md, "The store as it grows"). Slices are key ranges,
+        // so together they touch each page about once, as one write of the batch would.
+        const bool full = pending.blocks + 1 >= batching.max_pending_blocks ||
+                          pending.tx_pos.size() + block.txs.size() >= batching.max_pending_txs;
+        const double share =
+            2.0 * std::max(static_cast<double>(block.txs.size()) / batching.max_pending_txs,
+                           1.0 / batching.max_pending_blocks);
+        if (writing) {
+            // Finished at once if the next batch is full first (appends of very uneven size).
+            const RowCursor to = full ? writing->end() : writing->advanced(share);
+            if (auto r = write_slice(*writing, to); !r) return r;
+            rows.writing_to = to;
+        }
+        if (full) {
+            rows.started = batch_of(rows, delta);
+            const RowCursor to = rows.started->advanced(share);
+            if (auto r = write_slice(*rows.started, to); !r) return r;
+            rows.started->written = to;
+        }
     }
 
     if (delta.replicas) {
@@ -746,6 +882,9 @@ Result<std::optional<Escrow>> SqliteStore::Impl::escrow_parties(const Hash256& t
         return std::optional<Escrow>(it->second);
     if (auto it = pending.escrows.find(trade_id); it != pending.escrows.end())
         return std::optional<Escrow>(it->second);
+    if (writing)
+        if (const Escrow* e = WritingBatch::find(writing->escrows, trade_id))
+            return std::optional<Escrow>(*e);
     Query q(db, get_escrow_parties, "looking up escrow parties");
     auto row = q.blob(1, trade_id).step();
     if (!row) return row.error();
@@ -777,6 +916,7 @@ Result<void> SqliteStore::Impl::index_rows(const Block& block, const StateDelta&
         looked_up = std::move(*e);
         return looked_up ? &*looked_up : nullptr;
     };
+    rows.height = height;
     rows.txs.reserve(block.txs.size());
     rows.parties.reserve(2 * block.txs.size());
     for (std::size_t i = 0; i < block.txs.size(); ++i) {
@@ -811,7 +951,7 @@ Result<void> SqliteStore::Impl::check_new(const BlockRows& rows) const {
                 return duplicate(pos.idx > rows.txs[order[j].second].second.idx
                                      ? pos
                                      : rows.txs[order[j].second].second);
-        if (pending.tx_pos.contains(id)) return duplicate(pos);
+        if (kept_place(id)) return duplicate(pos);
         auto stored = find_indexed_tx(id);
         if (!stored) return stored.error();
         if (*stored) return duplicate(pos);
@@ -821,30 +961,23 @@ Result<void> SqliteStore::Impl::check_new(const BlockRows& rows) const {
 
 // The rows of every pending block and of this one, each table's in key order: rows that
 // share a leaf page are then written together, and the page goes to the log once.
-Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDelta& delta) {
-    struct TxRow {
-        std::int64_t key;
-        TxPos pos;
-        const Hash256* id;
-    };
-    std::vector<TxRow> txs;
+std::unique_ptr<WritingBatch> SqliteStore::Impl::batch_of(const BlockRows& rows,
+                                                          const StateDelta& delta) const {
+    auto batch = std::make_unique<WritingBatch>();
+    batch->first = pending.blocks > 0 ? pending.first : rows.height;
+    batch->top = rows.height;
+    auto& txs = batch->txs;
     txs.reserve(pending.tx_pos.size() + rows.txs.size());
     for (const auto& [id, pos] : pending.tx_pos)
-        txs.push_back({tx_key(id), pos, &id});
+        txs.push_back({tx_key(id), pos, id});
     for (const auto& [id, pos] : rows.txs)
-        txs.push_back({tx_key(id), pos, &id});
+        txs.push_back({tx_key(id), pos, id});
     // Among ids that share a key the oldest keeps the row, as if written block by block.
     std::sort(txs.begin(), txs.end(), [](const TxRow& a, const TxRow& b) {
         return std::tie(a.key, a.pos.height, a.pos.idx) < std::tie(b.key, b.pos.height, b.pos.idx);
     });
-    for (const TxRow& row : txs)
-        if (auto r = index_tx(*row.id, row.pos); !r) {
-            if (r.code() == Errc::duplicate_tx)
-                return make_error(Errc::duplicate_tx, where(row.pos) + " is stored already");
-            return r;
-        }
 
-    std::vector<std::pair<Address, TxPos>> parties;
+    auto& parties = batch->parties;
     parties.reserve(rows.parties.size() + 2 * pending.tx_pos.size());
     for (const auto& [party, places] : pending.by_address)
         for (const TxPos& pos : places)
@@ -854,25 +987,42 @@ Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDel
         return std::tie(a.first, a.second.height, a.second.idx) <
                std::tie(b.first, b.second.height, b.second.idx);
     });
-    for (const auto& [party, pos] : parties) {
-        Query q(db, put_address_tx, "indexing transaction");
-        auto r = q.blob(1, party).u64(2, pos.height).i64(3, pos.idx).run();
-        if (!r) return r;
-    }
 
     // The newest value of each account and escrow: this block's over the pending blocks'.
     std::map<Address, Account> accounts = pending.accounts;
     for (const auto& [address, account] : delta.accounts)
         accounts.insert_or_assign(address, account);
-    for (const auto& [address, account] : accounts) {
+    batch->accounts.assign(accounts.begin(), accounts.end());
+    std::map<Hash256, Escrow> escrows = pending.escrows;
+    for (const auto& [trade_id, e] : delta.escrows)
+        escrows.insert_or_assign(trade_id, e);
+    batch->escrows.assign(escrows.begin(), escrows.end());
+    return batch;
+}
+
+Result<void> SqliteStore::Impl::write_slice(const WritingBatch& batch, const RowCursor& to) {
+    for (std::size_t i = batch.written.txs; i < to.txs; ++i) {
+        const TxRow& row = batch.txs[i];
+        if (auto r = index_tx(row.id, row.pos); !r) {
+            if (r.code() == Errc::duplicate_tx)
+                return make_error(Errc::duplicate_tx, where(row.pos) + " is stored already");
+            return r;
+        }
+    }
+    for (std::size_t i = batch.written.parties; i < to.parties; ++i) {
+        const auto& [party, pos] = batch.parties[i];
+        Query q(db, put_address_tx, "indexing transaction");
+        auto r = q.blob(1, party).u64(2, pos.height).i64(3, pos.idx).run();
+        if (!r) return r;
+    }
+    for (std::size_t i = batch.written.accounts; i < to.accounts; ++i) {
+        const auto& [address, account] = batch.accounts[i];
         Query q(db, put_account, "storing account");
         auto r = q.blob(1, address).u64(2, account.balance).u64(3, account.nonce).run();
         if (!r) return r;
     }
-    std::map<Hash256, Escrow> escrows = pending.escrows;
-    for (const auto& [trade_id, e] : delta.escrows)
-        escrows.insert_or_assign(trade_id, e);
-    for (const auto& [trade_id, e] : escrows) {
+    for (std::size_t i = batch.written.escrows; i < to.escrows; ++i) {
+        const auto& [trade_id, e] = batch.escrows[i];
         Query q(db, put_escrow, "storing escrow");
         auto r = q.blob(1, trade_id)
                      .blob(2, e.buyer)
@@ -884,11 +1034,14 @@ Result<void> SqliteStore::Impl::write_rows(const BlockRows& rows, const StateDel
                      .run();
         if (!r) return r;
     }
-    return run(clear_pending, "writing pending rows");
+    if (!batch.done(to)) return {};
+    Query q(db, clear_pending, "writing pending rows");
+    return q.u64(1, batch.top).run();
 }
 
 Result<void> SqliteStore::Impl::load_pending() {
     pending = PendingRows{};
+    writing.reset();
     std::vector<std::pair<std::uint64_t, Bytes>> kept;
     {
         Query q(db, all_pending, "reading pending state changes");
@@ -1027,6 +1180,13 @@ Result<State> SqliteStore::Impl::load_state_locked() const {
         }
     }
     if (auto r = txn.commit(); !r) return r.error();
+    // The writing batch's values, then the newer pending blocks'.
+    if (writing) {
+        for (const auto& [address, account] : writing->accounts)
+            state.accounts.insert_or_assign(address, account);
+        for (const auto& [trade_id, escrow] : writing->escrows)
+            state.escrows.insert_or_assign(trade_id, escrow);
+    }
     for (const auto& [address, account] : pending.accounts)
         state.accounts.insert_or_assign(address, account);
     for (const auto& [trade_id, escrow] : pending.escrows)
@@ -1044,7 +1204,7 @@ Result<std::vector<TxRecord>> SqliteStore::Impl::txs_of_address_locked(const Add
     std::optional<BlockBlob> blob;
     {
         Query q(db, get_address_txs, "listing transactions of an address");
-        q.blob(1, address).i64(2, limit).u64(3, offset);
+        q.blob(1, address).i64(2, limit).u64(3, offset).u64(4, kept_from());
         for (;;) {
             auto row = q.step();
             if (!row) return row.error();
@@ -1057,27 +1217,38 @@ Result<std::vector<TxRecord>> SqliteStore::Impl::txs_of_address_locked(const Add
             out.push_back(TxRecord{std::move(*tx), pos->height, pos->idx});
         }
     }
-    // The pending blocks are newer than every written row: the list goes on with theirs.
-    auto kept = pending.by_address.find(address);
-    if (out.size() == limit || kept == pending.by_address.end()) return out;
-    std::uint64_t skip = 0; // of the pending rows
+    // The blocks kept in memory are newer than every row read above: the list goes on with
+    // the writing batch's, then the pending blocks'.
+    std::vector<TxPos> writing_places;
+    if (writing) writing_places = writing->places_of(address);
+    std::vector<const std::vector<TxPos>*> kept;
+    if (!writing_places.empty()) kept.push_back(&writing_places);
+    if (auto it = pending.by_address.find(address); it != pending.by_address.end())
+        kept.push_back(&it->second);
+    if (out.size() == limit || kept.empty()) return out;
+    std::uint64_t skip = 0; // of the kept rows
     if (out.empty() && offset > 0) {
         Query q(db, count_address_txs, "counting transactions of an address");
-        auto row = q.blob(1, address).step();
+        auto row = q.blob(1, address).u64(2, kept_from()).step();
         if (!row) return row.error();
         auto written = q.col_u64(0, "transaction count");
         if (!written) return written.error();
         skip = offset - std::min(offset, *written);
     }
-    const std::vector<TxPos>& places = kept->second;
-    for (std::uint64_t i = skip; i < places.size() && out.size() < limit; ++i) {
-        const TxPos& pos = places[i];
-        auto tx = tx_at(pos, blob);
-        if (!tx) return tx.error();
-        auto at = pending.tx_pos.find(tx->id());
-        if (at == pending.tx_pos.end() || !(at->second == pos))
-            return corrupt(where(pos) + " is not the transaction kept for it");
-        out.push_back(TxRecord{std::move(*tx), pos.height, pos.idx});
+    for (const std::vector<TxPos>* places : kept) {
+        for (const TxPos& pos : *places) {
+            if (out.size() == limit) return out;
+            if (skip > 0) {
+                --skip;
+                continue;
+            }
+            auto tx = tx_at(pos, blob);
+            if (!tx) return tx.error();
+            const TxPos* at = kept_place(tx->id());
+            if (!at || !(*at == pos))
+                return corrupt(where(pos) + " is not the transaction kept for it");
+            out.push_back(TxRecord{std::move(*tx), pos.height, pos.idx});
+        }
     }
     return out;
 }
@@ -1399,8 +1570,8 @@ Result<TxPlace> SqliteStore::tx_place(const Hash256& txid) const {
     std::lock_guard lock(impl_->mutex);
     if (impl_->pending_lost) return *impl_->pending_lost;
     TxPos pos;
-    if (auto it = impl_->pending.tx_pos.find(txid); it != impl_->pending.tx_pos.end()) {
-        pos = it->second;
+    if (const TxPos* kept = impl_->kept_place(txid)) {
+        pos = *kept;
     } else {
         auto found = impl_->find_indexed_tx(txid);
         if (!found) return found.error();

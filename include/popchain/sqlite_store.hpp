@@ -36,14 +36,18 @@
 // Batched table writes (WriteBatching): the accounts, escrows and both transaction indexes
 // are keyed at random (addresses, hashes), so a block of a thousand transfers from distinct
 // wallets dirties most of their leaf pages, and the log takes every dirty page whole. So
-// these rows are written for many blocks at once, sorted by key, when the blocks not yet
-// written reach max_pending_txs transactions or max_pending_blocks blocks; meanwhile each
+// these rows are written for many blocks at once, sorted by key, once the blocks not yet
+// written reach max_pending_txs transactions or max_pending_blocks blocks; until then each
 // block's state change is kept beside it (in the encoding its state root commits to, one
 // row per block in `pending_changes`) and the store answers from memory for those blocks.
-// The batch is written in the same SQL transaction as the block that completes it, so a
-// crash at any instant leaves either the rows or the changes they come from; open()
-// rebuilds the unwritten part from the blocks and their changes, checking each against the
-// block's state root. Nothing a reader sees depends on where the batch boundary fell.
+// A full batch is written a slice of each table's key order per append, starting with the
+// block that completes it and sized to end by the time the next batch is half full, so no
+// append writes a whole batch; its blocks keep their changes until the last slice. Each
+// slice is in the SQL transaction of its append, so a crash at any instant leaves the
+// changes of every block whose rows are not all written; open() rebuilds those blocks' rows
+// from the blocks and their changes, checking each against the block's state root, and
+// writes them again (a row already there is left as it is). Nothing a reader sees depends
+// on where a batch or a slice boundary fell.
 //
 // Thread-safe, as BlockStore requires: calls are serialised on one connection. Several
 // processes may open the same file (SQLite's locking keeps them consistent), but one writer
@@ -71,14 +75,13 @@ public:
     // When the rows of the newest blocks are written (see "Batched table writes" above):
     // once the blocks not yet written hold `max_pending_txs` transactions or number
     // `max_pending_blocks`, whichever comes first. Either at 0 or 1 writes every block's
-    // rows with the block. Larger batches write fewer pages per transaction and keep more in
-    // memory (about 100 bytes per transaction) and more to re-read at open(); the append that
-    // writes a batch takes longer the larger it is. The defaults: in `popchain_bench
-    // --store-growth 3000000`, 32,768 stored 2.3 times as many commands per second as 8,192
-    // did once the store held 3 million, its slowest append 0.76 s against 0.57 s
+    // rows with the block. Larger batches write fewer pages per transaction, and keep more
+    // in memory (two batches at most: one being written, one filling) and more to re-read at
+    // open(). The defaults: in `popchain_bench --store-growth 3000000`, a store holding 3
+    // million commands took them 2.6 to 2.8 times as fast as with 8,192 / 128
     // (docs/benchmarks.md, "The store as it grows").
     struct WriteBatching {
-        std::uint32_t max_pending_txs = 32768;
+        std::uint32_t max_pending_txs = 65536;
         std::uint32_t max_pending_blocks = 256;
     };
 
