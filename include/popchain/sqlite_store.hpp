@@ -78,8 +78,8 @@ public:
     // rows with the block. Larger batches write fewer pages per transaction, and keep more
     // in memory (two batches at most: one being written, one filling) and more to re-read at
     // open(). The defaults: in `popchain_bench --store-growth 3000000`, a store holding 3
-    // million commands took them 2.6 to 2.8 times as fast as with 8,192 / 128
-    // (docs/benchmarks.md, "The store as it grows").
+    // million commands took them 2.7 times as fast as with 8,192 / 128 written whole, its
+    // slowest append 0.16 s against 0.6 s (docs/benchmarks.md, "The store as it grows").
     struct WriteBatching {
         std::uint32_t max_pending_txs = 65536;
         std::uint32_t max_pending_blocks = 256;
