@@ -817,10 +817,8 @@ Result<void> SqliteStore::Impl::write_block(const Block& block, const Hash256& h
     if (auto r = index_rows(block, delta, txids, rows); !r) return r;
     if (auto r = check_new(rows); !r) return r;
     // Genesis (often most of the accounts there will be) is written at once, and so is every
-    // block when batches are of one.
+    // block when batches are of one. Neither ever has a batch being written before it.
     if (height == 0 || batching.max_pending_txs <= 1 || batching.max_pending_blocks <= 1) {
-        if (writing)
-            if (auto r = write_slice(*writing, writing->end()); !r) return r;
         auto batch = batch_of(rows, delta);
         if (auto r = write_slice(*batch, batch->end()); !r) return r;
         rows.written = true;
